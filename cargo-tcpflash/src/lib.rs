@@ -1,0 +1,2 @@
+//! The host side of tcpflash: building firmware for both slots, turning ELFs into images,
+//! and pushing an image to a device. The `cargo-tcpflash` binary is a thin CLI over this.

@@ -1,0 +1,181 @@
+//! The slot descriptor: 64 bytes at the very start of a firmware's IROM.
+//!
+//! A v2 image does not say where its IROM was linked, and an image linked for the other
+//! slot boots into garbage. The descriptor carries its own link address (the linker fills
+//! it in), so the agent can refuse such an image before switching, and the host can report
+//! which firmware a slot holds. `cargo tcpflash build` generates it; firmware crates do not
+//! write it themselves.
+
+/// `TCF1` in little-endian byte order.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"TCF1");
+pub const SIZE: usize = 64;
+pub const BUILD_ID_LEN: usize = 8;
+pub const VERSION_LEN: usize = 16;
+pub const NAME_LEN: usize = 32;
+
+const MAGIC_AT: usize = 0;
+const LINK_ADDR_AT: usize = 4;
+const BUILD_ID_AT: usize = 8;
+const VERSION_AT: usize = BUILD_ID_AT + BUILD_ID_LEN;
+const NAME_AT: usize = VERSION_AT + VERSION_LEN;
+
+/// Symbol of the descriptor in the firmware, as the generated start-up code names it.
+pub const SYMBOL: &str = "TCPFLASH_DESCRIPTOR";
+/// Input section the linker scripts place first in IROM.
+pub const SECTION: &str = ".irom0.descriptor";
+
+/// A decoded descriptor. Text fields are NUL-padded UTF-8 in flash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Descriptor {
+    /// The address this descriptor was linked at: `Slot::irom_link_addr()` of its slot.
+    pub link_addr: u32,
+    /// Identifies the code: equal for the two slot builds of the same source.
+    pub build_id: [u8; BUILD_ID_LEN],
+    version: [u8; VERSION_LEN],
+    name: [u8; NAME_LEN],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DescriptorError {
+    /// The first word is not `TCF1`: the image was not built by tcpflash.
+    BadMagic(u32),
+    /// A text field is not NUL-padded UTF-8.
+    BadText,
+    /// A name or version does not fit its field.
+    TooLong,
+}
+
+impl core::fmt::Display for DescriptorError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DescriptorError::BadMagic(found) => {
+                write!(f, "no tcpflash descriptor (found {found:#010x} where `TCF1` belongs)")
+            }
+            DescriptorError::BadText => f.write_str("descriptor text is not UTF-8"),
+            DescriptorError::TooLong => f.write_str("descriptor name or version is too long"),
+        }
+    }
+}
+
+impl Descriptor {
+    /// A descriptor for `name` `version`; fails when a field does not fit.
+    pub fn new(
+        link_addr: u32,
+        build_id: [u8; BUILD_ID_LEN],
+        name: &str,
+        version: &str,
+    ) -> Result<Descriptor, DescriptorError> {
+        Ok(Descriptor { link_addr, build_id, version: pad(version)?, name: pad(name)? })
+    }
+
+    pub fn parse(bytes: &[u8; SIZE]) -> Result<Descriptor, DescriptorError> {
+        let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let magic = word(MAGIC_AT);
+        if magic != MAGIC {
+            return Err(DescriptorError::BadMagic(magic));
+        }
+        let descriptor = Descriptor {
+            link_addr: word(LINK_ADDR_AT),
+            build_id: field(bytes, BUILD_ID_AT),
+            version: field(bytes, VERSION_AT),
+            name: field(bytes, NAME_AT),
+        };
+        text(&descriptor.version)?;
+        text(&descriptor.name)?;
+        Ok(descriptor)
+    }
+
+    pub fn to_bytes(&self) -> [u8; SIZE] {
+        let mut bytes = [0u8; SIZE];
+        bytes[MAGIC_AT..LINK_ADDR_AT].copy_from_slice(&MAGIC.to_le_bytes());
+        bytes[LINK_ADDR_AT..BUILD_ID_AT].copy_from_slice(&self.link_addr.to_le_bytes());
+        bytes[BUILD_ID_AT..VERSION_AT].copy_from_slice(&self.build_id);
+        bytes[VERSION_AT..NAME_AT].copy_from_slice(&self.version);
+        bytes[NAME_AT..SIZE].copy_from_slice(&self.name);
+        bytes
+    }
+
+    /// The firmware crate's version.
+    pub fn version(&self) -> &str {
+        text(&self.version).unwrap_or("?")
+    }
+
+    /// The firmware crate's name.
+    pub fn name(&self) -> &str {
+        text(&self.name).unwrap_or("?")
+    }
+
+    /// The build id as 16 lowercase hex digits.
+    pub fn build_id_hex(&self) -> [u8; BUILD_ID_LEN * 2] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; BUILD_ID_LEN * 2];
+        for (i, byte) in self.build_id.iter().enumerate() {
+            hex[2 * i] = DIGITS[usize::from(byte >> 4)];
+            hex[2 * i + 1] = DIGITS[usize::from(byte & 0xF)];
+        }
+        hex
+    }
+}
+
+fn field<const N: usize>(bytes: &[u8; SIZE], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&bytes[at..at + N]);
+    out
+}
+
+fn pad<const N: usize>(value: &str) -> Result<[u8; N], DescriptorError> {
+    if value.len() > N || value.as_bytes().contains(&0) {
+        return Err(DescriptorError::TooLong);
+    }
+    let mut out = [0u8; N];
+    out[..value.len()].copy_from_slice(value.as_bytes());
+    Ok(out)
+}
+
+fn text(field: &[u8]) -> Result<&str, DescriptorError> {
+    let len = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    if field[len..].iter().any(|&b| b != 0) {
+        return Err(DescriptorError::BadText);
+    }
+    core::str::from_utf8(&field[..len]).map_err(|_| DescriptorError::BadText)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_keeps_fields_in_place() {
+        let descriptor =
+            Descriptor::new(0x4028_2010, *b"\x3f\x2a\0\x01\x02\x03\x04\xff", "example-blinky", "0.1.0")
+                .unwrap();
+        let bytes = descriptor.to_bytes();
+        assert_eq!(&bytes[0..4], b"TCF1");
+        assert_eq!(&bytes[4..8], &[0x10, 0x20, 0x28, 0x40]);
+        assert_eq!(&bytes[16..21], b"0.1.0");
+        assert_eq!(&bytes[32..46], b"example-blinky");
+        let parsed = Descriptor::parse(&bytes).unwrap();
+        assert_eq!(parsed, descriptor);
+        assert_eq!((parsed.name(), parsed.version()), ("example-blinky", "0.1.0"));
+        assert_eq!(&parsed.build_id_hex(), b"3f2a0001020304ff");
+    }
+
+    #[test]
+    fn rejects_foreign_bytes() {
+        let mut bytes = Descriptor::new(1, [0; 8], "a", "1").unwrap().to_bytes();
+        bytes[0] = b'X';
+        assert!(matches!(Descriptor::parse(&bytes), Err(DescriptorError::BadMagic(_))));
+        let mut bytes = Descriptor::new(1, [0; 8], "a", "1").unwrap().to_bytes();
+        bytes[18] = b'z'; // text after the NUL terminator
+        assert_eq!(Descriptor::parse(&bytes), Err(DescriptorError::BadText));
+        bytes = [0xFF; SIZE];
+        assert_eq!(Descriptor::parse(&bytes), Err(DescriptorError::BadMagic(u32::MAX)));
+    }
+
+    #[test]
+    fn refuses_fields_that_do_not_fit() {
+        assert_eq!(Descriptor::new(0, [0; 8], &"n".repeat(33), "1"), Err(DescriptorError::TooLong));
+        assert_eq!(Descriptor::new(0, [0; 8], "n", "1.0.0-alpha.123456"), Err(DescriptorError::TooLong));
+        assert!(Descriptor::new(0, [0; 8], &"n".repeat(32), &"v".repeat(16)).is_ok());
+    }
+}

@@ -1,0 +1,10 @@
+//! Device side of tcpflash, and the single source of truth for what both sides share:
+//! the flash layouts, the image format, the slot descriptor, the boot config and the
+//! wire protocol. `no_std` and allocation-free unless the `std`/`sim` features are on.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+pub mod boot;
+pub mod descriptor;
+pub mod flash;
+pub mod image;
+pub mod layout;
