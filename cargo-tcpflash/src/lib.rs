@@ -1,2 +1,3 @@
 //! The host side of tcpflash: building firmware for both slots, turning ELFs into images,
 //! and pushing an image to a device. The `cargo-tcpflash` binary is a thin CLI over this.
+pub mod cli;

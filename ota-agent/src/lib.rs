@@ -8,3 +8,4 @@ pub mod descriptor;
 pub mod flash;
 pub mod image;
 pub mod layout;
+pub mod protocol;

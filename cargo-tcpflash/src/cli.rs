@@ -1,0 +1,106 @@
+//! Command-line definitions. `cargo tcpflash ...` runs this binary with `tcpflash` as its
+//! first argument, so the parser is wrapped in a `cargo` level.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo", bin_name = "cargo", styles = clap::builder::Styles::styled())]
+pub enum CargoCli {
+    /// Build ESP8266 firmware for both OTA slots and push it to a device over TCP.
+    Tcpflash(Cli),
+}
+
+#[derive(Debug, Args)]
+#[command(version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub push: PushArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the firmware, link it for both slots and write user1.bin and user2.bin.
+    Build(BuildArgs),
+    /// Convert an ESP8266 ELF into a v2 image, or describe an image (--info).
+    Image(ImageArgs),
+}
+
+/// Which firmware to build and how; shared by `build` and the push.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BuildArgs {
+    /// Package to build (when the manifest is a workspace).
+    #[arg(short, long, value_name = "SPEC")]
+    pub package: Option<String>,
+    /// Path to the firmware's Cargo.toml.
+    #[arg(long, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+    /// Space or comma separated list of features to activate.
+    #[arg(short = 'F', long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Activate all available features.
+    #[arg(long)]
+    pub all_features: bool,
+    /// Do not activate the `default` feature.
+    #[arg(long)]
+    pub no_default_features: bool,
+    /// Build with the release profile (the default: firmware needs fat LTO).
+    #[arg(short, long, conflicts_with = "profile")]
+    pub release: bool,
+    /// Build with the given cargo profile.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Flash layout: 512KB, 1MB, 2MB or 4MB (default: metadata, else 1MB).
+    #[arg(long, value_name = "LAYOUT")]
+    pub layout: Option<String>,
+    /// Flash mode written in the image header: qio, qout, dio or dout.
+    #[arg(long, value_name = "MODE")]
+    pub flash_mode: Option<String>,
+    /// Flash size written in the image header (default: the layout's size).
+    #[arg(long, value_name = "SIZE")]
+    pub flash_size: Option<String>,
+    /// Flash frequency written in the image header: 40m, 26m, 20m or 80m.
+    #[arg(long, value_name = "FREQ")]
+    pub flash_freq: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// The ELF to convert, or the image to describe with --info.
+    #[arg(value_name = "FILE")]
+    pub input: PathBuf,
+    /// Where to write the image.
+    #[arg(short, long, value_name = "OUT", required_unless_present = "info")]
+    pub output: Option<PathBuf>,
+    /// Describe FILE (an image): header, segments, checksum, CRC and slot descriptor.
+    #[arg(long, conflicts_with = "output")]
+    pub info: bool,
+    /// Flash mode: qio, qout, dio or dout.
+    #[arg(long, default_value = "qio", value_name = "MODE")]
+    pub flash_mode: String,
+    /// Flash size: 256KB, 512KB, 1MB, 2MB, 4MB, 2MB-c1, 4MB-c1, 8MB or 16MB.
+    #[arg(long, default_value = "1MB", value_name = "SIZE")]
+    pub flash_size: String,
+    /// Flash frequency: 40m, 26m, 20m or 80m.
+    #[arg(long, default_value = "40m", value_name = "FREQ")]
+    pub flash_freq: String,
+}
+
+/// Push options: used when no subcommand is given.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Device to push to (default: $TCPFLASH_HOST, then [package.metadata.tcpflash] host).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// TCP port of the device's agent.
+    #[arg(long, default_value_t = ota_agent::protocol::DEFAULT_PORT, value_name = "PORT")]
+    pub port: u16,
+    /// Do not wait for the device to come back on the new slot.
+    #[arg(long)]
+    pub no_verify: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
