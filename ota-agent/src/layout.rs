@@ -20,6 +20,16 @@ pub const IMAGE_IROM_OFFSET: u32 = 0x10;
 /// The last four sectors hold the SDK's RF calibration and init data: never ours.
 pub const SYSTEM_RESERVED: u32 = 0x4000;
 
+/// Data RAM the bootloader can load segments into (esptool's DRAM range; the ROM keeps its
+/// own data and the stack in the top 16 KB).
+pub const DRAM: core::ops::Range<u32> = 0x3FFE_8000..0x4000_0000;
+/// The part of DRAM a firmware's `.data`, `.rodata` and `.bss` may use.
+pub const DRAM_USABLE: core::ops::Range<u32> = 0x3FFE_8000..0x3FFF_C000;
+/// Instruction RAM: code that must run while the flash cache is off.
+pub const IRAM: core::ops::Range<u32> = 0x4010_0000..0x4010_8000;
+/// Flash-mapped code: the 1 MB window the cache shows.
+pub const IROM: core::ops::Range<u32> = IROM_MAP_BASE..IROM_MAP_BASE + IROM_WINDOW;
+
 /// One of the two firmware slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SlotId {
