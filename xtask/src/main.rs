@@ -1,1 +1,38 @@
-fn main() {}
+//! `cargo xtask <task>`: project automation (see `cargo xtask --help`).
+
+use clap::{Parser, Subcommand};
+use xtask::serial::cli::SerialFlashArgs;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", styles = clap::builder::Styles::styled())]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// First install over USB serial: bootloader, boot config and user1 through the ESP8266 ROM loader.
+    SerialFlash(SerialFlashArgs),
+}
+
+fn main() -> miette::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::SerialFlash(args) => {
+            let installed = xtask::serial::cli::run(&args)?;
+            eprintln!("{installed}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

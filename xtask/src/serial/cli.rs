@@ -1,0 +1,119 @@
+//! The `serial-flash` subcommand: arguments, file reading, one progress bar.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use cargo_tcpflash::cli::BuildArgs;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout};
+
+use super::flasher::{self, ConnectOptions, FlashError, Region};
+use super::rom::ChipDescription;
+
+#[derive(Debug, Clone, Args)]
+pub struct SerialFlashArgs {
+    /// Serial port of the board's USB-serial adapter, e.g. /dev/ttyUSB0.
+    #[arg(long, value_name = "PORT")]
+    pub port: String,
+    /// Second-stage bootloader written at 0x0: an ESP8266 v1 image such as rBoot's rboot.bin.
+    #[arg(long, value_name = "FILE")]
+    pub bootloader: PathBuf,
+    /// Baud rate to talk to the ROM loader at (it detects the rate from SYNC).
+    #[arg(long, default_value_t = 115_200, value_name = "BAUD")]
+    pub baud: u32,
+    /// Do not toggle DTR/RTS to reset into the loader (and to reboot after): the board is
+    /// already in its bootloader, or the adapter has no auto-reset circuit.
+    #[arg(long)]
+    pub no_reset: bool,
+    /// Connection attempts; each resets the board (unless --no-reset) and sends up to 5 SYNCs.
+    #[arg(long, default_value_t = 7, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub connect_attempts: u32,
+    /// Install this prebuilt user1.bin instead of building the firmware.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// What was installed, for the summary line (and tests).
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub chip: ChipDescription,
+    pub layout: &'static FlashLayout,
+    /// (name, flash offset, length) in the order written.
+    pub regions: Vec<(String, u32, usize)>,
+}
+
+/// Runs `serial-flash`: everything is checked before the port is opened.
+pub fn run(args: &SerialFlashArgs) -> Result<Installed, FlashError> {
+    let layout = resolve_layout(args.build.layout.as_deref())?;
+    let bootloader = read("bootloader", &args.bootloader)?;
+    // Building through cargo-tcpflash's library lands with its build pipeline; until then
+    // the image must be given.
+    let image_path = args.image.as_deref().ok_or(FlashError::ImageRequired)?;
+    let user1 = read("image", image_path)?;
+    let regions = flasher::plan_install(layout, &args.bootloader.display().to_string(), bootloader, user1)?;
+
+    let port = flasher::open_port(&args.port, args.baud)?;
+    let options = ConnectOptions { reset: !args.no_reset, attempts: args.connect_attempts };
+    let mut client = flasher::connect(port, &args.port, options)?;
+    let chip = flasher::check_chip(&mut client, &args.port, layout)?;
+
+    let progress = progress_bar(regions.iter().map(|r| r.data.len() as u64).sum());
+    flasher::write_regions(&mut client, &regions, &progress)?;
+    flasher::finish(&mut client)?;
+    progress.finish_and_clear();
+    if !args.no_reset {
+        flasher::hard_reset(client.port_mut().as_mut());
+    }
+    Ok(Installed { chip, layout, regions: summary(&regions) })
+}
+
+fn resolve_layout(name: Option<&str>) -> Result<&'static FlashLayout, FlashError> {
+    match name {
+        None => Ok(DEFAULT_LAYOUT),
+        Some(name) => FlashLayout::by_name(name).ok_or_else(|| FlashError::UnknownLayout {
+            name: name.to_owned(),
+            known: FlashLayout::names().collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, FlashError> {
+    std::fs::read(path).map_err(|source| FlashError::ReadFile {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// One bar over every byte of every region; drawn only when stderr is a terminal.
+fn progress_bar(total: u64) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(total), target);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:32} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn summary(regions: &[Region]) -> Vec<(String, u32, usize)> {
+    regions.iter().map(|r| (r.name.clone(), r.offset, r.data.len())).collect()
+}
+
+impl std::fmt::Display for Installed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Installed on an {} ({} layout):", self.chip.name, self.layout.name)?;
+        for (name, offset, len) in &self.regions {
+            write!(f, " {name} at {offset:#x} ({len} bytes);")?;
+        }
+        f.write_str(" rebooted.")
+    }
+}

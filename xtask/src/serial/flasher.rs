@@ -1,0 +1,440 @@
+//! The first install: bootloader at 0x0, rBoot config at 0x1000, user1 at the first slot,
+//! written through the ROM loader.
+//!
+//! [`plan_install`] checks everything that can be checked without a board; [`open_port`],
+//! [`connect`], [`check_chip`], [`write_regions`] and [`finish`] do the talking.
+
+use std::io::Write;
+use std::thread::sleep;
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use ota_agent::boot::BootConfig;
+use ota_agent::layout::{BOOT_CONFIG_OFFSET, FlashLayout, SlotId};
+use serialport::SerialPort;
+
+use super::bootloader::{self, BootloaderError, V2_MAGIC};
+use super::rom::{self, ChipDescription, ChipKind, Request, RomClient, RomError, RomStatus};
+
+/// Bytes to write at a flash offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// What it is, for messages ("bootloader", "boot config", "user1.bin").
+    pub name: String,
+    pub offset: u32,
+    pub data: Vec<u8>,
+}
+
+impl Region {
+    pub fn new(name: impl Into<String>, offset: u32, data: Vec<u8>) -> Region {
+        Region { name: name.into(), offset, data }
+    }
+
+    /// The bytes as they go out: padded with 0xFF to a multiple of four (the ROM writes
+    /// words; esptool pads the same way) and to whole blocks.
+    fn blocks(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.data.chunks(rom::FLASH_BLOCK_SIZE as usize).map(|chunk| {
+            let mut block = chunk.to_vec();
+            block.resize(rom::FLASH_BLOCK_SIZE as usize, 0xFF);
+            block
+        })
+    }
+
+    fn end(&self) -> u64 {
+        u64::from(self.offset) + self.data.len() as u64
+    }
+}
+
+/// Everything `serial-flash` can get wrong, each with the fix in its help text.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum FlashError {
+    #[error("the bootloader file {path} is not an ESP8266 bootloader image: {source}")]
+    #[diagnostic(help(
+        "pass a second-stage bootloader built as an ESP8266 v1 image, such as rBoot's rboot.bin \
+         (or `esptool elf2image --version 1` output); it is written at flash offset 0x0"
+    ))]
+    BadBootloader {
+        path: String,
+        #[source]
+        source: BootloaderError,
+    },
+    #[error("unknown flash layout {name:?}")]
+    #[diagnostic(help("use one of: {known}"))]
+    UnknownLayout { name: String, known: String },
+    #[error("cannot read {what} {path}")]
+    #[diagnostic(help("check the path"))]
+    ReadFile {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serial-flash cannot build the firmware yet: pass the user1.bin to install with --image")]
+    #[diagnostic(help(
+        "build it first with `cargo tcpflash build` (it writes user1.bin and user2.bin), then run \
+         `cargo xtask serial-flash --port PORT --bootloader rboot.bin --image path/to/user1.bin`"
+    ))]
+    ImageRequired,
+    #[error("{name} is empty")]
+    #[diagnostic(help("rebuild it with `cargo tcpflash build`"))]
+    EmptyImage { name: String },
+    #[error("{name} is not a v2 application image: its first byte is {found:#04x}, not 0xea")]
+    #[diagnostic(help(
+        "--image takes the user1.bin that `cargo tcpflash build` writes; the bootloader goes to --bootloader"
+    ))]
+    NotApplicationImage { name: String, found: u8 },
+    #[error(
+        "{name} is {len} bytes but the {slot} slot of the {layout} layout holds {capacity} bytes \
+         (flash {offset:#x}..{end:#x})"
+    )]
+    #[diagnostic(help(
+        "make the firmware smaller, or pick a bigger --layout if the board's flash is bigger"
+    ))]
+    ImageTooBig {
+        name: String,
+        len: usize,
+        slot: SlotId,
+        layout: &'static str,
+        capacity: u32,
+        offset: u32,
+        end: u32,
+    },
+    #[error("{name} would end at {end:#x}, past the end of the {flash_size:#x}-byte flash")]
+    #[diagnostic(help("check --layout: it must match the flash chip on the board"))]
+    PastFlashEnd { name: String, end: u64, flash_size: u32 },
+    #[error("no serial port {path}")]
+    #[diagnostic(help(
+        "check the board is plugged in and pass its port, e.g. --port /dev/ttyUSB0 (see `ls /dev/ttyUSB* /dev/ttyACM*`)"
+    ))]
+    NoSuchPort { path: String },
+    #[error("permission denied opening {path}")]
+    #[diagnostic(help(
+        "join the group that owns the port (usually `dialout`): `sudo usermod -aG dialout $USER`, then log out and in"
+    ))]
+    PermissionDenied { path: String },
+    #[error("serial port {path} is busy")]
+    #[diagnostic(help("close the program that holds it (a serial monitor, another flasher) and retry"))]
+    PortBusy { path: String },
+    #[error("cannot open serial port {path}: {message}")]
+    OpenFailed { path: String, message: String },
+    #[error("no answer to SYNC from the ROM loader on {path} after {attempts} attempts")]
+    #[diagnostic(help(
+        "put the ESP8266 in its serial bootloader: hold GPIO0 low (press FLASH) while resetting it \
+         (press RESET or power-cycle), then retry; with an adapter that wires DTR/RTS, leave out --no-reset. \
+         Also check TX/RX are crossed and the baud rate (--baud) suits the adapter"
+    ))]
+    NoSync { path: String, attempts: u32 },
+    #[error("the chip on {path} is an {name}, not an ESP8266")]
+    #[diagnostic(help("serial-flash installs ESP8266 firmware only; use esptool or espflash for that chip"))]
+    WrongChip { path: String, name: &'static str },
+    #[error("the chip on {path} is not an ESP8266: its chip-detect register reads {magic:#010x}")]
+    #[diagnostic(help("serial-flash installs ESP8266 firmware only"))]
+    UnknownChip { path: String, magic: u32 },
+    #[error("the {chip} has {embedded:#x} bytes of flash, but the {layout} layout needs {needed:#x}")]
+    #[diagnostic(help("pick the layout that matches the chip's flash with --layout"))]
+    FlashTooSmall { chip: &'static str, embedded: u32, layout: &'static str, needed: u32 },
+    #[error("the ROM loader refused {what}: {source}")]
+    #[diagnostic(help(
+        "retry; if it persists, try a lower --baud, a shorter cable, or check the board's power supply"
+    ))]
+    Rom {
+        what: String,
+        #[source]
+        source: RomError,
+    },
+}
+
+/// Checks the pieces and lays them out: bootloader at 0x0, the boot config (booting user1)
+/// at 0x1000, user1 at the layout's first slot. Nothing here touches a port.
+pub fn plan_install(
+    layout: &'static FlashLayout,
+    bootloader_path: &str,
+    bootloader: Vec<u8>,
+    user1: Vec<u8>,
+) -> Result<Vec<Region>, FlashError> {
+    bootloader::check(&bootloader)
+        .map_err(|source| FlashError::BadBootloader { path: bootloader_path.to_owned(), source })?;
+    let slot = layout.slot(SlotId::User1);
+    let name = SlotId::User1.file_name().to_owned();
+    match user1.first() {
+        None => return Err(FlashError::EmptyImage { name }),
+        Some(&V2_MAGIC) => {}
+        Some(&found) => return Err(FlashError::NotApplicationImage { name, found }),
+    }
+    if !slot.contains(slot.offset, u32::try_from(user1.len()).unwrap_or(u32::MAX)) {
+        return Err(FlashError::ImageTooBig {
+            name,
+            len: user1.len(),
+            slot: SlotId::User1,
+            layout: layout.name,
+            capacity: slot.capacity,
+            offset: slot.offset,
+            end: slot.end(),
+        });
+    }
+    let config = BootConfig::for_layout(layout, SlotId::User1).to_bytes().to_vec();
+    let regions = vec![
+        Region::new("bootloader", 0, bootloader),
+        Region::new("boot config", BOOT_CONFIG_OFFSET, config),
+        Region::new(name, slot.offset, user1),
+    ];
+    check_fits(&regions, layout.flash_size)?;
+    Ok(regions)
+}
+
+/// Every region must end inside the flash.
+pub fn check_fits(regions: &[Region], flash_size: u32) -> Result<(), FlashError> {
+    for region in regions {
+        if region.end() > u64::from(flash_size) {
+            return Err(FlashError::PastFlashEnd {
+                name: region.name.clone(),
+                end: region.end(),
+                flash_size,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Opens the port, turning the usual failures into errors that say what to do.
+pub fn open_port(path: &str, baud: u32) -> Result<Box<dyn SerialPort>, FlashError> {
+    serialport::new(path, baud)
+        .timeout(Duration::from_millis(20))
+        .open()
+        .map_err(|error| open_error(path, error))
+}
+
+pub fn open_error(path: &str, error: serialport::Error) -> FlashError {
+    let path = path.to_owned();
+    match error.kind() {
+        serialport::ErrorKind::Io(std::io::ErrorKind::NotFound) => FlashError::NoSuchPort { path },
+        serialport::ErrorKind::Io(std::io::ErrorKind::PermissionDenied) => {
+            FlashError::PermissionDenied { path }
+        }
+        serialport::ErrorKind::NoDevice => FlashError::PortBusy { path },
+        _ => FlashError::OpenFailed { path, message: error.to_string() },
+    }
+}
+
+/// How to get the ROM loader's attention.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectOptions {
+    /// Pulse DTR/RTS to reset into the loader before each attempt.
+    pub reset: bool,
+    pub attempts: u32,
+}
+
+/// SYNC tries per connection attempt (as esptool).
+const SYNCS_PER_ATTEMPT: u32 = 5;
+
+/// Resets into the loader (unless told not to) and SYNCs, retrying.
+pub fn connect(
+    port: Box<dyn SerialPort>,
+    path: &str,
+    options: ConnectOptions,
+) -> Result<RomClient<Box<dyn SerialPort>>, FlashError> {
+    let mut client = RomClient::new(port);
+    let mut warned = false;
+    for _ in 0..options.attempts {
+        if options.reset && !enter_bootloader(client.port_mut().as_mut()) && !warned {
+            warned = true;
+            eprintln!(
+                "note: {path} does not accept DTR/RTS control; reset the board into its bootloader by hand"
+            );
+        }
+        for _ in 0..SYNCS_PER_ATTEMPT {
+            let _ = client.port_mut().clear(serialport::ClearBuffer::Input);
+            match client.sync_once() {
+                Ok(true) => return Ok(client),
+                Ok(false) => {}
+                Err(source) => return Err(FlashError::Rom { what: "SYNC".into(), source }),
+            }
+        }
+    }
+    Err(FlashError::NoSync { path: path.to_owned(), attempts: options.attempts })
+}
+
+/// The classic reset into the ROM loader, through the adapter's auto-reset circuit:
+/// DTR drives GPIO0 and RTS drives EN/RESET, both inverted. Returns false when the port
+/// refuses control lines (pseudo-terminals, some adapters).
+pub fn enter_bootloader(port: &mut dyn SerialPort) -> bool {
+    // GPIO0 high, EN low: held in reset.
+    if port.write_data_terminal_ready(false).is_err() || port.write_request_to_send(true).is_err() {
+        return false;
+    }
+    sleep(Duration::from_millis(100));
+    // GPIO0 low, EN high: boots into the loader.
+    let _ = port.write_data_terminal_ready(true);
+    let _ = port.write_request_to_send(false);
+    sleep(Duration::from_millis(50));
+    // Release GPIO0.
+    let _ = port.write_data_terminal_ready(false);
+    true
+}
+
+/// Pulses EN so the chip boots what was just flashed. False when control lines are refused.
+pub fn hard_reset(port: &mut dyn SerialPort) -> bool {
+    if port.write_request_to_send(true).is_err() {
+        return false;
+    }
+    sleep(Duration::from_millis(100));
+    let _ = port.write_request_to_send(false);
+    true
+}
+
+/// Reads the chip-detect word and the eFuses as esptool does, and refuses anything but an
+/// ESP8266 (an ESP8285 is one, with its flash inside; its size must fit the layout).
+pub fn check_chip<P: std::io::Read + Write>(
+    client: &mut RomClient<P>,
+    path: &str,
+    layout: &'static FlashLayout,
+) -> Result<ChipDescription, FlashError> {
+    let rom_error = |source| FlashError::Rom { what: "a register read".into(), source };
+    let magic = client.read_reg(rom::CHIP_DETECT_MAGIC_REG).map_err(rom_error)?;
+    match ChipKind::from_magic(magic) {
+        ChipKind::Esp8266 => {}
+        ChipKind::Other(name) => return Err(FlashError::WrongChip { path: path.to_owned(), name }),
+        ChipKind::Unknown(magic) => return Err(FlashError::UnknownChip { path: path.to_owned(), magic }),
+    }
+    let mut efuses = [0u32; 4];
+    for (word, reg) in efuses.iter_mut().zip(rom::EFUSE_REGS) {
+        *word = client.read_reg(reg).map_err(rom_error)?;
+    }
+    let chip = ChipDescription::from_efuses(efuses);
+    if let Some(embedded) = chip.embedded_flash
+        && embedded < layout.flash_size
+    {
+        return Err(FlashError::FlashTooSmall {
+            chip: chip.name,
+            embedded,
+            layout: layout.name,
+            needed: layout.flash_size,
+        });
+    }
+    Ok(chip)
+}
+
+/// Writes each region in order: FLASH_BEGIN (with the erase-size workaround), then its
+/// blocks, checking every status. Advances `progress` by the region bytes written.
+pub fn write_regions<P: std::io::Read + Write>(
+    client: &mut RomClient<P>,
+    regions: &[Region],
+    progress: &ProgressBar,
+) -> Result<(), FlashError> {
+    for region in regions {
+        let mut data_len = region.data.len() as u32;
+        data_len = data_len.next_multiple_of(4);
+        let blocks = data_len.div_ceil(rom::FLASH_BLOCK_SIZE);
+        let erase_size = rom::erase_size(region.offset, data_len);
+        let begin = Request::flash_begin(erase_size, blocks, rom::FLASH_BLOCK_SIZE, region.offset);
+        progress.set_message(format!("erasing for {} at {:#x}", region.name, region.offset));
+        client
+            .command(&begin, rom::erase_timeout(data_len))
+            .map_err(|source| FlashError::Rom { what: format!("the erase for {}", region.name), source })?;
+        progress.set_message(format!("writing {} at {:#x}", region.name, region.offset));
+        let mut remaining = region.data.len();
+        for (seq, block) in region.blocks().enumerate() {
+            let seq = seq as u32;
+            let at = region.offset + seq * rom::FLASH_BLOCK_SIZE;
+            client.command(&Request::flash_data(seq, &block), rom::DEFAULT_TIMEOUT).map_err(|source| {
+                FlashError::Rom { what: format!("block {seq} of {} (flash {at:#x})", region.name), source }
+            })?;
+            let written = remaining.min(rom::FLASH_BLOCK_SIZE as usize);
+            remaining -= written;
+            progress.inc(written as u64);
+        }
+    }
+    Ok(())
+}
+
+/// FLASH_END with reboot: the loader leaves download mode and the chip restarts.
+pub fn finish<P: std::io::Read + Write>(client: &mut RomClient<P>) -> Result<(), FlashError> {
+    match client.command(&Request::flash_end(true), rom::DEFAULT_TIMEOUT) {
+        Ok(_) => Ok(()),
+        // Every block was acknowledged: a chip that reboots before its answer gets out is fine.
+        Err(RomError::Timeout { .. }) => Ok(()),
+        Err(source) => Err(FlashError::Rom { what: "FLASH_END".into(), source }),
+    }
+}
+
+/// True when a ROM status error is the given code (for tests and callers that care).
+pub fn is_rom_status(error: &FlashError, status: RomStatus) -> bool {
+    matches!(error, FlashError::Rom { source: RomError::Status { status: s, .. }, .. } if *s == status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ota_agent::layout::DEFAULT_LAYOUT;
+
+    fn bootloader() -> Vec<u8> {
+        bootloader::build_v1(0x4010_0000, &[(0x4010_0000, &[0x11; 64])])
+    }
+
+    fn user1(len: usize) -> Vec<u8> {
+        let mut image = vec![0x5A; len];
+        image[0] = V2_MAGIC;
+        image
+    }
+
+    #[test]
+    fn plan_puts_bootloader_config_and_user1_in_order() {
+        let regions = plan_install(DEFAULT_LAYOUT, "boot.bin", bootloader(), user1(5000)).unwrap();
+        let offsets: Vec<_> = regions.iter().map(|r| (r.name.as_str(), r.offset, r.data.len())).collect();
+        assert_eq!(
+            offsets,
+            [("bootloader", 0, 96), ("boot config", 0x1000, 28), ("user1.bin", 0x2000, 5000)]
+        );
+        assert_eq!(regions[1].data, BootConfig::for_layout(DEFAULT_LAYOUT, SlotId::User1).to_bytes());
+    }
+
+    #[test]
+    fn plan_refuses_what_cannot_work() {
+        let err = plan_install(DEFAULT_LAYOUT, "boot.bin", vec![0xEA; 32], user1(16)).unwrap_err();
+        assert!(err.to_string().contains("boot.bin is not an ESP8266 bootloader image"), "{err}");
+        assert!(err.to_string().contains("v2 application image"), "{err}");
+
+        let err = plan_install(DEFAULT_LAYOUT, "b", bootloader(), bootloader()).unwrap_err();
+        assert!(err.to_string().contains("first byte is 0xe9, not 0xea"), "{err}");
+
+        let capacity = DEFAULT_LAYOUT.slots[0].capacity as usize;
+        assert!(plan_install(DEFAULT_LAYOUT, "b", bootloader(), user1(capacity)).is_ok());
+        let err = plan_install(DEFAULT_LAYOUT, "b", bootloader(), user1(capacity + 1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "user1.bin is 516097 bytes but the user1 slot of the 1MB layout holds 516096 bytes \
+             (flash 0x2000..0x80000)"
+        );
+    }
+
+    #[test]
+    fn regions_past_the_flash_end_are_refused() {
+        let regions = [Region::new("x", 0xFF000, vec![0; 0x1001])];
+        let err = check_fits(&regions, 0x10_0000).unwrap_err();
+        assert_eq!(err.to_string(), "x would end at 0x100001, past the end of the 0x100000-byte flash");
+        assert!(check_fits(&[Region::new("x", 0xFF000, vec![0; 0x1000])], 0x10_0000).is_ok());
+    }
+
+    #[test]
+    fn blocks_are_padded_with_ff() {
+        let region = Region::new("x", 0, vec![1; 0x401]);
+        let blocks: Vec<_> = region.blocks().collect();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[1][0], 1);
+        assert!(blocks[1][1..].iter().all(|&b| b == 0xFF));
+    }
+
+    #[test]
+    fn open_errors_name_the_fix() {
+        use miette::Diagnostic;
+        let denied = open_error(
+            "/dev/ttyUSB0",
+            serialport::Error::new(serialport::ErrorKind::Io(std::io::ErrorKind::PermissionDenied), "EACCES"),
+        );
+        assert_eq!(denied.to_string(), "permission denied opening /dev/ttyUSB0");
+        assert!(denied.help().unwrap().to_string().contains("dialout"));
+        let busy =
+            open_error("/dev/ttyUSB0", serialport::Error::new(serialport::ErrorKind::NoDevice, "EBUSY"));
+        assert_eq!(busy.to_string(), "serial port /dev/ttyUSB0 is busy");
+    }
+}
