@@ -4,6 +4,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod boot;
+pub mod crc;
 pub mod descriptor;
 pub mod flash;
 pub mod image;
