@@ -187,6 +187,18 @@ pub fn elf_to_image(elf: &[u8], params: FlashParams) -> Result<Vec<u8>, ElfError
 
 /// Reads the sections esptool would put into the image, and sorts out IROM.
 pub fn load(elf: &[u8]) -> Result<ElfImage, ElfError> {
+    // xmas-elf asserts (panics) on headers that are not 4-aligned in memory: a fresh heap
+    // copy is aligned.
+    let copy;
+    let elf = if elf.as_ptr().align_offset(8) == 0 {
+        elf
+    } else {
+        copy = elf.to_vec();
+        copy.as_slice()
+    };
+    if elf.as_ptr().align_offset(4) != 0 {
+        return Err(malformed("cannot align the ELF in memory".into()));
+    }
     let file = ElfFile::new(elf).map_err(|reason| ElfError::NotElf { reason: reason.to_string() })?;
     let machine_code = raw_machine(elf);
     match file.header.pt1.class() {
@@ -253,7 +265,7 @@ fn program_sections(file: &ElfFile<'_>) -> Result<Vec<LoadSegment>, ElfError> {
         return Err(malformed(format!("section header size {} (not 40)", header.sh_entry_size())));
     }
     let table_end = header.sh_offset() + u64::from(header.sh_count()) * u64::from(SECTION_HEADER_LEN);
-    if table_end > input.len() as u64 || header.sh_offset() % 4 != 0 || input.as_ptr().align_offset(4) != 0 {
+    if table_end > input.len() as u64 || header.sh_offset() % 4 != 0 {
         return Err(malformed("section header table out of the file or misaligned".into()));
     }
     if header.sh_count() >= xmas_elf::sections::SHN_LORESERVE {

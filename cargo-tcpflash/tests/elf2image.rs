@@ -227,6 +227,32 @@ fn elf_errors_name_the_problem() {
     );
 }
 
+#[test]
+fn damaged_elfs_give_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let elf = std::fs::read(compile_fixture(dir.path(), "scattered", "scattered")).unwrap();
+    let params = flash_params("qio", "1MB", "40m").unwrap();
+    let good = elf2image::elf_to_image(&elf, params).unwrap();
+    let mut changed = 0;
+    for at in 0..elf.len() {
+        for value in [0x00, 0x01, 0x7F, 0x80, 0xFF] {
+            let mut damaged = elf.clone();
+            damaged[at] = value;
+            // Also at an odd address, where xmas-elf would assert on alignment.
+            let mut shifted = vec![0u8];
+            shifted.extend_from_slice(&damaged);
+            for bytes in [&damaged[..], &shifted[1..]] {
+                if elf2image::elf_to_image(bytes, params).map_or(true, |image| image != good) {
+                    changed += 1;
+                }
+            }
+        }
+        let _ = elf2image::elf_to_image(&elf[..at], params);
+    }
+    // The damage was noticed often enough to show it reached the parser.
+    assert!(changed > 1000, "{changed}");
+}
+
 fn run_cli(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cargo-tcpflash"))
         .arg("tcpflash")
