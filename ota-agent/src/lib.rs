@@ -4,9 +4,12 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod boot;
+pub mod client;
 pub mod crc;
 pub mod descriptor;
 pub mod flash;
 pub mod image;
 pub mod layout;
 pub mod protocol;
+pub mod session;
+pub mod writer;

@@ -1,4 +1,5 @@
-//! The TCP-OTA wire protocol: the one definition of every line both sides exchange.
+//! The TCP-OTA wire protocol: the one definition of every line both sides exchange, and
+//! of how those lines are split, parsed and encoded.
 //!
 //! | step | direction | message |
 //! |---|---|---|
@@ -11,7 +12,16 @@
 //! | 7 | device -> host | `Flashing` or `Invalid` |
 //! | 8 | device -> host | `Flash upgrade success. Rebooting in 2s.` |
 //!
-//! Every line ends with CR LF. Errors are `ERR: <reason>`.
+//! Every line ends with CR LF (a bare LF is accepted from the host). Errors are
+//! `ERR: <reason>`, after which the device closes the connection.
+//!
+//! Extensions (hashes, authentication, version queries) will be new [`Request`] lines the
+//! host sends before `FirmwareLength`; a device only answers what it was asked, so old
+//! clients never see anything new.
+
+use core::fmt;
+
+use crate::layout::SlotId;
 
 /// The seed's port: a palindrome near the top of the range.
 pub const DEFAULT_PORT: u16 = 65056;
@@ -25,3 +35,398 @@ pub const FLASHING: &str = "Flashing";
 pub const INVALID: &str = "Invalid";
 pub const SUCCESS: &str = "Flash upgrade success. Rebooting in 2s.";
 pub const ERR_PREFIX: &str = "ERR: ";
+
+/// The delay `SUCCESS` promises between the reply and the reboot.
+pub const REBOOT_DELAY_MS: u64 = 2000;
+
+/// Longest request line the device accepts, line end excluded. The longest legal line today
+/// is `FirmwareLength: 4294967295` (26 bytes); raise this when a longer extension line lands.
+pub const MAX_REQUEST_LINE: usize = 32;
+/// Longest reply line, CR LF included: the seed client reads each reply with `recv(128)`.
+pub const MAX_REPLY_LINE: usize = 128;
+
+/// The reasons the device gives after `ERR: `. The first four are the seed agent's.
+pub mod reason {
+    pub const INVALID_PROTOCOL: &str = "Invalid protocol";
+    pub const INVALID_LENGTH: &str = "Invalid firmware length";
+    pub const LENGTH_TOO_BIG: &str = "Firmware length is too big";
+    pub const BUSY: &str = "Connection Already Exists";
+    pub const LINE_TOO_LONG: &str = "Line too long";
+    pub const IDLE_TIMEOUT: &str = "Idle timeout";
+    pub const TOO_MANY_BYTES: &str = "More bytes than FirmwareLength";
+    pub const TRUNCATED: &str = "Connection closed before the whole image arrived";
+    pub const REBOOT_PENDING: &str = "An update is done, reboot pending";
+    pub const UNKNOWN_RUNNING_SLOT: &str = "Boot config names no slot of this layout";
+}
+
+/// A line the host sends, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    Ota,
+    GetNextFlash,
+    /// The image length; never 0.
+    FirmwareLength(u32),
+}
+
+/// Why a host line is not a [`Request`]. `Display` gives the reason the device sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// Not a line of the protocol (no prefix matching: `O` and `OTAX` are unknown).
+    Unknown,
+    /// `FirmwareLength: ` followed by nothing, a non-digit, or 0.
+    InvalidLength,
+    /// A length that does not fit 32 bits.
+    LengthTooBig,
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RequestError::Unknown => reason::INVALID_PROTOCOL,
+            RequestError::InvalidLength => reason::INVALID_LENGTH,
+            RequestError::LengthTooBig => reason::LENGTH_TOO_BIG,
+        })
+    }
+}
+
+impl Request {
+    /// Decodes one line, line end already removed. Matches whole lines exactly.
+    pub fn parse(line: &[u8]) -> Result<Request, RequestError> {
+        if line == OTA.as_bytes() {
+            return Ok(Request::Ota);
+        }
+        if line == GET_NEXT_FLASH.as_bytes() {
+            return Ok(Request::GetNextFlash);
+        }
+        if let Some(digits) = line.strip_prefix(FIRMWARE_LENGTH.as_bytes()) {
+            return match parse_decimal(digits)? {
+                0 => Err(RequestError::InvalidLength),
+                len => Ok(Request::FirmwareLength(len)),
+            };
+        }
+        Err(RequestError::Unknown)
+    }
+
+    /// Appends this request, line end included, to `out`.
+    pub fn encode<const N: usize>(&self, out: &mut LineBuf<N>) {
+        use fmt::Write;
+        // Requests are short; `LineBuf` truncates rather than fail if N is too small.
+        let _ = match self {
+            Request::Ota => write!(out, "{OTA}{LINE_END}"),
+            Request::GetNextFlash => write!(out, "{GET_NEXT_FLASH}{LINE_END}"),
+            Request::FirmwareLength(len) => write!(out, "{FIRMWARE_LENGTH}{len}{LINE_END}"),
+        };
+    }
+}
+
+/// Strict unsigned decimal: digits only, no sign, no spaces.
+fn parse_decimal(digits: &[u8]) -> Result<u32, RequestError> {
+    if digits.is_empty() {
+        return Err(RequestError::InvalidLength);
+    }
+    let mut value: u32 = 0;
+    for &byte in digits {
+        if !byte.is_ascii_digit() {
+            return Err(RequestError::InvalidLength);
+        }
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u32::from(byte - b'0')))
+            .ok_or(RequestError::LengthTooBig)?;
+    }
+    Ok(value)
+}
+
+/// A line the device sends, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// Step 3: the slot the host must send an image for.
+    NextSlot(SlotId),
+    Ready,
+    Flashing,
+    Invalid,
+    Success,
+    /// `ERR: <reason>`.
+    Error(&'a str),
+}
+
+impl<'a> Reply<'a> {
+    /// Decodes one line, line end already removed. `None` for anything not in the protocol.
+    pub fn parse(line: &'a [u8]) -> Option<Reply<'a>> {
+        let text = core::str::from_utf8(line).ok()?;
+        if let Some(reason) = text.strip_prefix(ERR_PREFIX) {
+            return Some(Reply::Error(reason));
+        }
+        let reply = match text {
+            READY => Reply::Ready,
+            FLASHING => Reply::Flashing,
+            INVALID => Reply::Invalid,
+            SUCCESS => Reply::Success,
+            _ => Reply::NextSlot(SlotId::ALL.into_iter().find(|slot| slot.file_name() == text)?),
+        };
+        Some(reply)
+    }
+
+    /// This reply as one line, ready for a single write.
+    pub fn encode(&self) -> ReplyLine {
+        match self {
+            Reply::NextSlot(slot) => ReplyLine::text(slot.file_name()),
+            Reply::Ready => ReplyLine::text(READY),
+            Reply::Flashing => ReplyLine::text(FLASHING),
+            Reply::Invalid => ReplyLine::text(INVALID),
+            Reply::Success => ReplyLine::text(SUCCESS),
+            Reply::Error(reason) => ReplyLine::error(reason),
+        }
+    }
+}
+
+/// A small fixed-capacity byte buffer for outgoing lines. Writes past the capacity are cut
+/// off, so a long error reason can never overflow it.
+#[derive(Clone, Copy)]
+pub struct LineBuf<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+/// One reply line with its CR LF.
+pub type ReplyLine = LineBuf<MAX_REPLY_LINE>;
+
+impl<const N: usize> LineBuf<N> {
+    pub const fn new() -> Self {
+        LineBuf { bytes: [0; N], len: 0 }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(N - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        n
+    }
+}
+
+impl<const N: usize> Default for LineBuf<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> fmt::Write for LineBuf<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.push(s.as_bytes()) == s.len() { Ok(()) } else { Err(fmt::Error) }
+    }
+}
+
+impl<const N: usize> fmt::Debug for LineBuf<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.as_bytes().escape_ascii())
+    }
+}
+
+impl ReplyLine {
+    /// `text` CR LF.
+    pub fn text(text: &str) -> ReplyLine {
+        let mut line = ReplyLine::new();
+        line.push_clipped(text.as_bytes());
+        line.push(LINE_END.as_bytes());
+        line
+    }
+
+    /// `ERR: <reason>` CR LF. A reason too long for one line is cut; CR and LF inside it
+    /// become spaces, so the reply always stays exactly one line.
+    pub fn error(reason: &dyn fmt::Display) -> ReplyLine {
+        use fmt::Write;
+        let mut line = ReplyLine::new();
+        line.push(ERR_PREFIX.as_bytes());
+        let mut body = Clipped { line: &mut line };
+        let _ = write!(body, "{reason}");
+        line.push(LINE_END.as_bytes());
+        line
+    }
+
+    /// Appends what fits while keeping room for the line end.
+    fn push_clipped(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if self.len + LINE_END.len() >= MAX_REPLY_LINE {
+                return;
+            }
+            let byte = if byte == b'\r' || byte == b'\n' { b' ' } else { byte };
+            self.push(&[byte]);
+        }
+    }
+}
+
+struct Clipped<'a> {
+    line: &'a mut ReplyLine,
+}
+
+impl fmt::Write for Clipped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.line.push_clipped(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Splits a byte stream into lines without ever holding more than `N` bytes. Used by the
+/// device for requests and by the client for replies.
+#[derive(Clone, Copy)]
+pub struct LineReader<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+/// A line longer than the reader holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineTooLong;
+
+impl<const N: usize> LineReader<N> {
+    pub const fn new() -> Self {
+        LineReader { bytes: [0; N], len: 0 }
+    }
+
+    /// Bytes of an unfinished line held so far.
+    pub fn pending(&self) -> usize {
+        self.len
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Consumes `data` up to and including the first LF. Returns the bytes consumed and, if a
+    /// line ended, the line without its CR LF (or bare LF). A line that cannot fit is reported
+    /// as soon as it overflows, without waiting for its end. Holds at most `N` bytes, the CR
+    /// included.
+    pub fn feed(&mut self, data: &[u8]) -> (usize, Option<Result<&[u8], LineTooLong>>) {
+        for (i, &byte) in data.iter().enumerate() {
+            if byte == b'\n' {
+                let mut line = &self.bytes[..self.len];
+                if let Some(stripped) = line.strip_suffix(b"\r") {
+                    line = stripped;
+                }
+                self.len = 0;
+                return (i + 1, Some(Ok(line)));
+            }
+            if self.len == N {
+                self.len = 0;
+                return (i + 1, Some(Err(LineTooLong)));
+            }
+            self.bytes[self.len] = byte;
+            self.len += 1;
+        }
+        (data.len(), None)
+    }
+}
+
+impl<const N: usize> Default for LineReader<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_match_whole_lines_only() {
+        assert_eq!(Request::parse(b"OTA"), Ok(Request::Ota));
+        assert_eq!(Request::parse(b"GetNextFlash"), Ok(Request::GetNextFlash));
+        for line in [&b"O"[..], b"OTAX", b"ota", b" OTA", b"OTA ", b"GetNextFlas", b"GetNextFlashX", b""] {
+            assert_eq!(Request::parse(line), Err(RequestError::Unknown), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn firmware_length_is_strict_decimal() {
+        assert_eq!(Request::parse(b"FirmwareLength: 1"), Ok(Request::FirmwareLength(1)));
+        assert_eq!(Request::parse(b"FirmwareLength: 004096"), Ok(Request::FirmwareLength(4096)));
+        assert_eq!(Request::parse(b"FirmwareLength: 4294967295"), Ok(Request::FirmwareLength(u32::MAX)));
+        assert_eq!(Request::parse(b"FirmwareLength: 4294967296"), Err(RequestError::LengthTooBig));
+        assert_eq!(Request::parse(b"FirmwareLength: 99999999999"), Err(RequestError::LengthTooBig));
+        for bad in
+            [&b"FirmwareLength: "[..], b"FirmwareLength: 0", b"FirmwareLength: 000", b"FirmwareLength: -1"]
+        {
+            assert_eq!(Request::parse(bad), Err(RequestError::InvalidLength), "{bad:?}");
+        }
+        for bad in
+            [&b"FirmwareLength: +5"[..], b"FirmwareLength: 5 ", b"FirmwareLength: 1e3", b"FirmwareLength:  5"]
+        {
+            assert_eq!(Request::parse(bad), Err(RequestError::InvalidLength), "{bad:?}");
+        }
+        assert_eq!(Request::parse(b"FirmwareLength:5"), Err(RequestError::Unknown));
+        assert_eq!(RequestError::LengthTooBig.to_string(), "Firmware length is too big");
+    }
+
+    #[test]
+    fn requests_encode_to_the_exact_seed_bytes() {
+        let mut out = LineBuf::<64>::new();
+        Request::Ota.encode(&mut out);
+        Request::GetNextFlash.encode(&mut out);
+        Request::FirmwareLength(123456).encode(&mut out);
+        assert_eq!(out.as_bytes(), b"OTA\r\nGetNextFlash\r\nFirmwareLength: 123456\r\n");
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let cases: [(Reply, &[u8]); 7] = [
+            (Reply::NextSlot(SlotId::User1), b"user1.bin\r\n"),
+            (Reply::NextSlot(SlotId::User2), b"user2.bin\r\n"),
+            (Reply::Ready, b"Ready\r\n"),
+            (Reply::Flashing, b"Flashing\r\n"),
+            (Reply::Invalid, b"Invalid\r\n"),
+            (Reply::Success, b"Flash upgrade success. Rebooting in 2s.\r\n"),
+            (Reply::Error("Invalid protocol"), b"ERR: Invalid protocol\r\n"),
+        ];
+        for (reply, bytes) in cases {
+            assert_eq!(reply.encode().as_bytes(), bytes);
+            assert_eq!(Reply::parse(&bytes[..bytes.len() - 2]), Some(reply));
+        }
+        assert_eq!(Reply::parse(b"user3.bin"), None);
+        assert_eq!(Reply::parse(b"Ready "), None);
+        assert_eq!(Reply::parse(b"\xff"), None);
+    }
+
+    #[test]
+    fn error_lines_stay_one_line_and_fit_the_seed_recv() {
+        let long = "x".repeat(500);
+        let line = ReplyLine::error(&long.as_str());
+        assert_eq!(line.len(), MAX_REPLY_LINE);
+        assert!(line.as_bytes().starts_with(b"ERR: xxx"));
+        assert!(line.as_bytes().ends_with(b"x\r\n"));
+        let line = ReplyLine::error(&"two\r\nlines");
+        assert_eq!(line.as_bytes(), b"ERR: two  lines\r\n");
+    }
+
+    #[test]
+    fn line_reader_handles_any_split() {
+        let mut reader = LineReader::<8>::new();
+        assert_eq!(reader.feed(b"OT"), (2, None));
+        assert_eq!(reader.feed(b"A\r"), (2, None));
+        assert_eq!(reader.feed(b"\nGet"), (1, Some(Ok(&b"OTA"[..]))));
+        assert_eq!(reader.pending(), 0);
+        assert_eq!(reader.feed(b"ab\ncd\n"), (3, Some(Ok(&b"ab"[..]))));
+        assert_eq!(reader.feed(b"cd\n"), (3, Some(Ok(&b"cd"[..]))));
+        // A bare LF ends a line too; only one CR is stripped.
+        assert_eq!(reader.feed(b"x\r\r\n"), (4, Some(Ok(&b"x\r"[..]))));
+    }
+
+    #[test]
+    fn line_reader_reports_overflow_at_once() {
+        let mut reader = LineReader::<4>::new();
+        assert_eq!(reader.feed(b"abc\r\n"), (5, Some(Ok(&b"abc"[..]))));
+        assert_eq!(reader.feed(b"abcd\r\n"), (5, Some(Err(LineTooLong))));
+        assert_eq!(reader.feed(b"abcdefgh"), (5, Some(Err(LineTooLong))));
+    }
+}

@@ -1,0 +1,361 @@
+//! The host side of TCP-OTA as a sans-IO state machine, `no_std` like the rest of the crate
+//! so the CLI (std sockets), the in-process smoltcp tests and code running under QEMU all
+//! drive the same logic.
+//!
+//! The driver loop: send what [`Client::transmit`] asks for and report it with
+//! [`Client::sent`]; feed received bytes to [`Client::receive`] until it returns no event;
+//! answer [`Event::NextSlot`] with [`Client::send_image`]; stop at [`Event::Success`] or
+//! [`Event::Failed`]. Tell it when the connection closes ([`Client::closed`]). Timeouts are
+//! the driver's, since only it knows the clock.
+//!
+//! What goes on the wire is exactly what the seed's `tcp_flash.py` sends: `OTA` and
+//! `GetNextFlash` in one write, then `FirmwareLength`, then the image.
+
+use core::fmt;
+
+use crate::layout::SlotId;
+use crate::protocol::{LineBuf, LineReader, LineTooLong, MAX_REPLY_LINE, Reply, Request};
+
+/// Text from the device (an `ERR:` reason or an unexpected line), kept without allocating.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Text {
+    bytes: [u8; MAX_REPLY_LINE],
+    len: usize,
+}
+
+impl Text {
+    fn new(bytes: &[u8]) -> Text {
+        let len = bytes.len().min(MAX_REPLY_LINE);
+        let mut text = Text { bytes: [0; MAX_REPLY_LINE], len };
+        text.bytes[..len].copy_from_slice(&bytes[..len]);
+        text
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match core::str::from_utf8(self.as_bytes()) {
+            Ok(text) => f.write_str(text),
+            Err(_) => write!(f, "{}", self.as_bytes().escape_ascii()),
+        }
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.as_bytes().escape_ascii())
+    }
+}
+
+/// Where the conversation stood when it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Waiting for `user1.bin` / `user2.bin`.
+    NextSlot,
+    /// Waiting for the caller to pick the image.
+    ChooseImage,
+    Ready,
+    /// Sending the image.
+    Image,
+    /// Waiting for `Flashing` or `Invalid`.
+    Verdict,
+    /// Waiting for the success line after `Flashing`.
+    Success,
+    /// Waiting for the reason after `Invalid`.
+    Reason,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::NextSlot => "waiting for the slot name",
+            Step::ChooseImage => "choosing the image",
+            Step::Ready => "waiting for Ready",
+            Step::Image => "sending the image",
+            Step::Verdict => "waiting for the device to check the image",
+            Step::Success => "waiting for the success line",
+            Step::Reason => "waiting for the reason the image was refused",
+        })
+    }
+}
+
+/// Why a push failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// `Invalid`, then `ERR: <reason>`: the device refused the image and kept its boot
+    /// config. The reason is empty when the device closed without giving one.
+    ImageRejected(Text),
+    /// `ERR: <reason>` before the image was complete (the seed's `Invalid protocol`,
+    /// `Firmware length is too big`, `Connection Already Exists`, ...).
+    Device(Text),
+    /// A line that is not in the protocol, or not at this step.
+    Unexpected { line: Text, during: Step },
+    /// A reply line longer than any the protocol has.
+    LineTooLong { during: Step },
+    /// The device closed the connection before the conversation ended.
+    Closed { during: Step },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::ImageRejected(reason) if reason.len == 0 => {
+                f.write_str("the device refused the image")
+            }
+            ClientError::ImageRejected(reason) => write!(f, "the device refused the image: {reason}"),
+            ClientError::Device(reason) => write!(f, "the device answered: ERR: {reason}"),
+            ClientError::Unexpected { line, during } => write!(f, "unexpected reply {line:?} while {during}"),
+            ClientError::LineTooLong { during } => write!(f, "reply line too long while {during}"),
+            ClientError::Closed { during } => write!(f, "the device closed the connection while {during}"),
+        }
+    }
+}
+
+impl core::error::Error for ClientError {}
+
+/// What a batch of received bytes meant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The device wants the image for this slot: answer with [`Client::send_image`]
+    /// (or close, if you only wanted to know).
+    NextSlot(SlotId),
+    /// The device is ready for the image; [`Client::transmit`] now yields it.
+    Ready,
+    /// The device verified the image and switched its boot config.
+    Flashing,
+    /// The device refused the image (or could not write it); `Failed(ImageRejected)` with
+    /// the reason follows. Stop sending the image.
+    Invalid,
+    /// The device reboots into the new slot in 2 s. The conversation is over.
+    Success,
+    /// The conversation is over and failed.
+    Failed(ClientError),
+}
+
+/// What the driver should send next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transmit<'a> {
+    /// Protocol bytes, to be sent as one write where possible.
+    Bytes(&'a [u8]),
+    /// `len` bytes of the image starting at `offset`.
+    Image { offset: u32, len: u32 },
+    /// Nothing now; wait for the device.
+    Nothing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    AwaitSlot,
+    ChooseImage,
+    AwaitReady,
+    SendingImage,
+    AwaitVerdict,
+    AwaitSuccess,
+    AwaitReason,
+    Done,
+}
+
+/// A parsed reply that no longer borrows the line buffer.
+enum Owned {
+    /// Any reply but `Error`, which carries no borrowed data.
+    Plain(Reply<'static>),
+    Error(Text),
+}
+
+impl From<Reply<'_>> for Owned {
+    fn from(reply: Reply<'_>) -> Owned {
+        match reply {
+            Reply::Error(reason) => Owned::Error(Text::new(reason.as_bytes())),
+            Reply::NextSlot(slot) => Owned::Plain(Reply::NextSlot(slot)),
+            Reply::Ready => Owned::Plain(Reply::Ready),
+            Reply::Flashing => Owned::Plain(Reply::Flashing),
+            Reply::Invalid => Owned::Plain(Reply::Invalid),
+            Reply::Success => Owned::Plain(Reply::Success),
+        }
+    }
+}
+
+/// One push to one device.
+pub struct Client {
+    state: State,
+    lines: LineReader<MAX_REPLY_LINE>,
+    /// Protocol bytes not yet sent.
+    out: LineBuf<64>,
+    out_sent: usize,
+    image_len: u32,
+    image_sent: u32,
+    slot: Option<SlotId>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    /// A client that opens with `OTA` and `GetNextFlash`, as the seed does, in one write.
+    pub fn new() -> Client {
+        let mut out = LineBuf::new();
+        Request::Ota.encode(&mut out);
+        Request::GetNextFlash.encode(&mut out);
+        Client {
+            state: State::AwaitSlot,
+            lines: LineReader::new(),
+            out,
+            out_sent: 0,
+            image_len: 0,
+            image_sent: 0,
+            slot: None,
+        }
+    }
+
+    /// The slot the device asked for, once it said.
+    pub fn slot(&self) -> Option<SlotId> {
+        self.slot
+    }
+
+    /// Image bytes sent so far and the image length, once an image was chosen.
+    pub fn progress(&self) -> (u32, u32) {
+        (self.image_sent, self.image_len)
+    }
+
+    /// Whether the conversation is over (successfully or not).
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Answers [`Event::NextSlot`]: the image for that slot is `len` bytes (not 0).
+    pub fn send_image(&mut self, len: u32) {
+        debug_assert_eq!(self.state, State::ChooseImage, "send_image answers Event::NextSlot");
+        debug_assert!(len > 0, "the device refuses an empty image");
+        if self.state != State::ChooseImage {
+            return;
+        }
+        self.image_len = len;
+        self.image_sent = 0;
+        self.queue(Request::FirmwareLength(len));
+        self.state = State::AwaitReady;
+    }
+
+    /// What to send now.
+    pub fn transmit(&self) -> Transmit<'_> {
+        if self.out_sent < self.out.len() {
+            return Transmit::Bytes(&self.out.as_bytes()[self.out_sent..]);
+        }
+        if self.state == State::SendingImage && self.image_sent < self.image_len {
+            return Transmit::Image { offset: self.image_sent, len: self.image_len - self.image_sent };
+        }
+        Transmit::Nothing
+    }
+
+    /// `n` bytes of what [`Client::transmit`] returned went out.
+    pub fn sent(&mut self, n: usize) {
+        if self.out_sent < self.out.len() {
+            self.out_sent = (self.out_sent + n).min(self.out.len());
+            if self.out_sent == self.out.len() {
+                self.out = LineBuf::new();
+                self.out_sent = 0;
+            }
+        } else if self.state == State::SendingImage {
+            let n = u32::try_from(n).unwrap_or(u32::MAX).min(self.image_len - self.image_sent);
+            self.image_sent += n;
+            if self.image_sent == self.image_len {
+                self.state = State::AwaitVerdict;
+            }
+        }
+    }
+
+    /// Consumes received bytes up to the first line that means something; returns how many
+    /// it took and that line's event. Call again with the rest.
+    pub fn receive(&mut self, data: &[u8]) -> (usize, Option<Event>) {
+        if self.state == State::Done {
+            return (data.len(), None);
+        }
+        let (consumed, line) = self.lines.feed(data);
+        let event = match line {
+            None => None,
+            Some(Err(LineTooLong)) => Some(self.fail(ClientError::LineTooLong { during: self.step() })),
+            Some(Ok(line)) => {
+                let text = Text::new(line);
+                let reply = Reply::parse(line).map(Owned::from);
+                Some(self.on_reply(reply, text))
+            }
+        };
+        (consumed, event)
+    }
+
+    /// The connection closed (EOF or reset). Returns the failure, unless it was over.
+    pub fn closed(&mut self) -> Option<Event> {
+        if self.state == State::Done {
+            return None;
+        }
+        let error = match self.state {
+            State::AwaitReason => ClientError::ImageRejected(Text::new(b"")),
+            _ => ClientError::Closed { during: self.step() },
+        };
+        Some(self.fail(error))
+    }
+
+    fn on_reply(&mut self, reply: Option<Owned>, text: Text) -> Event {
+        let during = self.step();
+        let reply = match reply {
+            Some(Owned::Error(reason)) if self.state == State::AwaitReason => {
+                return self.fail(ClientError::ImageRejected(reason));
+            }
+            Some(Owned::Error(reason)) => return self.fail(ClientError::Device(reason)),
+            Some(Owned::Plain(reply)) => Some(reply),
+            None => None,
+        };
+        match (self.state, reply) {
+            (State::AwaitSlot, Some(Reply::NextSlot(slot))) => {
+                self.slot = Some(slot);
+                self.state = State::ChooseImage;
+                Event::NextSlot(slot)
+            }
+            (State::AwaitReady, Some(Reply::Ready)) => {
+                self.state = State::SendingImage;
+                Event::Ready
+            }
+            // The device may refuse before the image is complete (a flash failure).
+            (State::SendingImage | State::AwaitVerdict, Some(Reply::Invalid)) => {
+                self.state = State::AwaitReason;
+                Event::Invalid
+            }
+            (State::AwaitVerdict, Some(Reply::Flashing)) => {
+                self.state = State::AwaitSuccess;
+                Event::Flashing
+            }
+            (State::AwaitSuccess, Some(Reply::Success)) => {
+                self.state = State::Done;
+                Event::Success
+            }
+            _ => self.fail(ClientError::Unexpected { line: text, during }),
+        }
+    }
+
+    fn fail(&mut self, error: ClientError) -> Event {
+        self.state = State::Done;
+        Event::Failed(error)
+    }
+
+    fn step(&self) -> Step {
+        match self.state {
+            State::AwaitSlot => Step::NextSlot,
+            State::ChooseImage => Step::ChooseImage,
+            State::AwaitReady => Step::Ready,
+            State::SendingImage => Step::Image,
+            State::AwaitVerdict | State::Done => Step::Verdict,
+            State::AwaitSuccess => Step::Success,
+            State::AwaitReason => Step::Reason,
+        }
+    }
+
+    fn queue(&mut self, request: Request) {
+        request.encode(&mut self.out);
+    }
+}

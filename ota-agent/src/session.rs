@@ -1,0 +1,456 @@
+//! One TCP-OTA conversation as a sans-IO state machine: bytes in, reply lines out, and the
+//! flash work done through an `embedded-storage` `NorFlash`.
+//!
+//! The driver (`crate::net` for smoltcp, the virtual ESP8266 for std sockets) feeds received
+//! bytes with [`Session::receive`], calls [`Session::poll`] after each batch (that is where
+//! a complete image is verified and the boot config switched, and where the idle timeout
+//! fires), sends each [`Session::next_reply`] in one write, and closes the connection when
+//! [`Session::phase`] says so. Segmentation never matters: lines are assembled byte by byte
+//! in a small buffer and the image streams through the sector writer.
+//!
+//! The boot config is touched only after the whole image was read back from the slot and
+//! verified (`image::verify_for_slot`), so no failure here can switch to a bad image.
+//!
+//! Extension lines (a hash, authentication) belong in the `Headers` state: a new
+//! [`Request`] variant, stored until `FirmwareLength` ends the headers.
+
+use core::fmt;
+
+use smoltcp::time::{Duration, Instant};
+
+use crate::boot::{BootConfig, CONFIG_LEN, CONFIG_STRUCT_LEN};
+use crate::flash::{NorFlash, ReadNorFlash};
+use crate::image::{self, ImageError};
+use crate::layout::{BOOT_CONFIG_OFFSET, FlashLayout, SECTOR_SIZE, SlotId};
+use crate::protocol::{
+    LineReader, LineTooLong, MAX_REQUEST_LINE, REBOOT_DELAY_MS, Reply, ReplyLine, Request, RequestError,
+    reason,
+};
+use crate::writer::{SectorBuffer, SectorWriter, WriteError};
+
+/// How long a client may stay silent before its session ends.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a session needs to know about the device.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionConfig {
+    pub layout: &'static FlashLayout,
+    /// A silent client is dropped after this long; so is one that never closes after the
+    /// last reply.
+    pub idle_timeout: Duration,
+}
+
+impl SessionConfig {
+    pub const fn new(layout: &'static FlashLayout) -> SessionConfig {
+        SessionConfig { layout, idle_timeout: DEFAULT_IDLE_TIMEOUT }
+    }
+}
+
+/// What the driver should do with the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// No client.
+    Idle,
+    /// Reading the client's bytes.
+    Open,
+    /// The last reply is queued: send the queued replies, then close. Input is discarded.
+    Closing,
+    /// The client did not close in time after the last reply: drop the connection.
+    Abort,
+}
+
+/// Why a session ended early. `Display` is the reason sent after `ERR: `.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A header line was wrong for where the conversation stands.
+    Request(RequestError),
+    LineTooLong,
+    /// The length fits 32 bits but not the slot.
+    LengthTooBig {
+        len: u32,
+        capacity: u32,
+    },
+    IdleTimeout,
+    TooManyBytes,
+    /// The client stopped sending before the whole image arrived.
+    Truncated {
+        received: u32,
+        len: u32,
+    },
+    RebootPending,
+    UnknownRunningSlot,
+    Write(WriteError),
+    Image(ImageError),
+    BootConfig(BootConfigError),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Request(error) => write!(f, "{error}"),
+            Failure::LineTooLong => f.write_str(reason::LINE_TOO_LONG),
+            // The seed's exact words: clients may match on them.
+            Failure::LengthTooBig { .. } => f.write_str(reason::LENGTH_TOO_BIG),
+            Failure::IdleTimeout => f.write_str(reason::IDLE_TIMEOUT),
+            Failure::TooManyBytes => f.write_str(reason::TOO_MANY_BYTES),
+            Failure::Truncated { received, len } => {
+                write!(f, "{} ({received} of {len} bytes)", reason::TRUNCATED)
+            }
+            Failure::RebootPending => f.write_str(reason::REBOOT_PENDING),
+            Failure::UnknownRunningSlot => f.write_str(reason::UNKNOWN_RUNNING_SLOT),
+            Failure::Write(error) => write!(f, "{error}"),
+            Failure::Image(error) => write!(f, "{error}"),
+            Failure::BootConfig(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// The boot config could not be rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootConfigError {
+    Read,
+    Erase,
+    Write,
+    /// Read back after writing, the config is not what was written.
+    Mismatch,
+}
+
+impl fmt::Display for BootConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BootConfigError::Read => "boot config read failed",
+            BootConfigError::Erase => "boot config erase failed",
+            BootConfigError::Write => "boot config write failed",
+            BootConfigError::Mismatch => "boot config reads back wrong after writing",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Idle,
+    ExpectOta,
+    ExpectGetNextFlash,
+    /// Header lines until `FirmwareLength`.
+    Headers {
+        target: SlotId,
+    },
+    Receiving {
+        target: SlotId,
+        len: u32,
+    },
+    /// Every byte is in; [`Session::poll`] verifies and switches.
+    Complete {
+        target: SlotId,
+        len: u32,
+    },
+    Closing {
+        since: Instant,
+    },
+    /// Closing took longer than the idle timeout.
+    Abort,
+}
+
+/// A reply waiting to go out, kept compact until it is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outgoing {
+    NextSlot(SlotId),
+    Ready,
+    Flashing,
+    Invalid,
+    Success,
+    Error(Failure),
+}
+
+/// Every step queues at most two replies (`Invalid` + `ERR`, `Flashing` + success).
+const MAX_QUEUED: usize = 2;
+
+/// The device side of one connection at a time; reused for the next.
+pub struct Session<'a> {
+    config: SessionConfig,
+    state: State,
+    lines: LineReader<{ MAX_REQUEST_LINE + 1 }>,
+    queue: [Option<Outgoing>; MAX_QUEUED],
+    writer: SectorWriter<'a>,
+    running: Option<SlotId>,
+    last_input: Instant,
+    reboot_at: Option<Instant>,
+    last_failure: Option<Failure>,
+}
+
+impl<'a> Session<'a> {
+    /// A session without a client; `sector` is the one 4 KB buffer it streams through.
+    pub fn new(config: SessionConfig, sector: &'a mut SectorBuffer) -> Session<'a> {
+        Session {
+            config,
+            state: State::Idle,
+            lines: LineReader::new(),
+            queue: [None; MAX_QUEUED],
+            writer: SectorWriter::new(sector),
+            running: None,
+            last_input: Instant::ZERO,
+            reboot_at: None,
+            last_failure: None,
+        }
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// A client connected. `running` is the slot the device runs now (`None` when the boot
+    /// config names no slot of the layout: the client is refused at `GetNextFlash`).
+    pub fn start(&mut self, now: Instant, running: Option<SlotId>) {
+        self.lines.clear();
+        self.queue = [None; MAX_QUEUED];
+        self.running = running;
+        self.last_input = now;
+        self.last_failure = None;
+        self.state = State::ExpectOta;
+        if self.reboot_at.is_some() {
+            self.fail(now, Failure::RebootPending);
+        }
+    }
+
+    /// The connection is gone (reset, or closed and finished): back to idle. An image not yet
+    /// verified is abandoned, so nothing switches behind the client's back.
+    pub fn reset(&mut self) {
+        self.state = State::Idle;
+        self.queue = [None; MAX_QUEUED];
+        self.lines.clear();
+    }
+
+    /// The client closed its sending side. Replies can still go out.
+    pub fn input_closed(&mut self, now: Instant) {
+        match self.state {
+            State::Receiving { len, .. } => {
+                let received = len - self.writer.remaining();
+                self.fail(now, Failure::Truncated { received, len });
+            }
+            State::ExpectOta | State::ExpectGetNextFlash | State::Headers { .. } => {
+                self.state = State::Closing { since: now };
+            }
+            State::Idle | State::Complete { .. } | State::Closing { .. } | State::Abort => {}
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.state {
+            State::Idle => Phase::Idle,
+            State::Closing { .. } => Phase::Closing,
+            State::Abort => Phase::Abort,
+            _ => Phase::Open,
+        }
+    }
+
+    /// Consumes bytes from the client and returns how many it took. It stops after each
+    /// line that queues a reply and at the end of the image, so call it again with the rest
+    /// (after sending the replies: it takes nothing while replies are queued), then call
+    /// [`Session::poll`].
+    pub fn receive<F: NorFlash>(&mut self, now: Instant, data: &[u8], flash: &mut F) -> usize {
+        if data.is_empty() || self.queue[0].is_some() {
+            return 0;
+        }
+        self.last_input = now;
+        match self.state {
+            State::Idle => 0,
+            State::Closing { .. } | State::Abort => data.len(),
+            State::ExpectOta | State::ExpectGetNextFlash | State::Headers { .. } => {
+                let (consumed, line) = self.lines.feed(data);
+                let request = match line {
+                    None => return consumed,
+                    Some(Ok(line)) => Request::parse(line),
+                    Some(Err(LineTooLong)) => {
+                        self.fail(now, Failure::LineTooLong);
+                        return consumed;
+                    }
+                };
+                self.on_request(now, request);
+                consumed
+            }
+            State::Receiving { target, len } => {
+                let take = data.len().min(self.writer.remaining() as usize);
+                if let Err(error) = self.writer.write(flash, &data[..take]) {
+                    self.fail(now, Failure::Write(error));
+                    return data.len();
+                }
+                if self.writer.remaining() == 0 {
+                    self.state = State::Complete { target, len };
+                }
+                take
+            }
+            State::Complete { .. } => {
+                self.fail(now, Failure::TooManyBytes);
+                data.len()
+            }
+        }
+    }
+
+    /// Finishes a complete image (write the last sector, verify, switch the boot config) and
+    /// enforces the idle timeout. Call after each batch of received bytes and periodically.
+    pub fn poll<F: NorFlash>(&mut self, now: Instant, flash: &mut F) {
+        match self.state {
+            State::Complete { target, len } => self.finish(now, flash, target, len),
+            State::ExpectOta
+            | State::ExpectGetNextFlash
+            | State::Headers { .. }
+            | State::Receiving { .. } => {
+                if now >= self.last_input + self.config.idle_timeout {
+                    self.fail(now, Failure::IdleTimeout);
+                }
+            }
+            State::Closing { since } => {
+                if now >= since + self.config.idle_timeout {
+                    self.state = State::Abort;
+                }
+            }
+            State::Idle | State::Abort => {}
+        }
+    }
+
+    /// The next reply line, to be sent in one write.
+    pub fn next_reply(&mut self) -> Option<ReplyLine> {
+        let next = self.queue[0].take()?;
+        self.queue.rotate_left(1);
+        Some(match next {
+            Outgoing::NextSlot(slot) => Reply::NextSlot(slot).encode(),
+            Outgoing::Ready => Reply::Ready.encode(),
+            Outgoing::Flashing => Reply::Flashing.encode(),
+            Outgoing::Invalid => Reply::Invalid.encode(),
+            Outgoing::Success => Reply::Success.encode(),
+            Outgoing::Error(failure) => ReplyLine::error(&failure),
+        })
+    }
+
+    /// When the device should reboot into the new slot, once an update succeeded.
+    pub fn reboot_at(&self) -> Option<Instant> {
+        self.reboot_at
+    }
+
+    /// The slot the current or last client was told to send.
+    pub fn target(&self) -> Option<SlotId> {
+        match self.state {
+            State::Headers { target } | State::Receiving { target, .. } | State::Complete { target, .. } => {
+                Some(target)
+            }
+            _ => self.running.map(SlotId::other),
+        }
+    }
+
+    /// Why the last session failed, for the device's log.
+    pub fn last_failure(&self) -> Option<Failure> {
+        self.last_failure
+    }
+
+    /// Image bytes received so far and the announced length, while receiving.
+    pub fn progress(&self) -> Option<(u32, u32)> {
+        match self.state {
+            State::Receiving { len, .. } => Some((len - self.writer.remaining(), len)),
+            State::Complete { len, .. } => Some((len, len)),
+            _ => None,
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, request: Result<Request, RequestError>) {
+        let protocol_error = Failure::Request(RequestError::Unknown);
+        match (self.state, request) {
+            (State::ExpectOta, Ok(Request::Ota)) => self.state = State::ExpectGetNextFlash,
+            (State::ExpectGetNextFlash, Ok(Request::GetNextFlash)) => match self.running {
+                Some(running) => {
+                    let target = running.other();
+                    self.push(Outgoing::NextSlot(target));
+                    self.state = State::Headers { target };
+                }
+                None => self.fail(now, Failure::UnknownRunningSlot),
+            },
+            (State::Headers { target }, Ok(Request::FirmwareLength(len))) => {
+                let slot = self.config.layout.slot(target);
+                if len > slot.capacity {
+                    return self.fail(now, Failure::LengthTooBig { len, capacity: slot.capacity });
+                }
+                self.writer.begin(slot.offset, len);
+                self.push(Outgoing::Ready);
+                self.state = State::Receiving { target, len };
+            }
+            // A malformed length is reported as such; any other line out of place is not
+            // the protocol.
+            (State::Headers { .. }, Err(error)) => self.fail(now, Failure::Request(error)),
+            _ => self.fail(now, protocol_error),
+        }
+    }
+
+    fn finish<F: NorFlash>(&mut self, now: Instant, flash: &mut F, target: SlotId, len: u32) {
+        let layout = self.config.layout;
+        let slot = layout.slot(target);
+        if let Err(error) = self.writer.finish(flash) {
+            return self.fail(now, Failure::Write(error));
+        }
+        if let Err(error) = image::verify_for_slot(flash, slot, len, self.writer.buffer()) {
+            return self.fail(now, Failure::Image(error));
+        }
+        if let Err(error) = switch_boot_config(flash, layout, target, self.writer.buffer()) {
+            return self.fail(now, Failure::BootConfig(error));
+        }
+        self.push(Outgoing::Flashing);
+        self.push(Outgoing::Success);
+        self.reboot_at = Some(now + Duration::from_millis(REBOOT_DELAY_MS));
+        self.state = State::Closing { since: now };
+    }
+
+    /// Queues `ERR: <failure>` (after `Invalid` once the image phase began) and closes.
+    fn fail(&mut self, now: Instant, failure: Failure) {
+        if matches!(self.state, State::Receiving { .. } | State::Complete { .. }) {
+            self.push(Outgoing::Invalid);
+        }
+        self.push(Outgoing::Error(failure));
+        self.last_failure = Some(failure);
+        self.state = State::Closing { since: now };
+    }
+
+    fn push(&mut self, reply: Outgoing) {
+        match self.queue.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(reply),
+            None => debug_assert!(false, "reply queue overflow"),
+        }
+    }
+}
+
+/// The slot the boot config says runs. A config rBoot cannot read makes rBoot write its
+/// default and boot ROM 0, so that means user1. `None` when the config names a ROM that is
+/// not one of the layout's slots.
+pub fn running_slot<F: ReadNorFlash>(flash: &mut F, layout: &FlashLayout) -> Option<SlotId> {
+    let mut bytes = [0u8; CONFIG_STRUCT_LEN];
+    if flash.read(BOOT_CONFIG_OFFSET, &mut bytes).is_err() {
+        return Some(SlotId::User1);
+    }
+    let head: &[u8; CONFIG_LEN] = bytes[..CONFIG_LEN].try_into().ok()?;
+    match BootConfig::parse(head) {
+        Ok(config) => config.current_slot(layout),
+        Err(_) => Some(SlotId::User1),
+    }
+}
+
+/// Points the boot config at `target` the way rBoot rewrites it: read the whole sector,
+/// change the config at its start (every other field and byte preserved), erase, write the
+/// sector back, and read the config back to be sure.
+fn switch_boot_config<F: NorFlash>(
+    flash: &mut F,
+    layout: &FlashLayout,
+    target: SlotId,
+    sector: &mut SectorBuffer,
+) -> Result<(), BootConfigError> {
+    flash.read(BOOT_CONFIG_OFFSET, sector).map_err(|_| BootConfigError::Read)?;
+    let head: &[u8; CONFIG_LEN] = sector[..CONFIG_LEN].try_into().expect("sector holds a config");
+    let mut config = BootConfig::parse(head).unwrap_or_else(|_| BootConfig::rboot_default(layout.flash_size));
+    config.select(layout, target);
+    let bytes = config.to_bytes();
+    sector[..CONFIG_STRUCT_LEN].copy_from_slice(&bytes);
+    flash.erase(BOOT_CONFIG_OFFSET, BOOT_CONFIG_OFFSET + SECTOR_SIZE).map_err(|_| BootConfigError::Erase)?;
+    flash.write(BOOT_CONFIG_OFFSET, sector).map_err(|_| BootConfigError::Write)?;
+    let mut check = [0u8; CONFIG_STRUCT_LEN];
+    flash.read(BOOT_CONFIG_OFFSET, &mut check).map_err(|_| BootConfigError::Read)?;
+    if check != bytes {
+        return Err(BootConfigError::Mismatch);
+    }
+    Ok(())
+}
