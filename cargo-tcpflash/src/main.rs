@@ -5,7 +5,7 @@ use cargo_tcpflash::cli::{CargoCli, Command};
 fn main() -> miette::Result<()> {
     let CargoCli::Tcpflash(cli) = CargoCli::parse();
     match cli.command {
-        Some(Command::Build(_args)) => Err(miette::miette!("`cargo tcpflash build` is not built yet")),
+        Some(Command::Build(args)) => cargo_tcpflash::build_cmd::run(&args).map(drop).map_err(Into::into),
         Some(Command::Image(args)) => Ok(cargo_tcpflash::image_cmd::run(&args)?),
         None => Err(miette::miette!("pushing is not built yet")),
     }

@@ -8,14 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::{ESPTOOL, ESPTOOL_INSTALL, GCC, GCC_INSTALL, esptool_image, flat_stderr, require};
+
 use cargo_tcpflash::elf2image::{self, ElfError};
 use cargo_tcpflash::image_cmd::flash_params;
 use ota_agent::image::{self, MemoryKind};
-
-const GCC: &str = "xtensa-lx106-elf-gcc";
-const GCC_INSTALL: &str = "apt-get install gcc-xtensa-lx106 binutils-xtensa-lx106";
-const ESPTOOL: &str = "esptool";
-const ESPTOOL_INSTALL: &str = "pip install esptool";
 
 /// Flash parameter combinations every fixture is converted with.
 const PARAMS: [(&str, &str, &str); 4] =
@@ -23,24 +21,6 @@ const PARAMS: [(&str, &str, &str); 4] =
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-/// Fails the test, naming the install command, when `tool` cannot be run.
-fn require(tool: &str, install: &str) {
-    // esptool 5 has a `version` command and no `--version` flag.
-    let version_arg = if tool == ESPTOOL { "version" } else { "--version" };
-    let ran = Command::new(tool).arg(version_arg).output();
-    match ran {
-        Ok(output) if output.status.success() => {}
-        Ok(output) => panic!(
-            "`{tool} {version_arg}` failed ({}): {}\ninstall it with `{install}`",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Err(error) => {
-            panic!("`{tool}` is needed by this test but cannot be run ({error}); install it with `{install}`")
-        }
-    }
 }
 
 /// Compiles `source` (a path, or C text written to a file first) with `script`.
@@ -61,28 +41,6 @@ fn compile(dir: &Path, source: &Path, script: &Path, name: &str) -> PathBuf {
 
 fn compile_fixture(dir: &Path, c: &str, ld: &str) -> PathBuf {
     compile(dir, &fixtures().join(format!("{c}.c")), &fixtures().join(format!("{ld}.ld")), ld)
-}
-
-/// esptool's image, or its error output.
-fn esptool_image(elf: &Path, (mode, size, freq): (&str, &str, &str)) -> Result<Vec<u8>, String> {
-    require(ESPTOOL, ESPTOOL_INSTALL);
-    let out = elf.with_extension(format!("{mode}-{size}-{freq}.esptool.bin"));
-    let output = Command::new(ESPTOOL)
-        .args(["--chip", "esp8266", "elf2image", "--version", "2"])
-        .args(["--flash-mode", mode, "--flash-size", size, "--flash-freq", freq])
-        .arg("-o")
-        .arg(&out)
-        .arg(elf)
-        .output()
-        .unwrap();
-    if !output.status.success() {
-        return Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(std::fs::read(out).unwrap())
 }
 
 fn our_image(elf: &Path, (mode, size, freq): (&str, &str, &str)) -> Result<Vec<u8>, ElfError> {
@@ -262,12 +220,6 @@ fn run_cli(args: &[&std::ffi::OsStr]) -> Output {
         .env("COLUMNS", "400")
         .output()
         .unwrap()
-}
-
-/// stderr with miette's frame characters and line wrapping taken out.
-fn flat_stderr(output: &Output) -> String {
-    let text = String::from_utf8_lossy(&output.stderr).replace(['│', '×', '╰', '─', '▶'], " ");
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! Device side of tcpflash, and the single source of truth for what both sides share:
 //! the flash layouts, the image format, the slot descriptor, the boot config and the
 //! wire protocol. `no_std` and allocation-free unless the `std`/`sim` features are on.
-#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 
 pub mod boot;
 pub mod client;
 pub mod crc;
 pub mod descriptor;
+#[cfg(target_arch = "xtensa")]
+pub mod esp8266;
 pub mod flash;
 pub mod image;
 pub mod layout;

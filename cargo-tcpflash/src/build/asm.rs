@@ -1,0 +1,151 @@
+//! Puts each function's literal pool where GNU as can use it.
+//!
+//! LLVM's Xtensa backend emits a function's `.literal_position`/`.literal` group *before*
+//! the `.section` directive that opens the function, so the literals land at the end of the
+//! previous function's section, unaligned, and GNU ld refuses the L32R relocations
+//! ("dangerous relocation: l32r: misaligned literal target"). Moving the group to just after
+//! the last section directive before the function's first label puts the literals at the
+//! head of the function's own section; `as --text-section-literals` then places them there.
+
+/// Rewrites `asm` with every literal group moved into the section of the function it
+/// belongs to. Everything else is kept line for line.
+pub fn place_literals(asm: &str) -> String {
+    let mut out: Vec<&str> = Vec::with_capacity(asm.lines().count());
+    let mut pending: Vec<&str> = Vec::new();
+    // Where in `out` the pending group goes: just after the function's section directive,
+    // or back where it was when no code section follows.
+    let mut anchor: Option<usize> = None;
+    let mut origin = 0;
+
+    for line in asm.lines() {
+        let text = line.trim();
+        if text.starts_with(".literal_position") {
+            flush(&mut out, &mut pending, anchor.take().unwrap_or(origin));
+            origin = out.len();
+            pending.push(line);
+            continue;
+        }
+        if !pending.is_empty() {
+            if text.starts_with(".literal ") || text.starts_with(".literal\t") {
+                pending.push(line);
+                continue;
+            }
+            if is_section_directive(text) {
+                out.push(line);
+                anchor = if is_code_section(text) { Some(out.len()) } else { None };
+                continue;
+            }
+            if is_label(line) {
+                flush(&mut out, &mut pending, anchor.take().unwrap_or(origin));
+            }
+        }
+        out.push(line);
+    }
+    flush(&mut out, &mut pending, anchor.unwrap_or(origin));
+
+    let mut fixed = out.join("\n");
+    fixed.push('\n');
+    fixed
+}
+
+fn flush<'a>(out: &mut Vec<&'a str>, pending: &mut Vec<&'a str>, at: usize) {
+    if pending.is_empty() {
+        return;
+    }
+    out.splice(at..at, pending.drain(..));
+}
+
+fn is_section_directive(text: &str) -> bool {
+    text == ".text" || text.starts_with(".text\t") || text.starts_with(".section")
+}
+
+/// Literals may only move into code sections; a data section keeps its bytes to itself.
+fn is_code_section(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix(".section") else {
+        return true; // `.text`
+    };
+    let mut parts = rest.trim().splitn(3, ',');
+    let name = parts.next().unwrap_or("").trim().trim_matches('"');
+    let flags = parts.next().unwrap_or("").trim().trim_matches('"');
+    flags.contains('x') || [".text", ".iram", ".irom"].iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// A label definition: `name:` at the start of a line (directives and instructions are
+/// indented in LLVM's output).
+fn is_label(line: &str) -> bool {
+    let first = line.chars().next();
+    matches!(first, Some(c) if !c.is_whitespace() && c != '#') && line.trim_end().ends_with(':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shape of rustc's output for lx106 (from a real build).
+    const LLVM_OUTPUT: &str = "\t.file\t\"proto\"
+\t.literal_position
+\t.literal .LCPI0_0, COUNTER
+\t.literal .LCPI0_1, __udivsi3
+\t.text
+\t.section\t.text.main,\"ax\",@progbits
+\t.global\tmain
+\t.p2align\t2
+\t.type\tmain,@function
+main:
+\tl32r\ta8, .LCPI0_1
+.LBB0_2:
+\tret
+\t.size\tmain, .Lfunc_end0-main
+
+\t.literal_position
+\t.literal .LCPI2_0, panic_fmt
+\t.section\t.text.unlikely.panic_fmt,\"ax\",@progbits
+\t.section\t.text.unlikely.div_by_zero,\"ax\",@progbits
+\t.p2align\t2
+div_by_zero:
+\tl32r\ta8, .LCPI2_0
+\t.section\t.data.COUNTER,\"aw\",@progbits
+COUNTER:
+\t.word 5
+";
+
+    #[test]
+    fn moves_each_group_after_its_function_section() {
+        let fixed = place_literals(LLVM_OUTPUT);
+        let lines: Vec<&str> = fixed.lines().map(str::trim).collect();
+        let main_section = lines.iter().position(|l| l.starts_with(".section\t.text.main")).unwrap();
+        assert_eq!(lines[main_section + 1], ".literal_position");
+        assert_eq!(lines[main_section + 2], ".literal .LCPI0_0, COUNTER");
+        assert_eq!(lines[main_section + 3], ".literal .LCPI0_1, __udivsi3");
+        assert_eq!(lines[main_section + 4], ".global\tmain");
+
+        let own = lines.iter().position(|l| l.starts_with(".section\t.text.unlikely.div_by_zero")).unwrap();
+        assert_eq!(lines[own + 1], ".literal_position");
+        assert_eq!(lines[own + 2], ".literal .LCPI2_0, panic_fmt");
+        let previous =
+            lines.iter().position(|l| l.starts_with(".section\t.text.unlikely.panic_fmt")).unwrap();
+        assert_eq!(previous + 1, own, "nothing left in the previous function's section");
+    }
+
+    #[test]
+    fn keeps_every_line_exactly_once() {
+        let fixed = place_literals(LLVM_OUTPUT);
+        let mut before: Vec<&str> = LLVM_OUTPUT.lines().collect();
+        let mut after: Vec<&str> = fixed.lines().collect();
+        before.sort_unstable();
+        after.sort_unstable();
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn never_moves_literals_into_data() {
+        let asm = "\t.literal_position\n\t.literal .L1, 5\n\t.section\t.data.x,\"aw\",@progbits\nx:\n";
+        assert_eq!(place_literals(asm), asm, "no code section: the group stays where it was");
+    }
+
+    #[test]
+    fn text_without_literals_is_unchanged() {
+        let asm = "\t.text\nf:\n\tret\n";
+        assert_eq!(place_literals(asm), asm);
+    }
+}

@@ -1,0 +1,388 @@
+//! The firmware build: nightly rustc to assembly, literal pools fixed, GNU as, GNU ld once
+//! per slot, and each ELF turned into its slot's image.
+//!
+//! Why assembly: LLVM's integrated assembler misplaces Xtensa literal pools, so its objects
+//! do not link with GNU ld. See `asm` for the fix and DESIGN.md section 3 for the recipe.
+
+pub mod asm;
+pub mod cargo;
+pub mod link;
+pub mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use miette::Diagnostic;
+use ota_agent::descriptor::BUILD_ID_LEN;
+use ota_agent::image::{FlashFreq, FlashMode, FlashParams, FlashSize};
+use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, Slot, SlotId};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+pub use self::cargo::{FirmwarePackage, TcpflashMetadata};
+use crate::cli::BuildArgs;
+use crate::elf2image;
+
+const AS: &str = "xtensa-lx106-elf-as";
+const LD: &str = "xtensa-lx106-elf-ld";
+const BINUTILS_INSTALL: &str = "sudo apt-get install binutils-xtensa-lx106";
+
+/// A finished build: both slots linked and converted.
+#[derive(Debug, Clone)]
+pub struct Firmware {
+    pub package: FirmwarePackage,
+    pub layout: &'static FlashLayout,
+    pub params: FlashParams,
+    pub build_id: [u8; BUILD_ID_LEN],
+    pub out_dir: PathBuf,
+    pub slots: [SlotBuild; 2],
+}
+
+impl Firmware {
+    pub fn slot(&self, id: SlotId) -> &SlotBuild {
+        &self.slots[id.index()]
+    }
+
+    pub fn build_id_hex(&self) -> String {
+        self.build_id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// One slot's output files.
+#[derive(Debug, Clone)]
+pub struct SlotBuild {
+    pub slot: Slot,
+    pub elf: PathBuf,
+    pub bin: PathBuf,
+    pub map: PathBuf,
+    pub image_len: u32,
+}
+
+impl SlotBuild {
+    /// Percentage of the slot the image fills.
+    pub fn percent_used(&self) -> f64 {
+        100.0 * f64::from(self.image_len) / f64::from(self.slot.capacity)
+    }
+}
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum BuildError {
+    #[error("no Cargo.toml at {path}")]
+    #[diagnostic(
+        code(tcpflash::build::no_manifest),
+        help("pass the firmware's Cargo.toml with --manifest-path")
+    )]
+    NoManifest { path: PathBuf },
+
+    #[error("could not read the firmware's cargo metadata")]
+    #[diagnostic(
+        code(tcpflash::build::metadata),
+        help("run this inside the firmware's folder or pass --manifest-path path/to/Cargo.toml")
+    )]
+    Metadata {
+        #[source]
+        source: cargo_metadata::Error,
+    },
+
+    #[error("[package.metadata.tcpflash] in {manifest} is invalid")]
+    #[diagnostic(
+        code(tcpflash::build::bad_metadata),
+        help("known keys: layout, flash-mode, flash-size, flash-freq, host, port")
+    )]
+    BadMetadata {
+        manifest: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("no package `{spec}` in this workspace")]
+    #[diagnostic(code(tcpflash::build::no_such_package), help("packages here: {available}"))]
+    NoSuchPackage { spec: String, available: String },
+
+    #[error("this manifest is a workspace: which package is the firmware?")]
+    #[diagnostic(code(tcpflash::build::which_package), help("pass -p/--package with one of: {available}"))]
+    WhichPackage { available: String },
+
+    #[error("package `{package}` has no binary target")]
+    #[diagnostic(
+        code(tcpflash::build::no_binary),
+        help(
+            "a firmware is a `#![no_main]` binary crate (src/main.rs) defining `extern \"C\" fn main() -> !`"
+        )
+    )]
+    NoBinary { package: String },
+
+    #[error("package `{package}` has several binaries ({bins})")]
+    #[diagnostic(
+        code(tcpflash::build::several_binaries),
+        help("keep one binary target per firmware package")
+    )]
+    SeveralBinaries { package: String, bins: String },
+
+    #[error("unknown flash layout `{name}`")]
+    #[diagnostic(code(tcpflash::build::layout), help("use one of: 512KB, 1MB, 2MB, 4MB"))]
+    UnknownLayout { name: String },
+
+    #[error("unknown flash {what} `{value}`")]
+    #[diagnostic(code(tcpflash::build::flash_param), help("use one of: {choices}"))]
+    BadFlashParam { what: &'static str, value: String, choices: &'static str },
+
+    #[error("`{tool}` was not found on PATH")]
+    #[diagnostic(code(tcpflash::build::missing_tool), help("install it with: {install}"))]
+    MissingTool { tool: &'static str, install: &'static str },
+
+    #[error("the firmware toolchain `{toolchain}` cannot be used: {detail}")]
+    #[diagnostic(
+        code(tcpflash::build::toolchain),
+        help("install it with: rustup toolchain install {toolchain} --component rust-src")
+    )]
+    ToolchainUnusable { toolchain: String, detail: String },
+
+    #[error("firmware builds need a nightly toolchain, found `{found}` in {dir}")]
+    #[diagnostic(
+        code(tcpflash::build::not_nightly),
+        help(
+            "add a rust-toolchain.toml next to the firmware's Cargo.toml:\n[toolchain]\nchannel = \"nightly-2026-05-20\"\ncomponents = [\"rust-src\"]"
+        )
+    )]
+    NotNightly { found: String, dir: PathBuf },
+
+    #[error("the toolchain `{toolchain}` has no `rust-src` component (needed to build `core` for lx106)")]
+    #[diagnostic(
+        code(tcpflash::build::rust_src),
+        help("install it with: rustup component add rust-src --toolchain {toolchain}")
+    )]
+    NoRustSrc { toolchain: String },
+
+    #[error("the firmware `{package}` did not compile")]
+    #[diagnostic(code(tcpflash::build::compile), help("cargo's errors are printed above"))]
+    CompileFailed { package: String },
+
+    #[error("cargo reported no {what}")]
+    #[diagnostic(code(tcpflash::build::no_artifact), help("this is a cargo-tcpflash bug: please report it"))]
+    NoArtifact { what: &'static str },
+
+    #[error("the slot descriptor does not fit: {reason}")]
+    #[diagnostic(
+        code(tcpflash::build::descriptor),
+        help("the package name may have at most 32 bytes and the version at most 16")
+    )]
+    Descriptor { reason: ota_agent::descriptor::DescriptorError },
+
+    #[error("{tool} failed on {file}:\n{stderr}")]
+    #[diagnostic(
+        code(tcpflash::build::binutils),
+        help("this is likely a cargo-tcpflash bug: please report it with the message above")
+    )]
+    Binutils { tool: &'static str, file: PathBuf, stderr: String },
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    TooLarge(#[from] elf2image::TooLargeForSlot),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Image(#[from] elf2image::ElfError),
+
+    #[error("cannot access {path}")]
+    #[diagnostic(code(tcpflash::build::io))]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Settings resolved from the command line, then `[package.metadata.tcpflash]`, then defaults.
+pub fn resolve_layout(
+    args: &BuildArgs,
+    metadata: &TcpflashMetadata,
+) -> Result<&'static FlashLayout, BuildError> {
+    match args.layout.as_ref().or(metadata.layout.as_ref()) {
+        None => Ok(DEFAULT_LAYOUT),
+        Some(name) => {
+            FlashLayout::by_name(name).ok_or_else(|| BuildError::UnknownLayout { name: name.clone() })
+        }
+    }
+}
+
+pub fn resolve_params(
+    args: &BuildArgs,
+    metadata: &TcpflashMetadata,
+    layout: &FlashLayout,
+) -> Result<FlashParams, BuildError> {
+    let mode =
+        args.flash_mode.as_ref().or(metadata.flash_mode.as_ref()).map_or(Ok(FlashMode::Qio), |name| {
+            FlashMode::from_name(name).ok_or_else(|| BuildError::BadFlashParam {
+                what: "mode",
+                value: name.clone(),
+                choices: "qio, qout, dio, dout",
+            })
+        })?;
+    let freq =
+        args.flash_freq.as_ref().or(metadata.flash_freq.as_ref()).map_or(Ok(FlashFreq::Freq40M), |name| {
+            FlashFreq::from_name(name).ok_or_else(|| BuildError::BadFlashParam {
+                what: "frequency",
+                value: name.clone(),
+                choices: "40m, 26m, 20m, 80m",
+            })
+        })?;
+    let size_name =
+        args.flash_size.as_ref().or(metadata.flash_size.as_ref()).map_or(layout.name, String::as_str);
+    let size = FlashSize::from_name(size_name).ok_or_else(|| BuildError::BadFlashParam {
+        what: "size",
+        value: size_name.to_string(),
+        choices: "256KB, 512KB, 1MB, 2MB, 4MB, 2MB-c1, 4MB-c1, 8MB, 16MB",
+    })?;
+    Ok(FlashParams { mode, size, freq })
+}
+
+/// Builds the firmware the options describe, for both slots of its layout.
+pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
+    let package = FirmwarePackage::locate(args)?;
+    let layout = resolve_layout(args, &package.metadata)?;
+    let params = resolve_params(args, &package.metadata, layout)?;
+    let profile = args.profile.clone().unwrap_or_else(|| "release".into());
+    let assembler = find_tool(AS)?;
+    let linker = find_tool(LD)?;
+    let toolchain = cargo::Toolchain::detect(package.dir())?;
+
+    let work_dir = package.target_dir.join("tcpflash");
+    let obj_dir = work_dir.join("obj").join(cargo::profile_dir(&profile));
+    let out_dir = work_dir.join(layout.name);
+    for dir in [&obj_dir, &out_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| BuildError::Io { path: dir.clone(), source })?;
+    }
+    let target_spec = work_dir.join(format!("{}.json", support::TARGET_NAME));
+    write_if_changed(&target_spec, support::target_spec_json())?;
+    let shim = work_dir.join("rustc-linker.sh");
+    write_if_changed(&shim, support::rustc_linker_shim())?;
+    make_executable(&shim)?;
+
+    let compiled = cargo::compile(&package, &toolchain, args, &profile, &target_spec, &shim)?;
+
+    status("Assembling", &format!("{} for lx106", package.name));
+    let firmware_asm = asm::place_literals(&read_text(&compiled.firmware)?);
+    let builtins_asm = asm::place_literals(&read_text(&compiled.compiler_builtins)?);
+    let build_id = build_id(&package, &firmware_asm, &builtins_asm);
+    let startup = support::startup_asm(&package.name, &package.version, build_id)
+        .map_err(|reason| BuildError::Descriptor { reason })?;
+    let mut objects = Vec::new();
+    for (name, text) in
+        [("startup", &startup), ("firmware", &firmware_asm), ("compiler_builtins", &builtins_asm)]
+    {
+        let source = obj_dir.join(format!("{name}.s"));
+        let object = obj_dir.join(format!("{name}.o"));
+        write_if_changed(&source, text)?;
+        run_binutil(
+            Command::new(&assembler).arg("--text-section-literals").arg(&source).arg("-o").arg(&object),
+            AS,
+            &source,
+        )?;
+        objects.push(object);
+    }
+
+    let slots = layout.slots.map(|slot| -> Result<SlotBuild, BuildError> {
+        status(
+            "Linking",
+            &format!(
+                "{} for {} at {:#x} (IROM {:#010x})",
+                package.name,
+                slot.id,
+                slot.offset,
+                slot.irom_link_addr()
+            ),
+        );
+        let script = out_dir.join(format!("{}.ld", slot.id));
+        let elf = out_dir.join(format!("{}.elf", slot.id));
+        let map = out_dir.join(format!("{}.map", slot.id));
+        let bin = out_dir.join(format!("{}.bin", slot.id));
+        write_if_changed(&script, &link::linker_script(&slot))?;
+        run_binutil(
+            Command::new(&linker)
+                .arg("-T")
+                .arg(&script)
+                .arg("--gc-sections")
+                .arg("-Map")
+                .arg(&map)
+                .arg("-o")
+                .arg(&elf)
+                .args(&objects),
+            LD,
+            &script,
+        )?;
+        let elf_bytes = std::fs::read(&elf).map_err(|source| BuildError::Io { path: elf.clone(), source })?;
+        let image = elf2image::elf_to_image(&elf_bytes, params)?;
+        elf2image::check_fits(image.len() as u64, &slot)?;
+        let image_len = image.len() as u32;
+        std::fs::write(&bin, &image).map_err(|source| BuildError::Io { path: bin.clone(), source })?;
+        Ok(SlotBuild { slot, elf, bin, map, image_len })
+    });
+    let [user1, user2] = slots;
+    Ok(Firmware { package, layout, params, build_id, out_dir, slots: [user1?, user2?] })
+}
+
+/// Identifies the code, not the slot: both slot builds of one source share it.
+fn build_id(package: &FirmwarePackage, firmware_asm: &str, builtins_asm: &str) -> [u8; BUILD_ID_LEN] {
+    let mut hasher = Sha256::new();
+    for part in [package.name.as_str(), package.version.as_str(), firmware_asm, builtins_asm] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut id = [0u8; BUILD_ID_LEN];
+    id.copy_from_slice(&digest[..BUILD_ID_LEN]);
+    id
+}
+
+/// Prints a cargo-style status line on stderr.
+pub fn status(verb: &str, what: &str) {
+    eprintln!("{verb:>12} {what}");
+}
+
+fn find_tool(tool: &'static str) -> Result<PathBuf, BuildError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+        .ok_or(BuildError::MissingTool { tool, install: BINUTILS_INSTALL })
+}
+
+fn run_binutil(command: &mut Command, tool: &'static str, file: &Path) -> Result<(), BuildError> {
+    let output = command.output().map_err(|source| BuildError::Io { path: PathBuf::from(tool), source })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(BuildError::Binutils {
+        tool,
+        file: file.to_path_buf(),
+        stderr: first_lines(&String::from_utf8_lossy(&output.stderr), 20),
+    })
+}
+
+/// The head of a long tool output, saying how much was left out.
+fn first_lines(text: &str, keep: usize) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    if lines.len() <= keep {
+        return lines.join("\n");
+    }
+    format!("{}\n... ({} more lines)", lines[..keep].join("\n"), lines.len() - keep)
+}
+
+fn read_text(path: &Path) -> Result<String, BuildError> {
+    std::fs::read_to_string(path).map_err(|source| BuildError::Io { path: path.to_path_buf(), source })
+}
+
+/// Rewrites generated files only when their content changes, so cargo's fingerprints stay.
+fn write_if_changed(path: &Path, text: &str) -> Result<(), BuildError> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    std::fs::write(path, text).map_err(|source| BuildError::Io { path: path.to_path_buf(), source })
+}
+
+fn make_executable(path: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|source| BuildError::Io { path: path.to_path_buf(), source })
+}

@@ -1,0 +1,36 @@
+//! `cargo tcpflash build`: build both slots and print where the images are.
+
+use crate::build::{self, BuildError, Firmware};
+use crate::cli::BuildArgs;
+
+pub fn run(args: &BuildArgs) -> Result<Firmware, BuildError> {
+    let firmware = build::build(args)?;
+    print!("{}", summary(&firmware));
+    Ok(firmware)
+}
+
+/// Paths, sizes and how full each slot is.
+pub fn summary(firmware: &Firmware) -> String {
+    let mut text = format!(
+        "{} {} (build {}), layout {}, flash {} {} {}\n",
+        firmware.package.name,
+        firmware.package.version,
+        firmware.build_id_hex(),
+        firmware.layout.name,
+        firmware.params.mode,
+        firmware.params.size,
+        firmware.params.freq,
+    );
+    for slot in &firmware.slots {
+        text += &format!(
+            "  {}: {} ({} bytes, {:.1}% of the {} KB slot at {:#x})\n",
+            slot.slot.id,
+            slot.bin.display(),
+            slot.image_len,
+            slot.percent_used(),
+            slot.slot.capacity / 1024,
+            slot.slot.offset,
+        );
+    }
+    text
+}

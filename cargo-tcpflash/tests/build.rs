@@ -1,0 +1,288 @@
+//! `cargo tcpflash build` through the real binary and the real toolchain: example-blinky for
+//! both slots (checked against esptool and against each other), and the errors a user meets.
+//!
+//! Needs the pinned nightly with rust-src, binutils-xtensa-lx106 and esptool (`.ci/run`
+//! installs them); without them the tests fail with the install command.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ota_agent::descriptor::{self, Descriptor};
+use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, IMAGE_IROM_OFFSET, SlotId};
+use xmas_elf::ElfFile;
+use xmas_elf::sections::ShType;
+
+mod common;
+use common::{ESPTOOL, ESPTOOL_INSTALL, esptool_image, flat_stderr, require};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn tcpflash(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-tcpflash"));
+    command.arg("tcpflash").args(args).current_dir(dir).env("NO_COLOR", "1").env("COLUMNS", "400");
+    command
+}
+
+fn run(mut command: impl std::borrow::BorrowMut<Command>) -> Output {
+    command.borrow_mut().output().expect("cargo-tcpflash runs")
+}
+
+fn assert_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "cargo tcpflash failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn out_dir(layout: &FlashLayout) -> PathBuf {
+    repo().join("example-blinky/target/tcpflash").join(layout.name)
+}
+
+fn descriptor_of(image: &[u8]) -> Descriptor {
+    let at = IMAGE_IROM_OFFSET as usize;
+    Descriptor::parse(image[at..at + descriptor::SIZE].try_into().unwrap())
+        .expect("image carries a descriptor")
+}
+
+#[test]
+fn builds_example_blinky_for_both_slots_like_esptool() {
+    let output = run(tcpflash(&repo(), &["build", "--manifest-path", "example-blinky/Cargo.toml"]));
+    assert_ok(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let dir = out_dir(DEFAULT_LAYOUT);
+
+    let mut build_ids = Vec::new();
+    for slot in DEFAULT_LAYOUT.slots {
+        let elf = dir.join(format!("{}.elf", slot.id));
+        let bin = dir.join(format!("{}.bin", slot.id));
+        assert!(dir.join(format!("{}.map", slot.id)).is_file(), "a map file for {}", slot.id);
+        let ours = std::fs::read(&bin).unwrap();
+        require(ESPTOOL, ESPTOOL_INSTALL);
+        let theirs = esptool_image(&elf, ("qio", "1MB", "40m")).unwrap();
+        assert!(ours == theirs, "{} differs from esptool's conversion of the same ELF", slot.id);
+
+        let descriptor = descriptor_of(&ours);
+        assert_eq!(
+            descriptor.link_addr,
+            slot.irom_link_addr(),
+            "{} descriptor holds its own address",
+            slot.id
+        );
+        assert_eq!((descriptor.name(), descriptor.version()), ("example-blinky", "0.1.0"));
+        build_ids.push(descriptor.build_id);
+
+        let summary = format!("{}: {} ({} bytes, ", slot.id, bin.display(), ours.len());
+        assert!(stdout.contains(&summary), "summary names {summary}:\n{stdout}");
+    }
+    assert_eq!(build_ids[0], build_ids[1], "both slots are one build");
+    let hex: String = build_ids[0].iter().map(|b| format!("{b:02x}")).collect();
+    assert!(stdout.starts_with(&format!("example-blinky 0.1.0 (build {hex}), layout 1MB")), "{stdout}");
+
+    // Inside the firmware's folder, without --manifest-path: same result.
+    let again = run(tcpflash(&repo().join("example-blinky"), &["build"]));
+    assert_ok(&again);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout, "rebuilding changes nothing");
+}
+
+/// The two ELFs hold the same code: every differing aligned word is an IROM address that
+/// moved by exactly the distance between the slots.
+#[test]
+fn slot_elfs_differ_only_in_absolute_irom_addresses() {
+    let layout = FlashLayout::by_name("512KB").unwrap();
+    assert_ok(&run(tcpflash(
+        &repo(),
+        &["build", "--manifest-path", "example-blinky/Cargo.toml", "--layout", "512KB"],
+    )));
+    let dir = out_dir(layout);
+    let read = |slot: SlotId| std::fs::read(dir.join(format!("{slot}.elf"))).unwrap();
+    let (one, two) = (read(SlotId::User1), read(SlotId::User2));
+    let (one, two) = (ElfFile::new(&one).unwrap(), ElfFile::new(&two).unwrap());
+    let shift = layout.slots[1].irom_link_addr() - layout.slots[0].irom_link_addr();
+    assert_eq!(shift, 0x4_0000);
+
+    let loadable = |elf: &ElfFile<'_>| -> Vec<(String, u64, Vec<u8>)> {
+        elf.section_iter()
+            .filter(|s| s.get_type() == Ok(ShType::ProgBits) && s.address() != 0)
+            .map(|s| (s.get_name(elf).unwrap().to_string(), s.address(), s.raw_data(elf).to_vec()))
+            .collect()
+    };
+    let (sections_one, sections_two) = (loadable(&one), loadable(&two));
+    assert_eq!(sections_one.len(), sections_two.len());
+    let mut moved_words = 0;
+    for ((name, addr_one, data_one), (name_two, addr_two, data_two)) in sections_one.iter().zip(&sections_two)
+    {
+        assert_eq!(name, name_two);
+        assert_eq!(data_one.len(), data_two.len(), "{name}: sizes differ");
+        let expected_shift = if name.starts_with(".irom") { u64::from(shift) } else { 0 };
+        assert_eq!(addr_two - addr_one, expected_shift, "{name} moved by the slot distance");
+        for (at, (a, b)) in data_one.chunks(4).zip(data_two.chunks(4)).enumerate() {
+            if a != b {
+                let (a, b) =
+                    (u32::from_le_bytes(a.try_into().unwrap()), u32::from_le_bytes(b.try_into().unwrap()));
+                assert_eq!(b.wrapping_sub(a), shift, "{name}+{:#x}: {a:#x} vs {b:#x}", at * 4);
+                moved_words += 1;
+            }
+        }
+    }
+    assert!(moved_words >= 2, "at least the descriptor and the entry's call to main moved");
+}
+
+// ---- errors -------------------------------------------------------------------------------
+
+/// A firmware crate in a temporary folder, built with the pinned nightly into a shared
+/// target dir (so `core` is compiled once for all of these tests).
+fn fixture(name: &str, main_rs: &str, toolchain: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        format!("[package]\nname = \"{name}\"\nversion = \"0.3.0\"\nedition = \"2024\"\n\n[profile.release]\nopt-level = \"s\"\n\n[workspace]\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("src/main.rs"), main_rs).unwrap();
+    let pinned = std::fs::read_to_string(repo().join("example-blinky/rust-toolchain.toml")).unwrap();
+    std::fs::write(dir.path().join("rust-toolchain.toml"), toolchain.unwrap_or(&pinned)).unwrap();
+    dir
+}
+
+const MINIMAL_MAIN: &str =
+    "#![no_std]\n#![no_main]\n#[panic_handler]\nfn panic(_: &core::panic::PanicInfo) -> ! { loop {} }\n";
+
+fn build_fixture(dir: &Path, extra: &[&str]) -> Output {
+    let target = repo().join("target/firmware-fixtures");
+    run(tcpflash(dir, &[&["build"], extra].concat()).env("CARGO_TARGET_DIR", target))
+}
+
+#[test]
+fn a_firmware_that_does_not_compile_shows_cargos_error() {
+    let main = format!(
+        "{MINIMAL_MAIN}#[unsafe(no_mangle)]\npub extern \"C\" fn main() -> ! {{ let x: u32 = \"text\"; loop {{}} }}\n"
+    );
+    let dir = fixture("broken-firmware", &main, None);
+    let output = build_fixture(dir.path(), &[]);
+    assert!(!output.status.success());
+    let stderr = flat_stderr(&output);
+    assert!(stderr.contains("error[E0308]: mismatched types"), "cargo's own error is shown: {stderr}");
+    assert!(stderr.contains("the firmware `broken-firmware` did not compile"), "{stderr}");
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn an_image_larger_than_its_slot_says_by_how_much() {
+    // 300 KB of constant bytes in IROM: more than a 512 KB chip's slots hold.
+    let main = format!(
+        "{MINIMAL_MAIN}#[unsafe(link_section = \".irom0.text\")]\n#[used]\nstatic BALLAST: [u32; 76800] = [0x5A5A_5A5A; 76800];\n\
+         #[unsafe(no_mangle)]\npub extern \"C\" fn main() -> ! {{\n    \
+         // SAFETY: an aligned word of a static.\n    \
+         let _ = unsafe {{ core::ptr::read_volatile((&raw const BALLAST).cast::<u32>()) }}; loop {{}} }}\n"
+    );
+    let dir = fixture("heavy-firmware", &main, None);
+    let output = build_fixture(dir.path(), &["--layout", "512KB"]);
+    assert!(!output.status.success());
+    let stderr = flat_stderr(&output);
+    let slot = FlashLayout::by_name("512KB").unwrap().slots[0];
+    let needle = "too large for user1 by ";
+    let at = stderr.find(&needle).unwrap_or_else(|| panic!("{stderr}"));
+    let excess: u64 = stderr[at + needle.len()..].split(' ').next().unwrap().parse().unwrap();
+    let len_at = stderr.find("image is ").unwrap() + "image is ".len();
+    let len: u64 = stderr[len_at..].split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(len - excess, u64::from(slot.capacity), "excess is measured against the slot: {stderr}");
+    assert!(len > 300 * 1024, "{stderr}");
+    assert!(stderr.contains("--layout"), "help names the fix: {stderr}");
+}
+
+#[test]
+fn a_stable_toolchain_is_refused_with_the_fix() {
+    let dir = fixture("stable-firmware", MINIMAL_MAIN, Some("[toolchain]\nchannel = \"stable\"\n"));
+    let output = build_fixture(dir.path(), &[]);
+    assert!(!output.status.success());
+    let stderr = flat_stderr(&output);
+    assert!(stderr.contains("firmware builds need a nightly toolchain, found `rustc 1."), "{stderr}");
+    assert!(stderr.contains("channel = \"nightly-2026-05-20\""), "help shows the toolchain file: {stderr}");
+}
+
+#[test]
+fn a_toolchain_that_is_not_installed_names_the_install_command() {
+    let dir = fixture("old-firmware", MINIMAL_MAIN, Some("[toolchain]\nchannel = \"nightly-2019-01-01\"\n"));
+    let output = build_fixture(dir.path(), &[]);
+    assert!(!output.status.success());
+    let stderr = flat_stderr(&output);
+    assert!(stderr.contains("the firmware toolchain `nightly-2019-01-01` cannot be used"), "{stderr}");
+    assert!(stderr.contains("rustup toolchain install nightly-2019-01-01 --component rust-src"), "{stderr}");
+}
+
+/// A toolchain without rust-src: a `rustc` on PATH that says it is nightly and points at a
+/// sysroot with no library sources (no toolchain file, so PATH's rustc is the one used).
+#[test]
+fn a_toolchain_without_rust_src_names_the_component() {
+    let dir = fixture("nosrc-firmware", MINIMAL_MAIN, None);
+    std::fs::remove_file(dir.path().join("rust-toolchain.toml")).unwrap();
+    let bin = dir.path().join("fake-bin");
+    std::fs::create_dir(&bin).unwrap();
+    let rustc = bin.join("rustc");
+    std::fs::write(
+        &rustc,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = \"--print\" ]; then echo {}; else echo 'rustc 1.97.0-nightly (e50aa6fba 2026-05-19)'; fi\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rustc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let output = run(tcpflash(dir.path(), &["build"]).env("PATH", path));
+    assert!(!output.status.success());
+    let stderr = flat_stderr(&output);
+    assert!(stderr.contains("has no `rust-src` component"), "{stderr}");
+    assert!(stderr.contains("rustup component add rust-src --toolchain nightly"), "{stderr}");
+}
+
+#[test]
+fn a_missing_cross_assembler_names_the_package() {
+    // Only rustup's proxies on PATH: cargo works, the lx106 binutils are gone.
+    let cargo_bin = home_cargo_bin();
+    let output =
+        run(tcpflash(&repo(), &["build", "--manifest-path", "example-blinky/Cargo.toml"])
+            .env("PATH", cargo_bin));
+    assert!(!output.status.success());
+    let stderr = flat_stderr(&output);
+    assert!(stderr.contains("`xtensa-lx106-elf-as` was not found on PATH"), "{stderr}");
+    assert!(stderr.contains("apt-get install binutils-xtensa-lx106"), "{stderr}");
+}
+
+fn home_cargo_bin() -> PathBuf {
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME is set")).join(".cargo"));
+    home.join("bin")
+}
+
+#[test]
+fn bad_options_are_refused_before_building() {
+    let output =
+        run(tcpflash(&repo(), &["build", "--manifest-path", "example-blinky/Cargo.toml", "--layout", "3MB"]));
+    let stderr = flat_stderr(&output);
+    assert!(
+        stderr.contains("unknown flash layout `3MB`") && stderr.contains("512KB, 1MB, 2MB, 4MB"),
+        "{stderr}"
+    );
+
+    let output = run(tcpflash(
+        &repo(),
+        &["build", "--manifest-path", "example-blinky/Cargo.toml", "--flash-mode", "fast"],
+    ));
+    let stderr = flat_stderr(&output);
+    assert!(
+        stderr.contains("unknown flash mode `fast`") && stderr.contains("qio, qout, dio, dout"),
+        "{stderr}"
+    );
+
+    let output = run(tcpflash(&repo(), &["build", "--manifest-path", "no/such/Cargo.toml"]));
+    assert!(flat_stderr(&output).contains("no Cargo.toml at no/such/Cargo.toml"));
+}
