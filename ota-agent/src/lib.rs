@@ -12,6 +12,7 @@ pub mod esp8266;
 pub mod flash;
 pub mod image;
 pub mod layout;
+pub mod net;
 pub mod protocol;
 pub mod session;
 pub mod writer;

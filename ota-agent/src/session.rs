@@ -322,6 +322,11 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// Whether a reply is waiting to be sent.
+    pub fn has_reply(&self) -> bool {
+        self.queue[0].is_some()
+    }
+
     /// When the device should reboot into the new slot, once an update succeeded.
     pub fn reboot_at(&self) -> Option<Instant> {
         self.reboot_at
