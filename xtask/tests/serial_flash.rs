@@ -167,6 +167,33 @@ fn installs_bootloader_config_and_user1_and_nothing_else() {
     assert!(std::fs::read(&dump).unwrap() == flash, "the dump holds the flash");
 }
 
+/// Without --image, serial-flash builds the firmware with `cargo tcpflash build`'s code and
+/// installs exactly the user1.bin that build writes.
+#[test]
+fn builds_the_firmware_and_installs_its_user1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bootloader_path = v1_bootloader(dir.path());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../example-blinky/Cargo.toml");
+    let fake = FakeRom::esp8266(MB).spawn().unwrap();
+    let args = parse(&[
+        "--port",
+        fake.path(),
+        "--bootloader",
+        bootloader_path.to_str().unwrap(),
+        "--manifest-path",
+        manifest.to_str().unwrap(),
+        "--no-reset",
+    ]);
+    let installed = cli::run(&args).expect("serial-flash builds and installs");
+    let fake = fake.finish();
+    assert_eq!(installed.layout.name, "1MB", "the layout of example-blinky's metadata");
+    let built = std::fs::read(manifest.parent().unwrap().join("target/tcpflash/1MB/user1.bin")).unwrap();
+    let flash = fake.flash();
+    assert_same(&flash[0x2000..0x2000 + built.len()], &built, 0x2000, "user1 as built");
+    let descriptor = &built[0x10..0x14];
+    assert_eq!(descriptor, b"TCF1", "the built image carries its slot descriptor");
+}
+
 #[test]
 fn resets_on_a_port_without_control_lines_and_carries_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -385,9 +412,17 @@ fn bad_files_are_refused_before_the_port_is_touched() {
         "user1.bin is 516112 bytes but the user1 slot of the 1MB layout holds 516096 bytes (flash 0x2000..0x80000)"
     );
 
-    let error = error_of(&parse(&["--port", missing_port, "--bootloader", &f.bootloader]));
-    assert!(matches!(error, FlashError::ImageRequired), "{error}");
-    assert!(help_of(&error).contains("cargo tcpflash build"));
+    // Without --image the firmware is built first; a firmware that cannot be found stops it.
+    let error = error_of(&parse(&[
+        "--port",
+        missing_port,
+        "--bootloader",
+        &f.bootloader,
+        "--manifest-path",
+        "/no/firmware/Cargo.toml",
+    ]));
+    assert!(matches!(error, FlashError::Build(_)), "{error}");
+    assert_eq!(error.to_string(), "no Cargo.toml at /no/firmware/Cargo.toml");
 
     let error = error_of(&parse(&[
         "--port",

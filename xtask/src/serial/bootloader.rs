@@ -8,13 +8,10 @@
 
 use ota_agent::layout::{BOOT_CONFIG_OFFSET, DRAM, IRAM};
 
-use super::rom::CHECKSUM_SEED;
+use ota_agent::image::{CHECKSUM_SEED, MAGIC_SEGMENTS as V1_MAGIC, MAGIC_V2 as V2_MAGIC};
 
-pub const V1_MAGIC: u8 = 0xE9;
-/// First byte of a v2 application image (user1.bin), a likely mix-up.
-pub const V2_MAGIC: u8 = 0xEA;
 /// esptool refuses more segments than this.
-pub const MAX_SEGMENTS: u8 = 16;
+const MAX_SEGMENTS: u8 = ota_agent::image::MAX_SEGMENTS as u8;
 const HEADER_LEN: usize = 8;
 const SEGMENT_HEADER_LEN: usize = 8;
 

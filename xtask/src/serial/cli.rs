@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use cargo_tcpflash::cli::BuildArgs;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout};
+use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, SlotId};
 
 use super::flasher::{self, ConnectOptions, FlashError, Region};
 use super::rom::ChipDescription;
@@ -29,7 +29,8 @@ pub struct SerialFlashArgs {
     /// Connection attempts; each resets the board (unless --no-reset) and sends up to 5 SYNCs.
     #[arg(long, default_value_t = 7, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub connect_attempts: u32,
-    /// Install this prebuilt user1.bin instead of building the firmware.
+    /// Install this prebuilt user1.bin instead of building the firmware (then --layout says
+    /// which layout it was built for).
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
     #[command(flatten)]
@@ -47,12 +48,16 @@ pub struct Installed {
 
 /// Runs `serial-flash`: everything is checked before the port is opened.
 pub fn run(args: &SerialFlashArgs) -> Result<Installed, FlashError> {
-    let layout = resolve_layout(args.build.layout.as_deref())?;
     let bootloader = read("bootloader", &args.bootloader)?;
-    // Building through cargo-tcpflash's library lands with its build pipeline; until then
-    // the image must be given.
-    let image_path = args.image.as_deref().ok_or(FlashError::ImageRequired)?;
-    let user1 = read("image", image_path)?;
+    let (layout, user1) = match &args.image {
+        Some(path) => (resolve_layout(args.build.layout.as_deref())?, read("image", path)?),
+        // The same build as `cargo tcpflash build`: its layout comes from the firmware's metadata too.
+        None => {
+            let firmware = cargo_tcpflash::build::build(&args.build)?;
+            let user1 = firmware.slot(SlotId::User1);
+            (firmware.layout, read("image", &user1.bin)?)
+        }
+    };
     let regions = flasher::plan_install(layout, &args.bootloader.display().to_string(), bootloader, user1)?;
 
     let port = flasher::open_port(&args.port, args.baud)?;

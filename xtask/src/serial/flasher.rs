@@ -13,7 +13,9 @@ use ota_agent::boot::BootConfig;
 use ota_agent::layout::{BOOT_CONFIG_OFFSET, FlashLayout, SlotId};
 use serialport::SerialPort;
 
-use super::bootloader::{self, BootloaderError, V2_MAGIC};
+use ota_agent::image::MAGIC_V2 as V2_MAGIC;
+
+use super::bootloader::{self, BootloaderError};
 use super::rom::{self, ChipDescription, ChipKind, Request, RomClient, RomError, RomStatus};
 
 /// Bytes to write at a flash offset.
@@ -69,12 +71,9 @@ pub enum FlashError {
         #[source]
         source: std::io::Error,
     },
-    #[error("serial-flash cannot build the firmware yet: pass the user1.bin to install with --image")]
-    #[diagnostic(help(
-        "build it first with `cargo tcpflash build` (it writes user1.bin and user2.bin), then run \
-         `cargo xtask serial-flash --port PORT --bootloader rboot.bin --image path/to/user1.bin`"
-    ))]
-    ImageRequired,
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Build(#[from] cargo_tcpflash::build::BuildError),
     #[error("{name} is empty")]
     #[diagnostic(help("rebuild it with `cargo tcpflash build`"))]
     EmptyImage { name: String },
