@@ -105,7 +105,7 @@ impl<'a> SectorWriter<'a> {
     }
 
     fn flush<F: NorFlash>(&mut self, flash: &mut F) -> Result<(), WriteError> {
-        const { assert!(SECTOR % F::ERASE_SIZE == 0 && SECTOR % F::WRITE_SIZE == 0) };
+        const { assert!(SECTOR.is_multiple_of(F::ERASE_SIZE) && SECTOR.is_multiple_of(F::WRITE_SIZE)) };
         let at = self.sector_at;
         flash.erase(at, at + SECTOR_SIZE).map_err(|e| WriteError::Erase { offset: at, kind: e.kind() })?;
         // The tail past the data is already 0xFF after the erase: program only what holds

@@ -196,10 +196,11 @@ impl Push {
             }
             self.client.sent(n);
         }
-        if self.connected && !socket.is_active() && !self.client.is_done() {
-            if let Some(event) = self.client.closed() {
-                self.events.push(event);
-            }
+        if self.connected
+            && !socket.is_active()
+            && let Some(event) = self.client.closed()
+        {
+            self.events.push(event);
         }
     }
 }
