@@ -7,6 +7,12 @@
 //! sockets live in the application's `SocketSet` with buffers from [`OtaBuffers`], which
 //! the application places in a `static`: no allocator, and nothing large on the stack.
 //!
+//! smoltcp hands a new connection to the first listening socket in the set, and the session
+//! socket is added first, so a client only meets the second socket while a session is
+//! open, or for the few milliseconds its connection takes to close (a client retrying
+//! within that moment is told `Connection Already Exists`). A finished connection in
+//! TIME-WAIT is dropped at once so the port listens again without smoltcp's 10 s wait.
+//!
 //! ```ignore
 //! static mut OTA: OtaBuffers = OtaBuffers::new();
 //! let mut agent = ota_init(AgentConfig::new(DEFAULT_LAYOUT), &mut sockets, unsafe { &mut *addr_of_mut!(OTA) });
