@@ -7,7 +7,6 @@ pub mod boot;
 pub mod client;
 pub mod crc;
 pub mod descriptor;
-#[cfg(target_arch = "xtensa")]
 pub mod esp8266;
 pub mod flash;
 pub mod image;
@@ -15,4 +14,5 @@ pub mod layout;
 pub mod net;
 pub mod protocol;
 pub mod session;
+pub mod slip;
 pub mod writer;

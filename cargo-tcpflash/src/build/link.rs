@@ -79,7 +79,7 @@ mod tests {
         let [user1, user2] = DEFAULT_LAYOUT.slots;
         let one = linker_script(&user1);
         let two = linker_script(&user2);
-        assert!(one.contains("irom0 : ORIGIN = 0x40202010, LENGTH = 0x7dff0"), "{one}");
+        assert!(one.contains("irom0 : ORIGIN = 0x40202010, LENGTH = 0xfdff0"), "{one}");
         assert!(two.contains("irom0 : ORIGIN = 0x40282010, LENGTH = 0x7dff0"), "{two}");
         let differing: Vec<_> = one.lines().zip(two.lines()).filter(|(a, b)| a != b).collect();
         assert_eq!(differing.len(), 2, "header comment and IROM origin only: {differing:#?}");

@@ -99,6 +99,21 @@ pub fn startup_asm(
     callx0 a0
 3:  j 3b
     .size {entry}, . - {entry}
+
+    /* LLVM lowers traps (unreachable code reached) to `abort`: restart through the ROM so
+       the board comes back and still listens for the next push. */
+    .literal_position
+    .literal .Lsoftware_reset, {software_reset:#x}
+    .weak abort
+    .type abort, @function
+    .p2align 2
+abort:
+    l32r a0, .Lsoftware_reset
+    callx0 a0
+4:  j 4b
+    .size abort, . - abort
+
+    .section .note.GNU-stack, "", @progbits
 "#,
         section = descriptor::SECTION,
         head = byte_list(head),
@@ -106,6 +121,7 @@ pub fn startup_asm(
         size = descriptor::SIZE,
         main = FIRMWARE_MAIN,
         entry = ENTRY,
+        software_reset = ota_agent::esp8266::rom::SOFTWARE_RESET,
     ))
 }
 

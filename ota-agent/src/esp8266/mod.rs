@@ -1,7 +1,37 @@
-//! ESP8266 backends: the ROM's flash routines, reboot, a millisecond clock and the hardware
-//! RNG, by register access and ROM calls only (upstream rustc refuses inline asm for lx106).
+//! ESP8266 backends: the ROM's flash routines, reboot, a millisecond clock, by register
+//! access and ROM calls only (upstream rustc refuses inline asm for lx106).
 //!
-//! Nothing here can run on the host or under QEMU (no ESP8266 peripherals there): it is
+//! Only the ROM addresses are compiled on the host (the start-up code cargo-tcpflash
+//! generates needs one). Nothing here can run on the host or under QEMU (no ESP8266 peripherals there): it is
 //! compiled for lx106 in CI as part of `example-blinky`, and not yet verified on a board.
 
+#[cfg(target_arch = "xtensa")]
+pub mod clock;
+#[cfg(target_arch = "xtensa")]
+pub mod flash;
 pub mod rom;
+
+#[cfg(target_arch = "xtensa")]
+pub use clock::{Clock, init_80mhz};
+#[cfg(target_arch = "xtensa")]
+pub use flash::RomFlash;
+
+/// Reboots through the ROM, so rBoot runs again and starts the slot its config names.
+#[cfg(target_arch = "xtensa")]
+pub struct Esp8266;
+
+#[cfg(target_arch = "xtensa")]
+impl crate::net::Platform for Esp8266 {
+    fn reboot(&mut self) {
+        // SAFETY: the ROM's reset routine; nothing runs after it.
+        unsafe { rom::software_reset() };
+    }
+}
+
+/// Turns off the hardware watchdog the ROM leaves running; a firmware that wants it feeds
+/// it itself.
+#[cfg(target_arch = "xtensa")]
+pub fn disable_watchdog() {
+    // SAFETY: ROM routine without preconditions.
+    unsafe { rom::ets_wdt_disable() };
+}

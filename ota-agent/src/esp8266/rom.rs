@@ -3,7 +3,7 @@
 
 /// Declares a ROM function as a safe-to-name `unsafe fn` calling its fixed address.
 macro_rules! rom_fn {
-    ($(#[$doc:meta])* $name:ident = $addr:literal, fn($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+    ($(#[$doc:meta])* $name:ident = $addr:expr, fn($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         $(#[$doc])*
         #[inline(always)]
         pub unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -25,9 +25,11 @@ rom_fn!(
 );
 rom_fn!(ets_wdt_disable = 0x4000_30f0, fn());
 rom_fn!(ets_wdt_enable = 0x4000_2fa0, fn());
+/// Address of `software_reset`, also used by the start-up code cargo-tcpflash generates.
+pub const SOFTWARE_RESET: u32 = 0x4000_264c;
 rom_fn!(
     /// Restarts the chip through the ROM: the bootloader runs again.
-    software_reset = 0x4000_264c, fn()
+    software_reset = SOFTWARE_RESET, fn()
 );
 rom_fn!(uart_tx_one_char = 0x4000_3b30, fn(byte: u8) -> i32);
 rom_fn!(
@@ -46,8 +48,12 @@ rom_fn!(
 );
 rom_fn!(spi_read = 0x4000_4b1c, fn(src: u32, dest: *mut u32, len: u32) -> i32);
 rom_fn!(
-    /// Maps 1 MB of flash at 0x40200000: `odd_even` selects the 2 MB half, `megabyte` the
-    /// 1 MB within it (rBoot's big-flash convention).
-    cache_read_enable = 0x4000_4678, fn(odd_even: u32, megabyte: u32, unknown: u32)
+    /// Maps 1 MB of flash at 0x40200000: megabyte `2 * two_mb + odd` (rBoot's big-flash
+    /// `Cache_Read_Enable(mb % 2, mb / 2, 1)`).
+    cache_read_enable = 0x4000_4678, fn(odd: u32, two_mb: u32, enable: u32)
+);
+rom_fn!(
+    /// Erases the 64 KB block number `block`.
+    spi_erase_block = 0x4000_49b4, fn(block: u32) -> i32
 );
 rom_fn!(cache_read_disable = 0x4000_47f0, fn());
