@@ -14,6 +14,12 @@ struct Cli {
 enum Command {
     /// First install over USB serial: bootloader, boot config and user1 through the ESP8266 ROM loader.
     SerialFlash(SerialFlashArgs),
+    /// Measure the RAM and IROM the OTA agent adds to example-blinky (builds it twice).
+    Footprint {
+        /// The firmware to measure; it must have an `ota` feature that pulls the agent in.
+        #[arg(long, default_value = "example-blinky/Cargo.toml", value_name = "PATH")]
+        manifest_path: std::path::PathBuf,
+    },
 }
 
 fn main() -> miette::Result<()> {
@@ -22,6 +28,9 @@ fn main() -> miette::Result<()> {
         Command::SerialFlash(args) => {
             let installed = xtask::serial::cli::run(&args)?;
             eprintln!("{installed}");
+        }
+        Command::Footprint { manifest_path } => {
+            print!("{}", xtask::footprint::measure(manifest_path)?.report());
         }
     }
     Ok(())
