@@ -1,0 +1,370 @@
+//! The virtual ESP8266: rBoot's decision at power-on, then the real [`Session`] served on a
+//! real `std::net` listener, and a reboot through rBoot again when an update is done.
+//!
+//! One thread, no async: the loop accepts, reads with a short timeout, feeds the session,
+//! sends each reply line in one write, and checks the stop flag between steps. A flash
+//! operation therefore always completes before a stop takes effect, and the flash file is
+//! never left half-written by one. Like the agent on smoltcp, a second client while one is
+//! served hears `ERR: Connection Already Exists` and is closed.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration as StdDuration;
+
+use smoltcp::time::{Duration, Instant};
+
+use super::file_flash::FileFlash;
+use super::rboot::{self, Boot, BootEvent, Bricked};
+use super::status::{Identity, inspect_slot};
+use crate::descriptor::{self, Descriptor};
+use crate::flash::ReadNorFlash;
+use crate::layout::{FlashLayout, IMAGE_IROM_OFFSET, SlotId};
+use crate::protocol::{ReplyLine, reason};
+use crate::session::{DEFAULT_IDLE_TIMEOUT, Phase, Session, SessionConfig};
+use crate::writer::{SECTOR, SectorBuffer};
+
+/// How long the loop waits for bytes before it looks at the clock and the stop flag.
+const READ_SLICE: StdDuration = StdDuration::from_millis(2);
+/// How long a refused second client may take to read its error line and close.
+const REJECT_LINGER: StdDuration = StdDuration::from_secs(1);
+/// A reply line that cannot be written in this long means the client is gone.
+const WRITE_TIMEOUT: StdDuration = StdDuration::from_secs(5);
+
+/// What the virtual device reports, one line each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// rBoot handed over to a ROM; the agent runs from it.
+    Booted {
+        slot: Option<SlotId>,
+        rom: u8,
+        offset: u32,
+        firmware: Option<Descriptor>,
+    },
+    /// Something rBoot did before booting (default config, a bad ROM, a config rewrite).
+    Boot(BootEvent),
+    Connected(SocketAddr),
+    /// A second client while one is served: it got `ERR: Connection Already Exists`.
+    Refused(SocketAddr),
+    /// A reply line the agent sent (without its CR LF).
+    Replied(String),
+    Disconnected(SocketAddr),
+    /// The agent's reboot after an update.
+    Rebooting,
+}
+
+impl fmt::Display for DeviceEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceEvent::Booted { slot: Some(slot), firmware, .. } => {
+                write!(f, "booted {slot} ({})", Identity(firmware.as_ref()))
+            }
+            DeviceEvent::Booted { slot: None, rom, offset, firmware } => write!(
+                f,
+                "booted rom {rom} at {offset:#x}, not a slot of this layout ({})",
+                Identity(firmware.as_ref())
+            ),
+            DeviceEvent::Boot(event) => write!(f, "{event}"),
+            DeviceEvent::Connected(peer) => write!(f, "client {peer} connected"),
+            DeviceEvent::Refused(peer) => write!(f, "client {peer} refused: another push is in progress"),
+            DeviceEvent::Replied(line) => write!(f, "reply: {line}"),
+            DeviceEvent::Disconnected(peer) => write!(f, "client {peer} gone"),
+            DeviceEvent::Rebooting => f.write_str("rebooting"),
+        }
+    }
+}
+
+/// Why serving ended other than by the stop flag.
+#[derive(Debug)]
+pub enum ServeError {
+    /// rBoot found nothing to boot: the device needs a serial install.
+    Bricked(Bricked),
+    Io(io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServeError::Bricked(bricked) => write!(f, "the device is bricked: {bricked}"),
+            ServeError::Io(error) => write!(f, "listener failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// The flash file is not the layout's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeMismatch {
+    pub file_size: usize,
+    pub layout: &'static FlashLayout,
+}
+
+impl fmt::Display for SizeMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the flash file holds {} bytes but the {} layout needs {}",
+            self.file_size, self.layout.name, self.layout.flash_size
+        )
+    }
+}
+
+impl std::error::Error for SizeMismatch {}
+
+/// A virtual ESP8266 with its flash in a file.
+pub struct VirtualDevice {
+    flash: FileFlash,
+    layout: &'static FlashLayout,
+    idle_timeout: StdDuration,
+}
+
+enum AgentExit {
+    Reboot,
+    Stopped,
+}
+
+impl VirtualDevice {
+    pub fn new(flash: FileFlash, layout: &'static FlashLayout) -> Result<VirtualDevice, SizeMismatch> {
+        if flash.capacity() != layout.flash_size as usize {
+            return Err(SizeMismatch { file_size: flash.capacity(), layout });
+        }
+        let idle = StdDuration::from_micros(DEFAULT_IDLE_TIMEOUT.total_micros());
+        Ok(VirtualDevice { flash, layout, idle_timeout: idle })
+    }
+
+    /// How long the agent waits for a silent client (the agent's default: 30 s).
+    pub fn set_idle_timeout(&mut self, timeout: StdDuration) {
+        self.idle_timeout = timeout;
+    }
+
+    pub fn flash(&self) -> &FileFlash {
+        &self.flash
+    }
+
+    pub fn layout(&self) -> &'static FlashLayout {
+        self.layout
+    }
+
+    /// Power on: rBoot decides (and may rewrite its config), and the firmware it picked runs.
+    pub fn power_on(&mut self, log: &mut dyn FnMut(&DeviceEvent)) -> Result<Boot, Bricked> {
+        let boot = rboot::boot(&mut self.flash)?;
+        for event in &boot.events {
+            log(&DeviceEvent::Boot(*event));
+        }
+        let mut bytes = [0u8; descriptor::SIZE];
+        let firmware = match self.flash.read(boot.offset.wrapping_add(IMAGE_IROM_OFFSET), &mut bytes) {
+            Ok(()) => Descriptor::parse(&bytes).ok(),
+            Err(_) => None,
+        };
+        log(&DeviceEvent::Booted {
+            slot: boot.slot(self.layout),
+            rom: boot.rom,
+            offset: boot.offset,
+            firmware,
+        });
+        Ok(boot)
+    }
+
+    /// Boots and serves `listener` until `stop` is set, rebooting after each update.
+    pub fn serve(
+        &mut self,
+        listener: &TcpListener,
+        stop: &AtomicBool,
+        log: &mut dyn FnMut(&DeviceEvent),
+    ) -> Result<(), ServeError> {
+        listener.set_nonblocking(true).map_err(ServeError::Io)?;
+        loop {
+            let boot = self.power_on(log).map_err(ServeError::Bricked)?;
+            let running = boot.slot(self.layout);
+            let exit = self.run_agent(listener, running, stop, log).map_err(ServeError::Io)?;
+            match exit {
+                AgentExit::Reboot => log(&DeviceEvent::Rebooting),
+                AgentExit::Stopped => {
+                    let _ = self.flash.sync();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The firmware's life between two boots: the agent's loop.
+    fn run_agent(
+        &mut self,
+        listener: &TcpListener,
+        running: Option<SlotId>,
+        stop: &AtomicBool,
+        log: &mut dyn FnMut(&DeviceEvent),
+    ) -> io::Result<AgentExit> {
+        let mut sector: SectorBuffer = [0; SECTOR];
+        let idle = Duration::from_micros(self.idle_timeout.as_micros() as u64);
+        let mut session =
+            Session::new(SessionConfig { layout: self.layout, idle_timeout: idle }, &mut sector);
+        let clock = std::time::Instant::now();
+        let now = || Instant::from_micros(clock.elapsed().as_micros() as i64);
+        let mut client: Option<Client> = None;
+        let mut refused: Vec<(TcpStream, std::time::Instant)> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(AgentExit::Stopped);
+            }
+            if session.reboot_at().is_some_and(|at| now() >= at) {
+                return Ok(AgentExit::Reboot);
+            }
+            loop {
+                match listener.accept() {
+                    Ok((stream, peer)) if client.is_none() => match Client::new(stream, peer) {
+                        Ok(new) => {
+                            log(&DeviceEvent::Connected(peer));
+                            session.start(now(), running);
+                            client = Some(new);
+                        }
+                        Err(_) => log(&DeviceEvent::Disconnected(peer)),
+                    },
+                    Ok((stream, peer)) => {
+                        log(&DeviceEvent::Refused(peer));
+                        if let Some(stream) = refuse(stream) {
+                            refused.push((stream, std::time::Instant::now() + REJECT_LINGER));
+                        }
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    // A client that reset before it was accepted, or no file descriptors
+                    // left: nothing to serve now, the loop tries again.
+                    Err(_) => break,
+                }
+            }
+            refused.retain_mut(|(stream, deadline)| drain(stream) && std::time::Instant::now() < *deadline);
+            match &mut client {
+                None => std::thread::sleep(READ_SLICE),
+                Some(open) => {
+                    let done = self.serve_client(open, &mut session, &mut buf, &now, log);
+                    if done {
+                        log(&DeviceEvent::Disconnected(open.peer));
+                        client = None;
+                        session.reset();
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round for the connected client: send, read, feed, poll. True when it is over.
+    fn serve_client(
+        &mut self,
+        client: &mut Client,
+        session: &mut Session<'_>,
+        buf: &mut [u8],
+        now: &dyn Fn() -> Instant,
+        log: &mut dyn FnMut(&DeviceEvent),
+    ) -> bool {
+        if !send_replies(client, session, log) {
+            return true;
+        }
+        match session.phase() {
+            Phase::Idle | Phase::Abort => return true,
+            Phase::Closing => {
+                if !client.write_closed {
+                    // Our side is done; the client's remaining bytes are read and dropped
+                    // until it closes, so it gets every reply rather than a reset.
+                    let _ = client.stream.shutdown(Shutdown::Write);
+                    client.write_closed = true;
+                }
+                if client.eof {
+                    return true;
+                }
+            }
+            Phase::Open => {}
+        }
+        if !client.eof {
+            match client.stream.read(buf) {
+                Ok(0) => {
+                    client.eof = true;
+                    session.input_closed(now());
+                }
+                Ok(n) => {
+                    let mut data = &buf[..n];
+                    while !data.is_empty() {
+                        let taken = session.receive(now(), data, &mut self.flash);
+                        session.poll(now(), &mut self.flash);
+                        if !send_replies(client, session, log) {
+                            return true;
+                        }
+                        if taken == 0 && !session.has_reply() {
+                            break;
+                        }
+                        data = &data[taken..];
+                    }
+                }
+                Err(error) if is_timeout(&error) => {}
+                Err(_) => return true,
+            }
+        }
+        session.poll(now(), &mut self.flash);
+        !send_replies(client, session, log)
+    }
+
+    /// The current content of each slot, for logs and status.
+    pub fn slot_status(&mut self, slot: SlotId) -> super::status::SlotStatus {
+        let slot = *self.layout.slot(slot);
+        inspect_slot(&mut self.flash, &slot)
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// The client closed its sending side.
+    eof: bool,
+    write_closed: bool,
+}
+
+impl Client {
+    fn new(stream: TcpStream, peer: SocketAddr) -> io::Result<Client> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(READ_SLICE))?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Client { stream, peer, eof: false, write_closed: false })
+    }
+}
+
+/// Sends every queued reply, each in one write. False when the client is gone.
+fn send_replies(client: &mut Client, session: &mut Session<'_>, log: &mut dyn FnMut(&DeviceEvent)) -> bool {
+    while let Some(line) = session.next_reply() {
+        let text = String::from_utf8_lossy(line.as_bytes()).trim_end().to_owned();
+        log(&DeviceEvent::Replied(text));
+        if client.write_closed || client.stream.write_all(line.as_bytes()).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Tells a second client the device is busy and starts closing it.
+fn refuse(stream: TcpStream) -> Option<TcpStream> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT)).ok()?;
+    let mut stream = stream;
+    stream.write_all(ReplyLine::error(&reason::BUSY).as_bytes()).ok()?;
+    stream.shutdown(Shutdown::Write).ok()?;
+    stream.set_nonblocking(true).ok()?;
+    Some(stream)
+}
+
+/// Reads and drops what a refused client sends; false once it has closed.
+fn drain(stream: &mut TcpStream) -> bool {
+    let mut sink = [0u8; 1024];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(error) => return is_timeout(&error),
+        }
+    }
+}
+
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
+}

@@ -1,0 +1,20 @@
+//! The virtual ESP8266 (feature `sim`): everything needed to run the whole push flow
+//! without a board.
+//!
+//! - [`FileFlash`]: a NOR flash chip kept in a file, with [`crate::flash::RamNor`]'s rules;
+//! - [`rboot`]: rBoot's boot decision as a pure function of a `NorFlash`;
+//! - [`DeviceStatus`]: what a flash holds (booted slot, each slot's image and firmware);
+//! - [`VirtualDevice`]: boots through the rBoot model and serves the real
+//!   [`crate::session::Session`] on a `std::net::TcpListener`, rebooting after each update.
+//!
+//! `cargo xtask sim` is the command-line front end.
+
+mod device;
+mod file_flash;
+pub mod rboot;
+mod status;
+
+pub use device::{DeviceEvent, ServeError, SizeMismatch, VirtualDevice};
+pub use file_flash::{FileFlash, FileFlashError, OpenError};
+pub use rboot::{Boot, BootEvent, Bricked};
+pub use status::{DeviceStatus, Identity, SlotStatus, inspect_slot};
