@@ -3,3 +3,4 @@
 
 pub mod footprint;
 pub mod serial;
+pub mod sim;

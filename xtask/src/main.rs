@@ -20,6 +20,9 @@ enum Command {
         #[arg(long, default_value = "example-blinky/Cargo.toml", value_name = "PATH")]
         manifest_path: std::path::PathBuf,
     },
+    /// The virtual ESP8266: serve the real agent on 127.0.0.1 with its flash in a file
+    /// (`sim status` describes a flash file).
+    Sim(xtask::sim::SimArgs),
 }
 
 fn main() -> miette::Result<()> {
@@ -32,6 +35,7 @@ fn main() -> miette::Result<()> {
         Command::Footprint { manifest_path } => {
             print!("{}", xtask::footprint::measure(manifest_path)?.report());
         }
+        Command::Sim(args) => xtask::sim::run(&args)?,
     }
     Ok(())
 }

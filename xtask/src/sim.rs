@@ -1,0 +1,337 @@
+//! `cargo xtask sim`: the virtual ESP8266 on 127.0.0.1, its flash in a file.
+//!
+//! A new flash file gets the factory install `serial-flash` would write (bootloader at 0x0,
+//! boot config at 0x1000, user1 in the first slot). The virtual device has no real rBoot to
+//! run, so unless `--bootloader` names one, sector 0 holds a small v1 image labelled as the
+//! virtual device's stand-in for rBoot; its header carries the flash size, which the rBoot
+//! model reads as rBoot does. Everything else lives in `ota_agent::sim`.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use cargo_tcpflash::cli::BuildArgs;
+use clap::{Args, Subcommand};
+use miette::Diagnostic;
+use ota_agent::image::FlashSize;
+use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, LAYOUTS, SlotId};
+use ota_agent::protocol::DEFAULT_PORT;
+use ota_agent::sim::{DeviceStatus, FileFlash, OpenError, ServeError, SlotStatus, VirtualDevice};
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::serial::bootloader;
+use crate::serial::flasher::{self, FlashError};
+
+/// Entry point of the stand-in bootloader (never run: the boot model stands in for it).
+const STAND_IN_ENTRY: u32 = 0x4010_0000;
+/// What the stand-in bootloader's one segment says, for anyone reading the flash file.
+pub const STAND_IN_LABEL: &[u8] = b"tcpflash virtual ESP8266: stand-in for rBoot, not executable code\0\0";
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct SimArgs {
+    #[command(subcommand)]
+    pub command: Option<SimCommand>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Print one JSON line: booted and next slot, and each slot's image and firmware.
+    Status(StatusArgs),
+}
+
+/// Serve the virtual device until Ctrl-C or SIGTERM.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The flash file: created with a factory install if missing, kept across runs.
+    #[arg(long, value_name = "PATH", required = true)]
+    pub flash: Option<PathBuf>,
+    /// TCP port to listen on, on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = DEFAULT_PORT, value_name = "PORT")]
+    pub port: u16,
+    /// Factory install this user1.bin instead of building the firmware (only used when the
+    /// flash file is new; --layout then says which layout it was built for).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// Put this bootloader (an ESP8266 v1 image such as rBoot's rboot.bin) at 0x0 of a new
+    /// flash file instead of the stand-in.
+    #[arg(long, value_name = "FILE")]
+    pub bootloader: Option<PathBuf>,
+    /// Seconds the agent waits for a silent client before dropping it.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub idle_timeout: f64,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The flash file of a virtual device.
+    #[arg(long, value_name = "PATH")]
+    pub flash: PathBuf,
+    /// Flash layout (default: the one whose size matches the file).
+    #[arg(long, value_name = "LAYOUT")]
+    pub layout: Option<String>,
+}
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum SimError {
+    #[error("cannot use the flash file {}", path.display())]
+    #[diagnostic(help("check the path; delete the file to start over with a factory install"))]
+    Flash {
+        path: PathBuf,
+        #[source]
+        source: OpenError,
+    },
+    #[error("no flash file at {}", path.display())]
+    #[diagnostic(help("`cargo xtask sim --flash {}` creates one with a factory install", path.display()))]
+    NoFlashFile { path: PathBuf },
+    #[error("{} is {size} bytes, which is no flash layout's size", path.display())]
+    #[diagnostic(help("flash files are 512KB, 1MB, 2MB or 4MB; delete it to start over"))]
+    UnknownSize { path: PathBuf, size: usize },
+    #[error("{} is {size} bytes, but the {layout} layout needs {needed}", path.display())]
+    #[diagnostic(help("leave out --layout to use the file's own size, or delete the file to start over"))]
+    LayoutMismatch { path: PathBuf, size: usize, layout: &'static str, needed: u32 },
+    #[error("unknown flash layout `{name}`")]
+    #[diagnostic(help("use one of: 512KB, 1MB, 2MB, 4MB"))]
+    UnknownLayout { name: String },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Install(#[from] FlashError),
+    #[error("cannot listen on 127.0.0.1:{port}")]
+    #[diagnostic(help(
+        "another program (or virtual device) uses that port: pick another with --port, or 0 for any"
+    ))]
+    Listen {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the Ctrl-C/SIGTERM handler")]
+    Signals(#[source] std::io::Error),
+    #[error("--idle-timeout must be a positive number of seconds, not {value}")]
+    #[diagnostic(help("for example --idle-timeout 30"))]
+    BadTimeout { value: f64 },
+    #[error("the virtual ESP8266 stopped: {0}")]
+    #[diagnostic(help(
+        "a real board in this state needs `cargo xtask serial-flash`; for the virtual one, delete the flash file to start over"
+    ))]
+    Serve(ServeError),
+}
+
+/// Runs `cargo xtask sim ...`.
+pub fn run(args: &SimArgs) -> Result<(), SimError> {
+    match &args.command {
+        Some(SimCommand::Status(status)) => {
+            println!("{}", status_json(&status.flash, status.layout.as_deref())?);
+            Ok(())
+        }
+        None => serve(&args.serve),
+    }
+}
+
+/// Opens (or factory-installs) the flash, listens, and serves until Ctrl-C or SIGTERM.
+pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
+    let path = args.flash.clone().expect("clap requires --flash");
+    if !(args.idle_timeout > 0.0 && args.idle_timeout.is_finite()) {
+        return Err(SimError::BadTimeout { value: args.idle_timeout });
+    }
+    let (flash, layout) = open_or_install(&path, args)?;
+    let mut device = VirtualDevice::new(flash, layout).expect("the layout was chosen from the file's size");
+    device.set_idle_timeout(std::time::Duration::from_secs_f64(args.idle_timeout));
+
+    // A signal only sets the flag; the device checks it between flash operations.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(SimError::Signals)?;
+    }
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, args.port))
+        .map_err(|source| SimError::Listen { port: args.port, source })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Listen { port: args.port, source })?;
+    println!("listening on {addr} (flash {}, layout {})", path.display(), layout.name);
+    device.serve(&listener, &stop, &mut |event| println!("{event}")).map_err(SimError::Serve)?;
+    println!("stopped");
+    Ok(())
+}
+
+/// The flash file and its layout; a missing file gets the factory install first.
+fn open_or_install(path: &Path, args: &ServeArgs) -> Result<(FileFlash, &'static FlashLayout), SimError> {
+    if path.exists() {
+        let flash = FileFlash::open(path).map_err(|source| SimError::Flash { path: path.into(), source })?;
+        let layout = layout_for_size(path, flash.bytes().len(), args.build.layout.as_deref())?;
+        return Ok((flash, layout));
+    }
+    let (layout, user1) = match &args.image {
+        Some(image) => (named_layout(args.build.layout.as_deref())?, read("image", image)?),
+        None => {
+            let firmware = cargo_tcpflash::build::build(&args.build).map_err(FlashError::from)?;
+            (firmware.layout, read("image", &firmware.slot(SlotId::User1).bin)?)
+        }
+    };
+    let (bootloader_name, bootloader) = match &args.bootloader {
+        Some(file) => (file.display().to_string(), read("bootloader", file)?),
+        None => ("the virtual device's stand-in for rBoot".to_owned(), stand_in_bootloader(layout)),
+    };
+    let regions = flasher::plan_install(layout, &bootloader_name, bootloader, user1)?;
+    let parts: Vec<(&str, u32, &[u8])> =
+        regions.iter().map(|r| (r.name.as_str(), r.offset, r.data.as_slice())).collect();
+    let flash = FileFlash::create(path, layout.flash_size, &parts)
+        .map_err(|source| SimError::Flash { path: path.into(), source })?;
+    let summary: Vec<String> =
+        regions.iter().map(|r| format!("{} at {:#x} ({} bytes)", r.name, r.offset, r.data.len())).collect();
+    println!("factory install into {}: {}", path.display(), summary.join(", "));
+    Ok((flash, layout))
+}
+
+/// A v1 image that rBoot's place at 0x0 holds on the virtual device. Its one DRAM segment
+/// is a label saying what it is; header byte 3 carries the layout's flash size, which the
+/// rBoot model (like rBoot) uses for its default config.
+pub fn stand_in_bootloader(layout: &FlashLayout) -> Vec<u8> {
+    let mut image = bootloader::build_v1(STAND_IN_ENTRY, &[(ota_agent::layout::DRAM.start, STAND_IN_LABEL)]);
+    let size = FlashSize::from_name(layout.name).expect("every layout name is an esptool flash size");
+    // The size nibble is not covered by the image checksum.
+    image[3] = size.code() << 4 | (image[3] & 0x0F);
+    image
+}
+
+/// `sim status` as a JSON value.
+pub fn status_json(path: &Path, layout: Option<&str>) -> Result<Value, SimError> {
+    if !path.exists() {
+        return Err(SimError::NoFlashFile { path: path.into() });
+    }
+    let bytes = std::fs::read(path).map_err(|source| SimError::Flash {
+        path: path.into(),
+        source: OpenError::Io { path: path.into(), source },
+    })?;
+    let layout = layout_for_size(path, bytes.len(), layout)?;
+    Ok(device_status_json(&DeviceStatus::of(&bytes, layout)))
+}
+
+/// The JSON form of a device's status.
+pub fn device_status_json(status: &DeviceStatus) -> Value {
+    let name = |slot: Option<SlotId>| slot.map(SlotId::name);
+    let slots: serde_json::Map<String, Value> =
+        status.slots.iter().map(|slot| (slot.slot.id.name().to_owned(), slot_json(slot))).collect();
+    let config = match &status.config {
+        Ok(config) => json!({
+            "valid": true,
+            "current_rom": config.current_rom,
+            "count": config.count,
+            "roms": config.roms,
+            "current_slot": name(config.current_slot(status.layout)),
+        }),
+        Err(error) => json!({ "valid": false, "error": error.to_string() }),
+    };
+    let (boot, bricked) = match &status.boot {
+        Ok(boot) => (json!({ "rom": boot.rom, "offset": boot.offset }), Value::Null),
+        Err(bricked) => (Value::Null, Value::String(bricked.to_string())),
+    };
+    json!({
+        "layout": status.layout.name,
+        "booted_slot": name(status.booted_slot()),
+        "next_slot": name(status.next_slot()),
+        "bricked": bricked,
+        "boot": boot,
+        "config": config,
+        "slots": slots,
+    })
+}
+
+fn slot_json(slot: &SlotStatus) -> Value {
+    let descriptor = slot.descriptor.as_ref();
+    json!({
+        "offset": slot.slot.offset,
+        "capacity": slot.slot.capacity,
+        "valid": slot.valid(),
+        "error": slot.check.as_ref().err().map(ToString::to_string),
+        "len": slot.image_len(),
+        "rboot_ok": slot.rboot_ok,
+        "name": descriptor.map(|d| d.name().to_owned()),
+        "version": descriptor.map(|d| d.version().to_owned()),
+        "build_id": descriptor.map(|d| String::from_utf8_lossy(&d.build_id_hex()).into_owned()),
+    })
+}
+
+/// The layout named on the command line, else the one of the file's size.
+fn layout_for_size(path: &Path, size: usize, named: Option<&str>) -> Result<&'static FlashLayout, SimError> {
+    match named {
+        Some(name) => {
+            let layout = named_layout(Some(name))?;
+            if layout.flash_size as usize != size {
+                return Err(SimError::LayoutMismatch {
+                    path: path.into(),
+                    size,
+                    layout: layout.name,
+                    needed: layout.flash_size,
+                });
+            }
+            Ok(layout)
+        }
+        None => LAYOUTS
+            .iter()
+            .find(|layout| layout.flash_size as usize == size)
+            .ok_or(SimError::UnknownSize { path: path.into(), size }),
+    }
+}
+
+fn named_layout(name: Option<&str>) -> Result<&'static FlashLayout, SimError> {
+    match name {
+        None => Ok(DEFAULT_LAYOUT),
+        Some(name) => FlashLayout::by_name(name).ok_or_else(|| SimError::UnknownLayout { name: name.into() }),
+    }
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, FlashError> {
+    std::fs::read(path).map_err(|source| FlashError::ReadFile {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ota_agent::flash::RamNor;
+    use ota_agent::sim::rboot;
+
+    #[test]
+    fn the_stand_in_bootloader_is_a_labelled_v1_image_with_the_layout_size() {
+        for layout in &LAYOUTS {
+            let image = stand_in_bootloader(layout);
+            let info = bootloader::check(&image).unwrap();
+            assert_eq!(info.segments, [(0x3FFE_8000, STAND_IN_LABEL.len() as u32)]);
+            assert!(image.windows(10).any(|w| w == b"stand-in f"), "the label is readable in the file");
+            assert_eq!(rboot::rboot_flash_size(image[3] >> 4), layout.flash_size, "{}", layout.name);
+        }
+    }
+
+    #[test]
+    fn layouts_follow_the_file_size_unless_named() {
+        let path = Path::new("f.bin");
+        assert_eq!(layout_for_size(path, 0x10_0000, None).unwrap().name, "1MB");
+        assert_eq!(layout_for_size(path, 0x40_0000, None).unwrap().name, "4MB");
+        assert!(matches!(layout_for_size(path, 12288, None), Err(SimError::UnknownSize { .. })));
+        assert!(matches!(
+            layout_for_size(path, 0x10_0000, Some("2MB")),
+            Err(SimError::LayoutMismatch { .. })
+        ));
+        assert!(matches!(layout_for_size(path, 0x10_0000, Some("3MB")), Err(SimError::UnknownLayout { .. })));
+    }
+
+    #[test]
+    fn status_of_an_empty_chip_is_bricked_with_no_slots_valid() {
+        let chip = RamNor::new(0x10_0000);
+        let value = device_status_json(&DeviceStatus::of(chip.bytes(), DEFAULT_LAYOUT));
+        assert_eq!(value["booted_slot"], Value::Null);
+        assert_eq!(value["next_slot"], Value::Null);
+        assert!(value["bricked"].as_str().unwrap().contains("no bootloader"), "{value}");
+        assert_eq!(value["slots"]["user1"]["valid"], false);
+        assert_eq!(value["slots"]["user2"]["version"], Value::Null);
+        assert_eq!(value["config"]["valid"], false);
+    }
+}
