@@ -2,5 +2,6 @@
 //! dispatches here; the modules are a library so integration tests can drive them.
 
 pub mod footprint;
+pub mod qemu;
 pub mod serial;
 pub mod sim;

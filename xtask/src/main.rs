@@ -20,6 +20,9 @@ enum Command {
         #[arg(long, default_value = "example-blinky/Cargo.toml", value_name = "PATH")]
         manifest_path: std::path::PathBuf,
     },
+    /// Run the agent's session, sector writer and image validator as lx106 code under QEMU and
+    /// compare every push with the host build (needs qemu-system-xtensa).
+    Qemu,
     /// The virtual ESP8266: serve the real agent on 127.0.0.1 with its flash in a file
     /// (`sim status` describes a flash file).
     Sim(xtask::sim::SimArgs),
@@ -34,6 +37,18 @@ fn main() -> miette::Result<()> {
         }
         Command::Footprint { manifest_path } => {
             print!("{}", xtask::footprint::measure(manifest_path)?.report());
+        }
+        Command::Qemu => {
+            let report = xtask::qemu::run_all(&xtask::qemu::program_manifest(), xtask::qemu::CASE_TIMEOUT)?;
+            print!("{report}");
+            if report.failures() > 0 {
+                let dir = report.program.cases_dir.clone();
+                Err(xtask::qemu::QemuError::CasesFailed {
+                    failures: report.failures(),
+                    cases: report.cases.len(),
+                    dir,
+                })?;
+            }
         }
         Command::Sim(args) => xtask::sim::run(&args)?,
     }

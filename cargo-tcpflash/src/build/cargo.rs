@@ -21,6 +21,10 @@ pub struct TcpflashMetadata {
     pub flash_freq: Option<String>,
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// Hand-written assembly files to link in, relative to the firmware's Cargo.toml: rustc
+    /// refuses `asm!` for lx106, so instructions it cannot emit (e.g. `simcall`) live there.
+    #[serde(default)]
+    pub asm: Vec<PathBuf>,
 }
 
 /// The firmware package as cargo sees it.
@@ -312,6 +316,9 @@ mod tests {
         assert_eq!(good.layout.as_deref(), Some("2MB"));
         assert_eq!(good.flash_mode.as_deref(), Some("dio"));
         assert_eq!(good.port, Some(1234));
+        assert!(good.asm.is_empty());
+        let with_asm: TcpflashMetadata = serde_json::from_str(r#"{"asm":["src/start.s"]}"#).unwrap();
+        assert_eq!(with_asm.asm, [PathBuf::from("src/start.s")]);
         let bad = serde_json::from_str::<TcpflashMetadata>(r#"{"flash_mode":"dio"}"#).unwrap_err();
         assert!(bad.to_string().contains("unknown field `flash_mode`"), "{bad}");
     }

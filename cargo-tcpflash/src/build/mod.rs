@@ -87,7 +87,7 @@ pub enum BuildError {
     #[error("[package.metadata.tcpflash] in {manifest} is invalid")]
     #[diagnostic(
         code(tcpflash::build::bad_metadata),
-        help("known keys: layout, flash-mode, flash-size, flash-freq, host, port")
+        help("known keys: layout, flash-mode, flash-size, flash-freq, host, port, asm")
     )]
     BadMetadata {
         manifest: PathBuf,
@@ -126,6 +126,13 @@ pub enum BuildError {
     #[error("unknown flash {what} `{value}`")]
     #[diagnostic(code(tcpflash::build::flash_param), help("use one of: {choices}"))]
     BadFlashParam { what: &'static str, value: String, choices: &'static str },
+
+    #[error("the assembly file {path} listed in [package.metadata.tcpflash] asm does not exist")]
+    #[diagnostic(
+        code(tcpflash::build::no_asm_file),
+        help("paths in `asm` are relative to the firmware's Cargo.toml")
+    )]
+    NoAsmFile { path: PathBuf },
 
     #[error("`{tool}` was not found on PATH")]
     #[diagnostic(code(tcpflash::build::missing_tool), help("install it with: {install}"))]
@@ -264,7 +271,8 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     status("Assembling", &format!("{} for lx106", package.name));
     let firmware_asm = asm::place_literals(&read_text(&compiled.firmware)?);
     let builtins_asm = asm::place_literals(&read_text(&compiled.compiler_builtins)?);
-    let build_id = build_id(&package, &firmware_asm, &builtins_asm);
+    let extra_asm = read_extra_asm(&package)?;
+    let build_id = build_id(&package, &firmware_asm, &builtins_asm, &extra_asm);
     let startup = support::startup_asm(&package.name, &package.version, build_id)
         .map_err(|reason| BuildError::Descriptor { reason })?;
     let mut objects = Vec::new();
@@ -274,11 +282,14 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
         let source = obj_dir.join(format!("{name}.s"));
         let object = obj_dir.join(format!("{name}.o"));
         write_if_changed(&source, text)?;
-        run_binutil(
-            Command::new(&assembler).arg("--text-section-literals").arg(&source).arg("-o").arg(&object),
-            AS,
-            &source,
-        )?;
+        assemble(&assembler, &source, &object)?;
+        objects.push(object);
+    }
+    // The firmware's own assembly, as written (its literal pools are its author's business).
+    for (index, (source, _)) in extra_asm.iter().enumerate() {
+        let stem = source.file_stem().unwrap_or_default().to_string_lossy();
+        let object = obj_dir.join(format!("asm{index}-{stem}.o"));
+        assemble(&assembler, source, &object)?;
         objects.push(object);
     }
 
@@ -322,10 +333,43 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     Ok(Firmware { package, layout, params, build_id, out_dir, slots: [user1?, user2?] })
 }
 
+/// The files of `[package.metadata.tcpflash] asm`, resolved against the package and read.
+fn read_extra_asm(package: &FirmwarePackage) -> Result<Vec<(PathBuf, String)>, BuildError> {
+    package
+        .metadata
+        .asm
+        .iter()
+        .map(|relative| {
+            let path = package.dir().join(relative);
+            if !path.is_file() {
+                return Err(BuildError::NoAsmFile { path });
+            }
+            let text = read_text(&path)?;
+            Ok((path, text))
+        })
+        .collect()
+}
+
+fn assemble(assembler: &Path, source: &Path, object: &Path) -> Result<(), BuildError> {
+    run_binutil(
+        Command::new(assembler).arg("--text-section-literals").arg(source).arg("-o").arg(object),
+        AS,
+        source,
+    )
+}
+
 /// Identifies the code, not the slot: both slot builds of one source share it.
-fn build_id(package: &FirmwarePackage, firmware_asm: &str, builtins_asm: &str) -> [u8; BUILD_ID_LEN] {
+fn build_id(
+    package: &FirmwarePackage,
+    firmware_asm: &str,
+    builtins_asm: &str,
+    extra_asm: &[(PathBuf, String)],
+) -> [u8; BUILD_ID_LEN] {
     let mut hasher = Sha256::new();
-    for part in [package.name.as_str(), package.version.as_str(), firmware_asm, builtins_asm] {
+    let extra = extra_asm.iter().map(|(_, text)| text.as_str());
+    for part in
+        [package.name.as_str(), package.version.as_str(), firmware_asm, builtins_asm].into_iter().chain(extra)
+    {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }
@@ -385,4 +429,42 @@ fn make_executable(path: &Path) -> Result<(), BuildError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .map_err(|source| BuildError::Io { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package_with_asm(dir: &Path, asm: &[&str]) -> FirmwarePackage {
+        FirmwarePackage {
+            name: "fw".into(),
+            version: "1.0.0".into(),
+            manifest_path: dir.join("Cargo.toml"),
+            bin: "fw".into(),
+            target_dir: dir.join("target"),
+            metadata: TcpflashMetadata { asm: asm.iter().map(PathBuf::from).collect(), ..Default::default() },
+        }
+    }
+
+    #[test]
+    fn extra_assembly_is_read_relative_to_the_manifest_and_counts_in_the_build_id() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/start.s"), "    nop\n").unwrap();
+        let package = package_with_asm(dir.path(), &["src/start.s"]);
+        let extra = read_extra_asm(&package).unwrap();
+        assert_eq!(extra, [(dir.path().join("src/start.s"), "    nop\n".to_string())]);
+        let without = build_id(&package, "fw", "builtins", &[]);
+        assert_ne!(build_id(&package, "fw", "builtins", &extra), without);
+
+        let missing = package_with_asm(dir.path(), &["src/missing.s"]);
+        let error = read_extra_asm(&missing).unwrap_err();
+        assert!(
+            matches!(&error, BuildError::NoAsmFile { path } if *path == dir.path().join("src/missing.s"))
+        );
+        assert_eq!(
+            error.help().unwrap().to_string(),
+            "paths in `asm` are relative to the firmware's Cargo.toml"
+        );
+    }
 }
