@@ -2,6 +2,7 @@
 //! first argument, so the parser is wrapped in a `cargo` level.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -13,7 +14,7 @@ pub enum CargoCli {
 }
 
 #[derive(Debug, Args)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(version, args_conflicts_with_subcommands = true, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -89,18 +90,51 @@ pub struct ImageArgs {
     pub flash_freq: String,
 }
 
+/// What a push's exit status means (shown by `--help`).
+pub const EXIT_CODES: &str = "\
+Pushing (no subcommand): build both slots, push the image the device asks for, then wait for
+the device to reboot and check it runs the new slot.
+
+Exit status:
+  0  pushed, and the device runs the new slot (or --no-verify)
+  1  other errors
+  2  bad command line, or no device given (--host, $TCPFLASH_HOST, metadata `host`)
+  3  the firmware did not build, or an image does not fit its slot
+  4  network: name not resolved, connection refused, timeout, transfer interrupted,
+     device did not come back after rebooting
+  5  the device refused: an `ERR:` line, `Invalid` image, or a reply that is not the protocol
+  6  the device came back on the old slot: it reverted";
+
 /// Push options: used when no subcommand is given.
 #[derive(Debug, Args)]
 pub struct PushArgs {
     /// Device to push to (default: $TCPFLASH_HOST, then [package.metadata.tcpflash] host).
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
-    /// TCP port of the device's agent.
-    #[arg(long, default_value_t = ota_agent::protocol::DEFAULT_PORT, value_name = "PORT")]
-    pub port: u16,
+    /// TCP port of the device's agent (default: [package.metadata.tcpflash] port, then 65056).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
     /// Do not wait for the device to come back on the new slot.
     #[arg(long)]
     pub no_verify: bool,
+    /// Seconds to wait for the TCP connection to open.
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_seconds)]
+    pub connect_timeout: Duration,
+    /// Seconds to wait for each answer of the device (and for it to take more data).
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Duration,
+    /// Seconds to wait for the device to answer again after it rebooted.
+    #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_seconds)]
+    pub reboot_timeout: Duration,
     #[command(flatten)]
     pub build: BuildArgs,
+}
+
+/// A positive number of seconds, fractions allowed (`0.5`).
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!("{text} s is out of range: use a number of seconds above 0, at most 86400"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }

@@ -5,3 +5,5 @@ pub mod build_cmd;
 pub mod cli;
 pub mod elf2image;
 pub mod image_cmd;
+pub mod push;
+pub mod push_cmd;

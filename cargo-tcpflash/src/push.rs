@@ -1,0 +1,645 @@
+//! Pushing over TCP: the std-socket driver around `ota_agent::client::Client`, which holds
+//! the protocol. This module owns what the sans-IO client leaves to its driver: name
+//! resolution, connecting, timeouts, writing the image in pieces, and the wait for the
+//! device to come back after its reboot.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use miette::Diagnostic;
+use ota_agent::client::{Client, ClientError, Event, Step, Transmit};
+use ota_agent::layout::SlotId;
+use ota_agent::protocol::{ERR_PREFIX, REBOOT_DELAY_MS, reason};
+use thiserror::Error;
+
+/// Exit statuses, one per kind of failure (listed in `--help`, see `cli::EXIT_CODES`).
+pub mod exit {
+    pub const OTHER: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const BUILD: i32 = 3;
+    pub const NETWORK: i32 = 4;
+    pub const REFUSED: i32 = 5;
+    pub const REVERTED: i32 = 6;
+}
+
+/// The largest piece of image handed to one `write` call.
+const WRITE_CHUNK: usize = 16 * 1024;
+/// Pause between attempts to reach a rebooting device.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// How long to wait for what.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// For the TCP connection to open.
+    pub connect: Duration,
+    /// For each answer of the device, and for it to take more bytes.
+    pub reply: Duration,
+    /// For the device to answer again after its reboot.
+    pub reboot: Duration,
+}
+
+/// A device address, resolved.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.addrs.first() {
+            Some(addr) if addr.ip().to_string() != self.host => {
+                write!(f, "{}:{} ({addr})", self.host, self.port)
+            }
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// What happens during a push, for the command line to show.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    Connected(SocketAddr),
+    /// A line the device sent (an `ERR:` line is reported through the error instead).
+    Reply(&'a str),
+    /// The image transfer starts.
+    Sending {
+        slot: SlotId,
+        len: u32,
+    },
+    /// This many more image bytes went out.
+    Sent(usize),
+    /// Every image byte is out; the device is checking it.
+    Verifying,
+    /// Waiting for the device to reboot and answer again.
+    AwaitingReboot,
+    /// An attempt to reach the rebooting device failed; another follows.
+    Retrying,
+}
+
+/// A finished push: the device took the image and reboots into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pushed {
+    pub slot: SlotId,
+    pub addr: SocketAddr,
+    pub len: u32,
+}
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum PushError {
+    #[error("cannot resolve the device name `{host}`: {source}")]
+    #[diagnostic(
+        code(tcpflash::push::resolve),
+        help(
+            "check the spelling, or pass the device's IP address with --host (its DHCP lease or serial log shows it)"
+        )
+    )]
+    Resolve {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the device at {addr} refused the connection")]
+    #[diagnostic(
+        code(tcpflash::push::refused),
+        help(
+            "is the firmware on the device calling ota_init()? Is the port right? The agent listens on 65056 \
+             unless configured otherwise (--port, or `port` in [package.metadata.tcpflash])"
+        )
+    )]
+    Refused { addr: SocketAddr },
+
+    #[error("no connection to {addr} within {} s", secs(*timeout))]
+    #[diagnostic(
+        code(tcpflash::push::connect_timeout),
+        help(
+            "is the device powered and on this network? Check the address; on a slow network raise --connect-timeout"
+        )
+    )]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+
+    #[error("cannot connect to {addr}: {source}")]
+    #[diagnostic(
+        code(tcpflash::push::connect),
+        help("check that this computer can reach the device's network")
+    )]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("no answer from {addr} within {} s while {during}", secs(*timeout))]
+    #[diagnostic(
+        code(tcpflash::push::timeout),
+        help(
+            "the device may be hung or busy, or what listens on that port is not a tcpflash/TCP-OTA agent; \
+             for a slow device raise --timeout"
+        )
+    )]
+    Timeout { addr: SocketAddr, during: Step, timeout: Duration },
+
+    #[error("the transfer to {addr} was interrupted: {what}")]
+    #[diagnostic(
+        code(tcpflash::push::interrupted),
+        help(
+            "the device keeps running its current firmware (it switches only after checking the whole image); \
+             check its power and network, then push again"
+        )
+    )]
+    Interrupted { addr: SocketAddr, what: String },
+
+    #[error("the device at {addr} closed the connection while {during}")]
+    #[diagnostic(
+        code(tcpflash::push::closed),
+        help("the device may have rebooted, or another program holds the port; push again")
+    )]
+    Closed { addr: SocketAddr, during: Step },
+
+    #[error("the device refused the image: {reply}")]
+    #[diagnostic(code(tcpflash::push::invalid))]
+    Rejected {
+        reply: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("the device answered: {line}")]
+    #[diagnostic(code(tcpflash::push::device_error))]
+    Device {
+        line: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("unexpected reply from the device while {during}: {line:?}")]
+    #[diagnostic(
+        code(tcpflash::push::unexpected),
+        help("what listens on that port does not speak TCP-OTA: check --host and --port")
+    )]
+    Unexpected { line: String, during: Step },
+
+    #[error("the device did not answer within {} s after rebooting ({last})", secs(*waited))]
+    #[diagnostic(
+        code(tcpflash::push::not_back),
+        help(
+            "the device accepted the image and rebooted; if the new firmware does not call ota_init() it cannot \
+             answer, so check its serial log. Raise --reboot-timeout for a slow network, or skip this check \
+             with --no-verify"
+        )
+    )]
+    NotBack { waited: Duration, last: String },
+
+    #[error(
+        "the device came back on the old slot: it reverted (it runs {running} again, the image went to {pushed})"
+    )]
+    #[diagnostic(
+        code(tcpflash::push::reverted),
+        help(
+            "rBoot found the new image bad, or the new firmware reset before it called ota_init() and the old one \
+             was restored; check the device's serial log"
+        )
+    )]
+    Reverted { pushed: SlotId, running: SlotId },
+}
+
+impl PushError {
+    /// The process exit status for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            PushError::Resolve { .. }
+            | PushError::Refused { .. }
+            | PushError::ConnectTimeout { .. }
+            | PushError::Connect { .. }
+            | PushError::Timeout { .. }
+            | PushError::Interrupted { .. }
+            | PushError::Closed { .. }
+            | PushError::NotBack { .. } => exit::NETWORK,
+            PushError::Rejected { .. } | PushError::Device { .. } | PushError::Unexpected { .. } => {
+                exit::REFUSED
+            }
+            PushError::Reverted { .. } => exit::REVERTED,
+        }
+    }
+}
+
+fn secs(duration: Duration) -> String {
+    let text = format!("{:.1}", duration.as_secs_f64());
+    text.strip_suffix(".0").map(str::to_owned).unwrap_or(text)
+}
+
+/// Resolves `host` once, before anything slow happens.
+pub fn resolve(host: &str, port: u16) -> Result<Target, PushError> {
+    let resolve_error = |source| PushError::Resolve { host: host.to_owned(), source };
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map_err(resolve_error)?.collect();
+    if addrs.is_empty() {
+        return Err(resolve_error(io::Error::new(io::ErrorKind::NotFound, "no address for this name")));
+    }
+    Ok(Target { host: host.to_owned(), port, addrs })
+}
+
+/// Pushes the image the device asks for: `images` holds user1's and user2's, in that order.
+pub fn push(
+    target: &Target,
+    images: [&[u8]; 2],
+    timeouts: &Timeouts,
+    report: &mut dyn FnMut(Progress<'_>),
+) -> Result<Pushed, PushError> {
+    let mut conn = Conn::open(target, timeouts)?;
+    report(Progress::Connected(conn.addr));
+    match conn.converse(Goal::Push(images), report)? {
+        Reached::Pushed { slot, len } => Ok(Pushed { slot, addr: conn.addr, len }),
+        Reached::Asked(_) => unreachable!("a push runs to its end"),
+    }
+}
+
+/// After a push: waits for the device to reboot, asks `GetNextFlash` again and returns the
+/// slot it runs now (the other one than it asks for). Connection failures, and the
+/// agent's "reboot pending" refusal, are retried until `timeouts.reboot` has passed.
+pub fn await_return(
+    target: &Target,
+    timeouts: &Timeouts,
+    report: &mut dyn FnMut(Progress<'_>),
+) -> Result<SlotId, PushError> {
+    report(Progress::AwaitingReboot);
+    std::thread::sleep(Duration::from_millis(REBOOT_DELAY_MS));
+    let start = Instant::now();
+    loop {
+        let attempt = Conn::open(target, timeouts).and_then(|mut conn| conn.converse(Goal::Ask, &mut |_| {}));
+        let error = match attempt {
+            Ok(Reached::Asked(next)) => return Ok(next.other()),
+            Ok(Reached::Pushed { .. }) => unreachable!("asking does not push"),
+            Err(error) if is_transient(&error) => error,
+            Err(error) => return Err(error),
+        };
+        if start.elapsed() >= timeouts.reboot {
+            return Err(PushError::NotBack { waited: start.elapsed(), last: error.to_string() });
+        }
+        report(Progress::Retrying);
+        std::thread::sleep(RETRY_PAUSE);
+    }
+}
+
+/// Errors that a rebooting device produces on its way back.
+fn is_transient(error: &PushError) -> bool {
+    match error {
+        PushError::Device { line, .. } => {
+            line.ends_with(reason::REBOOT_PENDING) || line.ends_with(reason::BUSY)
+        }
+        other => other.exit_code() == exit::NETWORK,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Goal<'a> {
+    /// The whole protocol, with these images.
+    Push([&'a [u8]; 2]),
+    /// Only `OTA` / `GetNextFlash`, then close.
+    Ask,
+}
+
+enum Reached {
+    Pushed { slot: SlotId, len: u32 },
+    Asked(SlotId),
+}
+
+struct Conn {
+    stream: TcpStream,
+    addr: SocketAddr,
+    timeouts: Timeouts,
+    /// Where the conversation stands, for messages about timeouts and broken connections.
+    step: Step,
+}
+
+impl Conn {
+    /// Connects to the first address that answers.
+    fn open(target: &Target, timeouts: &Timeouts) -> Result<Conn, PushError> {
+        let mut last = None;
+        for &addr in &target.addrs {
+            match TcpStream::connect_timeout(&addr, timeouts.connect) {
+                Ok(stream) => {
+                    let io = |source| PushError::Connect { addr, source };
+                    stream.set_read_timeout(Some(timeouts.reply)).map_err(io)?;
+                    stream.set_write_timeout(Some(timeouts.reply)).map_err(io)?;
+                    stream.set_nodelay(true).map_err(io)?;
+                    return Ok(Conn { stream, addr, timeouts: *timeouts, step: Step::NextSlot });
+                }
+                Err(source) => last = Some(connect_error(addr, source, timeouts.connect)),
+            }
+        }
+        Err(last.expect("a resolved target has an address"))
+    }
+
+    /// Runs the client until `goal` is reached or the push fails.
+    fn converse(
+        &mut self,
+        goal: Goal<'_>,
+        report: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Reached, PushError> {
+        let mut client = Client::new();
+        self.step = Step::NextSlot;
+        let mut buf = [0u8; 512];
+        loop {
+            match client.transmit() {
+                Transmit::Bytes(bytes) => {
+                    let n = self.write(bytes, &client)?;
+                    client.sent(n);
+                    continue;
+                }
+                Transmit::Image { offset, len } => {
+                    let Goal::Push(images) = &goal else { unreachable!("images go out only when pushing") };
+                    let image = images[client.slot().expect("the device named the slot").index()];
+                    let chunk = (len as usize).min(WRITE_CHUNK);
+                    let n = self.write(&image[offset as usize..offset as usize + chunk], &client)?;
+                    client.sent(n);
+                    report(Progress::Sent(n));
+                    if client.transmit() == Transmit::Nothing {
+                        self.step = Step::Verdict;
+                        report(Progress::Verifying);
+                    }
+                    // The device may refuse before the image is complete (a flash failure):
+                    // look at what it said without waiting.
+                    let n = self.read_now(&mut buf, &mut client)?;
+                    if let Some(reached) = self.feed(&buf[..n], &mut client, &goal, report)? {
+                        return Ok(reached);
+                    }
+                    continue;
+                }
+                Transmit::Nothing => {}
+            }
+            let n = self.read(&mut buf)?;
+            let reached = if n == 0 {
+                let event = client.closed();
+                match event {
+                    Some(event) => self.on_event(event, &mut client, &goal, report)?,
+                    None => None,
+                }
+            } else {
+                self.feed(&buf[..n], &mut client, &goal, report)?
+            };
+            if let Some(reached) = reached {
+                return Ok(reached);
+            }
+        }
+    }
+
+    /// Feeds received bytes to the client and acts on each event.
+    fn feed(
+        &mut self,
+        mut data: &[u8],
+        client: &mut Client,
+        goal: &Goal<'_>,
+        report: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Option<Reached>, PushError> {
+        while !data.is_empty() {
+            let (taken, event) = client.receive(data);
+            data = &data[taken..];
+            if let Some(event) = event
+                && let Some(reached) = self.on_event(event, client, goal, report)?
+            {
+                return Ok(Some(reached));
+            }
+        }
+        Ok(None)
+    }
+
+    fn on_event(
+        &mut self,
+        event: Event,
+        client: &mut Client,
+        goal: &Goal<'_>,
+        report: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Option<Reached>, PushError> {
+        match event {
+            Event::NextSlot(slot) => {
+                report(Progress::Reply(slot.file_name()));
+                match goal {
+                    Goal::Ask => {
+                        // Close politely: the agent ends the session when our side closes.
+                        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                        return Ok(Some(Reached::Asked(slot)));
+                    }
+                    Goal::Push(images) => {
+                        let len = u32::try_from(images[slot.index()].len()).expect("images fit their slot");
+                        client.send_image(len);
+                        self.step = Step::Ready;
+                    }
+                }
+            }
+            Event::Ready => {
+                self.step = Step::Image;
+                report(Progress::Reply(ota_agent::protocol::READY));
+                let (_, len) = client.progress();
+                report(Progress::Sending { slot: client.slot().expect("slot known"), len });
+            }
+            Event::Flashing => {
+                self.step = Step::Success;
+                report(Progress::Reply(ota_agent::protocol::FLASHING));
+            }
+            Event::Invalid => {
+                self.step = Step::Reason;
+                report(Progress::Reply(ota_agent::protocol::INVALID));
+            }
+            Event::Success => {
+                report(Progress::Reply(ota_agent::protocol::SUCCESS));
+                let (_, len) = client.progress();
+                return Ok(Some(Reached::Pushed { slot: client.slot().expect("slot known"), len }));
+            }
+            Event::Failed(error) => return Err(self.failure(error, client)),
+        }
+        Ok(None)
+    }
+
+    /// Turns the client's verdict into an error a person can act on.
+    fn failure(&self, error: ClientError, client: &Client) -> PushError {
+        let addr = self.addr;
+        match error {
+            ClientError::ImageRejected(reason) => {
+                let reason = reason.to_string();
+                let reply = if reason.is_empty() {
+                    format!("{}, then the connection closed", ota_agent::protocol::INVALID)
+                } else {
+                    format!("{}, {ERR_PREFIX}{reason}", ota_agent::protocol::INVALID)
+                };
+                PushError::Rejected { reply, help: rejected_help(&reason) }
+            }
+            ClientError::Device(reason) => {
+                let reason = reason.to_string();
+                PushError::Device { line: format!("{ERR_PREFIX}{reason}"), help: device_help(&reason) }
+            }
+            ClientError::Unexpected { line, during } => {
+                PushError::Unexpected { line: line.to_string(), during }
+            }
+            ClientError::LineTooLong { during } => {
+                PushError::Unexpected { line: "a line longer than any TCP-OTA reply".into(), during }
+            }
+            ClientError::Closed { during: during @ (Step::Image | Step::Verdict | Step::Success) } => {
+                PushError::Interrupted { addr, what: interrupted_what(during, client) }
+            }
+            ClientError::Closed { during } => PushError::Closed { addr, during },
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8], client: &Client) -> Result<usize, PushError> {
+        loop {
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(self.lost(client)),
+                Ok(n) => return Ok(n),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if is_timeout(&error) => {
+                    return Err(PushError::Timeout {
+                        addr: self.addr,
+                        during: self.step,
+                        timeout: self.timeouts.reply,
+                    });
+                }
+                Err(_) => return Err(self.lost(client)),
+            }
+        }
+    }
+
+    /// Waits up to the reply timeout for bytes; 0 means the device closed.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, PushError> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(n) => return Ok(n),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if is_timeout(&error) => {
+                    return Err(PushError::Timeout {
+                        addr: self.addr,
+                        during: self.step,
+                        timeout: self.timeouts.reply,
+                    });
+                }
+                // A reset reads like a close: the client says what that means at this step.
+                Err(_) => return Ok(0),
+            }
+        }
+    }
+
+    /// Bytes already received, without waiting.
+    fn read_now(&mut self, buf: &mut [u8], client: &mut Client) -> Result<usize, PushError> {
+        let io = |source| PushError::Connect { addr: self.addr, source };
+        self.stream.set_nonblocking(true).map_err(io)?;
+        let result = self.stream.read(buf);
+        self.stream.set_nonblocking(false).map_err(io)?;
+        match result {
+            Ok(0) => {
+                let event = client.closed().expect("the conversation was open");
+                match event {
+                    Event::Failed(error) => Err(self.failure(error, client)),
+                    _ => unreachable!("closing only fails"),
+                }
+            }
+            Ok(n) => Ok(n),
+            Err(error) if is_timeout(&error) => Ok(0),
+            Err(_) => Err(self.lost(client)),
+        }
+    }
+
+    /// The connection broke (reset, broken pipe) while we were writing.
+    fn lost(&self, client: &Client) -> PushError {
+        match self.step {
+            during @ (Step::Image | Step::Verdict | Step::Success) => {
+                PushError::Interrupted { addr: self.addr, what: interrupted_what(during, client) }
+            }
+            during => PushError::Closed { addr: self.addr, during },
+        }
+    }
+}
+
+fn interrupted_what(during: Step, client: &Client) -> String {
+    let (sent, len) = client.progress();
+    let slot = client.slot().map_or("the image", SlotId::file_name);
+    match during {
+        Step::Image => format!("the connection was lost after {sent} of {len} bytes of {slot}"),
+        _ => {
+            format!("the connection was lost after all {len} bytes of {slot}, before the device confirmed it")
+        }
+    }
+}
+
+fn connect_error(addr: SocketAddr, source: io::Error, timeout: Duration) -> PushError {
+    match source.kind() {
+        io::ErrorKind::ConnectionRefused => PushError::Refused { addr },
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => PushError::ConnectTimeout { addr, timeout },
+        _ => PushError::Connect { addr, source },
+    }
+}
+
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// What to do about the agent's `ERR:` reasons (the seed's and ours).
+fn device_help(reason: &str) -> String {
+    let help = if reason == reason::BUSY {
+        "another push to this device is in progress: wait for it to finish, then push again"
+    } else if reason == reason::REBOOT_PENDING {
+        "the device is about to reboot into the update it just took: push again in a few seconds"
+    } else if reason == reason::LENGTH_TOO_BIG {
+        "the image does not fit the device's slot: build for the device's flash layout (--layout, or `layout` in [package.metadata.tcpflash])"
+    } else if reason == reason::UNKNOWN_RUNNING_SLOT {
+        "the device's rBoot config names a ROM that is not one of the layout's slots: reinstall it with `cargo xtask serial-flash`"
+    } else if reason == reason::IDLE_TIMEOUT {
+        "the device gave up waiting for data: the network stalled; push again"
+    } else {
+        "the device's agent did not accept the conversation; its reason is above"
+    };
+    help.to_owned()
+}
+
+/// What to do about an image the device checked and refused.
+fn rejected_help(reason: &str) -> String {
+    let help = if reason.contains("linked for") {
+        "the image was linked for another flash address than the device's slot: build for the device's flash layout (--layout)"
+    } else if reason.contains("mismatch") {
+        "the image arrived damaged; the device kept its current firmware. Push again; if it persists, check the network"
+    } else if reason.is_empty() {
+        "the device kept its current firmware"
+    } else {
+        "the device kept its current firmware; its reason is above"
+    };
+    help.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct_per_kind() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(PushError::Refused { addr }.exit_code(), exit::NETWORK);
+        assert_eq!(
+            PushError::Rejected { reply: String::new(), help: String::new() }.exit_code(),
+            exit::REFUSED
+        );
+        assert_eq!(
+            PushError::Reverted { pushed: SlotId::User2, running: SlotId::User1 }.exit_code(),
+            exit::REVERTED
+        );
+        let codes = [exit::OTHER, exit::USAGE, exit::BUILD, exit::NETWORK, exit::REFUSED, exit::REVERTED];
+        let mut sorted = codes.to_vec();
+        sorted.dedup();
+        assert_eq!(sorted.len(), codes.len());
+    }
+
+    #[test]
+    fn seconds_print_without_needless_decimals() {
+        assert_eq!(secs(Duration::from_secs(10)), "10");
+        assert_eq!(secs(Duration::from_millis(500)), "0.5");
+    }
+
+    #[test]
+    fn a_rebooting_device_is_retried_but_a_refusal_is_not() {
+        let device = |reason: &str| PushError::Device { line: format!("ERR: {reason}"), help: String::new() };
+        assert!(is_transient(&device(reason::REBOOT_PENDING)));
+        assert!(!is_transient(&device(reason::LENGTH_TOO_BIG)));
+        assert!(is_transient(&PushError::Refused { addr: "127.0.0.1:1".parse().unwrap() }));
+        assert!(!is_transient(&PushError::Unexpected { line: "x".into(), during: Step::NextSlot }));
+    }
+}

@@ -1,0 +1,176 @@
+//! `cargo tcpflash --host H`: build both slots, push the image the device asks for, and
+//! check it came back on the new slot. Output: cargo-style status lines and the progress
+//! bar on stderr, one result line on stdout; errors as miette reports, with an exit status
+//! per kind of failure (`cli::EXIT_CODES`).
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use miette::Diagnostic;
+use ota_agent::layout::SlotId;
+use ota_agent::protocol::DEFAULT_PORT;
+use thiserror::Error;
+
+use crate::build::{self, BuildError, Firmware, FirmwarePackage, status};
+use crate::cli::PushArgs;
+use crate::push::{self, Progress, PushError, Timeouts, exit};
+
+/// The environment variable naming the device when `--host` is not given.
+pub const HOST_ENV: &str = "TCPFLASH_HOST";
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum PushCmdError {
+    #[error("no device to push to")]
+    #[diagnostic(
+        code(tcpflash::push::no_host),
+        help(
+            "pass --host 192.168.1.50 (the device's address), set TCPFLASH_HOST, or add `host = \"...\"` under \
+             [package.metadata.tcpflash] in the firmware's Cargo.toml"
+        )
+    )]
+    NoHost,
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Build(#[from] BuildError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Push(#[from] PushError),
+}
+
+impl PushCmdError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            PushCmdError::NoHost => exit::USAGE,
+            PushCmdError::Build(_) => exit::BUILD,
+            PushCmdError::Push(error) => error.exit_code(),
+        }
+    }
+}
+
+/// Runs the push and returns the process exit status; errors are printed here.
+pub fn run(args: &PushArgs) -> i32 {
+    match execute(args) {
+        Ok(()) => 0,
+        Err(error) => {
+            let code = error.exit_code();
+            eprintln!("{:?}", miette::Report::new(error));
+            code
+        }
+    }
+}
+
+fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
+    // Where to push is settled (and the name resolved) before the slow build.
+    let (host, port) = destination(args)?;
+    let target = push::resolve(&host, port)?;
+    let firmware = build::build(&args.build)?;
+    let images = [read_image(&firmware, SlotId::User1)?, read_image(&firmware, SlotId::User2)?];
+    let timeouts =
+        Timeouts { connect: args.connect_timeout, reply: args.timeout, reboot: args.reboot_timeout };
+
+    status("Pushing", &format!("{} {} to {target}", firmware.package.name, firmware.package.version));
+    let mut shown = Shown::default();
+    let pushed = push::push(&target, [&images[0], &images[1]], &timeouts, &mut |p| shown.progress(p));
+    shown.finish();
+    let pushed = pushed?;
+    let what = format!(
+        "{} ({} {}, build {})",
+        pushed.slot.file_name(),
+        firmware.package.name,
+        firmware.package.version,
+        firmware.build_id_hex()
+    );
+    if args.no_verify {
+        println!("pushed {what} to {target}; the device reboots into it (not checked: --no-verify)");
+        return Ok(());
+    }
+    let running = push::await_return(&target, &timeouts, &mut |p| shown.progress(p))?;
+    if running != pushed.slot {
+        return Err(PushError::Reverted { pushed: pushed.slot, running }.into());
+    }
+    status("Verified", &format!("the device came back on {}", running));
+    println!("pushed {what} to {target}; the device now runs {running}");
+    Ok(())
+}
+
+/// Host from --host, $TCPFLASH_HOST, then the firmware's metadata; port from --port, the
+/// metadata, then the agent's default.
+fn destination(args: &PushArgs) -> Result<(String, u16), PushCmdError> {
+    let env_host = std::env::var(HOST_ENV).ok().filter(|host| !host.trim().is_empty());
+    let given = args.host.clone().or(env_host);
+    if let (Some(host), Some(port)) = (&given, args.port) {
+        return Ok((host.clone(), port));
+    }
+    let metadata = FirmwarePackage::locate(&args.build)?.metadata;
+    let host = given.or(metadata.host).ok_or(PushCmdError::NoHost)?;
+    Ok((host, args.port.or(metadata.port).unwrap_or(DEFAULT_PORT)))
+}
+
+fn read_image(firmware: &Firmware, slot: SlotId) -> Result<Vec<u8>, BuildError> {
+    let path = &firmware.slot(slot).bin;
+    std::fs::read(path).map_err(|source| BuildError::Io { path: path.clone(), source })
+}
+
+/// Status lines and the progress bar.
+#[derive(Default)]
+struct Shown {
+    bar: Option<ProgressBar>,
+}
+
+impl Shown {
+    fn progress(&mut self, progress: Progress<'_>) {
+        match progress {
+            Progress::Connected(addr) => status("Connected", &format!("to {addr}")),
+            Progress::Reply(line) => self.println("Device", line),
+            Progress::Sending { slot, len } => {
+                self.println("Sending", &format!("{} ({len} bytes)", slot.file_name()));
+                self.bar = Some(progress_bar(u64::from(len)));
+            }
+            Progress::Sent(n) => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(n as u64);
+                }
+            }
+            Progress::Verifying => self.finish(),
+            Progress::AwaitingReboot => status("Waiting", "for the device to reboot and answer again"),
+            Progress::Retrying => {}
+        }
+    }
+
+    /// A status line that does not tear the progress bar.
+    fn println(&self, verb: &str, what: &str) {
+        match &self.bar {
+            Some(bar) if !bar.is_hidden() => bar.suspend(|| status(verb, what)),
+            _ => status(verb, what),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Bytes sent and the rate; drawn only when stderr is a terminal.
+fn progress_bar(total: u64) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(total), target);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>12.cyan.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ({eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix("Sending");
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
