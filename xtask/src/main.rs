@@ -26,6 +26,9 @@ enum Command {
     /// The virtual ESP8266: serve the real agent on 127.0.0.1 with its flash in a file
     /// (`sim status` describes a flash file).
     Sim(xtask::sim::SimArgs),
+    /// The whole flow without a board: build example-blinky, start the virtual ESP8266, push
+    /// twice through `cargo tcpflash` (user2, then user1), show the status after each.
+    Demo(xtask::demo::DemoArgs),
 }
 
 fn main() -> miette::Result<()> {
@@ -51,6 +54,7 @@ fn main() -> miette::Result<()> {
             }
         }
         Command::Sim(args) => xtask::sim::run(&args)?,
+        Command::Demo(args) => xtask::demo::run(&args)?,
     }
     Ok(())
 }

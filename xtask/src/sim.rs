@@ -172,11 +172,26 @@ fn open_or_install(path: &Path, args: &ServeArgs) -> Result<(FileFlash, &'static
             (firmware.layout, read("image", &firmware.slot(SlotId::User1).bin)?)
         }
     };
-    let (bootloader_name, bootloader) = match &args.bootloader {
-        Some(file) => (file.display().to_string(), read("bootloader", file)?),
-        None => ("the virtual device's stand-in for rBoot".to_owned(), stand_in_bootloader(layout)),
+    let bootloader = match &args.bootloader {
+        Some(file) => Some((file.display().to_string(), read("bootloader", file)?)),
+        None => None,
     };
-    let regions = flasher::plan_install(layout, &bootloader_name, bootloader, user1)?;
+    let flash = factory_install(path, layout, user1, bootloader)?;
+    Ok((flash, layout))
+}
+
+/// Creates the flash file of a new virtual device with what `serial-flash` would write:
+/// `bootloader` (name, bytes) or the stand-in at 0x0, the boot config, and `user1`.
+pub fn factory_install(
+    path: &Path,
+    layout: &'static FlashLayout,
+    user1: Vec<u8>,
+    bootloader: Option<(String, Vec<u8>)>,
+) -> Result<FileFlash, SimError> {
+    let (name, bootloader) = bootloader.unwrap_or_else(|| {
+        ("the virtual device's stand-in for rBoot".to_owned(), stand_in_bootloader(layout))
+    });
+    let regions = flasher::plan_install(layout, &name, bootloader, user1)?;
     let parts: Vec<(&str, u32, &[u8])> =
         regions.iter().map(|r| (r.name.as_str(), r.offset, r.data.as_slice())).collect();
     let flash = FileFlash::create(path, layout.flash_size, &parts)
@@ -184,7 +199,7 @@ fn open_or_install(path: &Path, args: &ServeArgs) -> Result<(FileFlash, &'static
     let summary: Vec<String> =
         regions.iter().map(|r| format!("{} at {:#x} ({} bytes)", r.name, r.offset, r.data.len())).collect();
     println!("factory install into {}: {}", path.display(), summary.join(", "));
-    Ok((flash, layout))
+    Ok(flash)
 }
 
 /// A v1 image that rBoot's place at 0x0 holds on the virtual device. Its one DRAM segment

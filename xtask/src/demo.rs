@@ -1,0 +1,260 @@
+//! `cargo xtask demo`: the whole flow on one machine, no board. Checks the tools (installing
+//! what rustup can install), builds example-blinky, starts the virtual ESP8266 on a free
+//! port with a fresh flash file, pushes twice through the real `cargo-tcpflash` binary
+//! (user2, then user1), shows the device's status after each push, and stops the device.
+
+use std::io::BufRead;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cargo_tcpflash::build::{self, BuildError};
+use cargo_tcpflash::cli::BuildArgs;
+use clap::Args;
+use miette::Diagnostic;
+use ota_agent::layout::SlotId;
+use ota_agent::sim::VirtualDevice;
+use thiserror::Error;
+
+use crate::sim::{self, SimError};
+
+const BINUTILS: [&str; 2] = ["xtensa-lx106-elf-as", "xtensa-lx106-elf-ld"];
+const BINUTILS_INSTALL: &str = "sudo apt-get install binutils-xtensa-lx106";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The firmware to build and push (it must call ota_init()).
+    #[arg(long, default_value = "example-blinky/Cargo.toml", value_name = "PATH")]
+    pub manifest_path: PathBuf,
+}
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum DemoError {
+    #[error("rustup is not installed")]
+    #[diagnostic(help("install it from https://rustup.rs, then run `cargo xtask demo` again"))]
+    NoRustup,
+    #[error("`{command}` failed")]
+    #[diagnostic(help(
+        "run it yourself to see why (network access to static.rust-lang.org is needed), then retry"
+    ))]
+    InstallFailed { command: String },
+    #[error("`{tool}` is not on PATH: the firmware is assembled and linked with GNU binutils for lx106")]
+    #[diagnostic(help("install them with: {install}"))]
+    NoBinutils { tool: &'static str, install: &'static str },
+    #[error("cannot read the firmware's toolchain file {}", path.display())]
+    #[diagnostic(help(
+        "the firmware folder needs a rust-toolchain.toml naming its nightly (`channel = \"nightly-...\"`)"
+    ))]
+    ToolchainFile { path: PathBuf },
+    #[error("cannot run `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`cargo build -p cargo-tcpflash` failed")]
+    #[diagnostic(help("cargo's errors are printed above"))]
+    BuildTcpflash,
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Sim(#[from] SimError),
+    #[error("push {number} failed: `cargo tcpflash` exited with {status}")]
+    #[diagnostic(help("its error is printed above"))]
+    Push { number: usize, status: std::process::ExitStatus },
+    #[error("after push {number} the device runs {found}, not {expected}")]
+    WrongSlot { number: usize, expected: &'static str, found: String },
+    #[error("cannot create a temporary folder for the flash file")]
+    TempDir(#[source] std::io::Error),
+}
+
+/// The repository root (xtask sits one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
+    let root = workspace_root();
+    let manifest = if args.manifest_path.is_absolute() {
+        args.manifest_path.clone()
+    } else {
+        root.join(&args.manifest_path)
+    };
+    let firmware_dir = manifest.parent().unwrap_or(&root).to_path_buf();
+
+    step("Checking the tools");
+    let channel = pinned_channel(&firmware_dir)?;
+    ensure_toolchain(&channel)?;
+    ensure_binutils()?;
+
+    step("Building the firmware for both slots");
+    let build_args = BuildArgs { manifest_path: Some(manifest.clone()), ..BuildArgs::default() };
+    let firmware = build::build(&build_args)?;
+    print!("{}", cargo_tcpflash::build_cmd::summary(&firmware));
+
+    step("Building cargo-tcpflash");
+    let tcpflash = build_tcpflash_binary(&root)?;
+
+    step("Starting the virtual ESP8266");
+    let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
+    let flash_path = dir.path().join("esp8266-flash.bin");
+    let user1 = std::fs::read(&firmware.slot(SlotId::User1).bin)
+        .map_err(|source| BuildError::Io { path: firmware.slot(SlotId::User1).bin.clone(), source })?;
+    let flash = sim::factory_install(&flash_path, firmware.layout, user1, None)?;
+    let mut device = VirtualDevice::new(flash, firmware.layout).expect("the flash was made for this layout");
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| SimError::Listen { port: 0, source })?;
+    let port = listener.local_addr().map_err(|source| SimError::Listen { port: 0, source })?.port();
+    println!("virtual ESP8266 listening on 127.0.0.1:{port}, flash in {}", flash_path.display());
+    let stop = Arc::new(AtomicBool::new(false));
+    let device_stop = Arc::clone(&stop);
+    let device_thread = std::thread::spawn(move || {
+        device.serve(&listener, &device_stop, &mut |event| println!("  [virtual ESP8266] {event}"))
+    });
+
+    let result = (|| {
+        for (number, expected) in [(1, SlotId::User2), (2, SlotId::User1)] {
+            step(&format!("Push {number}: cargo tcpflash --host 127.0.0.1 --port {port}"));
+            let status = Command::new(&tcpflash)
+                .args(["tcpflash", "--host", "127.0.0.1", "--port", &port.to_string(), "--manifest-path"])
+                .arg(&manifest)
+                .status()
+                .map_err(|source| DemoError::Spawn { command: tcpflash.display().to_string(), source })?;
+            if !status.success() {
+                return Err(DemoError::Push { number, status });
+            }
+            let status = sim::status_json(&flash_path, None)?;
+            println!("status: {status}");
+            let booted = status["booted_slot"].as_str().unwrap_or("none").to_owned();
+            if booted != expected.name() {
+                return Err(DemoError::WrongSlot { number, expected: expected.name(), found: booted });
+            }
+        }
+        Ok(())
+    })();
+
+    step("Stopping the virtual ESP8266");
+    stop.store(true, Ordering::SeqCst);
+    let served = device_thread.join().expect("the device thread does not panic");
+    result?;
+    served.map_err(SimError::Serve)?;
+    println!("demo: pushed user2, then user1, to the virtual ESP8266; both came back on the new slot");
+    Ok(())
+}
+
+fn step(what: &str) {
+    println!("\n==> {what}");
+}
+
+/// The nightly the firmware pins in its rust-toolchain.toml.
+pub fn pinned_channel(firmware_dir: &Path) -> Result<String, DemoError> {
+    let path = firmware_dir.join("rust-toolchain.toml");
+    let text = std::fs::read_to_string(&path).map_err(|_| DemoError::ToolchainFile { path: path.clone() })?;
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|value| value.trim().trim_matches('"').to_owned())
+        .find(|value| !value.is_empty())
+        .ok_or(DemoError::ToolchainFile { path })
+}
+
+/// Installs the pinned toolchain and its `rust-src` through rustup when missing.
+fn ensure_toolchain(channel: &str) -> Result<(), DemoError> {
+    let installed = output("rustup", &["toolchain", "list"]).ok_or(DemoError::NoRustup)?;
+    if !installed.lines().any(|line| line.starts_with(channel)) {
+        let args = ["toolchain", "install", channel, "--profile", "minimal", "--component", "rust-src"];
+        install("rustup", &args)?;
+    }
+    let components =
+        output("rustup", &["component", "list", "--installed", "--toolchain", channel]).unwrap_or_default();
+    if !components.lines().any(|line| line.starts_with("rust-src")) {
+        install("rustup", &["component", "add", "rust-src", "--toolchain", channel])?;
+    }
+    println!("toolchain {channel} with rust-src: ok");
+    Ok(())
+}
+
+/// The lx106 binutils come from the system's packages: named, not installed (that needs root).
+fn ensure_binutils() -> Result<(), DemoError> {
+    for tool in BINUTILS {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()) {
+            return Err(DemoError::NoBinutils { tool, install: BINUTILS_INSTALL });
+        }
+    }
+    println!("binutils for lx106: ok");
+    Ok(())
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn install(program: &str, args: &[&str]) -> Result<(), DemoError> {
+    let command = format!("{program} {}", args.join(" "));
+    println!("installing: {command}");
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|source| DemoError::Spawn { command: command.clone(), source })?;
+    if status.success() { Ok(()) } else { Err(DemoError::InstallFailed { command }) }
+}
+
+/// Builds the `cargo-tcpflash` binary of this workspace and returns its path (from cargo's
+/// own report, so `CARGO_TARGET_DIR` and profiles are respected).
+pub fn build_tcpflash_binary(root: &Path) -> Result<PathBuf, DemoError> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut child = Command::new(&cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "-p",
+            "cargo-tcpflash",
+            "--bin",
+            "cargo-tcpflash",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|source| DemoError::Spawn { command: "cargo build -p cargo-tcpflash".into(), source })?;
+    let mut executable = None;
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let Ok(line) = line else { break };
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if message["reason"] == "compiler-artifact"
+            && message["target"]["name"] == "cargo-tcpflash"
+            && let Some(path) = message["executable"].as_str()
+        {
+            executable = Some(PathBuf::from(path));
+        }
+    }
+    let status = child.wait().map_err(|source| DemoError::Spawn { command: "cargo build".into(), source })?;
+    match executable {
+        Some(path) if status.success() => Ok(path),
+        _ => Err(DemoError::BuildTcpflash),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_pinned_channel_of_example_blinky() {
+        let channel = pinned_channel(&workspace_root().join("example-blinky")).unwrap();
+        assert!(channel.starts_with("nightly-20"), "{channel}");
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(pinned_channel(dir.path()), Err(DemoError::ToolchainFile { .. })));
+        std::fs::write(
+            dir.path().join("rust-toolchain.toml"),
+            "[toolchain]\nchannel = \"nightly-2030-01-02\"\n",
+        )
+        .unwrap();
+        assert_eq!(pinned_channel(dir.path()).unwrap(), "nightly-2030-01-02");
+    }
+}
