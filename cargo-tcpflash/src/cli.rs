@@ -54,6 +54,9 @@ pub struct BuildArgs {
     /// Build with the given cargo profile.
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
+    /// Directory for all generated artifacts (default: cargo's, from the firmware's metadata).
+    #[arg(long, value_name = "DIRECTORY")]
+    pub target_dir: Option<PathBuf>,
     /// Flash layout: 512KB, 1MB, 2MB or 4MB (default: metadata, else 1MB).
     #[arg(long, value_name = "LAYOUT")]
     pub layout: Option<String>,

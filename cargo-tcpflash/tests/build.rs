@@ -94,11 +94,11 @@ fn builds_example_blinky_for_both_slots_like_esptool() {
 #[test]
 fn slot_elfs_differ_only_in_absolute_irom_addresses() {
     let layout = FlashLayout::by_name("512KB").unwrap();
-    assert_ok(&run(tcpflash(
-        &repo(),
-        &["build", "--manifest-path", "example-blinky/Cargo.toml", "--layout", "512KB"],
-    )));
-    let dir = out_dir(layout);
+    // Also: --target-dir puts everything (cargo's output and ours) in the given directory.
+    let target = repo().join("target/firmware-fixtures");
+    let args = ["build", "--manifest-path", "example-blinky/Cargo.toml", "--layout", "512KB", "--target-dir"];
+    assert_ok(&run(tcpflash(&repo(), &args).arg(&target)));
+    let dir = target.join("tcpflash/512KB");
     let read = |slot: SlotId| std::fs::read(dir.join(format!("{slot}.elf"))).unwrap();
     let (one, two) = (read(SlotId::User1), read(SlotId::User2));
     let (one, two) = (ElfFile::new(&one).unwrap(), ElfFile::new(&two).unwrap());

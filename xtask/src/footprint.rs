@@ -71,8 +71,14 @@ impl Footprint {
 
 /// Builds `manifest` twice (without, then with the `ota` feature) and measures user1.elf.
 pub fn measure(manifest: PathBuf) -> Result<Footprint, FootprintError> {
-    let mut args =
-        BuildArgs { manifest_path: Some(manifest), no_default_features: true, ..BuildArgs::default() };
+    // Its own target dir: toggling features must not change the images other tools read.
+    let target_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/footprint");
+    let mut args = BuildArgs {
+        manifest_path: Some(manifest),
+        target_dir: Some(target_dir),
+        no_default_features: true,
+        ..BuildArgs::default()
+    };
     let without = build::build(&args)?;
     let without = Sizes::of_elf(&without.slots[0].elf).map_err(FootprintError::Elf)?;
     args.no_default_features = false;

@@ -78,7 +78,12 @@ impl FirmwarePackage {
             version: package.version.to_string(),
             manifest_path: package.manifest_path.clone().into(),
             bin,
-            target_dir: metadata.target_directory.clone().into(),
+            target_dir: match &args.target_dir {
+                Some(dir) => {
+                    std::path::absolute(dir).map_err(|source| BuildError::Io { path: dir.clone(), source })?
+                }
+                None => metadata.target_directory.clone().into(),
+            },
             metadata: tcpflash,
         })
     }
@@ -227,6 +232,8 @@ pub fn compile(
         .arg("--manifest-path")
         .arg(&package.manifest_path)
         .args(["--package", &package.name, "--bin", &package.bin, "--profile", profile])
+        .arg("--target-dir")
+        .arg(&package.target_dir)
         .arg("--target")
         .arg(target_spec)
         .args(["-Zbuild-std=core", "-Zbuild-std-features=compiler-builtins-mem", "-Zjson-target-spec"])

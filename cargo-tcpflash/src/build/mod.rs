@@ -309,24 +309,30 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
         let map = out_dir.join(format!("{}.map", slot.id));
         let bin = out_dir.join(format!("{}.bin", slot.id));
         write_if_changed(&script, &link::linker_script(&slot))?;
+        let (elf_staged, map_staged) = (staged(&elf), staged(&map));
         run_binutil(
             Command::new(&linker)
                 .arg("-T")
                 .arg(&script)
                 .arg("--gc-sections")
                 .arg("-Map")
-                .arg(&map)
+                .arg(&map_staged)
                 .arg("-o")
-                .arg(&elf)
+                .arg(&elf_staged)
                 .args(&objects),
             LD,
             &script,
         )?;
-        let elf_bytes = std::fs::read(&elf).map_err(|source| BuildError::Io { path: elf.clone(), source })?;
+        let elf_bytes = std::fs::read(&elf_staged)
+            .map_err(|source| BuildError::Io { path: elf_staged.clone(), source })?;
         let image = elf2image::elf_to_image(&elf_bytes, params)?;
         elf2image::check_fits(image.len() as u64, &slot)?;
         let image_len = image.len() as u32;
-        std::fs::write(&bin, &image).map_err(|source| BuildError::Io { path: bin.clone(), source })?;
+        let bin_staged = staged(&bin);
+        std::fs::write(&bin_staged, &image).map_err(|source| BuildError::Io { path: bin.clone(), source })?;
+        for (from, to) in [(&elf_staged, &elf), (&map_staged, &map), (&bin_staged, &bin)] {
+            publish(from, to)?;
+        }
         Ok(SlotBuild { slot, elf, bin, map, image_len })
     });
     let [user1, user2] = slots;
@@ -351,11 +357,25 @@ fn read_extra_asm(package: &FirmwarePackage) -> Result<Vec<(PathBuf, String)>, B
 }
 
 fn assemble(assembler: &Path, source: &Path, object: &Path) -> Result<(), BuildError> {
+    let object_staged = staged(object);
     run_binutil(
-        Command::new(assembler).arg("--text-section-literals").arg(source).arg("-o").arg(object),
+        Command::new(assembler).arg("--text-section-literals").arg(source).arg("-o").arg(&object_staged),
         AS,
         source,
-    )
+    )?;
+    publish(&object_staged, object)
+}
+
+/// Where an output is written before it is moved into place. Outputs appear whole, so a
+/// build running at the same time (another test, another terminal) never reads a torn file.
+fn staged(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+fn publish(staged: &Path, path: &Path) -> Result<(), BuildError> {
+    std::fs::rename(staged, path).map_err(|source| BuildError::Io { path: path.to_path_buf(), source })
 }
 
 /// Identifies the code, not the slot: both slot builds of one source share it.
@@ -422,7 +442,9 @@ fn write_if_changed(path: &Path, text: &str) -> Result<(), BuildError> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
         return Ok(());
     }
-    std::fs::write(path, text).map_err(|source| BuildError::Io { path: path.to_path_buf(), source })
+    let staged = staged(path);
+    std::fs::write(&staged, text).map_err(|source| BuildError::Io { path: path.to_path_buf(), source })?;
+    publish(&staged, path)
 }
 
 fn make_executable(path: &Path) -> Result<(), BuildError> {
