@@ -2,12 +2,22 @@
 //!
 //! Table-driven crates keep 1 KB to 16 KB of tables in `.rodata`, which is DRAM on the
 //! ESP8266 (80 KB in all). Processing a nibble at a time needs 16 entries: 64 bytes, and
-//! verifying a 500 KB image still costs only a fraction of the time reading it takes.
+//! verifying a 500 KB image still costs only a fraction of the time reading it takes. The
+//! table itself lives in IROM, so the agent's CRC costs no RAM at all.
 
 const POLYNOMIAL: u32 = 0xEDB8_8320;
 
-/// The CRC of each 4-bit value: what four bitwise steps do to the low nibble.
-const NIBBLE_TABLE: [u32; 16] = nibble_table();
+/// The CRC of each 4-bit value: what four bitwise steps do to the low nibble. In IROM on
+/// the ESP8266, where only aligned 32-bit loads work: read it with [`nibble_entry`].
+#[cfg_attr(target_arch = "xtensa", unsafe(link_section = ".irom0.text.ota_crc_nibbles"))]
+static NIBBLE_TABLE: [u32; 16] = nibble_table();
+
+/// The table entry for the low nibble of `crc`, by one volatile 32-bit load (the compiler
+/// may not narrow it into a byte load, which IROM would refuse).
+fn nibble_entry(crc: u32) -> u32 {
+    // SAFETY: an aligned, initialised u32 of a static.
+    unsafe { core::ptr::read_volatile(&NIBBLE_TABLE[(crc & 0xF) as usize]) }
+}
 
 const fn nibble_table() -> [u32; 16] {
     let mut table = [0u32; 16];
@@ -46,8 +56,8 @@ impl Crc32 {
         let mut crc = self.state;
         for &byte in bytes {
             crc ^= u32::from(byte);
-            crc = (crc >> 4) ^ NIBBLE_TABLE[(crc & 0xF) as usize];
-            crc = (crc >> 4) ^ NIBBLE_TABLE[(crc & 0xF) as usize];
+            crc = (crc >> 4) ^ nibble_entry(crc);
+            crc = (crc >> 4) ^ nibble_entry(crc);
         }
         self.state = crc;
     }

@@ -6,6 +6,9 @@
 //! which firmware a slot holds. `cargo tcpflash build` generates it; firmware crates do not
 //! write it themselves.
 
+use crate::irom_text;
+use crate::text::{self, Arg, Message, Sink};
+
 /// `TCF1` in little-endian byte order.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"TCF1");
 pub const SIZE: usize = 64;
@@ -46,15 +49,25 @@ pub enum DescriptorError {
     TooLong,
 }
 
+irom_text! {
+    BAD_MAGIC = "no tcpflash descriptor (found {} where `TCF1` belongs)";
+    BAD_TEXT = "descriptor text is not UTF-8";
+    TOO_LONG = "descriptor name or version is too long";
+}
+
+impl Message for DescriptorError {
+    fn write_message<S: Sink + ?Sized>(&self, out: &mut S) {
+        match *self {
+            DescriptorError::BadMagic(found) => out.push_template(BAD_MAGIC, &[Arg::hex_word(found)]),
+            DescriptorError::BadText => out.push_text(BAD_TEXT),
+            DescriptorError::TooLong => out.push_text(TOO_LONG),
+        }
+    }
+}
+
 impl core::fmt::Display for DescriptorError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            DescriptorError::BadMagic(found) => {
-                write!(f, "no tcpflash descriptor (found {found:#010x} where `TCF1` belongs)")
-            }
-            DescriptorError::BadText => f.write_str("descriptor text is not UTF-8"),
-            DescriptorError::TooLong => f.write_str("descriptor name or version is too long"),
-        }
+        text::display(self, f)
     }
 }
 
@@ -81,8 +94,8 @@ impl Descriptor {
             version: field(bytes, VERSION_AT),
             name: field(bytes, NAME_AT),
         };
-        text(&descriptor.version)?;
-        text(&descriptor.name)?;
+        check_text(&descriptor.version)?;
+        check_text(&descriptor.name)?;
         Ok(descriptor)
     }
 
@@ -134,16 +147,118 @@ fn pad<const N: usize>(value: &str) -> Result<[u8; N], DescriptorError> {
 }
 
 fn text(field: &[u8]) -> Result<&str, DescriptorError> {
+    let len = check_text(field)?;
+    core::str::from_utf8(&field[..len]).map_err(|_| DescriptorError::BadText)
+}
+
+/// The length of a NUL-padded UTF-8 field, or why it is not one.
+fn check_text(field: &[u8]) -> Result<usize, DescriptorError> {
     let len = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    if field[len..].iter().any(|&b| b != 0) {
+    if field[len..].iter().any(|&b| b != 0) || !is_utf8(&field[..len]) {
         return Err(DescriptorError::BadText);
     }
-    core::str::from_utf8(&field[..len]).map_err(|_| DescriptorError::BadText)
+    Ok(len)
+}
+
+/// What `core::str::from_utf8(bytes).is_ok()` says, without the 256-byte table core's
+/// version keeps in `.rodata` (DRAM on the ESP8266). Speed does not matter for 48 bytes.
+fn is_utf8(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    while at < bytes.len() {
+        let lead = bytes[at];
+        // The sequence's length and the smallest code point it may carry (less is overlong).
+        let (len, min) = if lead < 0x80 {
+            at += 1;
+            continue;
+        } else if lead & 0xE0 == 0xC0 {
+            (2, 0x80)
+        } else if lead & 0xF0 == 0xE0 {
+            (3, 0x800)
+        } else if lead & 0xF8 == 0xF0 {
+            (4, 0x1_0000)
+        } else {
+            return false;
+        };
+        let Some(tail) = bytes.get(at + 1..at + len) else { return false };
+        let mut code = u32::from(lead) & (0x7F >> len);
+        for &byte in tail {
+            if byte & 0xC0 != 0x80 {
+                return false;
+            }
+            code = code << 6 | u32::from(byte & 0x3F);
+        }
+        if code < min || code > 0x10_FFFF || (0xD800..=0xDFFF).contains(&code) {
+            return false;
+        }
+        at += len;
+    }
+    true
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    #[test]
+    fn utf8_check_agrees_with_core_on_the_edges() {
+        let cases: [&[u8]; 22] = [
+            b"",
+            b"plain",
+            "é€𝄞".as_bytes(),
+            b"\x7f",
+            b"\xc2\x80",
+            b"\xdf\xbf",
+            b"\xef\xbf\xbf",
+            b"\xf4\x8f\xbf\xbf",
+            b"\xc0\x80",         // overlong NUL
+            b"\xc1\xbf",         // overlong
+            b"\xe0\x9f\xbf",     // overlong 3-byte
+            b"\xf0\x8f\xbf\xbf", // overlong 4-byte
+            b"\xed\xa0\x80",     // surrogate
+            b"\xed\x9f\xbf",     // last before the surrogates
+            b"\xf4\x90\x80\x80", // past U+10FFFF
+            b"\xf8\x88\x80\x80\x80",
+            b"\xff",
+            b"\x80",
+            b"\xc2", // cut short
+            b"\xe2\x82",
+            b"\xc2A",
+            b"a\xf0\x9d\x84\x9eb",
+        ];
+        for bytes in cases {
+            assert_eq!(is_utf8(bytes), core::str::from_utf8(bytes).is_ok(), "{bytes:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn utf8_check_agrees_with_core(
+            bytes in proptest::collection::vec(any::<u8>(), 0..12),
+            text in ".{0,8}",
+            flip in any::<(usize, u8)>(),
+        ) {
+            prop_assert_eq!(is_utf8(&bytes), core::str::from_utf8(&bytes).is_ok());
+            let mut text = text.into_bytes();
+            prop_assert!(is_utf8(&text));
+            if !text.is_empty() {
+                let at = flip.0 % text.len();
+                text[at] ^= flip.1;
+                prop_assert_eq!(is_utf8(&text), core::str::from_utf8(&text).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn messages_read_as_before() {
+        assert_eq!(
+            DescriptorError::BadMagic(0x3146_4354).to_string(),
+            "no tcpflash descriptor (found 0x31464354 where `TCF1` belongs)"
+        );
+        assert_eq!(DescriptorError::BadText.to_string(), "descriptor text is not UTF-8");
+        assert_eq!(DescriptorError::TooLong.to_string(), "descriptor name or version is too long");
+    }
 
     #[test]
     fn round_trips_and_keeps_fields_in_place() {

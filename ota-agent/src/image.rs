@@ -11,7 +11,9 @@ use core::fmt;
 use crate::crc::Crc32;
 use crate::descriptor::{self, Descriptor, DescriptorError};
 use crate::flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use crate::irom_text;
 use crate::layout::Slot;
+use crate::text::{self, Arg, IromText, Message, Sink};
 
 /// First byte of a v2 image.
 pub const MAGIC_V2: u8 = 0xEA;
@@ -82,7 +84,14 @@ impl MemoryKind {
     /// The RAM (DRAM or IRAM) that holds all of `addr..addr + len`, the only places the
     /// bootloader can load a segment to.
     pub fn ram_holding(addr: u32, len: u32) -> Option<MemoryKind> {
-        [MemoryKind::Dram, MemoryKind::Iram].into_iter().find(|kind| kind.contains(addr, len))
+        // Spelled out so the ranges stay immediates, not a lookup table in `.rodata`.
+        if MemoryKind::Dram.contains(addr, len) {
+            Some(MemoryKind::Dram)
+        } else if MemoryKind::Iram.contains(addr, len) {
+            Some(MemoryKind::Iram)
+        } else {
+            None
+        }
     }
 }
 
@@ -137,7 +146,10 @@ macro_rules! flash_field {
             }
 
             pub fn from_code(code: u8) -> Option<$name> {
-                Self::ALL.iter().copied().find(|value| value.code() == code)
+                match code {
+                    $($code => Some($name::$variant),)*
+                    _ => None,
+                }
             }
 
             /// esptool's name for the value (`--flash-mode dio`, `--flash-size 2MB-c1`).
@@ -339,60 +351,99 @@ pub enum ImageError {
     NoRom(u32),
 }
 
-impl fmt::Display for ImageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            ImageError::Flash(kind) => write!(f, "flash read failed ({kind:?})"),
+irom_text! {
+    FLASH_READ_FAILED = "flash read failed ({})";
+    OUT_OF_FLASH = "{} bytes at {} are outside the {}-byte flash";
+    SCRATCH_TOO_SMALL = "scratch buffer of {} bytes is too small (need {})";
+    TRUNCATED = "image truncated: its headers need at least {} bytes, it has {}";
+    TRAILING_BYTES = "image is {} bytes but ends after {}";
+    BAD_MAGIC = "not a v2 image (first byte {}, not 0xea)";
+    BAD_V2_MARKER = "not a v2 image (second byte {}, not 0x04)";
+    UNKNOWN_FLASH_MODE = "unknown flash mode code {}";
+    UNKNOWN_FLASH_SIZE = "unknown flash size code {}";
+    UNKNOWN_FLASH_FREQ = "unknown flash frequency code {}";
+    IROM_LENGTH = "IROM length {} is not a multiple of 16";
+    BAD_SEGMENT_MAGIC = "segment header starts with {}, not 0xe9";
+    HEADER_MISMATCH = "the two image headers disagree";
+    TOO_MANY_SEGMENTS = "{} RAM segments, at most {} allowed";
+    SEGMENT_LENGTH = "segment {} length {} is not a multiple of 4";
+    SEGMENT_OUTSIDE_RAM = "segment {} ({} bytes at {}) is outside DRAM and IRAM";
+    CHECKSUM_MISMATCH = "checksum mismatch (stored {}, computed {})";
+    CRC_MISMATCH = "CRC mismatch (stored {}, computed {})";
+    BAD_DESCRIPTOR = "bad slot descriptor: ";
+    NO_DESCRIPTOR = "no tcpflash slot descriptor";
+    TOO_LARGE = "image of {} bytes exceeds the slot's {}";
+    WRONG_SLOT = "image linked for {}, this slot needs {}";
+    SIZE_OVERFLOW = "image larger than 4 GB";
+    NO_ROM = "no ROM at offset {}";
+    // `NorFlashErrorKind`'s `Debug` names.
+    NOT_ALIGNED = "NotAligned";
+    OUT_OF_BOUNDS = "OutOfBounds";
+    OTHER = "Other";
+}
+
+/// `kind` as `{:?}` prints it.
+fn kind_name(kind: NorFlashErrorKind) -> IromText {
+    match kind {
+        NorFlashErrorKind::NotAligned => NOT_ALIGNED,
+        NorFlashErrorKind::OutOfBounds => OUT_OF_BOUNDS,
+        _ => OTHER,
+    }
+}
+
+impl Message for ImageError {
+    fn write_message<S: Sink + ?Sized>(&self, out: &mut S) {
+        use Arg::{Dec, Text};
+        let (template, args): (IromText, &[Arg]) = match *self {
+            ImageError::Flash(kind) => (FLASH_READ_FAILED, &[Text(kind_name(kind))]),
             ImageError::OutOfFlash { offset, len, capacity } => {
-                write!(f, "{len} bytes at {offset:#x} are outside the {capacity}-byte flash")
+                (OUT_OF_FLASH, &[Dec(len), Arg::hex(offset), Dec(capacity)])
             }
             ImageError::ScratchTooSmall { len, min } => {
-                write!(f, "scratch buffer of {len} bytes is too small (need {min})")
+                (SCRATCH_TOO_SMALL, &[Arg::count(len), Arg::count(min)])
             }
-            ImageError::Truncated { needed, len } => {
-                write!(f, "image truncated: its headers need at least {needed} bytes, it has {len}")
-            }
-            ImageError::TrailingBytes { expected, len } => {
-                write!(f, "image is {len} bytes but ends after {expected}")
-            }
-            ImageError::BadMagic(found) => write!(f, "not a v2 image (first byte {found:#04x}, not 0xea)"),
-            ImageError::BadV2Marker(found) => {
-                write!(f, "not a v2 image (second byte {found:#04x}, not 0x04)")
-            }
-            ImageError::UnknownFlashMode(code) => write!(f, "unknown flash mode code {code:#x}"),
-            ImageError::UnknownFlashSize(code) => write!(f, "unknown flash size code {code:#x}"),
-            ImageError::UnknownFlashFreq(code) => write!(f, "unknown flash frequency code {code:#x}"),
-            ImageError::IromLength(len) => write!(f, "IROM length {len} is not a multiple of 16"),
-            ImageError::BadSegmentMagic(found) => {
-                write!(f, "segment header starts with {found:#04x}, not 0xe9")
-            }
-            ImageError::HeaderMismatch => f.write_str("the two image headers disagree"),
+            ImageError::Truncated { needed, len } => (TRUNCATED, &[Dec(needed), Dec(len)]),
+            ImageError::TrailingBytes { expected, len } => (TRAILING_BYTES, &[Dec(len), Dec(expected)]),
+            ImageError::BadMagic(found) => (BAD_MAGIC, &[Arg::hex_byte(found)]),
+            ImageError::BadV2Marker(found) => (BAD_V2_MARKER, &[Arg::hex_byte(found)]),
+            ImageError::UnknownFlashMode(code) => (UNKNOWN_FLASH_MODE, &[Arg::hex(code.into())]),
+            ImageError::UnknownFlashSize(code) => (UNKNOWN_FLASH_SIZE, &[Arg::hex(code.into())]),
+            ImageError::UnknownFlashFreq(code) => (UNKNOWN_FLASH_FREQ, &[Arg::hex(code.into())]),
+            ImageError::IromLength(len) => (IROM_LENGTH, &[Dec(len)]),
+            ImageError::BadSegmentMagic(found) => (BAD_SEGMENT_MAGIC, &[Arg::hex_byte(found)]),
+            ImageError::HeaderMismatch => (HEADER_MISMATCH, &[]),
             ImageError::TooManySegments(count) => {
-                write!(f, "{count} RAM segments, at most {MAX_RAM_SEGMENTS} allowed")
+                (TOO_MANY_SEGMENTS, &[Arg::count(count), Arg::count(MAX_RAM_SEGMENTS)])
             }
-            ImageError::SegmentLength { index, len } => {
-                write!(f, "segment {index} length {len} is not a multiple of 4")
-            }
+            ImageError::SegmentLength { index, len } => (SEGMENT_LENGTH, &[Arg::count(index), Dec(len)]),
             ImageError::SegmentOutsideRam { index, addr, len } => {
-                write!(f, "segment {index} ({len} bytes at {addr:#010x}) is outside DRAM and IRAM")
+                (SEGMENT_OUTSIDE_RAM, &[Arg::count(index), Dec(len), Arg::hex_word(addr)])
             }
             ImageError::ChecksumMismatch { stored, computed } => {
-                write!(f, "checksum mismatch (stored {stored:#04x}, computed {computed:#04x})")
+                (CHECKSUM_MISMATCH, &[Arg::hex_byte(stored), Arg::hex_byte(computed)])
             }
             ImageError::CrcMismatch { stored, computed } => {
-                write!(f, "CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")
+                (CRC_MISMATCH, &[Arg::hex_word(stored), Arg::hex_word(computed)])
             }
-            ImageError::BadDescriptor(error) => write!(f, "bad slot descriptor: {error}"),
-            ImageError::NoDescriptor => f.write_str("no tcpflash slot descriptor"),
-            ImageError::TooLarge { len, capacity } => {
-                write!(f, "image of {len} bytes exceeds the slot's {capacity}")
+            ImageError::BadDescriptor(error) => {
+                out.push_text(BAD_DESCRIPTOR);
+                return error.write_message(out);
             }
+            ImageError::NoDescriptor => (NO_DESCRIPTOR, &[]),
+            ImageError::TooLarge { len, capacity } => (TOO_LARGE, &[Dec(len), Dec(capacity)]),
             ImageError::WrongSlot { linked, expected } => {
-                write!(f, "image linked for {linked:#010x}, this slot needs {expected:#010x}")
+                (WRONG_SLOT, &[Arg::hex_word(linked), Arg::hex_word(expected)])
             }
-            ImageError::SizeOverflow => f.write_str("image larger than 4 GB"),
-            ImageError::NoRom(offset) => write!(f, "no ROM at offset {offset:#x}"),
-        }
+            ImageError::SizeOverflow => (SIZE_OVERFLOW, &[]),
+            ImageError::NoRom(offset) => (NO_ROM, &[Arg::hex(offset)]),
+        };
+        out.push_template(template, args);
+    }
+}
+
+impl fmt::Display for ImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        text::display(self, f)
     }
 }
 
@@ -1299,6 +1350,77 @@ mod tests {
             ImageError::Truncated { needed: 300, len: 212 }.to_string(),
             "image truncated: its headers need at least 300 bytes, it has 212"
         );
+    }
+
+    /// Every reason, as the device sends it and `Display` prints it, word for word what the
+    /// `core::fmt` version said before the texts moved to IROM.
+    #[test]
+    fn every_error_reads_as_its_format_string() {
+        use ImageError::*;
+        let m = u32::MAX;
+        let cases: Vec<(ImageError, String)> = vec![
+            (Flash(NorFlashErrorKind::NotAligned), "flash read failed (NotAligned)".into()),
+            (Flash(NorFlashErrorKind::OutOfBounds), "flash read failed (OutOfBounds)".into()),
+            (Flash(NorFlashErrorKind::Other), "flash read failed (Other)".into()),
+            (
+                OutOfFlash { offset: 0xF00, len: 512, capacity: m },
+                format!("512 bytes at 0xf00 are outside the {m}-byte flash"),
+            ),
+            (
+                ScratchTooSmall { len: 63, min: 64 },
+                "scratch buffer of 63 bytes is too small (need 64)".into(),
+            ),
+            (
+                Truncated { needed: 0, len: 7 },
+                "image truncated: its headers need at least 0 bytes, it has 7".into(),
+            ),
+            (TrailingBytes { expected: 212, len: 216 }, "image is 216 bytes but ends after 212".into()),
+            (BadMagic(0), "not a v2 image (first byte 0x00, not 0xea)".into()),
+            (BadV2Marker(0x5), "not a v2 image (second byte 0x05, not 0x04)".into()),
+            (UnknownFlashMode(9), "unknown flash mode code 0x9".into()),
+            (UnknownFlashSize(0xA), "unknown flash size code 0xa".into()),
+            (UnknownFlashFreq(0xE), "unknown flash frequency code 0xe".into()),
+            (IromLength(113), "IROM length 113 is not a multiple of 16".into()),
+            (BadSegmentMagic(0xEA), "segment header starts with 0xea, not 0xe9".into()),
+            (HeaderMismatch, "the two image headers disagree".into()),
+            (TooManySegments(255), "255 RAM segments, at most 15 allowed".into()),
+            (SegmentLength { index: 14, len: 30 }, "segment 14 length 30 is not a multiple of 4".into()),
+            (
+                SegmentOutsideRam { index: 1, addr: 0x40FE_8000, len: 8 },
+                "segment 1 (8 bytes at 0x40fe8000) is outside DRAM and IRAM".into(),
+            ),
+            (
+                ChecksumMismatch { stored: 0xEF, computed: 1 },
+                "checksum mismatch (stored 0xef, computed 0x01)".into(),
+            ),
+            (
+                CrcMismatch { stored: 1, computed: m },
+                "CRC mismatch (stored 0x00000001, computed 0xffffffff)".into(),
+            ),
+            (
+                BadDescriptor(DescriptorError::BadText),
+                "bad slot descriptor: descriptor text is not UTF-8".into(),
+            ),
+            (
+                BadDescriptor(DescriptorError::BadMagic(0)),
+                "bad slot descriptor: no tcpflash descriptor (found 0x00000000 where `TCF1` belongs)".into(),
+            ),
+            (NoDescriptor, "no tcpflash slot descriptor".into()),
+            (
+                TooLarge { len: 500_000, capacity: 499_712 },
+                "image of 500000 bytes exceeds the slot's 499712".into(),
+            ),
+            (
+                WrongSlot { linked: 0x4020_2010, expected: 0x4028_2010 },
+                "image linked for 0x40202010, this slot needs 0x40282010".into(),
+            ),
+            (SizeOverflow, "image larger than 4 GB".into()),
+            (NoRom(0), "no ROM at offset 0x0".into()),
+            (NoRom(m), "no ROM at offset 0xffffffff".into()),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error.to_string(), expected, "{error:?}");
+        }
     }
 
     proptest! {

@@ -17,4 +17,5 @@ pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod slip;
+pub mod text;
 pub mod writer;

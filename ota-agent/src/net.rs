@@ -29,7 +29,7 @@ use smoltcp::time::{Duration, Instant};
 
 use crate::flash::NorFlash;
 use crate::layout::{FlashLayout, SlotId};
-use crate::protocol::{DEFAULT_PORT, MAX_REPLY_LINE, ReplyLine, reason};
+use crate::protocol::{DEFAULT_PORT, MAX_REPLY_LINE, ReplyLine, in_irom};
 use crate::session::{self, DEFAULT_IDLE_TIMEOUT, Phase, Session, SessionConfig};
 use crate::writer::{SECTOR, SectorBuffer};
 
@@ -255,7 +255,7 @@ impl<'a> OtaAgent<'a> {
                 let _ = socket.listen(self.port);
             }
             State::Established | State::CloseWait => {
-                let _ = socket.send_slice(ReplyLine::error(&reason::BUSY).as_bytes());
+                let _ = socket.send_slice(ReplyLine::error_message(&in_irom::reason::BUSY).as_bytes());
                 socket.close();
                 self.reject_closing_since = Some(now);
             }

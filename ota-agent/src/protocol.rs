@@ -22,6 +22,7 @@
 use core::fmt;
 
 use crate::layout::SlotId;
+use crate::text::{self, Message, Sink};
 
 /// The seed's port: a palindrome near the top of the range.
 pub const DEFAULT_PORT: u16 = 65056;
@@ -59,6 +60,55 @@ pub mod reason {
     pub const UNKNOWN_RUNNING_SLOT: &str = "Boot config names no slot of this layout";
 }
 
+/// The lines above as the device uses them: in IROM, out of its scarce DRAM
+/// ([`crate::text`]). The `&str` constants stay the source of truth.
+pub mod in_irom {
+    use crate::irom_text;
+    use crate::layout::SlotId;
+    use crate::text::IromText;
+
+    irom_text! {
+        pub LINE_END = super::LINE_END;
+        pub OTA = super::OTA;
+        pub GET_NEXT_FLASH = super::GET_NEXT_FLASH;
+        pub FIRMWARE_LENGTH = super::FIRMWARE_LENGTH;
+        pub READY = super::READY;
+        pub FLASHING = super::FLASHING;
+        pub INVALID = super::INVALID;
+        pub SUCCESS = super::SUCCESS;
+        pub ERR_PREFIX = super::ERR_PREFIX;
+        USER1_BIN = SlotId::User1.file_name();
+        USER2_BIN = SlotId::User2.file_name();
+    }
+
+    /// [`SlotId::file_name`].
+    pub fn file_name(slot: SlotId) -> IromText {
+        match slot {
+            SlotId::User1 => USER1_BIN,
+            SlotId::User2 => USER2_BIN,
+        }
+    }
+
+    /// [`super::reason`].
+    pub mod reason {
+        use crate::irom_text;
+        use crate::protocol::reason;
+
+        irom_text! {
+            pub INVALID_PROTOCOL = reason::INVALID_PROTOCOL;
+            pub INVALID_LENGTH = reason::INVALID_LENGTH;
+            pub LENGTH_TOO_BIG = reason::LENGTH_TOO_BIG;
+            pub BUSY = reason::BUSY;
+            pub LINE_TOO_LONG = reason::LINE_TOO_LONG;
+            pub IDLE_TIMEOUT = reason::IDLE_TIMEOUT;
+            pub TOO_MANY_BYTES = reason::TOO_MANY_BYTES;
+            pub TRUNCATED = reason::TRUNCATED;
+            pub REBOOT_PENDING = reason::REBOOT_PENDING;
+            pub UNKNOWN_RUNNING_SLOT = reason::UNKNOWN_RUNNING_SLOT;
+        }
+    }
+}
+
 /// A line the host sends, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -79,26 +129,32 @@ pub enum RequestError {
     LengthTooBig,
 }
 
+impl Message for RequestError {
+    fn write_message<S: Sink + ?Sized>(&self, out: &mut S) {
+        out.push_text(match self {
+            RequestError::Unknown => in_irom::reason::INVALID_PROTOCOL,
+            RequestError::InvalidLength => in_irom::reason::INVALID_LENGTH,
+            RequestError::LengthTooBig => in_irom::reason::LENGTH_TOO_BIG,
+        });
+    }
+}
+
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RequestError::Unknown => reason::INVALID_PROTOCOL,
-            RequestError::InvalidLength => reason::INVALID_LENGTH,
-            RequestError::LengthTooBig => reason::LENGTH_TOO_BIG,
-        })
+        text::display(self, f)
     }
 }
 
 impl Request {
     /// Decodes one line, line end already removed. Matches whole lines exactly.
     pub fn parse(line: &[u8]) -> Result<Request, RequestError> {
-        if line == OTA.as_bytes() {
+        if in_irom::OTA.is(line) {
             return Ok(Request::Ota);
         }
-        if line == GET_NEXT_FLASH.as_bytes() {
+        if in_irom::GET_NEXT_FLASH.is(line) {
             return Ok(Request::GetNextFlash);
         }
-        if let Some(digits) = line.strip_prefix(FIRMWARE_LENGTH.as_bytes()) {
+        if let Some(digits) = in_irom::FIRMWARE_LENGTH.strip_from(line) {
             return match parse_decimal(digits)? {
                 0 => Err(RequestError::InvalidLength),
                 len => Ok(Request::FirmwareLength(len)),
@@ -109,13 +165,16 @@ impl Request {
 
     /// Appends this request, line end included, to `out`.
     pub fn encode<const N: usize>(&self, out: &mut LineBuf<N>) {
-        use fmt::Write;
         // Requests are short; `LineBuf` truncates rather than fail if N is too small.
-        let _ = match self {
-            Request::Ota => write!(out, "{OTA}{LINE_END}"),
-            Request::GetNextFlash => write!(out, "{GET_NEXT_FLASH}{LINE_END}"),
-            Request::FirmwareLength(len) => write!(out, "{FIRMWARE_LENGTH}{len}{LINE_END}"),
-        };
+        match *self {
+            Request::Ota => out.push_text(in_irom::OTA),
+            Request::GetNextFlash => out.push_text(in_irom::GET_NEXT_FLASH),
+            Request::FirmwareLength(len) => {
+                out.push_text(in_irom::FIRMWARE_LENGTH);
+                out.push_dec(len);
+            }
+        }
+        out.push_text(in_irom::LINE_END);
     }
 }
 
@@ -168,15 +227,19 @@ impl<'a> Reply<'a> {
     }
 
     /// This reply as one line, ready for a single write.
+    // Inlined, a constant reply becomes one call with its text; out of line, each would
+    // be a `Reply` constant in `.rodata`, DRAM on the ESP8266.
+    #[inline]
     pub fn encode(&self) -> ReplyLine {
-        match self {
-            Reply::NextSlot(slot) => ReplyLine::text(slot.file_name()),
-            Reply::Ready => ReplyLine::text(READY),
-            Reply::Flashing => ReplyLine::text(FLASHING),
-            Reply::Invalid => ReplyLine::text(INVALID),
-            Reply::Success => ReplyLine::text(SUCCESS),
-            Reply::Error(reason) => ReplyLine::error(reason),
-        }
+        let text = match *self {
+            Reply::NextSlot(slot) => in_irom::file_name(slot),
+            Reply::Ready => in_irom::READY,
+            Reply::Flashing => in_irom::FLASHING,
+            Reply::Invalid => in_irom::INVALID,
+            Reply::Success => in_irom::SUCCESS,
+            Reply::Error(reason) => return ReplyLine::error_message(reason),
+        };
+        ReplyLine::line(&text)
     }
 }
 
@@ -222,6 +285,12 @@ impl<const N: usize> Default for LineBuf<N> {
     }
 }
 
+impl<const N: usize> Sink for LineBuf<N> {
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        self.push(bytes);
+    }
+}
+
 impl<const N: usize> fmt::Write for LineBuf<N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         if self.push(s.as_bytes()) == s.len() { Ok(()) } else { Err(fmt::Error) }
@@ -237,21 +306,36 @@ impl<const N: usize> fmt::Debug for LineBuf<N> {
 impl ReplyLine {
     /// `text` CR LF.
     pub fn text(text: &str) -> ReplyLine {
+        ReplyLine::line(text)
+    }
+
+    /// `message` CR LF, cut to one line like [`ReplyLine::error_message`]. Uses no `core::fmt`.
+    pub fn line<M: Message + ?Sized>(message: &M) -> ReplyLine {
         let mut line = ReplyLine::new();
-        line.push_clipped(text.as_bytes());
-        line.push(LINE_END.as_bytes());
+        message.write_message(&mut Clipped { line: &mut line });
+        line.push_text(in_irom::LINE_END);
         line
     }
 
     /// `ERR: <reason>` CR LF. A reason too long for one line is cut; CR and LF inside it
-    /// become spaces, so the reply always stays exactly one line.
+    /// become spaces, so the reply always stays exactly one line. The device's errors go
+    /// through [`ReplyLine::error_message`] instead, which needs no `core::fmt`.
     pub fn error(reason: &dyn fmt::Display) -> ReplyLine {
         use fmt::Write;
         let mut line = ReplyLine::new();
-        line.push(ERR_PREFIX.as_bytes());
+        line.push_text(in_irom::ERR_PREFIX);
         let mut body = Clipped { line: &mut line };
         let _ = write!(body, "{reason}");
-        line.push(LINE_END.as_bytes());
+        line.push_text(in_irom::LINE_END);
+        line
+    }
+
+    /// `ERR: <reason>` CR LF, cut to one line like [`ReplyLine::error`].
+    pub fn error_message<M: Message + ?Sized>(reason: &M) -> ReplyLine {
+        let mut line = ReplyLine::new();
+        line.push_text(in_irom::ERR_PREFIX);
+        reason.write_message(&mut Clipped { line: &mut line });
+        line.push_text(in_irom::LINE_END);
         line
     }
 
@@ -269,6 +353,12 @@ impl ReplyLine {
 
 struct Clipped<'a> {
     line: &'a mut ReplyLine,
+}
+
+impl Sink for Clipped<'_> {
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        self.line.push_clipped(bytes);
+    }
 }
 
 impl fmt::Write for Clipped<'_> {
@@ -407,6 +497,54 @@ mod tests {
         assert!(line.as_bytes().ends_with(b"x\r\n"));
         let line = ReplyLine::error(&"two\r\nlines");
         assert_eq!(line.as_bytes(), b"ERR: two  lines\r\n");
+    }
+
+    #[test]
+    fn the_irom_copies_are_the_protocol_strings() {
+        let pairs = [
+            (in_irom::LINE_END, LINE_END),
+            (in_irom::OTA, OTA),
+            (in_irom::GET_NEXT_FLASH, GET_NEXT_FLASH),
+            (in_irom::FIRMWARE_LENGTH, FIRMWARE_LENGTH),
+            (in_irom::READY, READY),
+            (in_irom::FLASHING, FLASHING),
+            (in_irom::INVALID, INVALID),
+            (in_irom::SUCCESS, SUCCESS),
+            (in_irom::ERR_PREFIX, ERR_PREFIX),
+            (in_irom::reason::INVALID_PROTOCOL, reason::INVALID_PROTOCOL),
+            (in_irom::reason::INVALID_LENGTH, reason::INVALID_LENGTH),
+            (in_irom::reason::LENGTH_TOO_BIG, reason::LENGTH_TOO_BIG),
+            (in_irom::reason::BUSY, reason::BUSY),
+            (in_irom::reason::LINE_TOO_LONG, reason::LINE_TOO_LONG),
+            (in_irom::reason::IDLE_TIMEOUT, reason::IDLE_TIMEOUT),
+            (in_irom::reason::TOO_MANY_BYTES, reason::TOO_MANY_BYTES),
+            (in_irom::reason::TRUNCATED, reason::TRUNCATED),
+            (in_irom::reason::REBOOT_PENDING, reason::REBOOT_PENDING),
+            (in_irom::reason::UNKNOWN_RUNNING_SLOT, reason::UNKNOWN_RUNNING_SLOT),
+        ];
+        for (stored, text) in pairs {
+            assert_eq!(stored.to_string(), text);
+            assert!(stored.is(text.as_bytes()));
+        }
+        for slot in SlotId::ALL {
+            assert_eq!(in_irom::file_name(slot).to_string(), slot.file_name());
+        }
+        assert_eq!(RequestError::InvalidLength.to_string(), reason::INVALID_LENGTH);
+    }
+
+    #[test]
+    fn error_messages_are_cut_and_kept_on_one_line_like_error() {
+        let long = "y".repeat(300);
+        for reason in [long.as_str(), "two\r\nlines", "Idle timeout", ""] {
+            let line = ReplyLine::error_message(reason);
+            assert_eq!(line.as_bytes(), ReplyLine::error(&reason).as_bytes(), "{reason:?}");
+            assert!(line.len() <= MAX_REPLY_LINE && line.as_bytes().ends_with(b"\r\n"));
+        }
+        assert_eq!(
+            ReplyLine::error_message(&in_irom::reason::BUSY).as_bytes(),
+            b"ERR: Connection Already Exists\r\n"
+        );
+        assert_eq!(ReplyLine::line(&in_irom::READY).as_bytes(), b"Ready\r\n");
     }
 
     #[test]

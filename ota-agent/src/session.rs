@@ -21,11 +21,13 @@ use smoltcp::time::{Duration, Instant};
 use crate::boot::{BootConfig, CONFIG_LEN, CONFIG_STRUCT_LEN};
 use crate::flash::{NorFlash, ReadNorFlash};
 use crate::image::{self, ImageError};
+use crate::irom_text;
 use crate::layout::{BOOT_CONFIG_OFFSET, FlashLayout, SECTOR_SIZE, SlotId};
 use crate::protocol::{
     LineReader, LineTooLong, MAX_REQUEST_LINE, REBOOT_DELAY_MS, Reply, ReplyLine, Request, RequestError,
-    reason,
+    in_irom::reason,
 };
+use crate::text::{self, Arg, Message, Sink};
 use crate::writer::{SectorBuffer, SectorWriter, WriteError};
 
 /// How long a client may stay silent before its session ends.
@@ -84,24 +86,39 @@ pub enum Failure {
     BootConfig(BootConfigError),
 }
 
+irom_text! {
+    RECEIVED_OF_LEN = " ({} of {} bytes)";
+    BOOT_CONFIG_READ = "boot config read failed";
+    BOOT_CONFIG_ERASE = "boot config erase failed";
+    BOOT_CONFIG_WRITE = "boot config write failed";
+    BOOT_CONFIG_MISMATCH = "boot config reads back wrong after writing";
+}
+
+impl Message for Failure {
+    fn write_message<S: Sink + ?Sized>(&self, out: &mut S) {
+        match *self {
+            Failure::Request(error) => error.write_message(out),
+            Failure::LineTooLong => out.push_text(reason::LINE_TOO_LONG),
+            // The seed's exact words: clients may match on them.
+            Failure::LengthTooBig { .. } => out.push_text(reason::LENGTH_TOO_BIG),
+            Failure::IdleTimeout => out.push_text(reason::IDLE_TIMEOUT),
+            Failure::TooManyBytes => out.push_text(reason::TOO_MANY_BYTES),
+            Failure::Truncated { received, len } => {
+                out.push_text(reason::TRUNCATED);
+                out.push_template(RECEIVED_OF_LEN, &[Arg::Dec(received), Arg::Dec(len)]);
+            }
+            Failure::RebootPending => out.push_text(reason::REBOOT_PENDING),
+            Failure::UnknownRunningSlot => out.push_text(reason::UNKNOWN_RUNNING_SLOT),
+            Failure::Write(error) => error.write_message(out),
+            Failure::Image(error) => error.write_message(out),
+            Failure::BootConfig(error) => error.write_message(out),
+        }
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Request(error) => write!(f, "{error}"),
-            Failure::LineTooLong => f.write_str(reason::LINE_TOO_LONG),
-            // The seed's exact words: clients may match on them.
-            Failure::LengthTooBig { .. } => f.write_str(reason::LENGTH_TOO_BIG),
-            Failure::IdleTimeout => f.write_str(reason::IDLE_TIMEOUT),
-            Failure::TooManyBytes => f.write_str(reason::TOO_MANY_BYTES),
-            Failure::Truncated { received, len } => {
-                write!(f, "{} ({received} of {len} bytes)", reason::TRUNCATED)
-            }
-            Failure::RebootPending => f.write_str(reason::REBOOT_PENDING),
-            Failure::UnknownRunningSlot => f.write_str(reason::UNKNOWN_RUNNING_SLOT),
-            Failure::Write(error) => write!(f, "{error}"),
-            Failure::Image(error) => write!(f, "{error}"),
-            Failure::BootConfig(error) => write!(f, "{error}"),
-        }
+        text::display(self, f)
     }
 }
 
@@ -115,14 +132,20 @@ pub enum BootConfigError {
     Mismatch,
 }
 
+impl Message for BootConfigError {
+    fn write_message<S: Sink + ?Sized>(&self, out: &mut S) {
+        out.push_text(match self {
+            BootConfigError::Read => BOOT_CONFIG_READ,
+            BootConfigError::Erase => BOOT_CONFIG_ERASE,
+            BootConfigError::Write => BOOT_CONFIG_WRITE,
+            BootConfigError::Mismatch => BOOT_CONFIG_MISMATCH,
+        });
+    }
+}
+
 impl fmt::Display for BootConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BootConfigError::Read => "boot config read failed",
-            BootConfigError::Erase => "boot config erase failed",
-            BootConfigError::Write => "boot config write failed",
-            BootConfigError::Mismatch => "boot config reads back wrong after writing",
-        })
+        text::display(self, f)
     }
 }
 
@@ -318,7 +341,7 @@ impl<'a> Session<'a> {
             Outgoing::Flashing => Reply::Flashing.encode(),
             Outgoing::Invalid => Reply::Invalid.encode(),
             Outgoing::Success => Reply::Success.encode(),
-            Outgoing::Error(failure) => ReplyLine::error(&failure),
+            Outgoing::Error(failure) => ReplyLine::error_message(&failure),
         })
     }
 

@@ -9,7 +9,9 @@
 use core::fmt;
 
 use crate::flash::{NorFlash, NorFlashError, NorFlashErrorKind};
+use crate::irom_text;
 use crate::layout::SECTOR_SIZE;
+use crate::text::{self, Arg, IromText, Message, Sink};
 
 pub const SECTOR: usize = SECTOR_SIZE as usize;
 
@@ -32,13 +34,42 @@ pub enum WriteError {
     PastEnd,
 }
 
+irom_text! {
+    ERASE_FAILED = "flash erase at {} failed: {}";
+    PROGRAM_FAILED = "flash write at {} failed: {}";
+    PAST_END = "image bytes past the announced length";
+    // embedded-storage's `Display` of `NorFlashErrorKind`, in IROM.
+    NOT_ALIGNED = "Arguments are not properly aligned";
+    OUT_OF_BOUNDS = "Arguments are out of bounds";
+    OTHER = "An implementation specific error occurred";
+}
+
+/// What embedded-storage's `Display` says about `kind`.
+fn kind_text(kind: NorFlashErrorKind) -> IromText {
+    match kind {
+        NorFlashErrorKind::NotAligned => NOT_ALIGNED,
+        NorFlashErrorKind::OutOfBounds => OUT_OF_BOUNDS,
+        _ => OTHER,
+    }
+}
+
+impl Message for WriteError {
+    fn write_message<S: Sink + ?Sized>(&self, out: &mut S) {
+        match *self {
+            WriteError::Erase { offset, kind } => {
+                out.push_template(ERASE_FAILED, &[Arg::hex(offset), Arg::Text(kind_text(kind))])
+            }
+            WriteError::Program { offset, kind } => {
+                out.push_template(PROGRAM_FAILED, &[Arg::hex(offset), Arg::Text(kind_text(kind))])
+            }
+            WriteError::PastEnd => out.push_text(PAST_END),
+        }
+    }
+}
+
 impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WriteError::Erase { offset, kind } => write!(f, "flash erase at {offset:#x} failed: {kind}"),
-            WriteError::Program { offset, kind } => write!(f, "flash write at {offset:#x} failed: {kind}"),
-            WriteError::PastEnd => f.write_str("image bytes past the announced length"),
-        }
+        text::display(self, f)
     }
 }
 
@@ -188,5 +219,16 @@ mod tests {
         let err = writer.write(&mut flash, &pattern(2 * SECTOR)).unwrap_err();
         assert_eq!(err, WriteError::Erase { offset: 0x4000, kind: NorFlashErrorKind::OutOfBounds });
         assert_eq!(err.to_string(), "flash erase at 0x4000 failed: Arguments are out of bounds");
+    }
+
+    #[test]
+    fn messages_keep_embedded_storage_words() {
+        for kind in [NorFlashErrorKind::NotAligned, NorFlashErrorKind::OutOfBounds, NorFlashErrorKind::Other]
+        {
+            assert_eq!(kind_text(kind).to_string(), kind.to_string());
+            let program = WriteError::Program { offset: 0x8_2000, kind };
+            assert_eq!(program.to_string(), format!("flash write at 0x82000 failed: {kind}"));
+        }
+        assert_eq!(WriteError::PastEnd.to_string(), "image bytes past the announced length");
     }
 }
