@@ -55,15 +55,12 @@ fn kind_text(kind: NorFlashErrorKind) -> IromText {
 
 impl Message for WriteError {
     fn write_message<S: Sink + ?Sized>(&self, out: &mut S) {
-        match *self {
-            WriteError::Erase { offset, kind } => {
-                out.push_template(ERASE_FAILED, &[Arg::hex(offset), Arg::Text(kind_text(kind))])
-            }
-            WriteError::Program { offset, kind } => {
-                out.push_template(PROGRAM_FAILED, &[Arg::hex(offset), Arg::Text(kind_text(kind))])
-            }
-            WriteError::PastEnd => out.push_text(PAST_END),
-        }
+        let (template, offset, kind) = match *self {
+            WriteError::Erase { offset, kind } => (ERASE_FAILED, offset, kind),
+            WriteError::Program { offset, kind } => (PROGRAM_FAILED, offset, kind),
+            WriteError::PastEnd => return out.push_text(PAST_END),
+        };
+        out.push_template(template, &[Arg::hex(offset), Arg::Text(kind_text(kind))]);
     }
 }
 
