@@ -52,6 +52,11 @@ impl PushCmdError {
 
 /// Runs the push and returns the process exit status; errors are printed here.
 pub fn run(args: &PushArgs) -> i32 {
+    // Wrapped lines help on a terminal; in a log they split flags like `--no-verify`.
+    let wrap = std::io::stderr().is_terminal();
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())
+    }));
     match execute(args) {
         Ok(()) => 0,
         Err(error) => {

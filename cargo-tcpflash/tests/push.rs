@@ -1,0 +1,366 @@
+//! `cargo tcpflash --host` through the real binary against devices scripted in the test:
+//! silent, refusing, answering `ERR:`, off-protocol, reverting, never coming back. Every
+//! error must say what happened and what to do, with its own exit status. (Pushes to the
+//! virtual ESP8266 are tested in xtask, which owns it.)
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::flat_stderr;
+
+/// Upper bound for a CLI run, so a bug fails the test instead of hanging it (never a
+/// pass/fail criterion on speed).
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn blinky() -> PathBuf {
+    repo().join("example-blinky/Cargo.toml")
+}
+
+/// The real binary, as `cargo tcpflash` runs it, without a TCPFLASH_HOST from outside.
+fn tcpflash(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-tcpflash"));
+    command.arg("tcpflash").args(args).env_remove("TCPFLASH_HOST").env("NO_COLOR", "1").env("COLUMNS", "400");
+    command
+}
+
+/// Pushes example-blinky to 127.0.0.1:`port`.
+fn push(port: u16, extra: &[&str]) -> Command {
+    let mut command = tcpflash(&["--host", "127.0.0.1", "--port", &port.to_string(), "--manifest-path"]);
+    command.arg(blinky()).args(extra);
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("cargo tcpflash still runs after {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A scripted device: each connection is handed to the next script; connections are counted.
+struct FakeDevice {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+}
+
+type Script = Box<dyn FnOnce(TcpStream) + Send>;
+
+fn fake_device(scripts: Vec<Script>) -> FakeDevice {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&connections);
+    std::thread::spawn(move || {
+        let scripts = Mutex::new(scripts.into_iter());
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let script = scripts.lock().unwrap().next();
+            match script {
+                Some(script) => {
+                    std::thread::spawn(move || script(stream));
+                }
+                // Past the script: the device is gone.
+                None => return,
+            }
+        }
+    });
+    FakeDevice { port, connections }
+}
+
+fn line(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line
+}
+
+/// Reads the opening lines; returns the reader for more.
+fn opening(stream: &TcpStream) -> BufReader<TcpStream> {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    assert_eq!(line(&mut reader), "OTA\r\n");
+    assert_eq!(line(&mut reader), "GetNextFlash\r\n");
+    reader
+}
+
+fn drain(mut reader: impl Read) {
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+}
+
+/// The device's side of a successful push of the slot it names.
+fn accepts(slot: &'static str) -> Script {
+    Box::new(move |mut stream| {
+        let mut reader = opening(&stream);
+        stream.write_all(format!("{slot}\r\n").as_bytes()).unwrap();
+        let length = line(&mut reader);
+        let len: usize = length.trim_end().strip_prefix("FirmwareLength: ").unwrap().parse().unwrap();
+        stream.write_all(b"Ready\r\n").unwrap();
+        let mut image = vec![0u8; len];
+        reader.read_exact(&mut image).unwrap();
+        assert_eq!(&image[..2], &[0xEA, 0x04], "a v2 image");
+        stream.write_all(b"Flashing\r\n").unwrap();
+        stream.write_all(b"Flash upgrade success. Rebooting in 2s.\r\n").unwrap();
+        drain(reader);
+    })
+}
+
+/// Answers the opening with `reply` and waits for the client to close.
+fn answers(reply: &'static str) -> Script {
+    Box::new(move |mut stream| {
+        let reader = opening(&stream);
+        stream.write_all(reply.as_bytes()).unwrap();
+        drain(reader);
+    })
+}
+
+fn assert_exit(output: &Output, code: i32) -> String {
+    let stderr = flat_stderr(output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_device_that_never_answers_times_out_within_the_configured_time() {
+    let device = fake_device(vec![Box::new(drain)]);
+    let output = run(&mut push(device.port, &["--timeout", "1.5"]));
+    let stderr = assert_exit(&output, 4);
+    let expected =
+        format!("no answer from 127.0.0.1:{} within 1.5 s while waiting for the slot name", device.port);
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("raise --timeout"), "{stderr}");
+}
+
+#[test]
+fn a_refused_connection_asks_whether_the_agent_runs() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let output = run(&mut push(port, &[]));
+    let stderr = assert_exit(&output, 4);
+    assert!(stderr.contains(&format!("the device at 127.0.0.1:{port} refused the connection")), "{stderr}");
+    assert!(stderr.contains("calling ota_init()") && stderr.contains("--port"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_name_is_reported_before_building() {
+    let output = run(tcpflash(&["--host", "no-such-device.invalid", "--manifest-path"]).arg(blinky()));
+    let stderr = assert_exit(&output, 4);
+    assert!(stderr.contains("cannot resolve the device name `no-such-device.invalid`"), "{stderr}");
+    assert!(stderr.contains("IP address with --host"), "{stderr}");
+    assert!(!stderr.contains("Linking"), "nothing was built first: {stderr}");
+}
+
+#[test]
+fn the_host_comes_from_the_flag_then_tcpflash_host_then_the_metadata() {
+    let from_env = run(tcpflash(&["--manifest-path"]).arg(blinky()).env("TCPFLASH_HOST", "env-host.invalid"));
+    assert!(assert_exit(&from_env, 4).contains("`env-host.invalid`"));
+    let flag_wins = run(tcpflash(&["--host", "flag-host.invalid", "--manifest-path"])
+        .arg(blinky())
+        .env("TCPFLASH_HOST", "env-host.invalid"));
+    assert!(assert_exit(&flag_wins, 4).contains("`flag-host.invalid`"));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/main.rs"), "#![no_std]\n#![no_main]\n").unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"meta-firmware\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+         [package.metadata.tcpflash]\nhost = \"meta-host.invalid\"\nport = 4321\n\n[workspace]\n",
+    )
+    .unwrap();
+    let from_metadata = run(tcpflash(&["--manifest-path"]).arg(dir.path().join("Cargo.toml")));
+    assert!(assert_exit(&from_metadata, 4).contains("`meta-host.invalid`"));
+
+    let nowhere = run(tcpflash(&["--manifest-path"]).arg(blinky()));
+    let stderr = assert_exit(&nowhere, 2);
+    assert!(stderr.contains("no device to push to"), "{stderr}");
+    assert!(stderr.contains("TCPFLASH_HOST") && stderr.contains("[package.metadata.tcpflash]"), "{stderr}");
+}
+
+#[test]
+fn an_err_line_is_shown_verbatim_with_what_to_do() {
+    let device = fake_device(vec![Box::new(|mut stream| {
+        let mut reader = opening(&stream);
+        stream.write_all(b"user2.bin\r\n").unwrap();
+        assert!(line(&mut reader).starts_with("FirmwareLength: "));
+        stream.write_all(b"ERR: Firmware length is too big\r\n").unwrap();
+        drain(reader);
+    })]);
+    let output = run(&mut push(device.port, &[]));
+    let stderr = assert_exit(&output, 5);
+    assert!(stderr.contains("the device answered: ERR: Firmware length is too big"), "{stderr}");
+    assert!(stderr.contains("--layout"), "{stderr}");
+}
+
+#[test]
+fn a_busy_device_says_so() {
+    let device = fake_device(vec![Box::new(|mut stream| {
+        stream.write_all(b"ERR: Connection Already Exists\r\n").unwrap();
+        drain(stream);
+    })]);
+    let stderr = assert_exit(&run(&mut push(device.port, &[])), 5);
+    assert!(stderr.contains("the device answered: ERR: Connection Already Exists"), "{stderr}");
+    assert!(stderr.contains("another push to this device is in progress"), "{stderr}");
+}
+
+#[test]
+fn an_off_protocol_reply_names_the_step() {
+    let device = fake_device(vec![answers("HTTP/1.1 400 Bad Request\r\n")]);
+    let stderr = assert_exit(&run(&mut push(device.port, &[])), 5);
+    assert!(
+        stderr.contains(
+            "unexpected reply from the device while waiting for the slot name: \"HTTP/1.1 400 Bad Request\""
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not speak TCP-OTA"), "{stderr}");
+}
+
+#[test]
+fn an_invalid_image_shows_the_devices_reason() {
+    let device = fake_device(vec![Box::new(|mut stream| {
+        let mut reader = opening(&stream);
+        stream.write_all(b"user1.bin\r\n").unwrap();
+        let len: usize =
+            line(&mut reader).trim_end().strip_prefix("FirmwareLength: ").unwrap().parse().unwrap();
+        stream.write_all(b"Ready\r\n").unwrap();
+        let mut image = vec![0u8; len];
+        reader.read_exact(&mut image).unwrap();
+        stream.write_all(b"Invalid\r\n").unwrap();
+        stream.write_all(b"ERR: CRC mismatch (stored 0x00000001, computed 0x00000002)\r\n").unwrap();
+        drain(reader);
+    })]);
+    let stderr = assert_exit(&run(&mut push(device.port, &[])), 5);
+    assert!(
+        stderr.contains(
+            "the device refused the image: Invalid, ERR: CRC mismatch (stored 0x00000001, computed 0x00000002)"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the device kept its current firmware"), "{stderr}");
+}
+
+#[test]
+fn a_device_dropping_the_connection_mid_image_is_an_interrupted_transfer() {
+    let device = fake_device(vec![Box::new(|mut stream| {
+        let mut reader = opening(&stream);
+        stream.write_all(b"user2.bin\r\n").unwrap();
+        line(&mut reader);
+        stream.write_all(b"Ready\r\n").unwrap();
+        let mut some = [0u8; 1000];
+        reader.read_exact(&mut some).unwrap();
+        // Gone, with the rest of the image unread: the client gets a reset.
+    })]);
+    let stderr = assert_exit(&run(&mut push(device.port, &[])), 4);
+    assert!(
+        stderr.contains(&format!("the transfer to 127.0.0.1:{} was interrupted", device.port)),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_device_back_on_the_old_slot_reverted() {
+    let device = fake_device(vec![accepts("user2.bin"), answers("user2.bin\r\n")]);
+    let output = run(&mut push(device.port, &[]));
+    let stderr = assert_exit(&output, 6);
+    assert!(stderr.contains("the device came back on the old slot: it reverted"), "{stderr}");
+    assert!(stderr.contains("it runs user1 again, the image went to user2"), "{stderr}");
+    assert_eq!(device.connections.load(Ordering::SeqCst), 2, "one push, one check");
+}
+
+#[test]
+fn a_device_back_on_the_new_slot_is_a_success() {
+    let device = fake_device(vec![accepts("user1.bin"), answers("user2.bin\r\n")]);
+    let output = run(&mut push(device.port, &[]));
+    assert_exit(&output, 0);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("pushed user1.bin (example-blinky 0.1.0, build "), "{stdout}");
+    assert!(stdout.contains("the device now runs user1"), "{stdout}");
+}
+
+#[test]
+fn a_device_that_does_not_come_back_is_reported_after_the_reboot_timeout() {
+    // After the push the fake device is gone: every reconnection is refused.
+    let device = fake_device(vec![accepts("user2.bin")]);
+    let output = run(&mut push(device.port, &["--reboot-timeout", "1"]));
+    let stderr = assert_exit(&output, 4);
+    assert!(stderr.contains("the device did not answer within"), "{stderr}");
+    assert!(stderr.contains("refused the connection"), "the last failure is named: {stderr}");
+    assert!(stderr.contains("ota_init()") && stderr.contains("--no-verify"), "{stderr}");
+}
+
+#[test]
+fn no_verify_stops_after_the_push() {
+    let device = fake_device(vec![accepts("user2.bin")]);
+    let output = run(&mut push(device.port, &["--no-verify"]));
+    assert_exit(&output, 0);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("the device reboots into it (not checked: --no-verify)"), "{stdout}");
+    assert_eq!(device.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_image_too_large_for_its_slot_is_refused_before_connecting() {
+    // 300 KB of constant bytes in IROM: more than a 512 KB chip's slots hold.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"heavy-firmware\"\nversion = \"0.3.0\"\nedition = \"2024\"\n\n\
+         [profile.release]\nopt-level = \"s\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("src/main.rs"),
+        "#![no_std]\n#![no_main]\n#[panic_handler]\nfn panic(_: &core::panic::PanicInfo) -> ! { loop {} }\n\
+         #[unsafe(link_section = \".irom0.text\")]\n#[used]\nstatic BALLAST: [u32; 76800] = [0x5A5A_5A5A; 76800];\n\
+         #[unsafe(no_mangle)]\npub extern \"C\" fn main() -> ! {\n    \
+         // SAFETY: an aligned word of a static.\n    \
+         let _ = unsafe { core::ptr::read_volatile((&raw const BALLAST).cast::<u32>()) }; loop {} }\n",
+    )
+    .unwrap();
+    std::fs::copy(repo().join("example-blinky/rust-toolchain.toml"), dir.path().join("rust-toolchain.toml"))
+        .unwrap();
+    let device = fake_device(vec![Box::new(drain)]);
+    let output =
+        run(tcpflash(&["--host", "127.0.0.1", "--port", &device.port.to_string(), "--layout", "512KB"])
+            .arg("--manifest-path")
+            .arg(dir.path().join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", repo().join("target/firmware-fixtures")));
+    let stderr = assert_exit(&output, 3);
+    assert!(stderr.contains("too large for user1 by "), "{stderr}");
+    assert_eq!(device.connections.load(Ordering::SeqCst), 0, "found before connecting");
+}
+
+#[test]
+fn help_lists_the_exit_statuses() {
+    let output = run(&mut tcpflash(&["--help"]));
+    assert_exit(&output, 0);
+    let help = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "3  the firmware did not build",
+        "4  network: name not resolved, connection refused, timeout, transfer interrupted",
+        "5  the device refused",
+        "6  the device came back on the old slot: it reverted",
+        "--connect-timeout <SECS>",
+        "--reboot-timeout <SECS>",
+    ] {
+        assert!(help.contains(line), "{line:?} missing from:\n{help}");
+    }
+}
