@@ -66,9 +66,11 @@ unsafe impl Sync for IromText {}
 unsafe impl Send for IromText {}
 
 impl IromText {
-    /// For [`irom_text!`]: words as [`pack`] makes them.
+    /// For [`irom_text!`]: words as [`pack`] makes them. Checks that the length word fits
+    /// the array, so no read can leave it (at compile time when used in a `const`).
     #[doc(hidden)]
     pub const fn from_packed<const WORDS: usize>(words: &'static [u32; WORDS]) -> IromText {
+        assert!(WORDS > 0 && 1 + (words[0] as usize).div_ceil(4) == WORDS, "not a packed text");
         IromText { words: words.as_ptr() }
     }
 
@@ -347,6 +349,13 @@ mod tests {
     fn texts_are_packed_after_their_length_little_endian_four_bytes_a_word() {
         assert_eq!(pack::<3>("abcde"), [5, u32::from_le_bytes(*b"abcd"), u32::from(b'e')]);
         assert_eq!(pack::<1>(""), [0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "not a packed text")]
+    fn a_length_word_past_the_array_is_refused() {
+        static TOO_SHORT: [u32; 2] = [5, 0];
+        let _ = IromText::from_packed(&TOO_SHORT);
     }
 
     #[test]
