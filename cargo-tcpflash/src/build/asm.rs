@@ -48,6 +48,56 @@ pub fn place_literals(asm: &str) -> String {
     fixed
 }
 
+/// Moves jump tables from DRAM to flash. `.rodata` must live in DRAM because code reads
+/// constants byte by byte, but a jump table is only ever read with aligned 32-bit loads
+/// (`l32i`), which IROM serves: every such table frees DRAM. A section qualifies when all it
+/// ever holds are `.LJTI` labels and `.long` entries.
+pub fn jump_tables_to_irom(asm: &str) -> String {
+    use std::collections::HashMap;
+    // First pass: which sections hold nothing but jump tables.
+    let mut only_tables: HashMap<&str, bool> = HashMap::new();
+    let mut current: Option<&str> = None;
+    for line in asm.lines() {
+        let text = line.trim();
+        if is_section_directive(text) {
+            current = section_name(text).filter(|name| name.starts_with(".rodata"));
+            if let Some(name) = current {
+                only_tables.entry(name).or_insert(true);
+            }
+            continue;
+        }
+        let Some(name) = current else { continue };
+        let table_line = text.is_empty()
+            || text.starts_with(".p2align")
+            || (text.starts_with(".LJTI") && text.ends_with(':'))
+            || text.starts_with(".long\t.LBB")
+            || text.starts_with(".long .LBB");
+        if !table_line {
+            only_tables.insert(name, false);
+        }
+    }
+    // Second pass: rename those sections into IROM.
+    let mut out = String::with_capacity(asm.len());
+    for line in asm.lines() {
+        let text = line.trim();
+        match section_name(text) {
+            Some(name) if is_section_directive(text) && only_tables.get(name) == Some(&true) => {
+                let renamed = format!(".irom0.text.jump_tables{}", &name[".rodata".len()..]);
+                out.push_str(&line.replacen(name, &renamed, 1));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn section_name(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix(".section")?;
+    let name = rest.trim().split(',').next()?.trim();
+    Some(name.trim_matches('"'))
+}
+
 fn flush<'a>(out: &mut Vec<&'a str>, pending: &mut Vec<&'a str>, at: usize) {
     if pending.is_empty() {
         return;
@@ -141,6 +191,37 @@ COUNTER:
     fn never_moves_literals_into_data() {
         let asm = "\t.literal_position\n\t.literal .L1, 5\n\t.section\t.data.x,\"aw\",@progbits\nx:\n";
         assert_eq!(place_literals(asm), asm, "no code section: the group stays where it was");
+    }
+
+    #[test]
+    fn jump_tables_move_to_irom_and_other_constants_stay() {
+        let asm = "\t.section\t.rodata.main,\"a\",@progbits
+\t.p2align\t2, 0x0
+.LJTI14_0:
+\t.long\t.LBB14_15
+\t.long\t.LBB14_213
+
+\t.section\t.rodata.other,\"a\",@progbits
+.LJTI3_0:
+\t.long\t.LBB3_1
+\t.section\t.text.f,\"ax\",@progbits
+f:
+\t.section\t.rodata.other,\"a\",@progbits
+\t.ascii\t\"text\"
+\t.section\t.rodata.main,\"a\",@progbits
+";
+        let fixed = jump_tables_to_irom(asm);
+        assert_eq!(
+            fixed.matches(".section\t.irom0.text.jump_tables.main,\"a\",@progbits").count(),
+            2,
+            "{fixed}"
+        );
+        assert_eq!(
+            fixed.matches(".section\t.rodata.other,").count(),
+            2,
+            "mixed content stays in DRAM: {fixed}"
+        );
+        assert_eq!(fixed.lines().count(), asm.lines().count());
     }
 
     #[test]

@@ -269,8 +269,9 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     let compiled = cargo::compile(&package, &toolchain, args, &profile, &target_spec, &shim)?;
 
     status("Assembling", &format!("{} for lx106", package.name));
-    let firmware_asm = asm::place_literals(&read_text(&compiled.firmware)?);
-    let builtins_asm = asm::place_literals(&read_text(&compiled.compiler_builtins)?);
+    let firmware_asm = asm::jump_tables_to_irom(&asm::place_literals(&read_text(&compiled.firmware)?));
+    let builtins_asm =
+        asm::jump_tables_to_irom(&asm::place_literals(&read_text(&compiled.compiler_builtins)?));
     let extra_asm = read_extra_asm(&package)?;
     let build_id = build_id(&package, &firmware_asm, &builtins_asm, &extra_asm);
     let startup = support::startup_asm(&package.name, &package.version, build_id)
