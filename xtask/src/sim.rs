@@ -153,7 +153,9 @@ pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
         .map_err(|source| SimError::Listen { port: args.port, source })?;
     let addr = listener.local_addr().map_err(|source| SimError::Listen { port: args.port, source })?;
     println!("listening on {addr} (flash {}, layout {})", path.display(), layout.name);
-    device.serve(&listener, &stop, &mut |event| println!("{event}")).map_err(SimError::Serve)?;
+    let served = device.serve(&listener, &stop, &mut |event| println!("{event}"));
+    let _ = device.flash().sync();
+    served.map_err(SimError::Serve)?;
     println!("stopped");
     Ok(())
 }

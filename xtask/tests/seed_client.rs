@@ -11,14 +11,13 @@ use virtual_device::*;
 
 fn seed_client(port: u16, user1: &std::path::Path, user2: &std::path::Path) -> Output {
     let script = root().join("tools/tcp_flash.py");
-    let output = Command::new("python3")
+    Command::new("python3")
         .arg(&script)
         .arg("127.0.0.1")
         .args([user1, user2])
         .env("TCP_FLASH_PORT", port.to_string())
         .output()
-        .unwrap_or_else(|error| panic!("python3 is needed by this test ({error}): apt-get install python3"));
-    output
+        .unwrap_or_else(|error| panic!("python3 is needed by this test ({error}): apt-get install python3"))
 }
 
 #[test]

@@ -352,3 +352,23 @@ fn a_port_in_use_is_refused_with_the_fix() {
     assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
     assert!(stderr.contains("--port"), "{stderr}");
 }
+
+#[test]
+fn a_flash_without_a_bootable_rom_is_reported_as_bricked() {
+    let flash = scratch("bricked").join("flash.bin");
+    std::fs::write(&flash, vec![0xFF; LAYOUT.flash_size as usize]).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["sim", "--port", "0", "--flash"])
+        .arg(&flash)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = flat(&output.stderr);
+    assert!(
+        stderr.contains("the device is bricked: no bootloader at 0x0 (first byte 0xff, not 0xe9)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cargo xtask serial-flash"), "{stderr}");
+    assert_eq!(status(&flash)["bricked"], "no bootloader at 0x0 (first byte 0xff, not 0xe9)");
+    assert!(std::fs::read(&flash).unwrap().iter().all(|&b| b == 0xFF), "nothing was written");
+}

@@ -15,11 +15,10 @@ use std::time::Duration as StdDuration;
 
 use smoltcp::time::{Duration, Instant};
 
-use super::file_flash::FileFlash;
 use super::rboot::{self, Boot, BootEvent, Bricked};
-use super::status::{Identity, inspect_slot};
+use super::status::{Identity, SlotStatus, inspect_slot};
 use crate::descriptor::{self, Descriptor};
-use crate::flash::ReadNorFlash;
+use crate::flash::NorFlash;
 use crate::layout::{FlashLayout, IMAGE_IROM_OFFSET, SlotId};
 use crate::protocol::{ReplyLine, reason};
 use crate::session::{DEFAULT_IDLE_TIMEOUT, Phase, Session, SessionConfig};
@@ -113,9 +112,10 @@ impl fmt::Display for SizeMismatch {
 
 impl std::error::Error for SizeMismatch {}
 
-/// A virtual ESP8266 with its flash in a file.
-pub struct VirtualDevice {
-    flash: FileFlash,
+/// A virtual ESP8266. Its flash is any `NorFlash`: a [`super::FileFlash`] for `cargo xtask
+/// sim`, a `RamNor` in tests, or a wrapper that times or cuts the operations.
+pub struct VirtualDevice<F: NorFlash> {
+    flash: F,
     layout: &'static FlashLayout,
     idle_timeout: StdDuration,
 }
@@ -125,8 +125,8 @@ enum AgentExit {
     Stopped,
 }
 
-impl VirtualDevice {
-    pub fn new(flash: FileFlash, layout: &'static FlashLayout) -> Result<VirtualDevice, SizeMismatch> {
+impl<F: NorFlash> VirtualDevice<F> {
+    pub fn new(flash: F, layout: &'static FlashLayout) -> Result<VirtualDevice<F>, SizeMismatch> {
         if flash.capacity() != layout.flash_size as usize {
             return Err(SizeMismatch { file_size: flash.capacity(), layout });
         }
@@ -139,8 +139,12 @@ impl VirtualDevice {
         self.idle_timeout = timeout;
     }
 
-    pub fn flash(&self) -> &FileFlash {
+    pub fn flash(&self) -> &F {
         &self.flash
+    }
+
+    pub fn into_flash(self) -> F {
+        self.flash
     }
 
     pub fn layout(&self) -> &'static FlashLayout {
@@ -181,10 +185,7 @@ impl VirtualDevice {
             let exit = self.run_agent(listener, running, stop, log).map_err(ServeError::Io)?;
             match exit {
                 AgentExit::Reboot => log(&DeviceEvent::Rebooting),
-                AgentExit::Stopped => {
-                    let _ = self.flash.sync();
-                    return Ok(());
-                }
+                AgentExit::Stopped => return Ok(()),
             }
         }
     }
@@ -306,7 +307,7 @@ impl VirtualDevice {
     }
 
     /// The current content of each slot, for logs and status.
-    pub fn slot_status(&mut self, slot: SlotId) -> super::status::SlotStatus {
+    pub fn slot_status(&mut self, slot: SlotId) -> SlotStatus {
         let slot = *self.layout.slot(slot);
         inspect_slot(&mut self.flash, &slot)
     }
@@ -367,4 +368,93 @@ fn drain(stream: &mut TcpStream) -> bool {
 
 fn is_timeout(error: &io::Error) -> bool {
     matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::boot::BootConfig;
+    use crate::flash::RamNor;
+    use crate::sim::fixtures::{LAYOUT, flash_with, image_for};
+
+    fn serve_in_thread(
+        flash: RamNor,
+        stop: Arc<AtomicBool>,
+    ) -> (u16, Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<(Result<(), ServeError>, RamNor)>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        let thread = std::thread::spawn(move || {
+            let mut device = VirtualDevice::new(flash, LAYOUT).unwrap();
+            let result =
+                device.serve(&listener, &stop, &mut |event| sink.lock().unwrap().push(event.to_string()));
+            (result, device.into_flash())
+        });
+        (port, log, thread)
+    }
+
+    fn wait_for(log: &Mutex<Vec<String>>, line: &str) {
+        let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
+        while !log.lock().unwrap().iter().any(|l| l == line) {
+            assert!(std::time::Instant::now() < deadline, "no {line:?} in {:?}", log.lock().unwrap());
+            std::thread::sleep(StdDuration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn serves_a_push_reboots_into_the_new_slot_and_stops_on_the_flag() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flash = flash_with(Some(BootConfig::for_layout(LAYOUT, SlotId::User1)), [true, false]);
+        let (port, log, thread) = serve_in_thread(flash, Arc::clone(&stop));
+
+        let image = image_for(SlotId::User2, 9);
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // Any segmentation works: the request lines byte by byte.
+        for byte in b"OTA\r\nGetNextFlash\r\n" {
+            stream.write_all(&[*byte]).unwrap();
+        }
+        let mut reply = [0u8; 11];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"user2.bin\r\n");
+        stream.write_all(format!("FirmwareLength: {}\r\n", image.len()).as_bytes()).unwrap();
+        let mut ready = [0u8; 7];
+        stream.read_exact(&mut ready).unwrap();
+        assert_eq!(&ready, b"Ready\r\n");
+        stream.write_all(&image).unwrap();
+        let mut rest = String::new();
+        stream.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "Flashing\r\nFlash upgrade success. Rebooting in 2s.\r\n");
+
+        wait_for(&log, "booted user2 (fw 1.0.0, build 0909090909090909)");
+        stop.store(true, Ordering::SeqCst);
+        let (result, flash) = thread.join().unwrap();
+        assert!(result.is_ok());
+        let at = LAYOUT.slot(SlotId::User2).offset as usize;
+        assert_eq!(&flash.bytes()[at..at + image.len()], &image[..]);
+        let log = log.lock().unwrap();
+        assert_eq!(log[0], "booted user1 (fw 1.0.0, build 0101010101010101)");
+        let replies: Vec<&str> = log.iter().filter_map(|l| l.strip_prefix("reply: ")).collect();
+        assert_eq!(replies, ["user2.bin", "Ready", "Flashing", "Flash upgrade success. Rebooting in 2s."]);
+        assert_eq!(log.iter().filter(|l| *l == "rebooting").count(), 1);
+    }
+
+    #[test]
+    fn a_device_without_a_good_rom_is_bricked_and_does_not_serve() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flash = flash_with(Some(BootConfig::for_layout(LAYOUT, SlotId::User1)), [false, false]);
+        let (_, log, thread) = serve_in_thread(flash, stop);
+        let (result, _) = thread.join().unwrap();
+        let Err(ServeError::Bricked(Bricked::NoGoodRom { events })) = result else { panic!("{result:?}") };
+        assert_eq!(events.len(), 2, "both ROMs were tried");
+        assert!(log.lock().unwrap().iter().all(|line| !line.starts_with("booted")));
+    }
+
+    #[test]
+    fn a_flash_of_the_wrong_size_is_refused() {
+        let error = VirtualDevice::new(RamNor::new(0x8_0000), LAYOUT).err().unwrap();
+        assert_eq!(error.to_string(), "the flash file holds 524288 bytes but the 1MB layout needs 1048576");
+    }
 }

@@ -11,6 +11,8 @@
 
 mod device;
 mod file_flash;
+#[cfg(test)]
+mod fixtures;
 pub mod rboot;
 mod status;
 

@@ -226,56 +226,8 @@ fn write_sector<F: NorFlash>(flash: &mut F, sector: &[u8]) -> Result<(), F::Erro
 mod tests {
     use super::*;
     use crate::boot::BootMode;
-    use crate::descriptor::Descriptor;
     use crate::flash::{NorError, RamNor, ReadNorFlash};
-    use crate::image::{FlashParams, Segment};
-    use crate::layout::DEFAULT_LAYOUT;
-
-    const LAYOUT: &FlashLayout = DEFAULT_LAYOUT;
-
-    /// The 1 MB size code in byte 3, like the stand-in bootloader.
-    fn bootloader() -> Vec<u8> {
-        let mut image = vec![0xE9, 1, 0, 0x20, 0, 0, 0x10, 0x40, 0, 0, 0x10, 0x40, 4, 0, 0, 0, 1, 2, 3, 4];
-        image.resize(31, 0);
-        image.push(0xEF ^ 1 ^ 2 ^ 3 ^ 4);
-        image
-    }
-
-    fn image_for(slot: SlotId, seed: u8) -> Vec<u8> {
-        let link = LAYOUT.slot(slot).irom_link_addr();
-        let mut irom = Descriptor::new(link, [seed; 8], "fw", "1.0.0").unwrap().to_bytes().to_vec();
-        irom.extend([seed; 200]);
-        let iram = [seed ^ 0x5A; 64];
-        let mut out = Vec::new();
-        image::write_v2(
-            FlashParams::default(),
-            0x4010_0004,
-            &irom,
-            &[Segment { addr: 0x4010_0000, data: &iram }],
-            &mut |b| out.extend_from_slice(b),
-        )
-        .unwrap();
-        out
-    }
-
-    /// A factory flash: bootloader, config booting `current`, both slots holding images.
-    fn flash_with(config: Option<BootConfig>, slots: [bool; 2]) -> RamNor {
-        let mut flash = RamNor::new(LAYOUT.flash_size);
-        let mut padded = bootloader();
-        padded.resize(padded.len().next_multiple_of(4), 0xFF);
-        flash.write(0, &padded).unwrap();
-        if let Some(config) = config {
-            flash.write(BOOT_CONFIG_OFFSET, &config.to_bytes()).unwrap();
-        }
-        for slot in SlotId::ALL {
-            if slots[slot.index()] {
-                let mut image = image_for(slot, slot.index() as u8 + 1);
-                image.resize(image.len().next_multiple_of(4), 0xFF);
-                flash.write(LAYOUT.slot(slot).offset, &image).unwrap();
-            }
-        }
-        flash
-    }
+    use crate::sim::fixtures::{LAYOUT, flash_with};
 
     fn config_in(flash: &mut RamNor) -> BootConfig {
         let mut head = [0u8; CONFIG_LEN];
