@@ -53,8 +53,9 @@ pub struct ServeArgs {
     /// TCP port to listen on, on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = DEFAULT_PORT, value_name = "PORT")]
     pub port: u16,
-    /// Factory install this user1.bin instead of building the firmware (only used when the
-    /// flash file is new; --layout then says which layout it was built for).
+    /// Factory install this user1.bin instead of building the firmware (example-blinky unless
+    /// --manifest-path says otherwise). Only used when the flash file is new; --layout then
+    /// says which layout the image was built for.
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
     /// Put this bootloader (an ESP8266 v1 image such as rBoot's rboot.bin) at 0x0 of a new
@@ -170,7 +171,11 @@ fn open_or_install(path: &Path, args: &ServeArgs) -> Result<(FileFlash, &'static
     let (layout, user1) = match &args.image {
         Some(image) => (named_layout(args.build.layout.as_deref())?, read("image", image)?),
         None => {
-            let firmware = cargo_tcpflash::build::build(&args.build).map_err(FlashError::from)?;
+            let mut build = args.build.clone();
+            if build.manifest_path.is_none() {
+                build.manifest_path = Some(crate::demo::workspace_root().join("example-blinky/Cargo.toml"));
+            }
+            let firmware = cargo_tcpflash::build::build(&build).map_err(FlashError::from)?;
             (firmware.layout, read("image", &firmware.slot(SlotId::User1).bin)?)
         }
     };
