@@ -242,7 +242,7 @@ fn raw_push(port: u16, image: &[u8]) -> (String, Vec<String>) {
     stream.write_all(b"OTA\r\nGetNextFlash\r\n").unwrap();
     let slot = read_line(&mut replies);
     stream.write_all(format!("FirmwareLength: {}\r\n", image.len()).as_bytes()).unwrap();
-    assert_eq!(read_line(&mut replies), "Ready\r\n");
+    assert_eq!(read_line(&mut replies), "Ready\r\n", "the device named {slot:?} first");
     stream.write_all(image).unwrap();
     let mut rest = String::new();
     replies.read_to_string(&mut rest).unwrap();

@@ -214,8 +214,15 @@ impl<F: NorFlash> VirtualDevice<F> {
             if session.reboot_at().is_some_and(|at| now() >= at) {
                 return Ok(AgentExit::Reboot);
             }
+            self.serve_current(&mut client, &mut session, &mut buf, &now, log);
             loop {
-                match listener.accept() {
+                let accepted = listener.accept();
+                if accepted.is_ok() {
+                    // A client that closed and reconnected at once: its close came first, so
+                    // this finds the old session over rather than "Connection Already Exists".
+                    self.serve_current(&mut client, &mut session, &mut buf, &now, log);
+                }
+                match accepted {
                     Ok((stream, peer)) if client.is_none() => match Client::new(stream, peer) {
                         Ok(new) => {
                             log(&DeviceEvent::Connected(peer));
@@ -237,17 +244,27 @@ impl<F: NorFlash> VirtualDevice<F> {
                 }
             }
             refused.retain_mut(|(stream, deadline)| drain(stream) && std::time::Instant::now() < *deadline);
-            match &mut client {
-                None => std::thread::sleep(READ_SLICE),
-                Some(open) => {
-                    let done = self.serve_client(open, &mut session, &mut buf, &now, log);
-                    if done {
-                        log(&DeviceEvent::Disconnected(open.peer));
-                        client = None;
-                        session.reset();
-                    }
-                }
+            if client.is_none() {
+                std::thread::sleep(READ_SLICE);
             }
+        }
+    }
+
+    /// Serves the connected client one round, and forgets it when it is over.
+    fn serve_current(
+        &mut self,
+        client: &mut Option<Client>,
+        session: &mut Session<'_>,
+        buf: &mut [u8],
+        now: &dyn Fn() -> Instant,
+        log: &mut dyn FnMut(&DeviceEvent),
+    ) {
+        if let Some(open) = client
+            && self.serve_client(open, session, buf, now, log)
+        {
+            log(&DeviceEvent::Disconnected(open.peer));
+            *client = None;
+            session.reset();
         }
     }
 
@@ -260,23 +277,8 @@ impl<F: NorFlash> VirtualDevice<F> {
         now: &dyn Fn() -> Instant,
         log: &mut dyn FnMut(&DeviceEvent),
     ) -> bool {
-        if !send_replies(client, session, log) {
+        if !send_replies(client, session, log) || finished(client, session) {
             return true;
-        }
-        match session.phase() {
-            Phase::Idle | Phase::Abort => return true,
-            Phase::Closing => {
-                if !client.write_closed {
-                    // Our side is done; the client's remaining bytes are read and dropped
-                    // until it closes, so it gets every reply rather than a reset.
-                    let _ = client.stream.shutdown(Shutdown::Write);
-                    client.write_closed = true;
-                }
-                if client.eof {
-                    return true;
-                }
-            }
-            Phase::Open => {}
         }
         if !client.eof {
             match client.stream.read(buf) {
@@ -303,7 +305,7 @@ impl<F: NorFlash> VirtualDevice<F> {
             }
         }
         session.poll(now(), &mut self.flash);
-        !send_replies(client, session, log)
+        !send_replies(client, session, log) || finished(client, session)
     }
 
     /// The current content of each slot, for logs and status.
@@ -328,6 +330,23 @@ impl Client {
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         stream.set_nodelay(true)?;
         Ok(Client { stream, peer, eof: false, write_closed: false })
+    }
+}
+
+/// Whether the conversation is over. Once the session closes, our side is shut (after the
+/// last reply) and the client's remaining bytes are read and dropped until it closes too, so
+/// it gets every reply rather than a reset.
+fn finished(client: &mut Client, session: &Session<'_>) -> bool {
+    match session.phase() {
+        Phase::Idle | Phase::Abort => true,
+        Phase::Closing => {
+            if !client.write_closed {
+                let _ = client.stream.shutdown(Shutdown::Write);
+                client.write_closed = true;
+            }
+            client.eof
+        }
+        Phase::Open => false,
     }
 }
 
