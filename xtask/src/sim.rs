@@ -40,7 +40,10 @@ pub struct SimArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
-    /// Print one JSON line: booted and next slot, and each slot's image and firmware.
+    /// Print one JSON line: `booted_slot` (what rBoot boots from this flash: the slot the
+    /// device runs since its last reboot), `next_slot` (where a push goes), `bricked`, the
+    /// boot config, and per slot `valid` (the agent's full check), `error`, `len`,
+    /// `rboot_ok`, `name`, `version` and `build_id`.
     Status(StatusArgs),
 }
 

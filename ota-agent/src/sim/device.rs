@@ -17,6 +17,7 @@ use smoltcp::time::{Duration, Instant};
 
 use super::rboot::{self, Boot, BootEvent, Bricked};
 use super::status::{Identity, SlotStatus, inspect_slot};
+use crate::auth::{DEFAULT_AUTH_BACKOFF, Key, NONCE_LEN};
 use crate::descriptor::{self, Descriptor};
 use crate::flash::NorFlash;
 use crate::layout::{FlashLayout, IMAGE_IROM_OFFSET, SlotId};
@@ -118,6 +119,8 @@ pub struct VirtualDevice<F: NorFlash> {
     flash: F,
     layout: &'static FlashLayout,
     idle_timeout: StdDuration,
+    key: Option<&'static Key>,
+    auth_backoff: StdDuration,
 }
 
 enum AgentExit {
@@ -131,12 +134,26 @@ impl<F: NorFlash> VirtualDevice<F> {
             return Err(SizeMismatch { file_size: flash.capacity(), layout });
         }
         let idle = StdDuration::from_micros(DEFAULT_IDLE_TIMEOUT.total_micros());
-        Ok(VirtualDevice { flash, layout, idle_timeout: idle })
+        let backoff = StdDuration::from_micros(DEFAULT_AUTH_BACKOFF.total_micros());
+        Ok(VirtualDevice { flash, layout, idle_timeout: idle, key: None, auth_backoff: backoff })
     }
 
     /// How long the agent waits for a silent client (the agent's default: 30 s).
     pub fn set_idle_timeout(&mut self, timeout: StdDuration) {
         self.idle_timeout = timeout;
+    }
+
+    /// The agent's pre-shared key, as a firmware built with `TCPFLASH_KEY_FILE` has it:
+    /// every push must then authenticate. Each session's nonce comes from the OS RNG.
+    pub fn set_key(&mut self, key: Key) {
+        // The agent takes a `&'static` key, as firmware holds it in a static; one per device.
+        self.key = Some(Box::leak(Box::new(key)));
+    }
+
+    /// How long the first failed authentication locks the agent (the agent's default: 1 s;
+    /// each further failure doubles it).
+    pub fn set_auth_backoff(&mut self, backoff: StdDuration) {
+        self.auth_backoff = backoff;
     }
 
     pub fn flash(&self) -> &F {
@@ -200,8 +217,14 @@ impl<F: NorFlash> VirtualDevice<F> {
     ) -> io::Result<AgentExit> {
         let mut sector: SectorBuffer = [0; SECTOR];
         let idle = Duration::from_micros(self.idle_timeout.as_micros() as u64);
-        let mut session =
-            Session::new(SessionConfig { layout: self.layout, idle_timeout: idle }, &mut sector);
+        let auth_backoff = Duration::from_micros(self.auth_backoff.as_micros() as u64);
+        let config = SessionConfig {
+            idle_timeout: idle,
+            key: self.key,
+            auth_backoff,
+            ..SessionConfig::new(self.layout)
+        };
+        let mut session = Session::new(config, &mut sector);
         let clock = std::time::Instant::now();
         let now = || Instant::from_micros(clock.elapsed().as_micros() as i64);
         let mut client: Option<Client> = None;
@@ -227,6 +250,9 @@ impl<F: NorFlash> VirtualDevice<F> {
                         Ok(new) => {
                             log(&DeviceEvent::Connected(peer));
                             session.start(now(), running);
+                            if self.key.is_some() {
+                                provide_nonce(&mut session);
+                            }
                             client = Some(new);
                         }
                         Err(_) => log(&DeviceEvent::Disconnected(peer)),
@@ -350,6 +376,15 @@ fn finished(client: &mut Client, session: &Session<'_>) -> bool {
     }
 }
 
+/// A nonce from the OS RNG (getrandom), as a board's comes from its hardware RNG. If the OS
+/// has none to give, the session gets none and refuses `GetNonce`: never a guessable one.
+fn provide_nonce(session: &mut Session<'_>) {
+    let mut nonce = [0u8; NONCE_LEN];
+    if getrandom::fill(&mut nonce).is_ok() {
+        session.provide_nonce(nonce);
+    }
+}
+
 /// Sends every queued reply, each in one write. False when the client is gone.
 fn send_replies(client: &mut Client, session: &mut Session<'_>, log: &mut dyn FnMut(&DeviceEvent)) -> bool {
     while let Some(line) = session.next_reply() {
@@ -398,10 +433,10 @@ mod tests {
     use crate::flash::RamNor;
     use crate::sim::fixtures::{LAYOUT, flash_with, image_for};
 
-    fn serve_in_thread(
-        flash: RamNor,
-        stop: Arc<AtomicBool>,
-    ) -> (u16, Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<(Result<(), ServeError>, RamNor)>) {
+    type Served = std::thread::JoinHandle<(Result<(), ServeError>, RamNor)>;
+
+    /// Serves `flash` on a free port in a thread: the port, the log lines, the thread.
+    fn serve_in_thread(flash: RamNor, stop: Arc<AtomicBool>) -> (u16, Arc<Mutex<Vec<String>>>, Served) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let log = Arc::new(Mutex::new(Vec::new()));
