@@ -8,11 +8,14 @@
 //! [`Event::Failed`]. Tell it when the connection closes ([`Client::closed`]). Timeouts are
 //! the driver's, since only it knows the clock.
 //!
-//! What goes on the wire is exactly what the seed's `tcp_flash.py` sends: `OTA` and
-//! `GetNextFlash` in one write, then `FirmwareLength`, then the image.
+//! Answered with [`Client::send_image`], what goes on the wire is exactly what the seed's
+//! `tcp_flash.py` sends: `OTA` and `GetNextFlash` in one write, then `FirmwareLength`, then
+//! the image. [`Client::send_checked_image`] adds the extension lines: `Sha256`, and with a
+//! key ([`Client::with_key`]) `GetNonce` and, once the nonce is in, `Auth`.
 
 use core::fmt;
 
+use crate::auth::{self, Digest256, Key};
 use crate::layout::SlotId;
 use crate::protocol::{LineBuf, LineReader, LineTooLong, MAX_REPLY_LINE, Reply, Request};
 
@@ -58,6 +61,8 @@ pub enum Step {
     NextSlot,
     /// Waiting for the caller to pick the image.
     ChooseImage,
+    /// Waiting for the device's nonce (or `NoKey`).
+    Nonce,
     Ready,
     /// Sending the image.
     Image,
@@ -74,6 +79,7 @@ impl fmt::Display for Step {
         f.write_str(match self {
             Step::NextSlot => "waiting for the slot name",
             Step::ChooseImage => "choosing the image",
+            Step::Nonce => "waiting for the nonce to authenticate with",
             Step::Ready => "waiting for Ready",
             Step::Image => "sending the image",
             Step::Verdict => "waiting for the device to check the image",
@@ -151,6 +157,7 @@ pub enum Transmit<'a> {
 enum State {
     AwaitSlot,
     ChooseImage,
+    AwaitNonce,
     AwaitReady,
     SendingImage,
     AwaitVerdict,
@@ -175,20 +182,41 @@ impl From<Reply<'_>> for Owned {
             Reply::Flashing => Owned::Plain(Reply::Flashing),
             Reply::Invalid => Owned::Plain(Reply::Invalid),
             Reply::Success => Owned::Plain(Reply::Success),
+            Reply::Nonce(nonce) => Owned::Plain(Reply::Nonce(nonce)),
+            Reply::NoKey => Owned::Plain(Reply::NoKey),
         }
     }
 }
+
+/// Whether the push was authenticated, as far as the client knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authentication {
+    /// No nonce asked for (no key, or not that far yet).
+    NotAsked,
+    /// The client has a key but the device answered `NoKey`: the push goes without proof
+    /// (the SHA-256 is still checked).
+    DeviceHasNoKey,
+    /// The proof went out; the device's `Ready` means it was accepted.
+    Sent,
+}
+
+/// Room for the longest burst of requests: `Sha256`, `Auth` and `FirmwareLength` lines.
+const OUT_CAPACITY: usize = 192;
 
 /// One push to one device.
 pub struct Client {
     state: State,
     lines: LineReader<MAX_REPLY_LINE>,
     /// Protocol bytes not yet sent.
-    out: LineBuf<64>,
+    out: LineBuf<OUT_CAPACITY>,
     out_sent: usize,
     image_len: u32,
     image_sent: u32,
     slot: Option<SlotId>,
+    key: Option<Key>,
+    /// The image's SHA-256, when the extension lines are sent.
+    sha256: Option<Digest256>,
+    authentication: Authentication,
 }
 
 impl Default for Client {
@@ -211,7 +239,21 @@ impl Client {
             image_len: 0,
             image_sent: 0,
             slot: None,
+            key: None,
+            sha256: None,
+            authentication: Authentication::NotAsked,
         }
+    }
+
+    /// A client that proves it holds `key` when the device asks for one. Answer
+    /// [`Event::NextSlot`] with [`Client::send_checked_image`].
+    pub fn with_key(key: &Key) -> Client {
+        Client { key: Some(*key), ..Client::new() }
+    }
+
+    /// Whether the push was authenticated, as far as the client knows.
+    pub fn authentication(&self) -> Authentication {
+        self.authentication
     }
 
     /// The slot the device asked for, once it said.
@@ -229,17 +271,45 @@ impl Client {
         self.state == State::Done
     }
 
-    /// Answers [`Event::NextSlot`]: the image for that slot is `len` bytes (not 0).
+    /// Answers [`Event::NextSlot`] as the seed does: the image for that slot is `len` bytes
+    /// (not 0). No SHA-256, so no authentication either: a client with a key uses
+    /// [`Client::send_checked_image`].
     pub fn send_image(&mut self, len: u32) {
+        debug_assert!(self.key.is_none(), "a client with a key answers with send_checked_image");
+        if self.choose(len) {
+            self.queue(Request::FirmwareLength(len));
+            self.state = State::AwaitReady;
+        }
+    }
+
+    /// Answers [`Event::NextSlot`] with the extension lines: the device checks the slot
+    /// against `sha256` (the image's SHA-256) before it switches. With a key, the client first
+    /// asks for a nonce and proves the key over it, the slot, `len` and `sha256`.
+    pub fn send_checked_image(&mut self, len: u32, sha256: &Digest256) {
+        if !self.choose(len) {
+            return;
+        }
+        self.sha256 = Some(*sha256);
+        if self.key.is_some() {
+            self.queue(Request::GetNonce);
+            self.state = State::AwaitNonce;
+        } else {
+            self.queue(Request::Sha256(*sha256));
+            self.queue(Request::FirmwareLength(len));
+            self.state = State::AwaitReady;
+        }
+    }
+
+    /// Takes the image length; false when no image was asked for.
+    fn choose(&mut self, len: u32) -> bool {
         debug_assert_eq!(self.state, State::ChooseImage, "send_image answers Event::NextSlot");
         debug_assert!(len > 0, "the device refuses an empty image");
         if self.state != State::ChooseImage {
-            return;
+            return false;
         }
         self.image_len = len;
         self.image_sent = 0;
-        self.queue(Request::FirmwareLength(len));
-        self.state = State::AwaitReady;
+        true
     }
 
     /// What to send now.
@@ -271,7 +341,8 @@ impl Client {
     }
 
     /// Consumes received bytes up to the first line that means something; returns how many
-    /// it took and that line's event. Call again with the rest.
+    /// it took and that line's event (`None` for a line the client answers by itself, such as
+    /// the nonce: look at [`Client::transmit`] again). Call again with the rest.
     pub fn receive(&mut self, data: &[u8]) -> (usize, Option<Event>) {
         if self.state == State::Done {
             return (data.len(), None);
@@ -283,7 +354,7 @@ impl Client {
             Some(Ok(line)) => {
                 let text = Text::new(line);
                 let reply = Reply::parse(line).map(Owned::from);
-                Some(self.on_reply(reply, text))
+                self.on_reply(reply, text)
             }
         };
         (consumed, event)
@@ -301,16 +372,44 @@ impl Client {
         Some(self.fail(error))
     }
 
-    fn on_reply(&mut self, reply: Option<Owned>, text: Text) -> Event {
+    fn on_reply(&mut self, reply: Option<Owned>, text: Text) -> Option<Event> {
         let during = self.step();
         let reply = match reply {
             Some(Owned::Error(reason)) if self.state == State::AwaitReason => {
-                return self.fail(ClientError::ImageRejected(reason));
+                return Some(self.fail(ClientError::ImageRejected(reason)));
             }
-            Some(Owned::Error(reason)) => return self.fail(ClientError::Device(reason)),
+            Some(Owned::Error(reason)) => return Some(self.fail(ClientError::Device(reason))),
             Some(Owned::Plain(reply)) => Some(reply),
             None => None,
         };
+        let event = match (self.state, reply) {
+            (State::AwaitNonce, Some(Reply::Nonce(nonce))) => {
+                let (Some(key), Some(sha256), Some(slot)) = (self.key, self.sha256, self.slot) else {
+                    unreachable!("a nonce is asked for only with a key, an image and a slot")
+                };
+                let tag = auth::session_mac(&key, &nonce, slot, self.image_len, &sha256);
+                self.queue(Request::Sha256(sha256));
+                self.queue(Request::Auth(tag));
+                self.queue(Request::FirmwareLength(self.image_len));
+                self.authentication = Authentication::Sent;
+                self.state = State::AwaitReady;
+                return None;
+            }
+            (State::AwaitNonce, Some(Reply::NoKey)) => {
+                let sha256 = self.sha256.expect("a nonce is asked for only with an image");
+                self.queue(Request::Sha256(sha256));
+                self.queue(Request::FirmwareLength(self.image_len));
+                self.authentication = Authentication::DeviceHasNoKey;
+                self.state = State::AwaitReady;
+                return None;
+            }
+            _ => self.on_seed_reply(reply, text, during),
+        };
+        Some(event)
+    }
+
+    /// The replies of the seed's table.
+    fn on_seed_reply(&mut self, reply: Option<Reply<'static>>, text: Text, during: Step) -> Event {
         match (self.state, reply) {
             (State::AwaitSlot, Some(Reply::NextSlot(slot))) => {
                 self.slot = Some(slot);
@@ -347,6 +446,7 @@ impl Client {
         match self.state {
             State::AwaitSlot => Step::NextSlot,
             State::ChooseImage => Step::ChooseImage,
+            State::AwaitNonce => Step::Nonce,
             State::AwaitReady => Step::Ready,
             State::SendingImage => Step::Image,
             State::AwaitVerdict | State::Done => Step::Verdict,

@@ -3,6 +3,7 @@
 //! wire protocol. `no_std` and allocation-free unless the `std`/`sim` features are on.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 
+pub mod auth;
 pub mod boot;
 pub mod client;
 pub mod crc;

@@ -27,6 +27,7 @@ use smoltcp::phy::Device;
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
+use crate::auth::{Key, NONCE_LEN};
 use crate::flash::NorFlash;
 use crate::layout::{FlashLayout, SlotId};
 use crate::protocol::{DEFAULT_PORT, MAX_REPLY_LINE, ReplyLine, in_irom};
@@ -46,6 +47,10 @@ pub trait Platform {
     /// Restart into the new firmware. Called once, 2 s after a successful update; normally
     /// does not return.
     fn reboot(&mut self);
+
+    /// Fills `buf` with unpredictable bytes (a hardware RNG): each session's nonce, when
+    /// the agent has a key. Predictable bytes would let a recorded session be replayed.
+    fn fill_random(&mut self, buf: &mut [u8]);
 }
 
 /// How the agent runs.
@@ -58,11 +63,20 @@ pub struct AgentConfig {
     /// The slot running now. `None` (the default) reads it from rBoot's config at the first
     /// poll; set it when the platform knows better (rBoot's GPIO or temporary boot).
     pub running_slot: Option<SlotId>,
+    /// The pre-shared key: with one, only a client that proves it holds the key can push
+    /// ([`crate::auth`]). `None` (the default) lets any client push, as the seed did.
+    pub key: Option<&'static Key>,
 }
 
 impl AgentConfig {
     pub const fn new(layout: &'static FlashLayout) -> AgentConfig {
-        AgentConfig { layout, port: DEFAULT_PORT, idle_timeout: DEFAULT_IDLE_TIMEOUT, running_slot: None }
+        AgentConfig {
+            layout,
+            port: DEFAULT_PORT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            running_slot: None,
+            key: None,
+        }
     }
 }
 
@@ -123,7 +137,11 @@ pub fn ota_init<'a, const RX: usize, const TX: usize>(
         tcp::SocketBuffer::new(&mut reject_rx[..]),
         tcp::SocketBuffer::new(&mut reject_tx[..]),
     ));
-    let session_config = SessionConfig { layout: config.layout, idle_timeout: config.idle_timeout };
+    let session_config = SessionConfig {
+        idle_timeout: config.idle_timeout,
+        key: config.key,
+        ..SessionConfig::new(config.layout)
+    };
     OtaAgent {
         session: Session::new(session_config, sector),
         session_socket,
@@ -151,7 +169,7 @@ impl<'a> OtaAgent<'a> {
             self.running = session::running_slot(flash, self.session.config().layout);
             self.running_known = true;
         }
-        self.serve_session(now, sockets.get_mut::<tcp::Socket>(self.session_socket), flash);
+        self.serve_session(now, sockets.get_mut::<tcp::Socket>(self.session_socket), flash, platform);
         self.serve_reject(now, sockets.get_mut::<tcp::Socket>(self.reject_socket));
         if let Some(at) = self.session.reboot_at()
             && now >= at
@@ -188,7 +206,13 @@ impl<'a> OtaAgent<'a> {
         self.running
     }
 
-    fn serve_session<F: NorFlash>(&mut self, now: Instant, socket: &mut tcp::Socket<'_>, flash: &mut F) {
+    fn serve_session<F: NorFlash, P: Platform>(
+        &mut self,
+        now: Instant,
+        socket: &mut tcp::Socket<'_>,
+        flash: &mut F,
+        platform: &mut P,
+    ) {
         use tcp::State;
         match socket.state() {
             State::Closed | State::TimeWait => {
@@ -202,6 +226,11 @@ impl<'a> OtaAgent<'a> {
             State::Listen | State::SynReceived | State::SynSent => return,
             State::Established | State::CloseWait if self.session.phase() == Phase::Idle => {
                 self.session.start(now, self.running);
+                if self.session.config().key.is_some() {
+                    let mut nonce = [0u8; NONCE_LEN];
+                    platform.fill_random(&mut nonce);
+                    self.session.provide_nonce(nonce);
+                }
             }
             _ => {}
         }

@@ -15,12 +15,25 @@
 //! Every line ends with CR LF (a bare LF is accepted from the host). Errors are
 //! `ERR: <reason>`, after which the device closes the connection.
 //!
-//! Extensions (hashes, authentication, version queries) will be new [`Request`] lines the
-//! host sends before `FirmwareLength`; a device only answers what it was asked, so old
-//! clients never see anything new.
+//! Extensions are header lines the host sends between steps 3 and 4, each at most once; a
+//! device only answers what it was asked, so old clients never see anything new:
+//!
+//! | direction | message | meaning |
+//! |---|---|---|
+//! | host -> device | `Sha256: <64 hex>` | the image's SHA-256: the device checks the slot read back from flash against it before switching (`Invalid`, `ERR: Image SHA-256 mismatch`) |
+//! | host -> device | `GetNonce` | asks for a nonce to authenticate with |
+//! | device -> host | `Nonce: <32 hex>` | a fresh random nonce, for this session only |
+//! | device -> host | `NoKey` | (instead) the device has no key: no authentication needed |
+//! | host -> device | `Auth: <64 hex>` | HMAC-SHA256 with the key over the nonce, slot, length and SHA-256 ([`crate::auth`]) |
+//!
+//! A device with a key answers `FirmwareLength` with `Ready` only after a good `Auth` (it
+//! needs `GetNonce`, `Sha256` and `Auth` first); otherwise `ERR: Authentication required`
+//! (nothing tried) or `ERR: Authentication failed` (whatever part was wrong). Failures lock
+//! `GetNonce` for a while: `ERR: Too many failed authentications, retry in <n> s`.
 
 use core::fmt;
 
+use crate::auth::{self, DIGEST_LEN, Digest256, NONCE_LEN, Nonce};
 use crate::layout::SlotId;
 use crate::text::{self, Message, Sink};
 
@@ -36,13 +49,22 @@ pub const FLASHING: &str = "Flashing";
 pub const INVALID: &str = "Invalid";
 pub const SUCCESS: &str = "Flash upgrade success. Rebooting in 2s.";
 pub const ERR_PREFIX: &str = "ERR: ";
+/// Extension: the image's SHA-256 follows, as 64 hex digits.
+pub const SHA256: &str = "Sha256: ";
+/// Extension: the host asks for a nonce.
+pub const GET_NONCE: &str = "GetNonce";
+/// Extension: the device's nonce follows, as 32 hex digits.
+pub const NONCE: &str = "Nonce: ";
+/// Extension: the device's answer to `GetNonce` when it has no key.
+pub const NO_KEY: &str = "NoKey";
+/// Extension: the host's HMAC-SHA256 follows, as 64 hex digits.
+pub const AUTH: &str = "Auth: ";
 
 /// The delay `SUCCESS` promises between the reply and the reboot.
 pub const REBOOT_DELAY_MS: u64 = 2000;
 
-/// Longest request line the device accepts, line end excluded. The longest legal line today
-/// is `FirmwareLength: 4294967295` (26 bytes); raise this when a longer extension line lands.
-pub const MAX_REQUEST_LINE: usize = 32;
+/// Longest request line the device accepts, line end excluded: `Sha256: <64 hex>`.
+pub const MAX_REQUEST_LINE: usize = SHA256.len() + 2 * DIGEST_LEN;
 /// Longest reply line, CR LF included: the seed client reads each reply with `recv(128)`.
 pub const MAX_REPLY_LINE: usize = 128;
 
@@ -58,6 +80,16 @@ pub mod reason {
     pub const TRUNCATED: &str = "Connection closed before the whole image arrived";
     pub const REBOOT_PENDING: &str = "An update is done, reboot pending";
     pub const UNKNOWN_RUNNING_SLOT: &str = "Boot config names no slot of this layout";
+    pub const INVALID_DIGEST: &str = "Invalid digest: 64 hex digits expected";
+    /// A device with a key got `FirmwareLength` without `GetNonce`, `Sha256` and `Auth`.
+    pub const AUTH_REQUIRED: &str = "Authentication required";
+    /// The proof was wrong; deliberately not saying which part.
+    pub const AUTH_FAILED: &str = "Authentication failed";
+    /// Followed by `, retry in <n> s`.
+    pub const AUTH_LOCKED: &str = "Too many failed authentications";
+    pub const SHA256_MISMATCH: &str = "Image SHA-256 mismatch";
+    /// The driver gave the session no random nonce (a bug in the driver, not the client).
+    pub const NO_NONCE: &str = "No random nonce available";
 }
 
 /// The lines above as the device uses them: in IROM, out of its scarce DRAM
@@ -77,6 +109,11 @@ pub mod in_irom {
         pub INVALID = super::INVALID;
         pub SUCCESS = super::SUCCESS;
         pub ERR_PREFIX = super::ERR_PREFIX;
+        pub SHA256 = super::SHA256;
+        pub GET_NONCE = super::GET_NONCE;
+        pub NONCE = super::NONCE;
+        pub NO_KEY = super::NO_KEY;
+        pub AUTH = super::AUTH;
         USER1_BIN = SlotId::User1.file_name();
         USER2_BIN = SlotId::User2.file_name();
     }
@@ -105,6 +142,12 @@ pub mod in_irom {
             pub TRUNCATED = reason::TRUNCATED;
             pub REBOOT_PENDING = reason::REBOOT_PENDING;
             pub UNKNOWN_RUNNING_SLOT = reason::UNKNOWN_RUNNING_SLOT;
+            pub INVALID_DIGEST = reason::INVALID_DIGEST;
+            pub AUTH_REQUIRED = reason::AUTH_REQUIRED;
+            pub AUTH_FAILED = reason::AUTH_FAILED;
+            pub AUTH_LOCKED = reason::AUTH_LOCKED;
+            pub SHA256_MISMATCH = reason::SHA256_MISMATCH;
+            pub NO_NONCE = reason::NO_NONCE;
         }
     }
 }
@@ -116,6 +159,12 @@ pub enum Request {
     GetNextFlash,
     /// The image length; never 0.
     FirmwareLength(u32),
+    /// Extension: the image's SHA-256.
+    Sha256(Digest256),
+    /// Extension: the host asks for a nonce.
+    GetNonce,
+    /// Extension: HMAC-SHA256 proving the host holds the key ([`crate::auth::session_mac`]).
+    Auth(Digest256),
 }
 
 /// Why a host line is not a [`Request`]. `Display` gives the reason the device sends.
@@ -127,6 +176,8 @@ pub enum RequestError {
     InvalidLength,
     /// A length that does not fit 32 bits.
     LengthTooBig,
+    /// `Sha256: ` or `Auth: ` followed by anything but 64 hex digits.
+    InvalidDigest,
 }
 
 impl Message for RequestError {
@@ -135,6 +186,7 @@ impl Message for RequestError {
             RequestError::Unknown => in_irom::reason::INVALID_PROTOCOL,
             RequestError::InvalidLength => in_irom::reason::INVALID_LENGTH,
             RequestError::LengthTooBig => in_irom::reason::LENGTH_TOO_BIG,
+            RequestError::InvalidDigest => in_irom::reason::INVALID_DIGEST,
         });
     }
 }
@@ -160,6 +212,15 @@ impl Request {
                 len => Ok(Request::FirmwareLength(len)),
             };
         }
+        if let Some(hex) = in_irom::SHA256.strip_from(line) {
+            return parse_digest(hex).map(Request::Sha256);
+        }
+        if in_irom::GET_NONCE.is(line) {
+            return Ok(Request::GetNonce);
+        }
+        if let Some(hex) = in_irom::AUTH.strip_from(line) {
+            return parse_digest(hex).map(Request::Auth);
+        }
         Err(RequestError::Unknown)
     }
 
@@ -173,8 +234,32 @@ impl Request {
                 out.push_text(in_irom::FIRMWARE_LENGTH);
                 out.push_dec(len);
             }
+            Request::Sha256(digest) => {
+                out.push_text(in_irom::SHA256);
+                push_hex_bytes(out, &digest);
+            }
+            Request::GetNonce => out.push_text(in_irom::GET_NONCE),
+            Request::Auth(tag) => {
+                out.push_text(in_irom::AUTH);
+                push_hex_bytes(out, &tag);
+            }
         }
         out.push_text(in_irom::LINE_END);
+    }
+}
+
+/// Exactly 64 hex digits, either case. Out of line: two requests use it.
+#[inline(never)]
+fn parse_digest(hex: &[u8]) -> Result<Digest256, RequestError> {
+    let mut digest = [0u8; DIGEST_LEN];
+    auth::decode_hex(hex, &mut digest).map_err(|_| RequestError::InvalidDigest)?;
+    Ok(digest)
+}
+
+/// `bytes` as lowercase hex digits, two per byte.
+fn push_hex_bytes<S: Sink + ?Sized>(out: &mut S, bytes: &[u8]) {
+    for &byte in bytes {
+        out.push_bytes(&[auth::hex_digit(byte >> 4), auth::hex_digit(byte)]);
     }
 }
 
@@ -207,6 +292,10 @@ pub enum Reply<'a> {
     Success,
     /// `ERR: <reason>`.
     Error(&'a str),
+    /// Extension: the answer to `GetNonce` from a device with a key.
+    Nonce(Nonce),
+    /// Extension: the answer to `GetNonce` from a device without a key.
+    NoKey,
 }
 
 impl<'a> Reply<'a> {
@@ -216,11 +305,17 @@ impl<'a> Reply<'a> {
         if let Some(reason) = text.strip_prefix(ERR_PREFIX) {
             return Some(Reply::Error(reason));
         }
+        if let Some(hex) = text.strip_prefix(NONCE) {
+            let mut nonce = [0u8; NONCE_LEN];
+            auth::decode_hex(hex.as_bytes(), &mut nonce).ok()?;
+            return Some(Reply::Nonce(nonce));
+        }
         let reply = match text {
             READY => Reply::Ready,
             FLASHING => Reply::Flashing,
             INVALID => Reply::Invalid,
             SUCCESS => Reply::Success,
+            NO_KEY => Reply::NoKey,
             _ => Reply::NextSlot(SlotId::ALL.into_iter().find(|slot| slot.file_name() == text)?),
         };
         Some(reply)
@@ -237,10 +332,22 @@ impl<'a> Reply<'a> {
             Reply::Flashing => in_irom::FLASHING,
             Reply::Invalid => in_irom::INVALID,
             Reply::Success => in_irom::SUCCESS,
+            Reply::NoKey => in_irom::NO_KEY,
             Reply::Error(reason) => return ReplyLine::error_message(reason),
+            Reply::Nonce(nonce) => return nonce_line(&nonce),
         };
         ReplyLine::line(&text)
     }
+}
+
+/// `Nonce: <32 hex>` CR LF. Out of line, so the inlined [`Reply::encode`] stays small.
+#[inline(never)]
+fn nonce_line(nonce: &Nonce) -> ReplyLine {
+    let mut line = ReplyLine::new();
+    line.push_text(in_irom::NONCE);
+    push_hex_bytes(&mut line, nonce);
+    line.push_text(in_irom::LINE_END);
+    line
 }
 
 /// A small fixed-capacity byte buffer for outgoing lines. Writes past the capacity are cut

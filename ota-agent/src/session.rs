@@ -11,13 +11,17 @@
 //! The boot config is touched only after the whole image was read back from the slot and
 //! verified (`image::verify_for_slot`), so no failure here can switch to a bad image.
 //!
-//! Extension lines (a hash, authentication) belong in the `Headers` state: a new
-//! [`Request`] variant, stored until `FirmwareLength` ends the headers.
+//! Extension lines belong in the `Headers` state, stored until `FirmwareLength` ends the
+//! headers: `Sha256` (checked against the slot read back from flash before the switch),
+//! and with a key `GetNonce` and `Auth`, checked when `FirmwareLength` arrives, before
+//! `Ready` ([`crate::auth`]). The driver draws the nonce for each session
+//! ([`Session::provide_nonce`]), since only it knows the board's random source.
 
 use core::fmt;
 
 use smoltcp::time::{Duration, Instant};
 
+use crate::auth::{self, DEFAULT_AUTH_BACKOFF, Digest256, Key, Nonce, Throttle};
 use crate::boot::{BootConfig, CONFIG_LEN, CONFIG_STRUCT_LEN};
 use crate::flash::{NorFlash, ReadNorFlash};
 use crate::image::{self, ImageError};
@@ -40,11 +44,20 @@ pub struct SessionConfig {
     /// A silent client is dropped after this long; so is one that never closes after the
     /// last reply.
     pub idle_timeout: Duration,
+    /// With a key, every session must prove it holds it before `Ready`.
+    pub key: Option<&'static Key>,
+    /// How long the first failed proof locks authentication; each further one doubles it.
+    pub auth_backoff: Duration,
 }
 
 impl SessionConfig {
     pub const fn new(layout: &'static FlashLayout) -> SessionConfig {
-        SessionConfig { layout, idle_timeout: DEFAULT_IDLE_TIMEOUT }
+        SessionConfig {
+            layout,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            key: None,
+            auth_backoff: DEFAULT_AUTH_BACKOFF,
+        }
     }
 }
 
@@ -81,6 +94,18 @@ pub enum Failure {
     },
     RebootPending,
     UnknownRunningSlot,
+    /// A device with a key got `FirmwareLength` without `GetNonce`, `Sha256` and `Auth`.
+    AuthRequired,
+    /// The proof did not match (key, nonce, slot, length or SHA-256: not said which).
+    AuthFailed,
+    /// `GetNonce` while failed proofs lock authentication, for this many more seconds.
+    AuthLocked {
+        seconds: u32,
+    },
+    /// The driver gave this session no nonce.
+    NoNonce,
+    /// The slot read back from flash does not have the SHA-256 the client sent.
+    Sha256Mismatch,
     Write(WriteError),
     Image(ImageError),
     BootConfig(BootConfigError),
@@ -88,6 +113,7 @@ pub enum Failure {
 
 irom_text! {
     RECEIVED_OF_LEN = " ({} of {} bytes)";
+    RETRY_IN = ", retry in {} s";
     BOOT_CONFIG_READ = "boot config read failed";
     BOOT_CONFIG_ERASE = "boot config erase failed";
     BOOT_CONFIG_WRITE = "boot config write failed";
@@ -109,6 +135,14 @@ impl Message for Failure {
             }
             Failure::RebootPending => out.push_text(reason::REBOOT_PENDING),
             Failure::UnknownRunningSlot => out.push_text(reason::UNKNOWN_RUNNING_SLOT),
+            Failure::AuthRequired => out.push_text(reason::AUTH_REQUIRED),
+            Failure::AuthFailed => out.push_text(reason::AUTH_FAILED),
+            Failure::AuthLocked { seconds } => {
+                out.push_text(reason::AUTH_LOCKED);
+                out.push_template(RETRY_IN, &[Arg::Dec(seconds)]);
+            }
+            Failure::NoNonce => out.push_text(reason::NO_NONCE),
+            Failure::Sha256Mismatch => out.push_text(reason::SHA256_MISMATCH),
             Failure::Write(error) => error.write_message(out),
             Failure::Image(error) => error.write_message(out),
             Failure::BootConfig(error) => error.write_message(out),
@@ -182,7 +216,20 @@ enum Outgoing {
     Flashing,
     Invalid,
     Success,
+    /// The session's nonce (kept in the session: a nonce here would widen every entry).
+    Nonce,
+    NoKey,
     Error(Failure),
+}
+
+/// The extension headers of the session so far.
+#[derive(Clone, Copy, Debug, Default)]
+struct Headers {
+    /// `GetNonce` was answered.
+    nonce_asked: bool,
+    sha256: Option<Digest256>,
+    /// The client's `Auth`.
+    tag: Option<Digest256>,
 }
 
 /// Every step queues at most two replies (`Invalid` + `ERR`, `Flashing` + success).
@@ -199,6 +246,11 @@ pub struct Session<'a> {
     last_input: Instant,
     reboot_at: Option<Instant>,
     last_failure: Option<Failure>,
+    headers: Headers,
+    /// This session's nonce, from the driver; used for one proof at most.
+    nonce: Option<Nonce>,
+    /// Outlives sessions, so a client cannot escape the lockout by reconnecting.
+    throttle: Throttle,
 }
 
 impl<'a> Session<'a> {
@@ -214,6 +266,9 @@ impl<'a> Session<'a> {
             last_input: Instant::ZERO,
             reboot_at: None,
             last_failure: None,
+            headers: Headers::default(),
+            nonce: None,
+            throttle: Throttle::new(),
         }
     }
 
@@ -229,10 +284,19 @@ impl<'a> Session<'a> {
         self.running = running;
         self.last_input = now;
         self.last_failure = None;
+        self.headers = Headers::default();
+        self.nonce = None;
         self.state = State::ExpectOta;
         if self.reboot_at.is_some() {
             self.fail(now, Failure::RebootPending);
         }
+    }
+
+    /// A fresh random nonce for the session just started: call right after
+    /// [`Session::start`] (which forgets the last one). Without it, a device with a key
+    /// answers `GetNonce` with an error, so no session can authenticate.
+    pub fn provide_nonce(&mut self, nonce: Nonce) {
+        self.nonce = Some(nonce);
     }
 
     /// The connection is gone (reset, or closed and finished): back to idle. An image not yet
@@ -241,6 +305,8 @@ impl<'a> Session<'a> {
         self.state = State::Idle;
         self.queue = [None; MAX_QUEUED];
         self.lines.clear();
+        self.headers = Headers::default();
+        self.nonce = None;
     }
 
     /// The client closed its sending side. Replies can still go out.
@@ -341,6 +407,8 @@ impl<'a> Session<'a> {
             Outgoing::Flashing => Reply::Flashing.encode(),
             Outgoing::Invalid => Reply::Invalid.encode(),
             Outgoing::Success => Reply::Success.encode(),
+            Outgoing::Nonce => Reply::Nonce(self.nonce.unwrap_or_default()).encode(),
+            Outgoing::NoKey => Reply::NoKey.encode(),
             Outgoing::Error(failure) => ReplyLine::error_message(&failure),
         })
     }
@@ -363,6 +431,11 @@ impl<'a> Session<'a> {
             }
             _ => self.running.map(SlotId::other),
         }
+    }
+
+    /// Failed proofs in a row (authentication locks for longer with each).
+    pub fn auth_failures(&self) -> u32 {
+        self.throttle.failures()
     }
 
     /// Why the last session failed, for the device's log.
@@ -391,7 +464,23 @@ impl<'a> Session<'a> {
                 }
                 None => self.fail(now, Failure::UnknownRunningSlot),
             },
+            (State::Headers { .. }, Ok(Request::Sha256(digest))) if self.headers.sha256.is_none() => {
+                self.headers.sha256 = Some(digest);
+            }
+            (State::Headers { .. }, Ok(Request::GetNonce)) if !self.headers.nonce_asked => {
+                self.give_nonce(now)
+            }
+            (State::Headers { .. }, Ok(Request::Auth(tag)))
+                if self.config.key.is_some() && self.headers.nonce_asked && self.headers.tag.is_none() =>
+            {
+                self.headers.tag = Some(tag);
+            }
             (State::Headers { target }, Ok(Request::FirmwareLength(len))) => {
+                if let Some(key) = self.config.key
+                    && let Err(failure) = self.authenticate(now, key, target, len)
+                {
+                    return self.fail(now, failure);
+                }
                 let slot = self.config.layout.slot(target);
                 if len > slot.capacity {
                     return self.fail(now, Failure::LengthTooBig { len, capacity: slot.capacity });
@@ -407,11 +496,49 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Answers `GetNonce`: `NoKey`, the nonce, or why not (locked, no nonce drawn).
+    fn give_nonce(&mut self, now: Instant) {
+        self.headers.nonce_asked = true;
+        if self.config.key.is_none() {
+            return self.push(Outgoing::NoKey);
+        }
+        if let Some(left) = self.throttle.locked_for(now) {
+            let seconds = u32::try_from(left.total_millis().div_ceil(1000)).unwrap_or(u32::MAX);
+            return self.fail(now, Failure::AuthLocked { seconds });
+        }
+        match self.nonce {
+            Some(_) => self.push(Outgoing::Nonce),
+            None => self.fail(now, Failure::NoNonce),
+        }
+    }
+
+    /// Checks the client's proof for this slot and length. The nonce is spent either way.
+    fn authenticate(&mut self, now: Instant, key: &Key, target: SlotId, len: u32) -> Result<(), Failure> {
+        let nonce = self.nonce.take().filter(|_| self.headers.nonce_asked);
+        let (Some(nonce), Some(sha256), Some(tag)) = (nonce, self.headers.sha256, self.headers.tag) else {
+            return Err(Failure::AuthRequired);
+        };
+        if auth::verify_session_mac(key, &nonce, target, len, &sha256, &tag) {
+            self.throttle.succeeded();
+            Ok(())
+        } else {
+            self.throttle.failed(now, self.config.auth_backoff);
+            Err(Failure::AuthFailed)
+        }
+    }
+
     fn finish<F: NorFlash>(&mut self, now: Instant, flash: &mut F, target: SlotId, len: u32) {
         let layout = self.config.layout;
         let slot = layout.slot(target);
         if let Err(error) = self.writer.finish(flash) {
             return self.fail(now, Failure::Write(error));
+        }
+        if let Some(expected) = self.headers.sha256 {
+            match auth::sha256_of_flash(flash, slot.offset, len, self.writer.buffer()) {
+                Ok(digest) if digest == expected => {}
+                Ok(_) => return self.fail(now, Failure::Sha256Mismatch),
+                Err(kind) => return self.fail(now, Failure::Image(ImageError::Flash(kind))),
+            }
         }
         if let Err(error) = image::verify_for_slot(flash, slot, len, self.writer.buffer()) {
             return self.fail(now, Failure::Image(error));

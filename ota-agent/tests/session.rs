@@ -7,6 +7,7 @@ use common::*;
 use ota_agent::boot::{BootConfig, BootMode};
 use ota_agent::flash::{NorFlash, RamNor};
 use ota_agent::layout::{BOOT_CONFIG_OFFSET, SlotId};
+use ota_agent::protocol::MAX_REQUEST_LINE;
 use ota_agent::session::{Phase, Session, SessionConfig, running_slot};
 use ota_agent::writer::SECTOR;
 use smoltcp::time::{Duration, Instant};
@@ -220,9 +221,14 @@ fn header_errors_answer_with_the_seed_reasons_and_touch_nothing() {
             format!("OTA\r\nGetNextFlash\r\nFirmwareLength: {}\r\n", capacity + 1).into_bytes(),
             b"user2.bin\r\nERR: Firmware length is too big\r\n".to_vec(),
         ),
-        (format!("{}\r\n", "A".repeat(40)).into_bytes(), b"ERR: Line too long\r\n".to_vec()),
+        // One byte past the longest line (`Sha256: <64 hex>`).
         (
-            format!("OTA\r\nGetNextFlash\r\nFirmwareLength: {}1\r\n", "0".repeat(40)).into_bytes(),
+            format!("{}\r\n", "A".repeat(MAX_REQUEST_LINE + 1)).into_bytes(),
+            b"ERR: Line too long\r\n".to_vec(),
+        ),
+        (
+            format!("OTA\r\nGetNextFlash\r\nFirmwareLength: {}1\r\n", "0".repeat(MAX_REQUEST_LINE))
+                .into_bytes(),
             b"user2.bin\r\nERR: Line too long\r\n".to_vec(),
         ),
     ];

@@ -116,6 +116,14 @@ impl Platform for Board {
     fn reboot(&mut self) {
         self.reboots.push(self.now);
     }
+
+    /// Never the same bytes twice in a test run, which is all a nonce needs here.
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static DRAWS: AtomicU64 = AtomicU64::new(1);
+        let mut rng = Rng::new(DRAWS.fetch_add(1, Ordering::Relaxed));
+        buf.fill_with(|| rng.byte());
+    }
 }
 
 fn interface(device: &mut FaultInjector<WireEnd>, ip: IpAddress) -> Interface {

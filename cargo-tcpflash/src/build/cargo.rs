@@ -242,7 +242,14 @@ pub fn compile(
         .args(["--config", &format!("profile.{profile}.lto=\"fat\"")])
         .args(["--config", &format!("profile.{profile}.codegen-units=1")])
         .args(["--config", &format!("profile.{profile}.panic=\"abort\"")])
-        .env("CARGO_ENCODED_RUSTFLAGS", format!("--emit=asm\x1f-Clinker={}", linker_shim.display()))
+        // sha2's compact SHA-256 (ota-agent's image check): the unrolled one is 12 KB of IROM.
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!(
+                "--emit=asm\x1f-Clinker={}\x1f--cfg=sha2_backend_soft=\"compact\"",
+                linker_shim.display()
+            ),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if !args.features.is_empty() {

@@ -26,6 +26,25 @@ impl crate::net::Platform for Esp8266 {
         // SAFETY: the ROM's reset routine; nothing runs after it.
         unsafe { rom::software_reset() };
     }
+
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(4) {
+            let word = hardware_random().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+}
+
+/// The hardware random number generator: a fresh 32-bit value at each read. Espressif's
+/// SDK reads the same register for `os_random()`; its entropy comes from the RF subsystem,
+/// so it is at its best with the radio on (a firmware without WiFi should know that).
+#[cfg(target_arch = "xtensa")]
+const RANDOM_REGISTER: *const u32 = 0x3FF2_0E44 as *const u32;
+
+#[cfg(target_arch = "xtensa")]
+fn hardware_random() -> u32 {
+    // SAFETY: a read-only register, always mapped.
+    unsafe { RANDOM_REGISTER.read_volatile() }
 }
 
 /// Turns off the hardware watchdog the ROM leaves running; a firmware that wants it feeds

@@ -1,0 +1,369 @@
+//! Authenticated pushes and end-to-end integrity, shared by the device and the host.
+//!
+//! - The image's SHA-256, computed on the device from the slot read back from flash, so it
+//!   covers the network and the flash write alike ([`sha256_of_flash`]).
+//! - The proof that a client holds the device's pre-shared key: HMAC-SHA256 over a fresh
+//!   nonce from the device and the session's parameters ([`session_mac`]), checked in
+//!   constant time ([`verify_session_mac`]). The nonce changes every session, so a recorded
+//!   session replayed later carries the wrong proof.
+//! - The lockout after failed proofs ([`Throttle`]), and the key file format ([`parse_key`]).
+//!
+//! The authenticated message is, byte for byte:
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 16 | ASCII `tcpflash-auth-v1` |
+//! | 16 | the nonce of `Nonce: <32 hex>` |
+//! | 1 | the slot the device named: 0 for `user1.bin`, 1 for `user2.bin` |
+//! | 4 | the image length of `FirmwareLength`, little-endian |
+//! | 32 | the image's SHA-256, as in `Sha256: <64 hex>` |
+
+use core::fmt;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use smoltcp::time::{Duration, Instant};
+
+use crate::flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use crate::irom_text;
+use crate::layout::SlotId;
+
+pub const KEY_LEN: usize = 32;
+pub const NONCE_LEN: usize = 16;
+/// A SHA-256 digest, and an HMAC-SHA256 tag.
+pub const DIGEST_LEN: usize = 32;
+
+/// The pre-shared key: 32 random bytes.
+pub type Key = [u8; KEY_LEN];
+pub type Nonce = [u8; NONCE_LEN];
+/// A SHA-256 digest or an HMAC-SHA256 tag.
+pub type Digest256 = [u8; DIGEST_LEN];
+
+/// How long the first failed proof locks authentication; each further failure doubles it.
+pub const DEFAULT_AUTH_BACKOFF: Duration = Duration::from_secs(1);
+/// The lockout stops doubling after this many failures (1 s grows to at most 64 s).
+const MAX_DOUBLINGS: u32 = 6;
+
+/// Separates this use of the key from any other (and a later version of the message).
+const CONTEXT_TEXT: &str = "tcpflash-auth-v1";
+
+irom_text! {
+    CONTEXT = CONTEXT_TEXT;
+}
+
+/// The byte that stands for `slot` in the authenticated message.
+fn slot_byte(slot: SlotId) -> u8 {
+    match slot {
+        SlotId::User1 => 0,
+        SlotId::User2 => 1,
+    }
+}
+
+/// Length of the authenticated message (the table in the module docs).
+const MESSAGE_LEN: usize = CONTEXT_TEXT.len() + NONCE_LEN + 1 + 4 + DIGEST_LEN;
+
+/// The keyed MAC over the session's parameters, ready for its tag or its check. The message
+/// is assembled first and hashed in one call: each `update` call site is inlined whole.
+#[inline(never)]
+fn session_hmac(key: &Key, nonce: &Nonce, slot: SlotId, len: u32, sha256: &Digest256) -> Hmac<Sha256> {
+    let mut message = [0u8; MESSAGE_LEN];
+    for (at, byte) in message[..CONTEXT_TEXT.len()].iter_mut().enumerate() {
+        *byte = CONTEXT.byte(at);
+    }
+    let rest = &mut message[CONTEXT_TEXT.len()..];
+    rest[..NONCE_LEN].copy_from_slice(nonce);
+    rest[NONCE_LEN] = slot_byte(slot);
+    rest[NONCE_LEN + 1..NONCE_LEN + 5].copy_from_slice(&len.to_le_bytes());
+    rest[NONCE_LEN + 5..].copy_from_slice(sha256);
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(&message);
+    mac
+}
+
+/// What a client sends as `Auth: <64 hex>`: HMAC-SHA256 with `key` over the message in the
+/// module's table.
+pub fn session_mac(key: &Key, nonce: &Nonce, slot: SlotId, len: u32, sha256: &Digest256) -> Digest256 {
+    session_hmac(key, nonce, slot, len, sha256).finalize().into_bytes().into()
+}
+
+/// Whether `tag` is [`session_mac`] of these parameters. Constant-time: how much of a wrong
+/// tag was right does not show in the time it takes.
+#[inline(never)]
+pub fn verify_session_mac(
+    key: &Key,
+    nonce: &Nonce,
+    slot: SlotId,
+    len: u32,
+    sha256: &Digest256,
+    tag: &Digest256,
+) -> bool {
+    session_hmac(key, nonce, slot, len, sha256).verify_slice(tag).is_ok()
+}
+
+/// SHA-256 of bytes in memory (the host's images).
+pub fn sha256(bytes: &[u8]) -> Digest256 {
+    Sha256::digest(bytes).into()
+}
+
+/// SHA-256 of `len` flash bytes from `offset`, read through `scratch` (any size from the
+/// flash's read unit up). `offset` must be a whole number of read units; the last read is
+/// rounded up to one, so the flash must hold that much past the end (a slot's image does).
+#[inline(never)]
+pub fn sha256_of_flash<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    len: u32,
+    scratch: &mut [u8],
+) -> Result<Digest256, NorFlashErrorKind> {
+    let read_size = F::READ_SIZE.max(1);
+    let usable = scratch.len() - scratch.len() % read_size;
+    if usable == 0 {
+        return Err(NorFlashErrorKind::NotAligned);
+    }
+    let mut hasher = Sha256::new();
+    let mut at = offset;
+    let mut left = len as usize;
+    while left > 0 {
+        let take = left.min(usable);
+        let read = take.next_multiple_of(read_size);
+        flash.read(at, &mut scratch[..read]).map_err(|error| error.kind())?;
+        hasher.update(&scratch[..take]);
+        at += take as u32;
+        left -= take;
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Failed proofs lock authentication for a delay that doubles with each failure in a row,
+/// on the session's clock; a good proof clears it. While locked, no nonce is given out, so
+/// no proof can even be tried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Throttle {
+    failures: u32,
+    locked_until: Instant,
+}
+
+impl Throttle {
+    pub const fn new() -> Throttle {
+        Throttle { failures: 0, locked_until: Instant::ZERO }
+    }
+
+    /// How long authentication stays locked, if it is.
+    pub fn locked_for(&self, now: Instant) -> Option<Duration> {
+        (self.failures > 0 && now < self.locked_until).then(|| self.locked_until - now)
+    }
+
+    /// Failed proofs in a row.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// A proof failed at `now`: lock for `base`, doubled for each earlier failure in a row.
+    pub fn failed(&mut self, now: Instant, base: Duration) {
+        self.failures = self.failures.saturating_add(1);
+        let doublings = (self.failures - 1).min(MAX_DOUBLINGS);
+        self.locked_until = now + base * (1u32 << doublings);
+    }
+
+    pub fn succeeded(&mut self) {
+        *self = Throttle::new();
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new()
+    }
+}
+
+/// Why a key file is not a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFileError {
+    /// Neither 32 bytes nor 64 hex digits (surrounding whitespace aside).
+    WrongLength { len: usize },
+    /// 64 characters, but this one (0-based) is not a hex digit.
+    NotHex { at: usize },
+}
+
+impl fmt::Display for KeyFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            KeyFileError::WrongLength { len } => write!(
+                f,
+                "a key file holds 32 random bytes or 64 hex digits, this one {len} bytes (whitespace aside)"
+            ),
+            KeyFileError::NotHex { at } => {
+                write!(f, "character {} of the 64 is not a hex digit", at + 1)
+            }
+        }
+    }
+}
+
+impl core::error::Error for KeyFileError {}
+
+/// The key in a key file: exactly 32 bytes (raw, e.g. `head -c 32 /dev/urandom`), or 64 hex
+/// digits with optional surrounding whitespace (e.g. `openssl rand -hex 32`).
+pub fn parse_key(file: &[u8]) -> Result<Key, KeyFileError> {
+    if let Ok(raw) = <[u8; KEY_LEN]>::try_from(file) {
+        return Ok(raw);
+    }
+    let text = file.trim_ascii();
+    if text.len() != 2 * KEY_LEN {
+        return Err(KeyFileError::WrongLength { len: text.len() });
+    }
+    let mut key = [0u8; KEY_LEN];
+    decode_hex(text, &mut key).map_err(|at| KeyFileError::NotHex { at })?;
+    Ok(key)
+}
+
+/// Decodes `2 * out.len()` hex digits (either case) into `out`; the error is the position of
+/// the first character that is not one.
+pub fn decode_hex(text: &[u8], out: &mut [u8]) -> Result<(), usize> {
+    if text.len() != 2 * out.len() {
+        return Err(text.len().min(2 * out.len()));
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        let high = hex_value(text[2 * i]).ok_or(2 * i)?;
+        let low = hex_value(text[2 * i + 1]).ok_or(2 * i + 1)?;
+        *byte = high << 4 | low;
+    }
+    Ok(())
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The lowercase hex digit of a nibble, computed: a digit table would sit in DRAM.
+pub fn hex_digit(nibble: u8) -> u8 {
+    let nibble = nibble & 0xF;
+    if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::flash::{NorFlash, RamNor};
+
+    const KEY: Key = *b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn the_session_mac_is_hmac_sha256_over_the_documented_bytes() {
+        // Computed independently with Python's hmac module over the table in the module
+        // docs: key b"0123456789abcdef" * 2, nonce 00..0f, user2, 300000 bytes, the SHA-256
+        // of b"image":
+        //   msg = b"tcpflash-auth-v1" + bytes(range(16)) + b"\x01" + (300000).to_bytes(4,
+        //         "little") + hashlib.sha256(b"image").digest()
+        //   hmac.new(key, msg, "sha256").hexdigest()
+        let nonce: Nonce = core::array::from_fn(|i| i as u8);
+        let tag = session_mac(&KEY, &nonce, SlotId::User2, 300_000, &sha256(b"image"));
+        let mut expected = [0u8; 32];
+        decode_hex(b"65f10b56027f4319a06448837095441f67ff1c16ea7945e3652f7c9339fd7fd4", &mut expected)
+            .unwrap();
+        assert_eq!(tag, expected);
+        assert!(verify_session_mac(&KEY, &nonce, SlotId::User2, 300_000, &sha256(b"image"), &tag));
+    }
+
+    #[test]
+    fn any_changed_parameter_fails_the_check() {
+        let nonce = [7u8; NONCE_LEN];
+        let digest = sha256(b"firmware");
+        let tag = session_mac(&KEY, &nonce, SlotId::User1, 1000, &digest);
+        assert!(verify_session_mac(&KEY, &nonce, SlotId::User1, 1000, &digest, &tag));
+        let mut other_key = KEY;
+        other_key[31] ^= 1;
+        let mut other_nonce = nonce;
+        other_nonce[0] ^= 0x80;
+        let mut other_digest = digest;
+        other_digest[5] ^= 1;
+        let mut other_tag = tag;
+        other_tag[31] ^= 1;
+        assert!(!verify_session_mac(&other_key, &nonce, SlotId::User1, 1000, &digest, &tag));
+        assert!(!verify_session_mac(&KEY, &other_nonce, SlotId::User1, 1000, &digest, &tag));
+        assert!(!verify_session_mac(&KEY, &nonce, SlotId::User2, 1000, &digest, &tag));
+        assert!(!verify_session_mac(&KEY, &nonce, SlotId::User1, 1001, &digest, &tag));
+        assert!(!verify_session_mac(&KEY, &nonce, SlotId::User1, 1000, &other_digest, &tag));
+        assert!(!verify_session_mac(&KEY, &nonce, SlotId::User1, 1000, &digest, &other_tag));
+    }
+
+    #[test]
+    fn the_flash_hash_is_the_hash_of_the_bytes_for_any_scratch_size() {
+        let mut flash = RamNor::new(0x4000);
+        let data: Vec<u8> = (0..0x3000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        flash.write(0x1000, &data).unwrap();
+        for (len, scratch) in [(1, 1), (4097, 4096), (0x3000, 64), (12001, 3), (0, 16)] {
+            let mut buf = std::vec![0u8; scratch];
+            let digest = sha256_of_flash(&mut flash, 0x1000, len, &mut buf).unwrap();
+            assert_eq!(digest, sha256(&data[..len as usize]), "len {len}, scratch {scratch}");
+        }
+        assert_ne!(sha256_of_flash(&mut flash, 0x1000, 10, &mut [0u8; 8]).unwrap(), sha256(&data[1..11]));
+        let error = sha256_of_flash(&mut flash, 0x3000, 0x2000, &mut [0u8; 256]).unwrap_err();
+        assert_eq!(error, NorFlashErrorKind::OutOfBounds);
+    }
+
+    #[test]
+    fn each_failure_doubles_the_lockout_up_to_64_times_the_base() {
+        let base = Duration::from_secs(1);
+        let mut throttle = Throttle::new();
+        let t0 = Instant::from_secs(1000);
+        assert_eq!(throttle.locked_for(t0), None);
+        throttle.failed(t0, base);
+        assert_eq!(throttle.locked_for(t0), Some(Duration::from_secs(1)));
+        assert_eq!(throttle.locked_for(t0 + Duration::from_millis(999)), Some(Duration::from_millis(1)));
+        assert_eq!(throttle.locked_for(t0 + base), None);
+        let mut now = t0 + base;
+        let mut lockouts = Vec::new();
+        for _ in 0..9 {
+            throttle.failed(now, base);
+            let locked = throttle.locked_for(now).unwrap();
+            lockouts.push(locked.secs());
+            now += locked;
+            assert_eq!(throttle.locked_for(now), None);
+        }
+        assert_eq!(lockouts, [2, 4, 8, 16, 32, 64, 64, 64, 64]);
+        assert_eq!(throttle.failures(), 10);
+        throttle.succeeded();
+        throttle.failed(now, base);
+        assert_eq!(throttle.locked_for(now), Some(base), "a success starts the doubling over");
+    }
+
+    #[test]
+    fn key_files_are_32_raw_bytes_or_64_hex_digits() {
+        let raw: Vec<u8> = (0..32).map(|i| (i * 37 + 10) as u8).collect();
+        assert_eq!(parse_key(&raw).unwrap().to_vec(), raw, "raw bytes, even ones that look like whitespace");
+        let hex: std::string::String = raw.iter().map(|b| std::format!("{b:02X}")).collect();
+        assert_eq!(parse_key(hex.as_bytes()).unwrap().to_vec(), raw);
+        let lower = std::format!("  {}\n", hex.to_lowercase());
+        assert_eq!(parse_key(lower.as_bytes()).unwrap().to_vec(), raw);
+        assert_eq!(parse_key(b"abc"), Err(KeyFileError::WrongLength { len: 3 }));
+        assert_eq!(parse_key(&[0u8; 33]), Err(KeyFileError::WrongLength { len: 33 }));
+        let mut bad = hex.clone().into_bytes();
+        bad[17] = b'g';
+        assert_eq!(parse_key(&bad), Err(KeyFileError::NotHex { at: 17 }));
+        assert_eq!(KeyFileError::NotHex { at: 17 }.to_string(), "character 18 of the 64 is not a hex digit");
+        assert_eq!(
+            KeyFileError::WrongLength { len: 3 }.to_string(),
+            "a key file holds 32 random bytes or 64 hex digits, this one 3 bytes (whitespace aside)"
+        );
+    }
+
+    #[test]
+    fn hex_digits_round_trip() {
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        let text: Vec<u8> = bytes.iter().flat_map(|&b| [hex_digit(b >> 4), hex_digit(b)]).collect();
+        assert_eq!(text[..8], *b"00010203");
+        let mut back = [0u8; 256];
+        decode_hex(&text, &mut back).unwrap();
+        assert_eq!(back.to_vec(), bytes);
+        assert_eq!(decode_hex(b"0g", &mut [0u8; 1]), Err(1));
+        assert_eq!(decode_hex(b"000", &mut [0u8; 1]), Err(2));
+    }
+}
