@@ -5,5 +5,6 @@ pub mod build_cmd;
 pub mod cli;
 pub mod elf2image;
 pub mod image_cmd;
+pub mod progress;
 pub mod push;
 pub mod push_cmd;

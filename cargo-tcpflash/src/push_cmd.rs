@@ -3,10 +3,11 @@
 //! bar on stderr, one result line on stdout; errors as miette reports, with an exit status
 //! per kind of failure (`cli::EXIT_CODES`).
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+
+use indicatif::ProgressBar;
 use miette::Diagnostic;
 use ota_agent::layout::SlotId;
 use ota_agent::protocol::DEFAULT_PORT;
@@ -162,18 +163,9 @@ impl Shown {
 
 /// Bytes sent and the rate; drawn only when stderr is a terminal.
 fn progress_bar(total: u64) -> ProgressBar {
-    let target = if std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let bar = ProgressBar::with_draw_target(Some(total), target);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>12.cyan.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ({eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+    let bar = crate::progress::byte_bar(
+        total,
+        "{prefix:>12.cyan.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ({eta})",
     );
     bar.set_prefix("Sending");
     bar.enable_steady_tick(Duration::from_millis(100));

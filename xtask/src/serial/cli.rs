@@ -1,11 +1,10 @@
 //! The `serial-flash` subcommand: arguments, file reading, one progress bar.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use cargo_tcpflash::cli::BuildArgs;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, SlotId};
 
 use super::flasher::{self, ConnectOptions, FlashError, Region};
@@ -95,18 +94,7 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, FlashError> {
 
 /// One bar over every byte of every region; drawn only when stderr is a terminal.
 fn progress_bar(total: u64) -> ProgressBar {
-    let target = if std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let bar = ProgressBar::with_draw_target(Some(total), target);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:32} [{bar:30}] {bytes}/{total_bytes} ({eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar
+    cargo_tcpflash::progress::byte_bar(total, "{msg:32} [{bar:30}] {bytes}/{total_bytes} ({eta})")
 }
 
 fn summary(regions: &[Region]) -> Vec<(String, u32, usize)> {
