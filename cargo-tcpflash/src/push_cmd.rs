@@ -3,9 +3,8 @@
 //! bar on stderr, one result line on stdout; errors as miette reports, with an exit status
 //! per kind of failure (`cli::EXIT_CODES`).
 
-use std::time::Duration;
-
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use indicatif::ProgressBar;
 use miette::Diagnostic;
