@@ -5,7 +5,8 @@
 //! - [`rboot`]: rBoot's boot decision as a pure function of a `NorFlash`;
 //! - [`DeviceStatus`]: what a flash holds (booted slot, each slot's image and firmware);
 //! - [`VirtualDevice`]: boots through the rBoot model and serves the real
-//!   [`crate::session::Session`] on a `std::net::TcpListener`, rebooting after each update.
+//!   [`crate::session::Session`] on a `std::net::TcpListener`, rebooting after each update;
+//! - [`wire`]: the agent on real smoltcp with a host socket, on a simulated faulty wire.
 //!
 //! `cargo xtask sim` is the command-line front end.
 
@@ -15,6 +16,7 @@ mod file_flash;
 mod fixtures;
 pub mod rboot;
 mod status;
+pub mod wire;
 
 pub use device::{DeviceEvent, ServeError, SizeMismatch, VirtualDevice};
 pub use file_flash::{FileFlash, FileFlashError, OpenError};
