@@ -24,6 +24,10 @@ const BLINK: Duration = Duration::from_millis(500);
 static mut SOCKETS: [SocketStorage<'static>; 2] = [SocketStorage::EMPTY; 2];
 #[cfg(feature = "ota")]
 static mut OTA: ota_agent::net::OtaBuffers = ota_agent::net::OtaBuffers::new();
+/// The agent's key, from `TCPFLASH_KEY_FILE` at build time (see build.rs): with it, only a
+/// push that proves it holds the key is accepted.
+#[cfg(all(feature = "ota", ota_key))]
+static OTA_KEY: ota_agent::auth::Key = *include_bytes!(concat!(env!("OUT_DIR"), "/ota_key.bin"));
 
 #[unsafe(no_mangle)]
 pub extern "C" fn main() -> ! {
@@ -44,7 +48,12 @@ pub extern "C" fn main() -> ! {
     #[cfg(feature = "ota")]
     let (mut agent, mut flash, mut platform) = {
         let layout = ota_agent::layout::DEFAULT_LAYOUT;
-        let config = ota_agent::net::AgentConfig::new(layout);
+        #[allow(unused_mut)]
+        let mut config = ota_agent::net::AgentConfig::new(layout);
+        #[cfg(ota_key)]
+        {
+            config.key = Some(&OTA_KEY);
+        }
         // SAFETY: as above.
         let agent = ota_agent::net::ota_init(config, &mut sockets, unsafe { &mut *(&raw mut OTA) });
         (agent, esp8266::RomFlash::new(layout.flash_size), esp8266::Esp8266)

@@ -121,31 +121,34 @@ irom_text! {
 }
 
 impl Message for Failure {
+    // One `push_text` for every plain reason: each call site is inlined whole.
     fn write_message<S: Sink + ?Sized>(&self, out: &mut S) {
-        match *self {
-            Failure::Request(error) => error.write_message(out),
-            Failure::LineTooLong => out.push_text(reason::LINE_TOO_LONG),
+        let text = match *self {
+            Failure::Request(error) => return error.write_message(out),
+            Failure::Write(error) => return error.write_message(out),
+            Failure::Image(error) => return error.write_message(out),
+            Failure::BootConfig(error) => return error.write_message(out),
+            Failure::LineTooLong => reason::LINE_TOO_LONG,
             // The seed's exact words: clients may match on them.
-            Failure::LengthTooBig { .. } => out.push_text(reason::LENGTH_TOO_BIG),
-            Failure::IdleTimeout => out.push_text(reason::IDLE_TIMEOUT),
-            Failure::TooManyBytes => out.push_text(reason::TOO_MANY_BYTES),
+            Failure::LengthTooBig { .. } => reason::LENGTH_TOO_BIG,
+            Failure::IdleTimeout => reason::IDLE_TIMEOUT,
+            Failure::TooManyBytes => reason::TOO_MANY_BYTES,
+            Failure::Truncated { .. } => reason::TRUNCATED,
+            Failure::RebootPending => reason::REBOOT_PENDING,
+            Failure::UnknownRunningSlot => reason::UNKNOWN_RUNNING_SLOT,
+            Failure::AuthRequired => reason::AUTH_REQUIRED,
+            Failure::AuthFailed => reason::AUTH_FAILED,
+            Failure::AuthLocked { .. } => reason::AUTH_LOCKED,
+            Failure::NoNonce => reason::NO_NONCE,
+            Failure::Sha256Mismatch => reason::SHA256_MISMATCH,
+        };
+        out.push_text(text);
+        match *self {
             Failure::Truncated { received, len } => {
-                out.push_text(reason::TRUNCATED);
-                out.push_template(RECEIVED_OF_LEN, &[Arg::Dec(received), Arg::Dec(len)]);
+                out.push_template(RECEIVED_OF_LEN, &[Arg::Dec(received), Arg::Dec(len)])
             }
-            Failure::RebootPending => out.push_text(reason::REBOOT_PENDING),
-            Failure::UnknownRunningSlot => out.push_text(reason::UNKNOWN_RUNNING_SLOT),
-            Failure::AuthRequired => out.push_text(reason::AUTH_REQUIRED),
-            Failure::AuthFailed => out.push_text(reason::AUTH_FAILED),
-            Failure::AuthLocked { seconds } => {
-                out.push_text(reason::AUTH_LOCKED);
-                out.push_template(RETRY_IN, &[Arg::Dec(seconds)]);
-            }
-            Failure::NoNonce => out.push_text(reason::NO_NONCE),
-            Failure::Sha256Mismatch => out.push_text(reason::SHA256_MISMATCH),
-            Failure::Write(error) => error.write_message(out),
-            Failure::Image(error) => error.write_message(out),
-            Failure::BootConfig(error) => error.write_message(out),
+            Failure::AuthLocked { seconds } => out.push_template(RETRY_IN, &[Arg::Dec(seconds)]),
+            _ => {}
         }
     }
 }
@@ -336,6 +339,9 @@ impl<'a> Session<'a> {
     /// line that queues a reply and at the end of the image, so call it again with the rest
     /// (after sending the replies: it takes nothing while replies are queued), then call
     /// [`Session::poll`].
+    // Out of line, like `poll` and `on_request`: inlined into the driver's loops, the
+    // session's steps were copied several times over (3 KB of IROM with the extensions).
+    #[inline(never)]
     pub fn receive<F: NorFlash>(&mut self, now: Instant, data: &[u8], flash: &mut F) -> usize {
         if data.is_empty() || self.queue[0].is_some() {
             return 0;
@@ -377,6 +383,7 @@ impl<'a> Session<'a> {
 
     /// Finishes a complete image (write the last sector, verify, switch the boot config) and
     /// enforces the idle timeout. Call after each batch of received bytes and periodically.
+    #[inline(never)]
     pub fn poll<F: NorFlash>(&mut self, now: Instant, flash: &mut F) {
         match self.state {
             State::Complete { target, len } => self.finish(now, flash, target, len),
@@ -452,6 +459,7 @@ impl<'a> Session<'a> {
         }
     }
 
+    #[inline(never)]
     fn on_request(&mut self, now: Instant, request: Result<Request, RequestError>) {
         let protocol_error = Failure::Request(RequestError::Unknown);
         match (self.state, request) {
