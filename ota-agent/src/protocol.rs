@@ -576,6 +576,38 @@ mod tests {
     }
 
     #[test]
+    fn extension_requests_parse_exactly_and_encode_back() {
+        let digest: [u8; 32] = core::array::from_fn(|i| (i * 9) as u8);
+        let hex = "0009121b242d363f48515a636c757e879099a2abb4bdc6cfd8e1eaf3fc050e17";
+        let mut out = LineBuf::<256>::new();
+        Request::Sha256(digest).encode(&mut out);
+        Request::GetNonce.encode(&mut out);
+        Request::Auth(digest).encode(&mut out);
+        let expected =
+            [&b"Sha256: "[..], hex.as_bytes(), b"\r\nGetNonce\r\nAuth: ", hex.as_bytes(), b"\r\n"].concat();
+        assert_eq!(out.as_bytes(), expected);
+        assert_eq!(Request::parse(format!("Sha256: {hex}").as_bytes()), Ok(Request::Sha256(digest)));
+        let upper = format!("Auth: {}", hex.to_uppercase());
+        assert_eq!(Request::parse(upper.as_bytes()), Ok(Request::Auth(digest)));
+        assert_eq!(Request::parse(b"GetNonce"), Ok(Request::GetNonce));
+        for bad in [&b"GetNonce "[..], b"getnonce", b"Sha256:", b"Auth:", b"Sha256 "] {
+            assert_eq!(Request::parse(bad), Err(RequestError::Unknown), "{bad:?}");
+        }
+        for bad in [
+            "Sha256: ".to_owned(),
+            format!("Sha256: {}", &hex[..62]),
+            format!("Sha256: {hex}0"),
+            format!("Sha256: {hex} "),
+            format!("Auth: {}g", &hex[..63]),
+            format!("Auth:  {}", &hex[..63]),
+        ] {
+            assert_eq!(Request::parse(bad.as_bytes()), Err(RequestError::InvalidDigest), "{bad:?}");
+        }
+        // The longest request line is exactly what the device holds.
+        assert_eq!(format!("Sha256: {hex}").len(), MAX_REQUEST_LINE);
+    }
+
+    #[test]
     fn replies_round_trip() {
         let cases: [(Reply, &[u8]); 7] = [
             (Reply::NextSlot(SlotId::User1), b"user1.bin\r\n"),
@@ -590,6 +622,14 @@ mod tests {
             assert_eq!(reply.encode().as_bytes(), bytes);
             assert_eq!(Reply::parse(&bytes[..bytes.len() - 2]), Some(reply));
         }
+        let nonce: Nonce = core::array::from_fn(|i| 0xF0 + i as u8);
+        let line = Reply::Nonce(nonce).encode();
+        assert_eq!(line.as_bytes(), b"Nonce: f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff\r\n");
+        assert_eq!(Reply::parse(b"Nonce: f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff"), Some(Reply::Nonce(nonce)));
+        assert_eq!(Reply::NoKey.encode().as_bytes(), b"NoKey\r\n");
+        assert_eq!(Reply::parse(b"NoKey"), Some(Reply::NoKey));
+        assert_eq!(Reply::parse(b"Nonce: f0f1"), None);
+        assert_eq!(Reply::parse(b"NoKey "), None);
         assert_eq!(Reply::parse(b"user3.bin"), None);
         assert_eq!(Reply::parse(b"Ready "), None);
         assert_eq!(Reply::parse(b"\xff"), None);
@@ -618,6 +658,17 @@ mod tests {
             (in_irom::INVALID, INVALID),
             (in_irom::SUCCESS, SUCCESS),
             (in_irom::ERR_PREFIX, ERR_PREFIX),
+            (in_irom::SHA256, SHA256),
+            (in_irom::GET_NONCE, GET_NONCE),
+            (in_irom::NONCE, NONCE),
+            (in_irom::NO_KEY, NO_KEY),
+            (in_irom::AUTH, AUTH),
+            (in_irom::reason::INVALID_DIGEST, reason::INVALID_DIGEST),
+            (in_irom::reason::AUTH_REQUIRED, reason::AUTH_REQUIRED),
+            (in_irom::reason::AUTH_FAILED, reason::AUTH_FAILED),
+            (in_irom::reason::AUTH_LOCKED, reason::AUTH_LOCKED),
+            (in_irom::reason::SHA256_MISMATCH, reason::SHA256_MISMATCH),
+            (in_irom::reason::NO_NONCE, reason::NO_NONCE),
             (in_irom::reason::INVALID_PROTOCOL, reason::INVALID_PROTOCOL),
             (in_irom::reason::INVALID_LENGTH, reason::INVALID_LENGTH),
             (in_irom::reason::LENGTH_TOO_BIG, reason::LENGTH_TOO_BIG),
