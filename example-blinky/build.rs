@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::exit;
 
-const KEY_ENV: &str = "TCPFLASH_KEY_FILE";
+const KEY_ENV: &str = ota_agent::auth::KEY_FILE_ENV;
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");

@@ -117,6 +117,10 @@ pub struct PushArgs {
     /// TCP port of the device's agent (default: [package.metadata.tcpflash] port, then 65056).
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
+    /// The device's key file (32 random bytes or 64 hex digits): proves to a device built
+    /// with a key that this push may replace its firmware, and is built into the new firmware.
+    #[arg(long, value_name = "PATH", env = ota_agent::auth::KEY_FILE_ENV)]
+    pub key_file: Option<PathBuf>,
     /// Do not wait for the device to come back on the new slot.
     #[arg(long)]
     pub no_verify: bool,

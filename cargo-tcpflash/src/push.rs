@@ -8,7 +8,8 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use miette::Diagnostic;
-use ota_agent::client::{Client, ClientError, Event, Step, Transmit};
+use ota_agent::auth::{self, Key};
+use ota_agent::client::{Authentication, Client, ClientError, Event, Step, Transmit};
 use ota_agent::layout::SlotId;
 use ota_agent::protocol::{ERR_PREFIX, REBOOT_DELAY_MS, reason};
 use thiserror::Error;
@@ -64,6 +65,9 @@ pub enum Progress<'a> {
     Connected(SocketAddr),
     /// A line the device sent (an `ERR:` line is reported through the error instead).
     Reply(&'a str),
+    /// The device said `Ready` to a push with a key: whether it took a proof of the key, or
+    /// has no key and took the push without one.
+    Authentication(Authentication),
     /// The image transfer starts.
     Sending {
         slot: SlotId,
@@ -242,15 +246,18 @@ pub fn resolve(host: &str, port: u16) -> Result<Target, PushError> {
 }
 
 /// Pushes the image the device asks for: `images` holds user1's and user2's, in that order.
+/// The image's SHA-256 always goes along (the device checks the slot against it before it
+/// switches); with `key`, the push proves it holds the device's key.
 pub fn push(
     target: &Target,
     images: [&[u8]; 2],
+    key: Option<&Key>,
     timeouts: &Timeouts,
     report: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Pushed, PushError> {
     let mut conn = Conn::open(target, timeouts)?;
     report(Progress::Connected(conn.addr));
-    match conn.converse(Goal::Push(images), report)? {
+    match conn.converse(Goal::Push { images, key }, report)? {
         Reached::Pushed { slot, len } => Ok(Pushed { slot, addr: conn.addr, len }),
         Reached::Asked(_) => unreachable!("a push runs to its end"),
     }
@@ -295,8 +302,8 @@ fn is_transient(error: &PushError) -> bool {
 
 #[derive(Clone, Copy)]
 enum Goal<'a> {
-    /// The whole protocol, with these images.
-    Push([&'a [u8]; 2]),
+    /// The whole protocol, with these images (and the key, if any).
+    Push { images: [&'a [u8]; 2], key: Option<&'a Key> },
     /// Only `OTA` / `GetNextFlash`, then close.
     Ask,
 }
@@ -339,7 +346,10 @@ impl Conn {
         goal: Goal<'_>,
         report: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Reached, PushError> {
-        let mut client = Client::new();
+        let mut client = match goal {
+            Goal::Push { key: Some(key), .. } => Client::with_key(key),
+            _ => Client::new(),
+        };
         self.step = Step::NextSlot;
         let mut buf = [0u8; 512];
         loop {
@@ -350,7 +360,9 @@ impl Conn {
                     continue;
                 }
                 Transmit::Image { offset, len } => {
-                    let Goal::Push(images) = &goal else { unreachable!("images go out only when pushing") };
+                    let Goal::Push { images, .. } = &goal else {
+                        unreachable!("images go out only when pushing")
+                    };
                     let image = images[client.slot().expect("the device named the slot").index()];
                     let chunk = (len as usize).min(WRITE_CHUNK);
                     let n = self.write(&image[offset as usize..offset as usize + chunk], &client)?;
@@ -422,9 +434,10 @@ impl Conn {
                         let _ = self.stream.shutdown(std::net::Shutdown::Both);
                         return Ok(Some(Reached::Asked(slot)));
                     }
-                    Goal::Push(images) => {
-                        let len = u32::try_from(images[slot.index()].len()).expect("images fit their slot");
-                        client.send_image(len);
+                    Goal::Push { images, .. } => {
+                        let image = images[slot.index()];
+                        let len = u32::try_from(image.len()).expect("images fit their slot");
+                        client.send_checked_image(len, &auth::sha256(image));
                         self.step = Step::Ready;
                     }
                 }
@@ -432,6 +445,9 @@ impl Conn {
             Event::Ready => {
                 self.step = Step::Image;
                 report(Progress::Reply(ota_agent::protocol::READY));
+                if let Goal::Push { key: Some(_), .. } = goal {
+                    report(Progress::Authentication(client.authentication()));
+                }
                 let (_, len) = client.progress();
                 report(Progress::Sending { slot: client.slot().expect("slot known"), len });
             }
@@ -586,6 +602,22 @@ fn device_help(reason: &str) -> String {
         "the device's rBoot config names a ROM that is not one of the layout's slots: reinstall it with `cargo xtask serial-flash`"
     } else if reason == reason::IDLE_TIMEOUT {
         "the device gave up waiting for data: the network stalled; push again"
+    } else if reason == reason::AUTH_REQUIRED {
+        "the device's firmware was built with a key: pass the same key file with --key-file PATH (or set \
+         TCPFLASH_KEY_FILE)"
+    } else if reason == reason::AUTH_FAILED {
+        "the key does not match the device's: pass the key file its firmware was built with (--key-file or \
+         TCPFLASH_KEY_FILE). Each failed attempt locks the device's authentication for longer (1 s, doubling \
+         up to 64 s)"
+    } else if reason.starts_with(reason::AUTH_LOCKED) {
+        "earlier pushes with a wrong key locked the device for a while: wait as long as it says, then push \
+         again with the key file its firmware was built with"
+    } else if reason == reason::NO_NONCE {
+        "the device's agent had no random nonce to give: its Platform::fill_random is not wired to a random \
+         source; fix the firmware (serial flash)"
+    } else if reason == reason::INVALID_PROTOCOL {
+        "the agent refused a line this push sent; an agent older than the Sha256 and GetNonce extension lines \
+         (such as the seed's C agent) refuses them: use the seed's tcp_flash.py for such a device"
     } else {
         "the device's agent did not accept the conversation; its reason is above"
     };

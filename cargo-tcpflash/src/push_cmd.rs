@@ -4,10 +4,13 @@
 //! per kind of failure (`cli::EXIT_CODES`).
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
 use miette::Diagnostic;
+use ota_agent::auth::{self, KEY_FILE_ENV, Key, KeyFileError};
+use ota_agent::client::Authentication;
 use ota_agent::layout::SlotId;
 use ota_agent::protocol::DEFAULT_PORT;
 use thiserror::Error;
@@ -31,6 +34,27 @@ pub enum PushCmdError {
     )]
     NoHost,
 
+    #[error("cannot read the key file {}", path.display())]
+    #[diagnostic(
+        code(tcpflash::push::key_file),
+        help("check the path given with --key-file or TCPFLASH_KEY_FILE")
+    )]
+    KeyFileUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{} is not a key file: {source}", path.display())]
+    #[diagnostic(
+        code(tcpflash::push::key_format),
+        help(
+            "a key file holds 32 random bytes (`head -c 32 /dev/urandom > tcpflash.key`) or 64 hex digits \
+             (`openssl rand -hex 32 > tcpflash.key`); the firmware must be built with the same file"
+        )
+    )]
+    KeyFileFormat { path: PathBuf, source: KeyFileError },
+
     #[error(transparent)]
     #[diagnostic(transparent)]
     Build(#[from] BuildError),
@@ -43,7 +67,9 @@ pub enum PushCmdError {
 impl PushCmdError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            PushCmdError::NoHost => exit::USAGE,
+            PushCmdError::NoHost
+            | PushCmdError::KeyFileUnreadable { .. }
+            | PushCmdError::KeyFileFormat { .. } => exit::USAGE,
             PushCmdError::Build(_) => exit::BUILD,
             PushCmdError::Push(error) => error.exit_code(),
         }
@@ -71,6 +97,10 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
     // Where to push is settled (and the name resolved) before the slow build.
     let (host, port) = destination(args)?;
     let target = push::resolve(&host, port)?;
+    let key = match &args.key_file {
+        Some(path) => Some(load_key(path)?),
+        None => None,
+    };
     let firmware = build::build(&args.build)?;
     let images = [read_image(&firmware, SlotId::User1)?, read_image(&firmware, SlotId::User2)?];
     let timeouts =
@@ -78,7 +108,8 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
 
     status("Pushing", &format!("{} {} to {target}", firmware.package.name, firmware.package.version));
     let mut shown = Shown::default();
-    let pushed = push::push(&target, [&images[0], &images[1]], &timeouts, &mut |p| shown.progress(p));
+    let pushed =
+        push::push(&target, [&images[0], &images[1]], key.as_ref(), &timeouts, &mut |p| shown.progress(p));
     shown.finish();
     let pushed = pushed?;
     let what = format!(
@@ -114,6 +145,20 @@ fn destination(args: &PushArgs) -> Result<(String, u16), PushCmdError> {
     Ok((host, args.port.or(metadata.port).unwrap_or(DEFAULT_PORT)))
 }
 
+/// Reads the key, and hands the file to the firmware's build too (as an absolute path: cargo
+/// runs build scripts in the package's folder), so the new firmware keeps requiring it.
+fn load_key(path: &Path) -> Result<Key, PushCmdError> {
+    let unreadable = |source| PushCmdError::KeyFileUnreadable { path: path.to_owned(), source };
+    let bytes = std::fs::read(path).map_err(unreadable)?;
+    let key = auth::parse_key(&bytes)
+        .map_err(|source| PushCmdError::KeyFileFormat { path: path.to_owned(), source })?;
+    let absolute = std::path::absolute(path).map_err(unreadable)?;
+    // SAFETY: no other thread runs yet (the progress bar's ticker starts after the build),
+    // and nothing in this process reads the environment concurrently.
+    unsafe { std::env::set_var(KEY_FILE_ENV, &absolute) };
+    Ok(key)
+}
+
 fn read_image(firmware: &Firmware, slot: SlotId) -> Result<Vec<u8>, BuildError> {
     let path = &firmware.slot(slot).bin;
     std::fs::read(path).map_err(|source| BuildError::Io { path: path.clone(), source })
@@ -129,6 +174,14 @@ impl Shown {
     fn progress(&mut self, progress: Progress<'_>) {
         match progress {
             Progress::Connected(addr) => status("Connected", &format!("to {addr}")),
+            Progress::Authentication(Authentication::Sent) => {
+                self.println("Authenticated", "the device accepted the proof of its key")
+            }
+            Progress::Authentication(_) => self.println(
+                "Warning",
+                "the device has no key (its firmware was built without TCPFLASH_KEY_FILE): this push is not \
+                 authenticated, only its SHA-256 is checked; the new firmware requires the key",
+            ),
             Progress::Reply(line) => self.println("Device", line),
             Progress::Sending { slot, len } => {
                 self.println("Sending", &format!("{} ({len} bytes)", slot.file_name()));

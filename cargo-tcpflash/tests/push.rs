@@ -98,6 +98,20 @@ fn opening(stream: &TcpStream) -> BufReader<TcpStream> {
     reader
 }
 
+/// Reads the header lines up to `FirmwareLength`: the SHA-256 the client announced (it
+/// always sends one) and the length.
+fn headers(reader: &mut impl BufRead) -> (String, usize) {
+    let sha = line(reader);
+    let sha = sha.trim_end().strip_prefix("Sha256: ").unwrap_or_else(|| panic!("no Sha256 line: {sha:?}"));
+    let length = line(reader);
+    let len = length.trim_end().strip_prefix("FirmwareLength: ").unwrap().parse().unwrap();
+    (sha.to_owned(), len)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn drain(mut reader: impl Read) {
     let _ = std::io::copy(&mut reader, &mut std::io::sink());
 }
@@ -107,12 +121,12 @@ fn accepts(slot: &'static str) -> Script {
     Box::new(move |mut stream| {
         let mut reader = opening(&stream);
         stream.write_all(format!("{slot}\r\n").as_bytes()).unwrap();
-        let length = line(&mut reader);
-        let len: usize = length.trim_end().strip_prefix("FirmwareLength: ").unwrap().parse().unwrap();
+        let (sha, len) = headers(&mut reader);
         stream.write_all(b"Ready\r\n").unwrap();
         let mut image = vec![0u8; len];
         reader.read_exact(&mut image).unwrap();
         assert_eq!(&image[..2], &[0xEA, 0x04], "a v2 image");
+        assert_eq!(sha, hex(&ota_agent::auth::sha256(&image)), "the announced SHA-256 is the image's");
         stream.write_all(b"Flashing\r\n").unwrap();
         stream.write_all(b"Flash upgrade success. Rebooting in 2s.\r\n").unwrap();
         drain(reader);
@@ -198,7 +212,7 @@ fn an_err_line_is_shown_verbatim_with_what_to_do() {
     let device = fake_device(vec![Box::new(|mut stream| {
         let mut reader = opening(&stream);
         stream.write_all(b"user2.bin\r\n").unwrap();
-        assert!(line(&mut reader).starts_with("FirmwareLength: "));
+        headers(&mut reader);
         stream.write_all(b"ERR: Firmware length is too big\r\n").unwrap();
         drain(reader);
     })]);
@@ -237,8 +251,7 @@ fn an_invalid_image_shows_the_devices_reason() {
     let device = fake_device(vec![Box::new(|mut stream| {
         let mut reader = opening(&stream);
         stream.write_all(b"user1.bin\r\n").unwrap();
-        let len: usize =
-            line(&mut reader).trim_end().strip_prefix("FirmwareLength: ").unwrap().parse().unwrap();
+        let (_, len) = headers(&mut reader);
         stream.write_all(b"Ready\r\n").unwrap();
         let mut image = vec![0u8; len];
         reader.read_exact(&mut image).unwrap();
@@ -261,7 +274,7 @@ fn a_device_dropping_the_connection_mid_image_is_an_interrupted_transfer() {
     let device = fake_device(vec![Box::new(|mut stream| {
         let mut reader = opening(&stream);
         stream.write_all(b"user2.bin\r\n").unwrap();
-        line(&mut reader);
+        headers(&mut reader);
         stream.write_all(b"Ready\r\n").unwrap();
         let mut some = [0u8; 1000];
         reader.read_exact(&mut some).unwrap();
@@ -363,4 +376,26 @@ fn help_lists_the_exit_statuses() {
     ] {
         assert!(help.contains(line), "{line:?} missing from:\n{help}");
     }
+}
+
+#[test]
+fn a_key_file_that_is_missing_or_not_a_key_is_a_usage_error_naming_the_fix() {
+    let device = fake_device(vec![]);
+    let missing = run(&mut push(device.port, &["--key-file", "/nonexistent/tcpflash.key"]));
+    let stderr = assert_exit(&missing, 2);
+    assert!(stderr.contains("cannot read the key file /nonexistent/tcpflash.key"), "{stderr}");
+    assert!(stderr.contains("--key-file or TCPFLASH_KEY_FILE"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "not a key\n").unwrap();
+    let mut command = push(device.port, &[]);
+    command.env("TCPFLASH_KEY_FILE", &bad);
+    let stderr = assert_exit(&run(&mut command), 2);
+    assert!(
+        stderr.contains("is not a key file: a key file holds 32 random bytes or 64 hex digits"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("head -c 32 /dev/urandom"), "{stderr}");
+    assert_eq!(device.connections.load(Ordering::SeqCst), 0, "nothing is sent without a usable key");
 }

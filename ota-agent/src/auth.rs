@@ -39,6 +39,10 @@ pub type Nonce = [u8; NONCE_LEN];
 /// A SHA-256 digest or an HMAC-SHA256 tag.
 pub type Digest256 = [u8; DIGEST_LEN];
 
+/// The environment variable naming the key file, read by the firmware's build (to embed the
+/// key) and by `cargo tcpflash` (to prove it).
+pub const KEY_FILE_ENV: &str = "TCPFLASH_KEY_FILE";
+
 /// How long the first failed proof locks authentication; each further failure doubles it.
 pub const DEFAULT_AUTH_BACKOFF: Duration = Duration::from_secs(1);
 /// The lockout stops doubling after this many failures (1 s grows to at most 64 s).

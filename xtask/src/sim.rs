@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicBool;
 use cargo_tcpflash::cli::BuildArgs;
 use clap::{Args, Subcommand};
 use miette::Diagnostic;
+use ota_agent::auth::{self, Key, KeyFileError};
 use ota_agent::image::FlashSize;
 use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, LAYOUTS, SlotId};
 use ota_agent::protocol::DEFAULT_PORT;
@@ -68,6 +69,14 @@ pub struct ServeArgs {
     /// Seconds the agent waits for a silent client before dropping it.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub idle_timeout: f64,
+    /// Give the agent this key file (32 random bytes or 64 hex digits), as firmware built with
+    /// TCPFLASH_KEY_FILE has it: every push must then prove it holds the key.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Seconds the first failed authentication locks the agent (each further failure doubles
+    /// it, up to 64 times).
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub auth_backoff: f64,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -120,6 +129,21 @@ pub enum SimError {
     #[error("--idle-timeout must be a positive number of seconds, not {value}")]
     #[diagnostic(help("for example --idle-timeout 30"))]
     BadTimeout { value: f64 },
+    #[error("--auth-backoff must be a positive number of seconds, not {value}")]
+    #[diagnostic(help("for example --auth-backoff 1"))]
+    BadBackoff { value: f64 },
+    #[error("cannot read the key file {}", path.display())]
+    #[diagnostic(help("check the path given with --key-file"))]
+    KeyFileUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a key file: {source}", path.display())]
+    #[diagnostic(help(
+        "a key file holds 32 random bytes (`head -c 32 /dev/urandom > tcpflash.key`) or 64 hex digits"
+    ))]
+    KeyFileFormat { path: PathBuf, source: KeyFileError },
     #[error("the virtual ESP8266 stopped: {0}")]
     #[diagnostic(help(
         "a real board in this state needs `cargo xtask serial-flash`; for the virtual one, delete the flash file to start over"
@@ -144,9 +168,17 @@ pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
     if !(args.idle_timeout > 0.0 && args.idle_timeout.is_finite()) {
         return Err(SimError::BadTimeout { value: args.idle_timeout });
     }
+    if !(args.auth_backoff > 0.0 && args.auth_backoff <= 3600.0) {
+        return Err(SimError::BadBackoff { value: args.auth_backoff });
+    }
+    let key = args.key_file.as_deref().map(read_key).transpose()?;
     let (flash, layout) = open_or_install(&path, args)?;
     let mut device = VirtualDevice::new(flash, layout).expect("the layout was chosen from the file's size");
     device.set_idle_timeout(std::time::Duration::from_secs_f64(args.idle_timeout));
+    device.set_auth_backoff(std::time::Duration::from_secs_f64(args.auth_backoff));
+    if let Some(key) = key {
+        device.set_key(key);
+    }
 
     // A signal only sets the flag; the device checks it between flash operations.
     let stop = Arc::new(AtomicBool::new(false));
@@ -156,12 +188,22 @@ pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, args.port))
         .map_err(|source| SimError::Listen { port: args.port, source })?;
     let addr = listener.local_addr().map_err(|source| SimError::Listen { port: args.port, source })?;
-    println!("listening on {addr} (flash {}, layout {})", path.display(), layout.name);
+    let auth = match &args.key_file {
+        Some(file) => format!("pushes must prove the key in {}", file.display()),
+        None => "no key".to_owned(),
+    };
+    println!("listening on {addr} (flash {}, layout {}, {auth})", path.display(), layout.name);
     let served = device.serve(&listener, &stop, &mut |event| println!("{event}"));
     let _ = device.flash().sync();
     served.map_err(SimError::Serve)?;
     println!("stopped");
     Ok(())
+}
+
+fn read_key(path: &Path) -> Result<Key, SimError> {
+    let bytes =
+        std::fs::read(path).map_err(|source| SimError::KeyFileUnreadable { path: path.into(), source })?;
+    auth::parse_key(&bytes).map_err(|source| SimError::KeyFileFormat { path: path.into(), source })
 }
 
 /// The flash file and its layout; a missing file gets the factory install first.
