@@ -34,8 +34,15 @@ use crate::protocol::{DEFAULT_PORT, MAX_REPLY_LINE, ReplyLine, in_irom};
 use crate::session::{self, DEFAULT_IDLE_TIMEOUT, Phase, Session, SessionConfig};
 use crate::writer::{SECTOR, SectorBuffer};
 
-/// Default receive buffer of the session socket (the TCP window): two full segments.
-pub const DEFAULT_RX: usize = 2 * 1460;
+/// Default receive buffer of the session socket (the TCP window): three sectors. While the
+/// core erases and programs one sector (it serves no packets meanwhile), the next is already
+/// in and the host can send a third, so a push runs at the flash chip's pace up to about
+/// 20 ms of round trip. Two segments (2920 bytes) left the core waiting for data a fifth of
+/// the push (`cargo xtask bench` models both).
+pub const DEFAULT_RX: usize = 3 * SECTOR;
+/// Bytes handed to the session per poll: at most one sector's flash work between two runs
+/// of the network stack, so the window it frees is advertised before the next stall.
+const FEED_PER_POLL: usize = SECTOR;
 /// Default transmit buffer: two reply lines.
 pub const DEFAULT_TX: usize = 2 * MAX_REPLY_LINE;
 /// The rejecting socket only ever sends one short line and discards what it receives.
@@ -239,14 +246,17 @@ impl<'a> OtaAgent<'a> {
             socket.abort();
             return;
         }
+        let mut budget = FEED_PER_POLL;
         loop {
             self.send_replies(socket);
             let session = &mut self.session;
             let consumed = socket.recv(|data| {
-                let n = session.receive(now, data, flash);
+                let n = session.receive(now, &data[..data.len().min(budget)], flash);
                 (n, n)
             });
-            if consumed.unwrap_or(0) == 0 {
+            let consumed = consumed.unwrap_or(0);
+            budget -= consumed;
+            if consumed == 0 || budget == 0 {
                 break;
             }
         }

@@ -493,7 +493,7 @@ impl<'a> Session<'a> {
                 if len > slot.capacity {
                     return self.fail(now, Failure::LengthTooBig { len, capacity: slot.capacity });
                 }
-                self.writer.begin(slot.offset, len);
+                self.writer.begin_in_slot(slot, len);
                 self.push(Outgoing::Ready);
                 self.state = State::Receiving { target, len };
             }

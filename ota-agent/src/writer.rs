@@ -221,7 +221,7 @@ impl<'a> SectorWriter<'a> {
     /// Where the erase that starts at the not yet erased sector `at` ends: the end of its
     /// 64 KB block when a block erase is allowed there and pays, else the end of the sector.
     fn erase_end(&self, at: u32) -> u32 {
-        let block_fits = at % BLOCK_SIZE == 0 && self.erase_limit.saturating_sub(at) >= BLOCK_SIZE;
+        let block_fits = at.is_multiple_of(BLOCK_SIZE) && self.erase_limit.saturating_sub(at) >= BLOCK_SIZE;
         let sectors_needed = self.image_end.saturating_sub(at).div_ceil(SECTOR_SIZE);
         if self.strategy == EraseStrategy::BlocksAhead
             && block_fits

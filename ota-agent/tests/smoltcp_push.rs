@@ -91,7 +91,7 @@ fn a_bad_image_is_refused_and_the_next_push_succeeds_right_away() {
 
 #[test]
 fn a_second_client_is_turned_away_without_disturbing_the_first() {
-    let images = images(20, 60_000);
+    let images = images(20, 450_000);
     let mut world = world(factory_flash(SlotId::User1), 0, 20);
     let mut first = world.push(images.clone(), 49152);
     // The first client is mid-image when the second one arrives.
@@ -109,10 +109,11 @@ fn a_second_client_is_turned_away_without_disturbing_the_first() {
     assert_eq!(world.agent.session().phase(), Phase::Open, "the first session goes on");
 
     // A third client that connects and vanishes with a reset does not disturb it either.
-    // (The second client, done, closes its side; the turned-away connection then ends.)
+    // (The second client, done, closes its side; the turned-away connection then ends: give
+    // it a few round trips, whatever the window makes of the first push meanwhile.)
     world
         .run_until(&mut [&mut first, &mut second], Duration::from_secs(60), |world, _| {
-            world.agent.session().progress().is_some_and(|(received, _)| received > 20_000)
+            world.agent.session().progress().is_some_and(|(received, _)| received > 100_000)
         })
         .unwrap();
     let mut third = world.push(images.clone(), 49154);

@@ -16,6 +16,8 @@ mod file_flash;
 mod fixtures;
 pub mod rboot;
 mod status;
+pub mod timed;
+pub mod timed_push;
 pub mod wire;
 
 pub use device::{DeviceEvent, ServeError, SizeMismatch, VirtualDevice};

@@ -1,0 +1,724 @@
+//! One push on a timed model, as a deterministic discrete-event simulation: the real sans-IO
+//! [`Client`] on the host, the real agent [`Session`] (or [`SeedAgent`], the seed's C
+//! agent) on the device, a link and a device that behave like a board. No wall clock: the
+//! numbers depend only on the inputs.
+//!
+//! The model:
+//! - **link**: each direction sends one packet at a time at `bandwidth` (payload plus 40
+//!   header bytes) and delivers it `rtt / 2` later; no loss, no congestion control (the
+//!   receive windows here are below any initial congestion window);
+//! - **TCP**: the host sends segments of up to `mss` bytes while the device's last advertised
+//!   window allows. The device's stack runs between two polls of the agent: it acknowledges
+//!   what has arrived, advertising the free part of its receive buffer of `rx_window` bytes,
+//!   and sends the agent's replies. A pure window update goes out, as smoltcp sends it, when
+//!   the window at least doubled;
+//! - **device**: one core. A poll hands the agent at most `feed_per_poll` received bytes and
+//!   lets it work (flash operations cost [`FlashTimings`]); until that work is done, nothing
+//!   else runs: packets that arrive wait in the receive buffer, unacknowledged.
+//!
+//! Connecting takes one round trip; the push ends when the client has its last reply.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use smoltcp::time::Instant;
+
+use super::timed::{FlashTimings, FlashWork, TimedFlash};
+use crate::auth::Digest256;
+use crate::client::{Client, Event, Transmit};
+use crate::flash::RamNor;
+use crate::layout::{FlashLayout, SlotId};
+use crate::protocol::{LineReader, MAX_REQUEST_LINE, Reply, ReplyLine, Request, RequestError};
+use crate::session::{self, Session, SessionConfig};
+use crate::writer::{EraseStrategy, SECTOR, SectorBuffer, SectorWriter};
+
+/// Bytes of IPv4 and TCP header on each packet.
+const HEADER_BYTES: u64 = 40;
+/// More events than any push needs: the model is stuck.
+const MAX_EVENTS: u64 = 50_000_000;
+
+/// The network between host and device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkModel {
+    /// Bytes per second in each direction.
+    pub bandwidth: u64,
+    pub rtt: Duration,
+    /// Largest segment payload.
+    pub mss: usize,
+}
+
+impl Default for LinkModel {
+    /// 1 MB/s, 5 ms round trip, Ethernet-sized segments: a good WiFi link to an ESP8266.
+    fn default() -> LinkModel {
+        LinkModel { bandwidth: 1_000_000, rtt: Duration::from_millis(5), mss: 1460 }
+    }
+}
+
+/// How the device's network stack and driver serve the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceModel {
+    /// The TCP receive window: the size of the agent's socket receive buffer.
+    pub rx_window: usize,
+    /// Received bytes handed to the agent per poll; the stack acknowledges in between.
+    pub feed_per_poll: usize,
+}
+
+/// Which device code runs, and the client that goes with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Agent {
+    /// Our agent ([`Session`]), pushed to by our client with the `Sha256` line.
+    Ours,
+    /// The seed's C agent ([`SeedAgent`]), pushed to by the seed's client (`tcp_flash.py`).
+    Seed,
+}
+
+/// Everything the model needs besides the device's code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushModel {
+    pub flash: FlashTimings,
+    pub link: LinkModel,
+    pub device: DeviceModel,
+}
+
+/// How a modelled push went.
+#[derive(Debug)]
+pub struct Outcome {
+    /// From the client's connect to its last reply (`Flash upgrade success...`).
+    pub time: Duration,
+    /// When the first image byte reached the device.
+    pub first_image_byte: Duration,
+    /// What the flash chip did, all of it on the device's one core.
+    pub flash_work: FlashWork,
+    /// The slot the image went to.
+    pub slot: SlotId,
+    /// The device's flash afterwards.
+    pub flash: RamNor,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ModelError {
+    /// The client ended the push with an error.
+    Failed(Box<crate::client::ClientError>),
+    /// Nothing left to happen, or far too much: a bug in the model or the agent.
+    Stuck { at: Duration },
+}
+
+impl std::fmt::Display for ModelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelError::Failed(error) => write!(f, "the modelled push failed: {error}"),
+            ModelError::Stuck { at } => {
+                write!(f, "the push model made no progress after {at:?} (a bug in the model or the agent)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+/// The device side of the model: our session or the seed's agent.
+trait DeviceAgent {
+    /// A client connected; the device runs `running`.
+    fn start(&mut self, now: Instant, running: SlotId);
+    fn receive(&mut self, now: Instant, data: &[u8], flash: &mut TimedFlash<RamNor>) -> usize;
+    fn poll(&mut self, now: Instant, flash: &mut TimedFlash<RamNor>);
+    fn next_reply(&mut self) -> Option<ReplyLine>;
+}
+
+impl DeviceAgent for Session<'_> {
+    fn start(&mut self, now: Instant, running: SlotId) {
+        Session::start(self, now, Some(running))
+    }
+
+    fn receive(&mut self, now: Instant, data: &[u8], flash: &mut TimedFlash<RamNor>) -> usize {
+        Session::receive(self, now, data, flash)
+    }
+
+    fn poll(&mut self, now: Instant, flash: &mut TimedFlash<RamNor>) {
+        Session::poll(self, now, flash)
+    }
+
+    fn next_reply(&mut self) -> Option<ReplyLine> {
+        Session::next_reply(self)
+    }
+}
+
+/// The seed's C agent as its blog post describes it: answer `OTA`, `GetNextFlash` and
+/// `FirmwareLength` with the slot name and `Ready`, then copy the image into a 4 KB buffer
+/// and, each time it fills, erase that sector and write it, inside the receive callback;
+/// after the last byte, answer `Flashing` and the success line at once. Its boot switch
+/// (`system_upgrade_reboot`) happens at the reboot, 2 s after the client is done, and it
+/// reads nothing back. Error handling is left out: the model only runs good pushes.
+pub struct SeedAgent<'a> {
+    lines: LineReader<{ MAX_REQUEST_LINE + 1 }>,
+    state: SeedState,
+    target: SlotId,
+    layout: &'static FlashLayout,
+    writer: SectorWriter<'a>,
+    replies: VecDeque<ReplyLine>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeedState {
+    Ota,
+    GetNextFlash,
+    Length,
+    Image,
+    Done,
+}
+
+impl<'a> SeedAgent<'a> {
+    pub fn new(layout: &'static FlashLayout, running: SlotId, sector: &'a mut SectorBuffer) -> SeedAgent<'a> {
+        SeedAgent {
+            lines: LineReader::new(),
+            state: SeedState::Ota,
+            target: running.other(),
+            layout,
+            writer: SectorWriter::with_strategy(sector, EraseStrategy::SectorBySector),
+            replies: VecDeque::new(),
+        }
+    }
+
+    fn on_request(&mut self, request: Result<Request, RequestError>) {
+        match (self.state, request) {
+            (SeedState::Ota, Ok(Request::Ota)) => self.state = SeedState::GetNextFlash,
+            (SeedState::GetNextFlash, Ok(Request::GetNextFlash)) => {
+                self.replies.push_back(Reply::NextSlot(self.target).encode());
+                self.state = SeedState::Length;
+            }
+            (SeedState::Length, Ok(Request::FirmwareLength(len))) => {
+                self.writer.begin(self.layout.slot(self.target).offset, len);
+                self.replies.push_back(Reply::Ready.encode());
+                self.state = SeedState::Image;
+            }
+            _ => self.state = SeedState::Done,
+        }
+    }
+}
+
+impl DeviceAgent for SeedAgent<'_> {
+    fn start(&mut self, _now: Instant, _running: SlotId) {}
+
+    fn receive(&mut self, _now: Instant, data: &[u8], flash: &mut TimedFlash<RamNor>) -> usize {
+        match self.state {
+            SeedState::Image => {
+                let take = data.len().min(self.writer.remaining() as usize);
+                let written = self.writer.write(flash, &data[..take]);
+                if self.writer.remaining() == 0 || written.is_err() {
+                    let finished = written.and_then(|()| self.writer.finish(flash));
+                    let verdict = if finished.is_ok() { Reply::Flashing } else { Reply::Invalid };
+                    self.replies.push_back(verdict.encode());
+                    self.replies.push_back(Reply::Success.encode());
+                    self.state = SeedState::Done;
+                }
+                take
+            }
+            SeedState::Done => data.len(),
+            _ => {
+                let (consumed, line) = self.lines.feed(data);
+                match line {
+                    Some(Ok(line)) => {
+                        let request = Request::parse(line);
+                        self.on_request(request);
+                    }
+                    Some(Err(_)) => self.state = SeedState::Done,
+                    None => {}
+                }
+                consumed
+            }
+        }
+    }
+
+    fn poll(&mut self, _now: Instant, _flash: &mut TimedFlash<RamNor>) {}
+
+    fn next_reply(&mut self) -> Option<ReplyLine> {
+        self.replies.pop_front()
+    }
+}
+
+/// A packet from the device: an acknowledgement with its window, and reply bytes if any.
+struct ToHost {
+    arrive: u64,
+    ack: usize,
+    window: usize,
+    data: Vec<u8>,
+}
+
+/// Pushes to a device whose flash is `flash` (its boot config names the running slot; the
+/// image goes to the other one). `images` holds user1's and user2's images.
+pub fn push(
+    model: &PushModel,
+    agent: Agent,
+    layout: &'static FlashLayout,
+    flash: RamNor,
+    images: [&[u8]; 2],
+) -> Result<Outcome, ModelError> {
+    let mut flash = flash;
+    // Known before the client connects: not part of the push.
+    let running = session::running_slot(&mut flash, layout).expect("the boot config names a slot");
+    let mut flash = TimedFlash::new(flash, model.flash);
+    let mut sector: SectorBuffer = [0; SECTOR];
+    match agent {
+        Agent::Ours => {
+            let mut session = Session::new(SessionConfig::new(layout), &mut sector);
+            let (time, first) =
+                Simulation::new(model, &mut session, &mut flash).run(running, images, true)?;
+            Ok(outcome(time, first, running.other(), flash))
+        }
+        Agent::Seed => {
+            let mut seed = SeedAgent::new(layout, running, &mut sector);
+            let (time, first) = Simulation::new(model, &mut seed, &mut flash).run(running, images, false)?;
+            Ok(outcome(time, first, running.other(), flash))
+        }
+    }
+}
+
+fn outcome(time: u64, first: u64, slot: SlotId, flash: TimedFlash<RamNor>) -> Outcome {
+    Outcome {
+        time: Duration::from_nanos(time),
+        first_image_byte: Duration::from_nanos(first),
+        flash_work: flash.work(),
+        slot,
+        flash: flash.into_inner(),
+    }
+}
+
+/// The state of one run; times are nanoseconds from the client's connect.
+struct Simulation<'m, 'f, A> {
+    model: &'m PushModel,
+    agent: &'m mut A,
+    flash: &'f mut TimedFlash<RamNor>,
+    /// Every byte the client wrote to its socket, in order.
+    stream: Vec<u8>,
+    /// Bytes of `stream` put on the wire.
+    sent: usize,
+    /// How far the device's last acknowledgement and window let the host send.
+    send_limit: usize,
+    to_device_free: u64,
+    /// Segments on the way: arrival time and the stream offset they end at.
+    to_device: VecDeque<(u64, usize)>,
+    to_host_free: u64,
+    to_host: VecDeque<ToHost>,
+    /// Stream bytes arrived at the device, and handed to the agent.
+    received: usize,
+    consumed: usize,
+    /// The last acknowledgement and window the device sent.
+    acked: usize,
+    advertised: usize,
+    /// Replies waiting for the stack.
+    replies: Vec<u8>,
+    /// The device's core is busy until then.
+    device_free: u64,
+    /// The agent worked since the stack last ran.
+    stack_due: bool,
+    /// Where the image starts in `stream`, once the client sends it.
+    image_at: Option<usize>,
+}
+
+impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
+    fn new(model: &'m PushModel, agent: &'m mut A, flash: &'f mut TimedFlash<RamNor>) -> Self {
+        Simulation {
+            model,
+            agent,
+            flash,
+            stream: Vec::new(),
+            sent: 0,
+            send_limit: model.device.rx_window,
+            to_device_free: 0,
+            to_device: VecDeque::new(),
+            to_host_free: 0,
+            to_host: VecDeque::new(),
+            received: 0,
+            consumed: 0,
+            acked: 0,
+            advertised: model.device.rx_window,
+            replies: Vec::new(),
+            device_free: 0,
+            stack_due: false,
+            image_at: None,
+        }
+    }
+
+    /// Returns when the client got its last reply and when the first image byte arrived.
+    fn run(mut self, running: SlotId, images: [&[u8]; 2], checked: bool) -> Result<(u64, u64), ModelError> {
+        let half_rtt = self.model.link.rtt.as_nanos() as u64 / 2;
+        // SYN, SYN-ACK: both sides are connected one round trip after the connect.
+        let mut now = 2 * half_rtt;
+        let mut client = Client::new();
+        self.agent.start(instant(now), running);
+        let mut first_image_byte = None;
+        for _ in 0..MAX_EVENTS {
+            self.pump(&mut client, images);
+            self.send_segments(now, half_rtt);
+            let device_at = self.device_has_work().then_some(self.device_free.max(now));
+            let next =
+                [self.to_device.front().map(|s| s.0), self.to_host.front().map(|p| p.arrive), device_at]
+                    .into_iter()
+                    .flatten()
+                    .min();
+            let Some(next) = next else {
+                return Err(ModelError::Stuck { at: Duration::from_nanos(now) });
+            };
+            now = next;
+            while self.to_device.front().is_some_and(|s| s.0 <= now) {
+                let (_, end) = self.to_device.pop_front().expect("checked");
+                self.received = end;
+                if first_image_byte.is_none() && self.image_at.is_some_and(|at| end > at) {
+                    first_image_byte = Some(now);
+                }
+            }
+            while self.to_host.front().is_some_and(|p| p.arrive <= now) {
+                let packet = self.to_host.pop_front().expect("checked");
+                self.send_limit = self.send_limit.max(packet.ack + packet.window);
+                let mut data = &packet.data[..];
+                while !data.is_empty() {
+                    let (taken, event) = client.receive(data);
+                    data = &data[taken..];
+                    match event {
+                        Some(Event::NextSlot(slot)) => {
+                            let image = images[slot.index()];
+                            if checked {
+                                client.send_checked_image(image.len() as u32, &sha256(image));
+                            } else {
+                                client.send_image(image.len() as u32);
+                            }
+                        }
+                        // Every header line went into the socket before `Ready` could come.
+                        Some(Event::Ready) => self.image_at = Some(self.stream.len()),
+                        Some(Event::Success) => return Ok((now, first_image_byte.unwrap_or(now))),
+                        Some(Event::Failed(error)) => return Err(ModelError::Failed(Box::new(error))),
+                        Some(Event::Flashing | Event::Invalid) | None => {}
+                    }
+                }
+            }
+            if self.device_has_work() && self.device_free <= now {
+                self.device_cycle(now, half_rtt);
+            }
+        }
+        Err(ModelError::Stuck { at: Duration::from_nanos(now) })
+    }
+
+    /// Moves what the client wants to send into its socket.
+    fn pump(&mut self, client: &mut Client, images: [&[u8]; 2]) {
+        loop {
+            let n = match client.transmit() {
+                Transmit::Bytes(bytes) => {
+                    self.stream.extend_from_slice(bytes);
+                    bytes.len()
+                }
+                Transmit::Image { offset, len } => {
+                    let image = images[client.slot().expect("an image follows the slot").index()];
+                    self.stream.extend_from_slice(&image[offset as usize..(offset + len) as usize]);
+                    len as usize
+                }
+                Transmit::Nothing => return,
+            };
+            client.sent(n);
+        }
+    }
+
+    /// Puts segments on the wire while the device's window allows.
+    fn send_segments(&mut self, now: u64, half_rtt: u64) {
+        let limit = self.send_limit.min(self.stream.len());
+        while self.sent < limit {
+            let len = (limit - self.sent).min(self.model.link.mss);
+            let depart = now.max(self.to_device_free);
+            self.to_device_free = depart + self.wire_time(len);
+            self.sent += len;
+            self.to_device.push_back((self.to_device_free + half_rtt, self.sent));
+        }
+    }
+
+    fn wire_time(&self, payload: usize) -> u64 {
+        (payload as u64 + HEADER_BYTES) * 1_000_000_000 / self.model.link.bandwidth
+    }
+
+    fn device_has_work(&self) -> bool {
+        self.stack_due || self.received > self.consumed || self.received > self.acked
+    }
+
+    /// One turn of the device's main loop at `now`: the stack acknowledges and sends the
+    /// replies of the last poll, then the agent gets its share of the received bytes and
+    /// works; the core is busy for as long as its flash operations take.
+    fn device_cycle(&mut self, now: u64, half_rtt: u64) {
+        self.run_stack(now, half_rtt);
+        self.stack_due = false;
+        if self.received == self.consumed {
+            return;
+        }
+        let at = instant(now);
+        let mut budget = self.model.device.feed_per_poll;
+        loop {
+            self.collect_replies();
+            let end = self.received.min(self.consumed.saturating_add(budget));
+            if end == self.consumed {
+                break;
+            }
+            let taken = self.agent.receive(at, &self.stream[self.consumed..end], self.flash);
+            self.consumed += taken;
+            budget -= taken;
+            if taken == 0 && self.agent_has_no_reply() {
+                break;
+            }
+        }
+        self.agent.poll(at, self.flash);
+        self.collect_replies();
+        self.device_free = now + self.flash.take_busy().as_nanos() as u64;
+        self.stack_due = true;
+    }
+
+    fn agent_has_no_reply(&mut self) -> bool {
+        match self.agent.next_reply() {
+            Some(line) => {
+                self.replies.extend_from_slice(line.as_bytes());
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn collect_replies(&mut self) {
+        while let Some(line) = self.agent.next_reply() {
+            self.replies.extend_from_slice(line.as_bytes());
+        }
+    }
+
+    /// Acknowledges what arrived and sends the replies, as one packet when there is
+    /// something to say.
+    fn run_stack(&mut self, now: u64, half_rtt: u64) {
+        let window = self.model.device.rx_window - (self.received - self.consumed);
+        // What is left of the window last advertised, seen from what has arrived since.
+        let left = (self.acked + self.advertised).saturating_sub(self.received);
+        let window_update = window > 0 && window / 2 >= left;
+        if self.received == self.acked && !window_update && self.replies.is_empty() {
+            return;
+        }
+        let data = std::mem::take(&mut self.replies);
+        let depart = now.max(self.to_host_free);
+        self.to_host_free = depart + self.wire_time(data.len());
+        self.to_host.push_back(ToHost {
+            arrive: self.to_host_free + half_rtt,
+            ack: self.received,
+            window,
+            data,
+        });
+        self.acked = self.received;
+        self.advertised = window;
+    }
+}
+
+/// The agent's clock at model time `nanos`.
+fn instant(nanos: u64) -> Instant {
+    Instant::from_micros((nanos / 1000) as i64)
+}
+
+fn sha256(image: &[u8]) -> Digest256 {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(image).into()
+}
+
+/// A chip of `layout` whose boot config runs `running`, with `contents` in user1 and user2
+/// (each padded with 0xFF to whole words); everything else erased.
+pub fn device_flash(layout: &FlashLayout, running: SlotId, contents: [&[u8]; 2]) -> RamNor {
+    use crate::boot::BootConfig;
+    use crate::flash::NorFlash;
+    use crate::layout::BOOT_CONFIG_OFFSET;
+    let mut flash = RamNor::new(layout.flash_size);
+    let config = BootConfig::for_layout(layout, running).to_bytes();
+    flash.write(BOOT_CONFIG_OFFSET, &config).expect("the config fits the chip");
+    for slot in &layout.slots {
+        let mut bytes = contents[slot.id.index()].to_vec();
+        bytes.resize(bytes.len().next_multiple_of(4), 0xFF);
+        flash.write(slot.offset, &bytes).expect("the content fits its slot");
+    }
+    flash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::BootConfig;
+    use crate::flash::{FlashOp, ReadNorFlash};
+    use crate::layout::{DEFAULT_LAYOUT, SECTOR_SIZE};
+    use crate::session::Phase;
+    use crate::sim::fixtures::{self, LAYOUT};
+    use crate::sim::rboot;
+    use crate::sim::timed::{flash_floor, image_of_len};
+
+    const KB: usize = 1024;
+
+    fn images(len: usize, seed: u8) -> [Vec<u8>; 2] {
+        [0, 1].map(|i| image_of_len(DEFAULT_LAYOUT, &DEFAULT_LAYOUT.slots[i], len, seed))
+    }
+
+    /// user1 runs `running[0]`, user2 holds an older image.
+    fn device(running: &[Vec<u8>; 2]) -> RamNor {
+        let old = images(300 * KB, 1);
+        device_flash(DEFAULT_LAYOUT, SlotId::User1, [&running[0], &old[1]])
+    }
+
+    fn model(rx_window: usize, flash: FlashTimings) -> PushModel {
+        PushModel {
+            flash,
+            link: LinkModel::default(),
+            device: DeviceModel { rx_window, feed_per_poll: SECTOR },
+        }
+    }
+
+    fn instant_flash() -> FlashTimings {
+        FlashTimings {
+            sector_erase: Duration::ZERO,
+            block_erase: Duration::ZERO,
+            page_program: Duration::ZERO,
+            read_64_bytes: Duration::ZERO,
+        }
+    }
+
+    fn slot_bytes(flash: &RamNor, slot: SlotId, len: usize) -> &[u8] {
+        let at = DEFAULT_LAYOUT.slot(slot).offset as usize;
+        &flash.bytes()[at..at + len]
+    }
+
+    #[test]
+    fn with_instant_flash_and_a_wide_window_a_push_takes_its_round_trips_and_the_wire_time() {
+        let new = images(100 * KB, 2);
+        let model = model(64 * KB, instant_flash());
+        let out = push(&model, Agent::Seed, DEFAULT_LAYOUT, device(&new), [&new[0], &new[1]]).unwrap();
+        // Connect, slot name, Ready, image and the reply: four round trips, plus the image on
+        // the wire at 1 MB/s with a 40-byte header per 1460-byte segment.
+        let segments = new[1].len().div_ceil(1460) as u64;
+        let wire = Duration::from_nanos((new[1].len() as u64 + 40 * segments) * 1000);
+        let least = 4 * model.link.rtt + wire;
+        assert!(
+            out.time >= least && out.time < least + Duration::from_millis(1),
+            "{:?} vs {least:?}",
+            out.time
+        );
+        assert_eq!(slot_bytes(&out.flash, SlotId::User2, new[1].len()), &new[1][..]);
+    }
+
+    #[test]
+    fn a_small_window_limits_a_push_to_a_window_per_round_trip() {
+        let new = images(100 * KB, 2);
+        let model = model(2920, instant_flash());
+        let out = push(&model, Agent::Seed, DEFAULT_LAYOUT, device(&new), [&new[0], &new[1]]).unwrap();
+        let round_trips = new[1].len().div_ceil(2920) as u32;
+        let least = model.link.rtt * round_trips;
+        assert!(out.time > least && out.time < least * 3 / 2, "{:?} vs {least:?}", out.time);
+    }
+
+    #[test]
+    fn the_seed_erases_and_writes_each_sector_on_its_core_and_never_reads_back() {
+        let new = images(400 * KB, 2);
+        let model = model(5840, FlashTimings::default());
+        let out = push(&model, Agent::Seed, DEFAULT_LAYOUT, device(&new), [&new[0], &new[1]]).unwrap();
+        let sectors = new[1].len().div_ceil(SECTOR) as u32;
+        let work = out.flash_work;
+        assert_eq!((work.sector_erases, work.block_erases, work.bytes_read), (sectors, 0, 0));
+        assert_eq!(work.page_programs, new[1].len().div_ceil(256) as u32);
+        let stalls = (model.flash.sector_erase + model.flash.page_program * 16) * (sectors - 1);
+        assert!(out.time > stalls + 4 * model.link.rtt, "{:?}", out.time);
+        assert_eq!(out.slot, SlotId::User2);
+        assert_eq!(slot_bytes(&out.flash, SlotId::User2, new[1].len()), &new[1][..]);
+        let config = BootConfig::parse(out.flash.bytes()[0x1000..0x1019].try_into().unwrap()).unwrap();
+        assert_eq!(
+            config.current_slot(DEFAULT_LAYOUT),
+            Some(SlotId::User1),
+            "the seed switches at its reboot"
+        );
+    }
+
+    #[test]
+    fn ours_writes_verifies_and_switches_and_the_model_is_deterministic() {
+        let new = images(400 * KB, 2);
+        let model = model(3 * SECTOR, FlashTimings::default());
+        let run = || push(&model, Agent::Ours, DEFAULT_LAYOUT, device(&new), [&new[0], &new[1]]).unwrap();
+        let out = run();
+        assert_eq!(slot_bytes(&out.flash, SlotId::User2, new[1].len()), &new[1][..]);
+        let mut flash = out.flash.clone();
+        assert_eq!(session::running_slot(&mut flash, DEFAULT_LAYOUT), Some(SlotId::User2));
+        let floor = flash_floor(DEFAULT_LAYOUT.slot(SlotId::User2), new[1].len() as u32, &model.flash);
+        let work = out.flash_work;
+        // The image's erases are the floor's; one more sector is the boot config.
+        assert_eq!((work.sector_erases, work.block_erases), (floor.sector_erases + 1, floor.block_erases));
+        assert!(work.bytes_read >= 2 * new[1].len() as u64, "SHA-256 and image check read the slot back");
+        assert!(out.time > work.total() && out.time > floor.total());
+        let again = run();
+        assert_eq!(
+            (again.time, again.first_image_byte, again.flash_work),
+            (out.time, out.first_image_byte, work)
+        );
+    }
+
+    /// Feeds `bytes` to `session` the way a driver does, stopping when the flash fails.
+    fn feed(session: &mut Session<'_>, flash: &mut RamNor, now: Instant, mut bytes: &[u8]) {
+        while !bytes.is_empty() && session.phase() == Phase::Open {
+            while session.next_reply().is_some() {}
+            let taken = session.receive(now, &bytes[..bytes.len().min(1460)], flash);
+            session.poll(now, flash);
+            bytes = &bytes[taken..];
+        }
+        session.poll(now, flash);
+    }
+
+    fn request(image: &[u8]) -> Vec<u8> {
+        let mut bytes = format!("OTA\r\nGetNextFlash\r\nFirmwareLength: {}\r\n", image.len()).into_bytes();
+        bytes.extend_from_slice(image);
+        bytes
+    }
+
+    #[test]
+    fn a_power_cut_in_a_block_erase_leaves_the_old_slot_booting() {
+        let user2 = *LAYOUT.slot(SlotId::User2);
+        let image = image_of_len(LAYOUT, &user2, 200 * KB, 3);
+        let factory =
+            fixtures::flash_with(Some(BootConfig::for_layout(LAYOUT, SlotId::User1)), [true, false]);
+        let user1_before = factory.bytes()[0x2000..0x2000 + 4096].to_vec();
+        let now = Instant::from_secs(1);
+        let mut sector = [0u8; SECTOR];
+
+        // A clean run shows where the first block erase is.
+        let mut dry = factory.clone();
+        dry.record();
+        let mut session = Session::new(SessionConfig::new(LAYOUT), &mut sector);
+        session.start(now, Some(SlotId::User1));
+        feed(&mut session, &mut dry, now, &request(&image));
+        let log = dry.take_log();
+        let first_block = log.iter().position(|op| matches!(op, FlashOp::EraseBlock(_))).unwrap();
+        assert_eq!(log[first_block], FlashOp::EraseBlock(user2.offset.next_multiple_of(0x1_0000)));
+
+        let mut flash = factory.clone();
+        flash.cut_power_at(first_block as u64);
+        let mut session = Session::new(SessionConfig::new(LAYOUT), &mut sector);
+        session.start(now, Some(SlotId::User1));
+        feed(&mut session, &mut flash, now, &request(&image));
+        assert!(flash.power_lost());
+        flash.restore_power();
+        let half = (user2.offset.next_multiple_of(0x1_0000) + 0x8000) as usize;
+        assert!(flash.bytes()[half - 0x8000..half].iter().all(|&b| b == 0xFF), "the block is half erased");
+        let boot = rboot::boot(&mut flash).unwrap();
+        assert_eq!(boot.slot(LAYOUT), Some(SlotId::User1), "the old slot still boots");
+        assert_eq!(&flash.bytes()[0x2000..0x2000 + 4096], &user1_before[..]);
+        assert_eq!(&flash.bytes()[0x1000..0x2000], &factory.bytes()[0x1000..0x2000], "config untouched");
+
+        // The next push succeeds over the half-erased block.
+        let mut session = Session::new(SessionConfig::new(LAYOUT), &mut sector);
+        session.start(now, Some(SlotId::User1));
+        feed(&mut session, &mut flash, now, &request(&image));
+        assert_eq!(rboot::boot(&mut flash).unwrap().slot(LAYOUT), Some(SlotId::User2));
+        let at = user2.offset as usize;
+        assert_eq!(&flash.bytes()[at..at + image.len()], &image[..]);
+        assert_eq!(SECTOR_SIZE as usize, SECTOR);
+    }
+
+    #[test]
+    fn device_flash_holds_the_config_and_both_slots() {
+        let new = images(8 * KB, 4);
+        let mut flash = device_flash(DEFAULT_LAYOUT, SlotId::User2, [&new[0], &new[1]]);
+        assert_eq!(session::running_slot(&mut flash, DEFAULT_LAYOUT), Some(SlotId::User2));
+        assert_eq!(slot_bytes(&flash, SlotId::User1, new[0].len()), &new[0][..]);
+        let mut word = [0u8; 4];
+        flash.read(0x40_000, &mut word).unwrap();
+        assert_eq!(word, [0xFF; 4]);
+    }
+}
