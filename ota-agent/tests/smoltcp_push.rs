@@ -13,7 +13,7 @@ use ota_agent::flash::RamNor;
 use ota_agent::layout::SlotId;
 use ota_agent::net::AgentConfig;
 use ota_agent::session::Phase;
-use ota_agent::sim::wire::{LinkFaults, World};
+use ota_agent::sim::wire::{LinkFaults, Push, World};
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 
@@ -193,4 +193,44 @@ fn corrupted_packets_and_a_small_mtu_still_land_the_image_byte_for_byte() {
         assert_eq!(slot_bytes(&world.flash, SlotId::User2, images[1].len()), &images[1][..], "{faults}");
         assert_eq!(current_slot(&world.flash), SlotId::User2, "{faults}");
     }
+}
+
+#[test]
+fn a_keyed_agent_takes_a_proven_push_over_smoltcp_and_refuses_a_wrong_key_or_none() {
+    static KEY: ota_agent::auth::Key = [0xC3; 32];
+    let config = AgentConfig { key: Some(&KEY), ..AgentConfig::new(LAYOUT) };
+    let images = images(50, 20_000);
+
+    // No key (the seed's lines) and a wrong key: refused before Ready, nothing written.
+    let mut world = World::with_config(factory_flash(SlotId::User1), LinkFaults::dropping(10, 50), config);
+    let before = world.flash.clone();
+    let mut seed = world.push(images.clone(), 49152);
+    world.run_pushes(&mut [&mut seed], Duration::from_secs(600)).unwrap();
+    let Some(Event::Failed(ClientError::Device(reason))) = seed.outcome() else {
+        panic!("{:?}", seed.events)
+    };
+    assert_eq!(reason.to_string(), "Authentication required");
+    // Until a refused connection has closed on both sides, a newcomer is turned away.
+    let idle = |world: &World, _: &[&mut Push]| world.agent.session().phase() == Phase::Idle;
+    world.run_until(&mut [&mut seed], Duration::from_secs(60), idle).unwrap();
+    let mut wrong_key = KEY;
+    wrong_key[9] ^= 4;
+    let mut wrong = world.push_with_key(images.clone(), 49153, &wrong_key);
+    world.run_pushes(&mut [&mut wrong], Duration::from_secs(600)).unwrap();
+    let Some(Event::Failed(ClientError::Device(reason))) = wrong.outcome() else {
+        panic!("{:?}", wrong.events)
+    };
+    assert_eq!(reason.to_string(), "Authentication failed");
+    assert!(world.flash.bytes() == before.bytes(), "refused pushes write nothing");
+    world.run_until(&mut [&mut wrong], Duration::from_secs(60), idle).unwrap();
+
+    // The right key, once the failure's 1 s lockout is over: the nonce came from the board.
+    let unlocked = world.now + Duration::from_secs(1);
+    world.run_until(&mut [], Duration::from_secs(2), |world, _| world.now >= unlocked).unwrap();
+    let mut right = world.push_with_key(images.clone(), 49154, &KEY);
+    world.run_pushes(&mut [&mut right], Duration::from_secs(600)).unwrap();
+    assert_eq!(right.events, [Event::NextSlot(SlotId::User2), Event::Ready, Event::Flashing, Event::Success]);
+    assert_eq!(right.client.authentication(), ota_agent::client::Authentication::Sent);
+    assert_eq!(slot_bytes(&world.flash, SlotId::User2, images[1].len()), &images[1][..]);
+    assert_eq!(current_slot(&world.flash), SlotId::User2);
 }

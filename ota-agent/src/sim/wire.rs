@@ -21,6 +21,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
+use crate::auth::{self, Key};
 use crate::client::{Client, Event, Transmit};
 use crate::flash::RamNor;
 use crate::net::{AgentConfig, OtaAgent, OtaBuffers, Platform, ota_init};
@@ -187,6 +188,9 @@ pub struct Push {
     pub images: [Vec<u8>; 2],
     /// What the client made of the device's replies, in order.
     pub events: Vec<Event>,
+    /// Answer with the extension lines (`send_checked_image`: the image's SHA-256, and the
+    /// proof when the client has a key) instead of the seed's request.
+    pub checked: bool,
     connected: bool,
 }
 
@@ -198,6 +202,7 @@ impl Push {
             client: Client::new(),
             images,
             events: Vec::new(),
+            checked: false,
             connected: false,
         }
     }
@@ -233,7 +238,12 @@ impl Push {
             if let Some(event) = event {
                 self.events.push(event);
                 if let Event::NextSlot(slot) = event {
-                    self.client.send_image(self.images[slot.index()].len() as u32);
+                    let image = &self.images[slot.index()];
+                    if self.checked {
+                        self.client.send_checked_image(image.len() as u32, &auth::sha256(image));
+                    } else {
+                        self.client.send_image(image.len() as u32);
+                    }
                 }
             }
             if n == 0 || self.client.is_done() {
@@ -411,6 +421,14 @@ impl World {
         socket
             .connect(self.host_iface.context(), (DEVICE_IP, DEFAULT_PORT), local_port)
             .expect("a fresh socket connects");
+        push
+    }
+
+    /// [`World::push`] with the extension lines, proving `key` when the device asks.
+    pub fn push_with_key(&mut self, images: [Vec<u8>; 2], local_port: u16, key: &Key) -> Push {
+        let mut push = self.push(images, local_port);
+        push.client = Client::with_key(key);
+        push.checked = true;
         push
     }
 
