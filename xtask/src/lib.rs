@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod footprint;
+pub mod proof;
 pub mod qemu;
 pub mod serial;
 pub mod sim;

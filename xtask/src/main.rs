@@ -23,6 +23,9 @@ enum Command {
     /// Run the agent's session, sector writer and image validator as lx106 code under QEMU and
     /// compare every push with the host build (needs qemu-system-xtensa).
     Qemu,
+    /// The proof that nothing is lost: power cuts at every flash operation of a real update,
+    /// network faults at every step, and the QEMU cases; ends with one `proof:` line.
+    Proof,
     /// The virtual ESP8266: serve the real agent on 127.0.0.1 with its flash in a file
     /// (`sim status` describes a flash file).
     Sim(xtask::sim::SimArgs),
@@ -51,6 +54,16 @@ fn main() -> miette::Result<()> {
                     cases: report.cases.len(),
                     dir,
                 })?;
+            }
+        }
+        Command::Proof => {
+            let target_dir = xtask::proof::default_target_dir();
+            eprintln!("building example-blinky into {}", target_dir.display());
+            let blinky = xtask::proof::Blinky::build(&target_dir)?;
+            let report = xtask::proof::run(&blinky, &mut |part| eprintln!("== {part}"));
+            print!("{report}");
+            if report.failures() > 0 {
+                std::process::exit(1);
             }
         }
         Command::Sim(args) => xtask::sim::run(&args)?,

@@ -1,0 +1,108 @@
+//! `cargo xtask proof` in CI: the power-cut and network-fault campaigns on example-blinky's
+//! real images (built by cargo-tcpflash's pipeline into `target/proof`) and the QEMU cases,
+//! run once through the same library call as the command; each test asserts on one part.
+//!
+//! Needs what `.ci/run` installs (the firmware's nightly, lx106 binutils, QEMU).
+
+use std::sync::OnceLock;
+
+use ota_agent::client::Event;
+use ota_agent::layout::SlotId;
+use ota_agent::sim::wire::{LinkFaults, World};
+use smoltcp::time::Duration;
+use xtask::proof::{self, Blinky, ProofReport};
+
+fn blinky() -> &'static Blinky {
+    static BLINKY: OnceLock<Blinky> = OnceLock::new();
+    BLINKY.get_or_init(|| {
+        Blinky::build(&proof::default_target_dir()).unwrap_or_else(|error| {
+            panic!("building example-blinky failed: {:?}", miette::Report::new(error))
+        })
+    })
+}
+
+/// The whole proof, run once for all tests.
+fn report() -> &'static ProofReport {
+    static REPORT: OnceLock<ProofReport> = OnceLock::new();
+    REPORT.get_or_init(|| {
+        let report = proof::run(blinky(), &mut |part| eprintln!("== {part}"));
+        eprint!("{report}");
+        report
+    })
+}
+
+#[test]
+fn the_proof_ends_with_one_line_of_figures_and_finds_nothing() {
+    let report = report();
+    let text = report.to_string();
+    let last = text.lines().last().unwrap();
+    assert_eq!(last, report.summary());
+    let figures: Vec<(&str, usize)> = last
+        .strip_prefix("proof: ")
+        .unwrap()
+        .split(' ')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap();
+            (name, value.parse().unwrap())
+        })
+        .collect();
+    let names: Vec<&str> = figures.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        names,
+        ["cut_points", "cut_failures", "net_cases", "net_failures", "qemu_cases", "qemu_failures"]
+    );
+    assert_eq!(report.failures(), 0, "{text}");
+    assert!(figures.iter().filter(|(name, _)| name.ends_with("_failures")).all(|(_, n)| *n == 0), "{last}");
+}
+
+#[test]
+fn every_power_cut_of_a_real_update_boots_the_old_or_the_new_image() {
+    let cuts = &report().cuts;
+    assert!(cuts.failures.is_empty(), "{cuts}");
+    let names: Vec<&str> = cuts.updates.iter().map(|update| update.name.as_str()).collect();
+    assert_eq!(names, ["user1 -> user2", "user2 -> user1"]);
+    for update in &cuts.updates {
+        // example-blinky's image spans a dozen sectors: erases, ~200 page programs, the config.
+        assert!(update.agent_ops > 100, "{cuts}");
+        // Cuts before the config switch boot the old image, later ones the new one; torn
+        // config sectors make rBoot rewrite its config, which is cut too.
+        assert!(update.booted_old > update.agent_ops / 2 && update.booted_new > 0, "{cuts}");
+        assert!(update.rboot_cuts > 0 && update.config_tears > 0, "{cuts}");
+    }
+    assert!(cuts.cut_points() > 2 * 100);
+}
+
+#[test]
+fn every_network_fault_leaves_the_running_slot_and_the_next_push_lands() {
+    let net = &report().net;
+    assert!(net.failures.is_empty(), "{net}");
+    assert!(net.session_cases > 100, "{net}");
+    assert!(net.tcp_cases >= 25, "{net}");
+    assert_eq!(net.smoltcp_cases, 2 * proof::network::NetOptions::default().smoltcp_links.len());
+    // Over the clean links every push lands; over the worst, some fail, each with a reason.
+    assert!(net.smoltcp_landed >= net.smoltcp_cases / 2, "{net}");
+    assert!(net.smoltcp_errors.iter().all(|error| !error.trim().is_empty()));
+}
+
+#[test]
+fn the_qemu_cases_run_in_the_proof() {
+    let report = report();
+    assert_eq!(report.qemu_cases(), 4);
+    assert_eq!(report.qemu_failures(), 0);
+}
+
+/// Issue 3's missing test: a smoltcp client pushes the real `user2.bin`, and the slot then
+/// holds the file byte for byte.
+#[test]
+fn a_smoltcp_client_pushes_example_blinkys_real_user2_and_the_slot_equals_the_file() {
+    let blinky = blinky();
+    let file = std::fs::read(&blinky.files[1]).unwrap();
+    assert!(blinky.files[1].ends_with("user2.bin"));
+    let mut world = World::new(blinky.factory_flash(), blinky.layout, LinkFaults::clean(1));
+    let mut push = world.push(blinky.images.clone(), 49152);
+    world.run_pushes(&mut [&mut push], Duration::from_secs(120)).unwrap();
+    assert_eq!(push.events, [Event::NextSlot(SlotId::User2), Event::Ready, Event::Flashing, Event::Success]);
+    let at = blinky.layout.slot(SlotId::User2).offset as usize;
+    assert!(world.flash.bytes()[at..at + file.len()] == file[..], "user2 holds user2.bin byte for byte");
+    assert!(world.flash.bytes()[at + file.len()..].iter().take(16).all(|&b| b == 0xFF));
+}
