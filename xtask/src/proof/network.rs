@@ -62,7 +62,7 @@ impl Default for NetOptions {
             }
         }
         NetOptions {
-            tcp_idle_timeout: StdDuration::from_millis(400),
+            tcp_idle_timeout: StdDuration::from_secs(1),
             tcp_devices: 4,
             session_stride: 997,
             smoltcp_links: links,
