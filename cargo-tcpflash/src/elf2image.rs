@@ -265,7 +265,7 @@ fn program_sections(file: &ElfFile<'_>) -> Result<Vec<LoadSegment>, ElfError> {
         return Err(malformed(format!("section header size {} (not 40)", header.sh_entry_size())));
     }
     let table_end = header.sh_offset() + u64::from(header.sh_count()) * u64::from(SECTION_HEADER_LEN);
-    if table_end > input.len() as u64 || header.sh_offset() % 4 != 0 {
+    if table_end > input.len() as u64 || !header.sh_offset().is_multiple_of(4) {
         return Err(malformed("section header table out of the file or misaligned".into()));
     }
     if header.sh_count() >= xmas_elf::sections::SHN_LORESERVE {

@@ -187,7 +187,7 @@ fn an_image_larger_than_its_slot_says_by_how_much() {
     let stderr = flat_stderr(&output);
     let slot = FlashLayout::by_name("512KB").unwrap().slots[0];
     let needle = "too large for user1 by ";
-    let at = stderr.find(&needle).unwrap_or_else(|| panic!("{stderr}"));
+    let at = stderr.find(needle).unwrap_or_else(|| panic!("{stderr}"));
     let excess: u64 = stderr[at + needle.len()..].split(' ').next().unwrap().parse().unwrap();
     let len_at = stderr.find("image is ").unwrap() + "image is ".len();
     let len: u64 = stderr[len_at..].split(' ').next().unwrap().parse().unwrap();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{ESPTOOL, ESPTOOL_INSTALL, GCC, GCC_INSTALL, esptool_image, flat_stderr, require};
+use common::{GCC, GCC_INSTALL, esptool_image, flat_stderr, require};
 
 use cargo_tcpflash::elf2image::{self, ElfError};
 use cargo_tcpflash::image_cmd::flash_params;

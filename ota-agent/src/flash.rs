@@ -124,7 +124,7 @@ mod model {
 
         fn check(&self, offset: u32, len: usize, align: u32) -> Result<(), NorError> {
             let len32 = u32::try_from(len).map_err(|_| NorError::OutOfBounds { offset, len: u32::MAX })?;
-            if offset % align != 0 || len32 % align != 0 {
+            if !offset.is_multiple_of(align) || !len32.is_multiple_of(align) {
                 return Err(NorError::NotAligned { offset, len: len32 });
             }
             if offset as usize + len > self.data.len() {
@@ -196,7 +196,7 @@ mod model {
             self.check(from, (to - from) as usize, SECTOR_SIZE)?;
             let mut at = from;
             while at < to {
-                if at % BLOCK_SIZE == 0 && to - at >= BLOCK_SIZE {
+                if at.is_multiple_of(BLOCK_SIZE) && to - at >= BLOCK_SIZE {
                     self.perform(FlashOp::EraseBlock(at))?;
                     at += BLOCK_SIZE;
                 } else {

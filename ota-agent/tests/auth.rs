@@ -358,7 +358,8 @@ fn another_valid_image_of_the_same_length_is_caught_only_by_the_sha256() {
 fn a_tampered_sha_auth_or_length_line_fails_authentication_without_saying_which() {
     let images = images();
     let other_sha = hex(&auth::sha256(b"something else"));
-    let edits: [(&str, Box<dyn Fn(&str) -> String>); 4] = [
+    type Edit = Box<dyn Fn(&str) -> String>;
+    let edits: [(&str, Edit); 4] = [
         ("sha", Box::new(move |_: &str| format!("Sha256: {other_sha}\r\n"))),
         (
             "auth",

@@ -5,6 +5,10 @@
 macro_rules! rom_fn {
     ($(#[$doc:meta])* $name:ident = $addr:expr, fn($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         $(#[$doc])*
+        ///
+        /// # Safety
+        /// Only on an ESP8266, whose mask ROM holds this routine; the caller upholds the
+        /// routine's contract (valid pointers, cache state for the SPI routines).
         #[inline(always)]
         pub unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
             // SAFETY: the caller upholds the ROM routine's contract; the address is the
