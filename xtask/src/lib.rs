@@ -1,6 +1,7 @@
 //! Project tasks behind `cargo xtask`. The binary (`main.rs`) parses the command line and
 //! dispatches here; the modules are a library so integration tests can drive them.
 
+pub mod bench;
 pub mod demo;
 pub mod footprint;
 pub mod proof;

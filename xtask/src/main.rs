@@ -29,6 +29,10 @@ enum Command {
     /// The virtual ESP8266: serve the real agent on 127.0.0.1 with its flash in a file
     /// (`sim status` describes a flash file).
     Sim(xtask::sim::SimArgs),
+    /// How long a push takes on a timed model of a board (the seed's strategy, ours, the flash
+    /// floor) and how fast `cargo tcpflash` pushes over loopback against the seed's Python
+    /// client; ends with one `bench:` line. Numbers, not a pass/fail test.
+    Bench(xtask::bench::BenchArgs),
     /// The whole flow without a board: build example-blinky, start the virtual ESP8266, push
     /// twice through `cargo tcpflash` (user2, then user1), show the status after each.
     Demo(xtask::demo::DemoArgs),
@@ -68,6 +72,7 @@ fn main() -> miette::Result<()> {
         }
         Command::Sim(args) => xtask::sim::run(&args)?,
         Command::Demo(args) => xtask::demo::run(&args)?,
+        Command::Bench(args) => xtask::bench::run(&args)?,
     }
     Ok(())
 }

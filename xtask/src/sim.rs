@@ -18,6 +18,7 @@ use ota_agent::auth::{self, Key, KeyFileError};
 use ota_agent::image::FlashSize;
 use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, LAYOUTS, SlotId};
 use ota_agent::protocol::DEFAULT_PORT;
+use ota_agent::sim::timed::{FlashTimings, TimedFlash};
 use ota_agent::sim::{DeviceStatus, FileFlash, OpenError, ServeError, SlotStatus, VirtualDevice};
 use serde_json::{Value, json};
 use thiserror::Error;
@@ -77,6 +78,12 @@ pub struct ServeArgs {
     /// it, up to 64 times).
     #[arg(long, default_value_t = 1.0, value_name = "SECS")]
     pub auth_backoff: f64,
+    /// Make each flash operation take a W25Q32's typical time (4 KB sector erase 45 ms, 64 KB
+    /// block erase 150 ms, page program 0.7 ms, reads 7 us per 64 bytes), the device serving
+    /// nothing meanwhile, as a board's single core; the network stays loopback's. For
+    /// deterministic numbers on a modelled link, see `cargo xtask bench`.
+    #[arg(long)]
+    pub timed: bool,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -173,6 +180,9 @@ pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
     }
     let key = args.key_file.as_deref().map(read_key).transpose()?;
     let (flash, layout) = open_or_install(&path, args)?;
+    let timings = FlashTimings::default();
+    let flash =
+        if args.timed { TimedFlash::sleeping(flash, timings) } else { TimedFlash::new(flash, timings) };
     let mut device = VirtualDevice::new(flash, layout).expect("the layout was chosen from the file's size");
     device.set_idle_timeout(std::time::Duration::from_secs_f64(args.idle_timeout));
     device.set_auth_backoff(std::time::Duration::from_secs_f64(args.auth_backoff));
@@ -193,8 +203,25 @@ pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
         None => "no key".to_owned(),
     };
     println!("listening on {addr} (flash {}, layout {}, {auth})", path.display(), layout.name);
+    if args.timed {
+        println!(
+            "timed: sector erase {:?}, block erase {:?}, page program {:?}, read {:?} per 64 bytes",
+            timings.sector_erase, timings.block_erase, timings.page_program, timings.read_64_bytes
+        );
+    }
     let served = device.serve(&listener, &stop, &mut |event| println!("{event}"));
-    let _ = device.flash().sync();
+    let _ = device.flash().inner().sync();
+    if args.timed {
+        let work = device.flash().work();
+        println!(
+            "flash work: {} sector erases, {} block erases, {} page programs, {} bytes read: {:.3} s",
+            work.sector_erases,
+            work.block_erases,
+            work.page_programs,
+            work.bytes_read,
+            work.total().as_secs_f64()
+        );
+    }
     served.map_err(SimError::Serve)?;
     println!("stopped");
     Ok(())
