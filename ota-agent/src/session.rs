@@ -593,9 +593,12 @@ pub fn running_slot<F: ReadNorFlash>(flash: &mut F, layout: &FlashLayout) -> Opt
     }
 }
 
+/// The config's first word, written last.
+const MAGIC_WORD: usize = 4;
+
 /// Points the boot config at `target` the way rBoot rewrites it: read the whole sector,
 /// change the config at its start (every other field and byte preserved), erase, write the
-/// sector back, and read the config back to be sure.
+/// sector back (its first word last), and read the config back to be sure.
 fn switch_boot_config<F: NorFlash>(
     flash: &mut F,
     layout: &FlashLayout,
@@ -609,7 +612,12 @@ fn switch_boot_config<F: NorFlash>(
     let bytes = config.to_bytes();
     sector[..CONFIG_STRUCT_LEN].copy_from_slice(&bytes);
     flash.erase(BOOT_CONFIG_OFFSET, BOOT_CONFIG_OFFSET + SECTOR_SIZE).map_err(|_| BootConfigError::Erase)?;
-    flash.write(BOOT_CONFIG_OFFSET, sector).map_err(|_| BootConfigError::Write)?;
+    // The first word (magic, version, mode, current_rom) goes last: until it is whole, rBoot
+    // sees no magic and falls back to its default config, which boots a verified image
+    // either way. Written first, a torn tail could pass rBoot's 8-bit checksum by chance.
+    let (head, tail) = sector.split_at(MAGIC_WORD);
+    flash.write(BOOT_CONFIG_OFFSET + MAGIC_WORD as u32, tail).map_err(|_| BootConfigError::Write)?;
+    flash.write(BOOT_CONFIG_OFFSET, head).map_err(|_| BootConfigError::Write)?;
     let mut check = [0u8; CONFIG_STRUCT_LEN];
     flash.read(BOOT_CONFIG_OFFSET, &mut check).map_err(|_| BootConfigError::Read)?;
     if check != bytes {

@@ -145,15 +145,13 @@ fn cut_update(
         judge.power_returns(&label, flash, Origin::AgentCut(cut), 0, &mut cuts, report);
     }
 
-    // The agent's config write torn at each byte: the erase done, then the first k bytes of
-    // the new sector programmed. It is the update's last operation, so everything else is
-    // as the uncut update left it.
-    let written = sector_of(&clean);
-    for k in 0..=CONFIG_STRUCT_LEN {
-        let label = format!("{name}, agent's config write torn after byte {k} (op {config_erase})");
-        let flash = with_sector_prefix(&clean, &written, k);
+    // The agent's config write torn anywhere in the config, in the order it programs it.
+    // It is the update's last work, so everything else is as the uncut update left it.
+    for (label, flash) in config_tears(&clean, &log[config_erase + 1..]) {
         cuts.config_tears += 1;
-        judge.power_returns(&label, flash, Origin::Uncut, 0, &mut cuts, report);
+        // Judged like a cut (a valid, expected image boots); the next push is not run for
+        // each of these hundreds of states.
+        judge.power_returns(&format!("{name}, {label}"), flash, Origin::Uncut, 1, &mut cuts, report);
     }
 
     // The device reboots into the new image for the next update.
@@ -183,6 +181,55 @@ fn push(blinky: &Blinky, flash: &mut RamNor, running: Option<SlotId>) -> Vec<ota
 fn sector_of(flash: &RamNor) -> Vec<u8> {
     let at = BOOT_CONFIG_OFFSET as usize;
     flash.bytes()[at..at + SECTOR_SIZE as usize].to_vec()
+}
+
+/// The states a torn write of the config can leave, taken from the program operations the
+/// agent really performed after erasing the config sector (`programs`), in their order: cut
+/// at each byte of the config. While the magic byte is still erased, rBoot refuses the
+/// config whatever else it holds, so those cuts are taken byte by byte; from the magic byte
+/// on, the byte being programmed is tried in every state its bits can be in mid-program
+/// (any subset of its 0 bits programmed), which byte-level tearing would not reach.
+fn config_tears(clean: &RamNor, programs: &[FlashOp]) -> Vec<(String, RamNor)> {
+    let at = BOOT_CONFIG_OFFSET as usize;
+    let config = at..at + CONFIG_STRUCT_LEN;
+    let target = clean.bytes();
+    let mut state = target.to_vec();
+    state[at..at + SECTOR_SIZE as usize].fill(0xFF);
+    let mut tears = Vec::new();
+    for op in programs {
+        let FlashOp::Program { offset, len } = *op else { continue };
+        for p in offset as usize..(offset + len) as usize {
+            if config.contains(&p) {
+                let last = target[p];
+                let zeros = !last;
+                let magic_started = p == at || state[at] != 0xFF;
+                // Subsets of the 0 bits, from none programmed up to all but one.
+                let mut programmed = 0u8;
+                loop {
+                    if programmed != zeros && (magic_started || programmed == 0) {
+                        let mut torn = state.clone();
+                        torn[p] = 0xFF & !programmed;
+                        tears.push((
+                            format!(
+                                "agent's config write torn at config byte {} ({:#04x} on the way to {last:#04x})",
+                                p - at,
+                                torn[p]
+                            ),
+                            RamNor::from_bytes(torn),
+                        ));
+                    }
+                    if programmed == zeros {
+                        break;
+                    }
+                    programmed = (programmed.wrapping_sub(zeros)) & zeros;
+                }
+            }
+            state[p] = target[p];
+        }
+    }
+    // Cut right after the last byte: the whole config is in place.
+    tears.push(("agent's config write cut just after its last byte".to_owned(), RamNor::from_bytes(state)));
+    tears
 }
 
 /// `flash` with the config sector erased and then the first `k` bytes of `sector` written.
