@@ -208,6 +208,11 @@ fn install(program: &str, args: &[&str]) -> Result<(), DemoError> {
 /// Builds the `cargo-tcpflash` binary of this workspace and returns its path (from cargo's
 /// own report, so `CARGO_TARGET_DIR` and profiles are respected).
 pub fn build_tcpflash_binary(root: &Path) -> Result<PathBuf, DemoError> {
+    build_tcpflash_binary_with(root, &[])
+}
+
+/// The same, with extra `cargo build` arguments (e.g. `--release` for measurements).
+pub fn build_tcpflash_binary_with(root: &Path, extra: &[&str]) -> Result<PathBuf, DemoError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut child = Command::new(&cargo)
         .current_dir(root)
@@ -219,6 +224,7 @@ pub fn build_tcpflash_binary(root: &Path) -> Result<PathBuf, DemoError> {
             "cargo-tcpflash",
             "--message-format=json-render-diagnostics",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|source| DemoError::Spawn { command: "cargo build -p cargo-tcpflash".into(), source })?;

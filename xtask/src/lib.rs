@@ -2,6 +2,7 @@
 //! dispatches here; the modules are a library so integration tests can drive them.
 
 pub mod bench;
+pub mod build_bench;
 pub mod demo;
 pub mod footprint;
 pub mod proof;

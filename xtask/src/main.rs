@@ -33,6 +33,9 @@ enum Command {
     /// floor) and how fast `cargo tcpflash` pushes over loopback against the seed's Python
     /// client; ends with one `bench:` line. Numbers, not a pass/fail test.
     Bench(xtask::bench::BenchArgs),
+    /// Measure the build pipeline against cargo's compile, and `cargo tcpflash image` against
+    /// esptool (use `cargo run --release -p xtask -- build-bench`).
+    BuildBench(xtask::build_bench::BuildBenchArgs),
     /// The whole flow without a board: build example-blinky, start the virtual ESP8266, push
     /// twice through `cargo tcpflash` (user2, then user1), show the status after each.
     Demo(xtask::demo::DemoArgs),
@@ -73,6 +76,7 @@ fn main() -> miette::Result<()> {
         Command::Sim(args) => xtask::sim::run(&args)?,
         Command::Demo(args) => xtask::demo::run(&args)?,
         Command::Bench(args) => xtask::bench::run(&args)?,
+        Command::BuildBench(args) => xtask::build_bench::run(&args)?,
     }
     Ok(())
 }

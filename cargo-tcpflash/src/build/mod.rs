@@ -11,6 +11,7 @@ pub mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use miette::Diagnostic;
 use ota_agent::descriptor::BUILD_ID_LEN;
@@ -36,6 +37,15 @@ pub struct Firmware {
     pub build_id: [u8; BUILD_ID_LEN],
     pub out_dir: PathBuf,
     pub slots: [SlotBuild; 2],
+    pub timings: BuildTimings,
+}
+
+/// Where a build's time went: cargo's compile, then everything tcpflash adds (assembly
+/// passes, GNU as, two links, two image conversions).
+#[derive(Debug, Clone, Copy)]
+pub struct BuildTimings {
+    pub compile: Duration,
+    pub after_compile: Duration,
 }
 
 impl Firmware {
@@ -266,26 +276,29 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     write_if_changed(&shim, support::rustc_linker_shim())?;
     make_executable(&shim)?;
 
+    let started = Instant::now();
     let compiled = cargo::compile(&package, &toolchain, args, &profile, &target_spec, &shim)?;
 
+    let compiled_at = Instant::now();
     status("Assembling", &format!("{} for lx106", package.name));
-    let firmware_asm = asm::jump_tables_to_irom(&asm::place_literals(&read_text(&compiled.firmware)?));
-    let builtins_asm =
-        asm::jump_tables_to_irom(&asm::place_literals(&read_text(&compiled.compiler_builtins)?));
+    let tool_stamp = tool_stamp();
+    let firmware = assemble_rustc_output(&assembler, &compiled.firmware, &obj_dir, "firmware", &tool_stamp)?;
+    let builtins = assemble_rustc_output(
+        &assembler,
+        &compiled.compiler_builtins,
+        &obj_dir,
+        "compiler_builtins",
+        &tool_stamp,
+    )?;
     let extra_asm = read_extra_asm(&package)?;
-    let build_id = build_id(&package, &firmware_asm, &builtins_asm, &extra_asm);
+    let build_id = build_id(&package, &[firmware.digest, builtins.digest], &extra_asm);
     let startup = support::startup_asm(&package.name, &package.version, build_id)
         .map_err(|reason| BuildError::Descriptor { reason })?;
-    let mut objects = Vec::new();
-    for (name, text) in
-        [("startup", &startup), ("firmware", &firmware_asm), ("compiler_builtins", &builtins_asm)]
-    {
-        let source = obj_dir.join(format!("{name}.s"));
-        let object = obj_dir.join(format!("{name}.o"));
-        write_if_changed(&source, text)?;
-        assemble(&assembler, &source, &object)?;
-        objects.push(object);
-    }
+    let startup_source = obj_dir.join("startup.s");
+    let startup_object = obj_dir.join("startup.o");
+    write_if_changed(&startup_source, &startup)?;
+    assemble(&assembler, &startup_source, &startup_object)?;
+    let mut objects = vec![startup_object, firmware.object, builtins.object];
     // The firmware's own assembly, as written (its literal pools are its author's business).
     for (index, (source, _)) in extra_asm.iter().enumerate() {
         let stem = source.file_stem().unwrap_or_default().to_string_lossy();
@@ -337,7 +350,9 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
         Ok(SlotBuild { slot, elf, bin, map, image_len })
     });
     let [user1, user2] = slots;
-    Ok(Firmware { package, layout, params, build_id, out_dir, slots: [user1?, user2?] })
+    let slots = [user1?, user2?];
+    let timings = BuildTimings { compile: compiled_at - started, after_compile: compiled_at.elapsed() };
+    Ok(Firmware { package, layout, params, build_id, out_dir, slots, timings })
 }
 
 /// The files of `[package.metadata.tcpflash] asm`, resolved against the package and read.
@@ -355,6 +370,50 @@ fn read_extra_asm(package: &FirmwarePackage) -> Result<Vec<(PathBuf, String)>, B
             Ok((path, text))
         })
         .collect()
+}
+
+/// An object assembled from rustc's assembly, and what identifies that assembly.
+struct Assembled {
+    object: PathBuf,
+    digest: [u8; 32],
+}
+
+/// Fixes and assembles one of rustc's `.s` files, unless the same text was already turned
+/// into an object by this very cargo-tcpflash: compiler_builtins' 2.5 MB rarely change,
+/// and redoing them on every build would cost more than compiling the firmware.
+fn assemble_rustc_output(
+    assembler: &Path,
+    compiled: &Path,
+    obj_dir: &Path,
+    name: &str,
+    tool_stamp: &str,
+) -> Result<Assembled, BuildError> {
+    let text = read_text(compiled)?;
+    let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+    let stamp: String = digest.iter().map(|b| format!("{b:02x}")).chain([format!(" {tool_stamp}")]).collect();
+    let object = obj_dir.join(format!("{name}.o"));
+    let stamp_path = obj_dir.join(format!("{name}.stamp"));
+    if object.is_file() && std::fs::read_to_string(&stamp_path).is_ok_and(|old| old == stamp) {
+        return Ok(Assembled { object, digest });
+    }
+    let source = obj_dir.join(format!("{name}.s"));
+    write_if_changed(&source, &asm::jump_tables_to_irom(&asm::place_literals(&text)))?;
+    assemble(assembler, &source, &object)?;
+    // Written after the object: an interrupted build assembles again.
+    write_if_changed(&stamp_path, &stamp)?;
+    Ok(Assembled { object, digest })
+}
+
+/// Identifies the cargo-tcpflash doing the build (its version and executable), so a
+/// changed assembly pass never reuses objects made by an older one.
+fn tool_stamp() -> String {
+    let modified = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_nanos());
+    format!("{} {modified}", env!("CARGO_PKG_VERSION"))
 }
 
 fn assemble(assembler: &Path, source: &Path, object: &Path) -> Result<(), BuildError> {
@@ -382,17 +441,16 @@ fn publish(staged: &Path, path: &Path) -> Result<(), BuildError> {
 /// Identifies the code, not the slot: both slot builds of one source share it.
 fn build_id(
     package: &FirmwarePackage,
-    firmware_asm: &str,
-    builtins_asm: &str,
+    compiled: &[[u8; 32]],
     extra_asm: &[(PathBuf, String)],
 ) -> [u8; BUILD_ID_LEN] {
     let mut hasher = Sha256::new();
-    let extra = extra_asm.iter().map(|(_, text)| text.as_str());
-    for part in
-        [package.name.as_str(), package.version.as_str(), firmware_asm, builtins_asm].into_iter().chain(extra)
+    let compiled = compiled.iter().map(|digest| digest.as_slice());
+    let extra = extra_asm.iter().map(|(_, text)| text.as_bytes());
+    for part in [package.name.as_bytes(), package.version.as_bytes()].into_iter().chain(compiled).chain(extra)
     {
         hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
+        hasher.update(part);
     }
     let digest = hasher.finalize();
     let mut id = [0u8; BUILD_ID_LEN];
@@ -458,6 +516,31 @@ fn make_executable(path: &Path) -> Result<(), BuildError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn rustc_assembly_is_reassembled_only_when_its_text_or_the_tool_changes() {
+        let assembler = find_tool(AS).expect("binutils-xtensa-lx106 is installed");
+        let dir = tempfile::tempdir().unwrap();
+        let compiled = dir.path().join("compiler_builtins-abc.s");
+        let object = dir.path().join("builtins.o");
+        let assemble_now = |stamp: &str| {
+            let done = assemble_rustc_output(&assembler, &compiled, dir.path(), "builtins", stamp).unwrap();
+            assert_eq!(done.object, object);
+            (std::fs::metadata(&object).unwrap().modified().unwrap(), done.digest)
+        };
+        std::fs::write(&compiled, "\t.text\nf:\n\tret\n").unwrap();
+        let (first, digest) = assemble_now("v1");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(assemble_now("v1"), (first, digest), "same text, same tool: the object is reused");
+        let (by_new_tool, same_digest) = assemble_now("v2");
+        assert!(by_new_tool > first, "another cargo-tcpflash assembles again");
+        assert_eq!(same_digest, digest);
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&compiled, "\t.text\ng:\n\tret\n").unwrap();
+        let (changed, new_digest) = assemble_now("v2");
+        assert!(changed > by_new_tool, "new text: assembled again");
+        assert_ne!(new_digest, digest);
+    }
+
     fn package_with_asm(dir: &Path, asm: &[&str]) -> FirmwarePackage {
         FirmwarePackage {
             name: "fw".into(),
@@ -477,8 +560,8 @@ mod tests {
         let package = package_with_asm(dir.path(), &["src/start.s"]);
         let extra = read_extra_asm(&package).unwrap();
         assert_eq!(extra, [(dir.path().join("src/start.s"), "    nop\n".to_string())]);
-        let without = build_id(&package, "fw", "builtins", &[]);
-        assert_ne!(build_id(&package, "fw", "builtins", &extra), without);
+        let without = build_id(&package, &[[1; 32], [2; 32]], &[]);
+        assert_ne!(build_id(&package, &[[1; 32], [2; 32]], &extra), without);
 
         let missing = package_with_asm(dir.path(), &["src/missing.s"]);
         let error = read_extra_asm(&missing).unwrap_err();
