@@ -192,6 +192,22 @@ fn builds_the_firmware_and_installs_its_user1() {
     assert_same(&flash[0x2000..0x2000 + built.len()], &built, 0x2000, "user1 as built");
     let descriptor = &built[0x10..0x14];
     assert_eq!(descriptor, b"TCF1", "the built image carries its slot descriptor");
+
+    // The virtual ESP8266 boots that flash: `xtask sim status` on the dumped flash.
+    let dump = dir.path().join("installed.flash");
+    fake.dump(&dump).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["sim", "status", "--flash"])
+        .arg(&dump)
+        .output()
+        .expect("xtask runs");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("one JSON line");
+    assert_eq!(status["booted_slot"], "user1", "{status}");
+    assert_eq!(status["next_slot"], "user2", "{status}");
+    assert_eq!(status["slots"]["user1"]["valid"], true, "{status}");
+    assert_eq!(status["slots"]["user1"]["name"], "example-blinky", "{status}");
+    assert_eq!(status["slots"]["user1"]["len"], built.len(), "{status}");
 }
 
 #[test]
