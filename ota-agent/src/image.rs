@@ -376,26 +376,13 @@ irom_text! {
     WRONG_SLOT = "image linked for {}, this slot needs {}";
     SIZE_OVERFLOW = "image larger than 4 GB";
     NO_ROM = "no ROM at offset {}";
-    // `NorFlashErrorKind`'s `Debug` names.
-    NOT_ALIGNED = "NotAligned";
-    OUT_OF_BOUNDS = "OutOfBounds";
-    OTHER = "Other";
-}
-
-/// `kind` as `{:?}` prints it.
-fn kind_name(kind: NorFlashErrorKind) -> IromText {
-    match kind {
-        NorFlashErrorKind::NotAligned => NOT_ALIGNED,
-        NorFlashErrorKind::OutOfBounds => OUT_OF_BOUNDS,
-        _ => OTHER,
-    }
 }
 
 impl Message for ImageError {
     fn write_message<S: Sink + ?Sized>(&self, out: &mut S) {
         use Arg::{Dec, Text};
         let (template, args): (IromText, &[Arg]) = match *self {
-            ImageError::Flash(kind) => (FLASH_READ_FAILED, &[Text(kind_name(kind))]),
+            ImageError::Flash(kind) => (FLASH_READ_FAILED, &[Text(crate::writer::kind_text(kind))]),
             ImageError::OutOfFlash { offset, len, capacity } => {
                 (OUT_OF_FLASH, &[Dec(len), Arg::hex(offset), Dec(capacity)])
             }
@@ -1359,9 +1346,15 @@ mod tests {
         use ImageError::*;
         let m = u32::MAX;
         let cases: Vec<(ImageError, String)> = vec![
-            (Flash(NorFlashErrorKind::NotAligned), "flash read failed (NotAligned)".into()),
-            (Flash(NorFlashErrorKind::OutOfBounds), "flash read failed (OutOfBounds)".into()),
-            (Flash(NorFlashErrorKind::Other), "flash read failed (Other)".into()),
+            (
+                Flash(NorFlashErrorKind::NotAligned),
+                "flash read failed (Arguments are not properly aligned)".into(),
+            ),
+            (Flash(NorFlashErrorKind::OutOfBounds), "flash read failed (Arguments are out of bounds)".into()),
+            (
+                Flash(NorFlashErrorKind::Other),
+                "flash read failed (An implementation specific error occurred)".into(),
+            ),
             (
                 OutOfFlash { offset: 0xF00, len: 512, capacity: m },
                 format!("512 bytes at 0xf00 are outside the {m}-byte flash"),

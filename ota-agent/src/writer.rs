@@ -70,7 +70,7 @@ irom_text! {
 }
 
 /// What embedded-storage's `Display` says about `kind`.
-fn kind_text(kind: NorFlashErrorKind) -> IromText {
+pub(crate) fn kind_text(kind: NorFlashErrorKind) -> IromText {
     match kind {
         NorFlashErrorKind::NotAligned => NOT_ALIGNED,
         NorFlashErrorKind::OutOfBounds => OUT_OF_BOUNDS,

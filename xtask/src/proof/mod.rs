@@ -111,6 +111,15 @@ impl Blinky {
     pub fn factory_flash(&self) -> RamNor {
         RamNor::from_bytes(self.factory.clone())
     }
+
+    /// Two small images named `qemu-case`, one per slot of the 1 MB layout: fast unit tests.
+    #[cfg(test)]
+    pub(crate) fn small() -> Blinky {
+        let [user1, user2] = ota_agent::layout::DEFAULT_LAYOUT.slots;
+        let images =
+            [crate::qemu::test_image(&user1, "1.0.0", 1), crate::qemu::test_image(&user2, "2.0.0", 2)];
+        Blinky::from_images("qemu-case".into(), ota_agent::layout::DEFAULT_LAYOUT, images).unwrap()
+    }
 }
 
 /// Where the proof builds example-blinky.

@@ -960,16 +960,8 @@ fn smoltcp_push(
 
 #[cfg(test)]
 mod tests {
-    use ota_agent::layout::DEFAULT_LAYOUT;
 
     use super::*;
-    use crate::qemu::test_image;
-
-    fn small() -> Blinky {
-        let [user1, user2] = DEFAULT_LAYOUT.slots;
-        let images = [test_image(&user1, "1.0.0", 1), test_image(&user2, "2.0.0", 2)];
-        Blinky::from_images("qemu-case".into(), DEFAULT_LAYOUT, images).unwrap()
-    }
 
     #[test]
     fn a_connection_is_cut_at_every_request_byte_and_around_every_sector_edge() {
@@ -996,7 +988,7 @@ mod tests {
 
     #[test]
     fn session_and_smoltcp_cases_pass_on_small_images_and_count() {
-        let blinky = small();
+        let blinky = Blinky::small();
         let options =
             NetOptions { smoltcp_links: vec![(0, 0, 1500), (30, 10, 296)], ..NetOptions::default() };
         let mut report = NetReport::default();

@@ -208,7 +208,7 @@ fn config_tears(clean: &RamNor, programs: &[FlashOp]) -> Vec<(String, RamNor)> {
                 loop {
                     if programmed != zeros && (magic_started || programmed == 0) {
                         let mut torn = state.clone();
-                        torn[p] = 0xFF & !programmed;
+                        torn[p] = !programmed;
                         tears.push((
                             format!(
                                 "agent's config write torn at config byte {} ({:#04x} on the way to {last:#04x})",
@@ -380,17 +380,8 @@ impl Judge<'_> {
 #[cfg(test)]
 mod tests {
     use ota_agent::boot::BootConfig;
-    use ota_agent::layout::DEFAULT_LAYOUT;
 
     use super::*;
-    use crate::qemu::test_image;
-
-    /// Two-sector images named `qemu-case`, one per slot.
-    fn small() -> Blinky {
-        let [user1, user2] = DEFAULT_LAYOUT.slots;
-        let images = [test_image(&user1, "1.0.0", 1), test_image(&user2, "2.0.0", 2)];
-        Blinky::from_images("qemu-case".into(), DEFAULT_LAYOUT, images).unwrap()
-    }
 
     /// The factory flash with `bytes` at the start of `slot` and the config booting `slot`.
     fn booting(blinky: &Blinky, slot: SlotId, bytes: &[u8]) -> RamNor {
@@ -410,7 +401,7 @@ mod tests {
 
     #[test]
     fn the_campaign_cuts_every_operation_of_both_updates_and_finds_nothing() {
-        let blinky = small();
+        let blinky = Blinky::small();
         let mut uncut = blinky.factory_flash();
         assert!(succeeded(&push(&blinky, &mut uncut, Some(SlotId::User1))));
         let ops = uncut.ops() as usize;
@@ -430,7 +421,7 @@ mod tests {
 
     #[test]
     fn a_switch_to_a_torn_image_is_a_failure() {
-        let blinky = small();
+        let blinky = Blinky::small();
         // A page of IROM never programmed: rBoot, which checks only the RAM segments, boots it.
         let mut torn = blinky.images[1].clone();
         torn[1024..1280].fill(0xFF);
@@ -440,8 +431,8 @@ mod tests {
 
     #[test]
     fn a_good_image_that_is_neither_file_is_a_failure() {
-        let blinky = small();
-        let other = test_image(blinky.layout.slot(SlotId::User2), "3.0.0", 3);
+        let blinky = Blinky::small();
+        let other = crate::qemu::test_image(blinky.layout.slot(SlotId::User2), "3.0.0", 3);
         let problem = judged(&blinky, booting(&blinky, SlotId::User2, &other)).unwrap_err();
         assert!(problem.contains("is not user2.bin byte for byte"), "{problem}");
         assert_eq!(judged(&blinky, booting(&blinky, SlotId::User2, &blinky.images[1])), Ok(Booted::New));
@@ -449,7 +440,7 @@ mod tests {
 
     #[test]
     fn a_firmware_that_is_not_the_agents_is_a_failure() {
-        let mut blinky = small();
+        let mut blinky = Blinky::small();
         blinky.name = "example-blinky".into();
         let problem = judged(&blinky, booting(&blinky, SlotId::User1, &blinky.images[0])).unwrap_err();
         assert!(problem.contains("whose descriptor is not example-blinky's"), "{problem}");
@@ -457,7 +448,7 @@ mod tests {
 
     #[test]
     fn a_bricked_device_is_a_failure() {
-        let blinky = small();
+        let blinky = Blinky::small();
         let mut flash = booting(&blinky, SlotId::User2, &[0xAA; 16]).into_bytes();
         let at = blinky.layout.slot(SlotId::User1).offset as usize;
         flash[at] = 0;
