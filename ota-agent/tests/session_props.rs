@@ -72,17 +72,12 @@ fn check(input: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
     if switched {
         // Independently of the session: the slot holds an image that verifies.
         let slot = LAYOUT.slot(SlotId::User2);
-        let announced = std::str::from_utf8(input)
-            .ok()
-            .and_then(|text| text.split("FirmwareLength: ").nth(1))
-            .and_then(|rest| rest.split("\r\n").next())
-            .and_then(|digits| digits.parse::<u32>().ok());
-        let len = announced.unwrap_or_else(|| {
-            // Non-UTF-8 image bytes: find the length line by bytes.
-            let at = input.windows(16).position(|w| w == b"FirmwareLength: ").unwrap() + 16;
-            let end = at + input[at..].iter().position(|&b| b == b'\r').unwrap();
-            std::str::from_utf8(&input[at..end]).unwrap().parse().unwrap()
-        });
+        // The length the input announced: its digits, whatever ends the line (CR LF, or the
+        // bare LF the session also accepts).
+        let at =
+            input.windows(16).position(|w| w == b"FirmwareLength: ").expect("a length was announced") + 16;
+        let digits: Vec<u8> = input[at..].iter().copied().take_while(u8::is_ascii_digit).collect();
+        let len: u32 = std::str::from_utf8(&digits).unwrap().parse().unwrap();
         let mut scratch = [0u8; 256];
         prop_assert!(image::verify_for_slot(&mut flash, slot, len, &mut scratch).is_ok());
     }
