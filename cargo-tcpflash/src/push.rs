@@ -505,13 +505,7 @@ impl Conn {
                 Ok(0) => return Err(self.lost(client)),
                 Ok(n) => return Ok(n),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) if is_timeout(&error) => {
-                    return Err(PushError::Timeout {
-                        addr: self.addr,
-                        during: self.step,
-                        timeout: self.timeouts.reply,
-                    });
-                }
+                Err(error) if is_timeout(&error) => return Err(self.timed_out()),
                 Err(_) => return Err(self.lost(client)),
             }
         }
@@ -523,13 +517,7 @@ impl Conn {
             match self.stream.read(buf) {
                 Ok(n) => return Ok(n),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) if is_timeout(&error) => {
-                    return Err(PushError::Timeout {
-                        addr: self.addr,
-                        during: self.step,
-                        timeout: self.timeouts.reply,
-                    });
-                }
+                Err(error) if is_timeout(&error) => return Err(self.timed_out()),
                 // A reset reads like a close: the client says what that means at this step.
                 Err(_) => return Ok(0),
             }
@@ -557,6 +545,11 @@ impl Conn {
     }
 
     /// The connection broke (reset, broken pipe) while we were writing.
+    /// The device stayed silent (or took no data) for the reply timeout.
+    fn timed_out(&self) -> PushError {
+        PushError::Timeout { addr: self.addr, during: self.step, timeout: self.timeouts.reply }
+    }
+
     fn lost(&self, client: &Client) -> PushError {
         match self.step {
             during @ (Step::Image | Step::Verdict | Step::Success) => {
