@@ -7,7 +7,7 @@
 
 use core::panic::PanicInfo;
 
-use ota_agent::esp8266;
+use ota_agent::boards::esp8266;
 use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};

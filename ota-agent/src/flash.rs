@@ -1,5 +1,5 @@
 //! Flash access. The agent is written against `embedded-storage`'s `NorFlash`, so any
-//! driver works: the ESP8266 ROM routines on the device (`crate::esp8266`), and on the host
+//! driver works: the ESP8266 ROM routines on the device (`crate::boards::esp8266`), and on the host
 //! [`RamNor`], a NOR model strict enough to catch what real flash would silently corrupt.
 
 pub use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};

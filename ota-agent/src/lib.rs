@@ -4,11 +4,11 @@
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 
 pub mod auth;
+pub mod boards;
 pub mod boot;
 pub mod client;
 pub mod crc;
 pub mod descriptor;
-pub mod esp8266;
 pub mod flash;
 pub mod image;
 pub mod layout;

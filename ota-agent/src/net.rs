@@ -28,10 +28,11 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
 use crate::auth::{Key, NONCE_LEN};
+use crate::boot;
 use crate::flash::NorFlash;
 use crate::layout::{FlashLayout, SlotId};
 use crate::protocol::{DEFAULT_PORT, MAX_REPLY_LINE, ReplyLine, in_irom};
-use crate::session::{self, DEFAULT_IDLE_TIMEOUT, Phase, Session, SessionConfig};
+use crate::session::{DEFAULT_IDLE_TIMEOUT, Phase, Session, SessionConfig};
 use crate::writer::{SECTOR, SectorBuffer};
 
 /// Default receive buffer of the session socket (the TCP window): three sectors. While the
@@ -173,7 +174,7 @@ impl<'a> OtaAgent<'a> {
         platform: &mut P,
     ) {
         if !self.running_known {
-            self.running = session::running_slot(flash, self.session.config().layout);
+            self.running = boot::running_slot(flash, self.session.config().layout);
             self.running_known = true;
         }
         self.serve_session(now, sockets.get_mut::<tcp::Socket>(self.session_socket), flash, platform);

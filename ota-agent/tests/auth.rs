@@ -11,10 +11,11 @@ mod common;
 
 use common::*;
 use ota_agent::auth::{self, Digest256, Key, NONCE_LEN, Nonce};
+use ota_agent::boot::running_slot;
 use ota_agent::client::{Authentication, Client, ClientError, Event, Step, Transmit};
 use ota_agent::flash::RamNor;
 use ota_agent::layout::SlotId;
-use ota_agent::session::{Phase, Session, SessionConfig, running_slot};
+use ota_agent::session::{Phase, Session, SessionConfig};
 use ota_agent::writer::SECTOR;
 use smoltcp::time::{Duration, Instant};
 

@@ -4,9 +4,10 @@
 mod common;
 
 use common::*;
+use ota_agent::boot::running_slot;
 use ota_agent::client::{Client, ClientError, Event, Step, Transmit};
 use ota_agent::layout::SlotId;
-use ota_agent::session::{Phase, Session, SessionConfig, running_slot};
+use ota_agent::session::{Phase, Session, SessionConfig};
 use ota_agent::writer::SECTOR;
 use smoltcp::time::Instant;
 

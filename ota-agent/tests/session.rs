@@ -4,11 +4,12 @@
 mod common;
 
 use common::*;
+use ota_agent::boot::running_slot;
 use ota_agent::boot::{BootConfig, BootMode};
 use ota_agent::flash::{NorFlash, RamNor};
 use ota_agent::layout::{BOOT_CONFIG_OFFSET, SlotId};
 use ota_agent::protocol::MAX_REQUEST_LINE;
-use ota_agent::session::{Phase, Session, SessionConfig, running_slot};
+use ota_agent::session::{Phase, Session, SessionConfig};
 use ota_agent::writer::SECTOR;
 use smoltcp::time::{Duration, Instant};
 

@@ -5,11 +5,12 @@
 mod common;
 
 use common::*;
+use ota_agent::boot::running_slot;
 use ota_agent::flash::RamNor;
 use ota_agent::image;
 use ota_agent::layout::SlotId;
 use ota_agent::protocol::MAX_REPLY_LINE;
-use ota_agent::session::{Phase, Session, SessionConfig, running_slot};
+use ota_agent::session::{Phase, Session, SessionConfig};
 use ota_agent::writer::SECTOR;
 use proptest::prelude::*;
 use smoltcp::time::{Duration, Instant};

@@ -121,7 +121,7 @@ abort:
         size = descriptor::SIZE,
         main = FIRMWARE_MAIN,
         entry = ENTRY,
-        software_reset = ota_agent::esp8266::rom::SOFTWARE_RESET,
+        software_reset = ota_agent::boards::esp8266::rom::SOFTWARE_RESET,
     ))
 }
 

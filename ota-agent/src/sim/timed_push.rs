@@ -25,11 +25,12 @@ use smoltcp::time::Instant;
 
 use super::timed::{FlashTimings, FlashWork, TimedFlash};
 use crate::auth::Digest256;
+use crate::boot;
 use crate::client::{Client, Event, Transmit};
 use crate::flash::RamNor;
 use crate::layout::{FlashLayout, SlotId};
 use crate::protocol::{LineReader, MAX_REQUEST_LINE, Reply, ReplyLine, Request, RequestError};
-use crate::session::{self, Session, SessionConfig};
+use crate::session::{Session, SessionConfig};
 use crate::writer::{EraseStrategy, SECTOR, SectorBuffer, SectorWriter};
 
 /// Bytes of IPv4 and TCP header on each packet.
@@ -255,7 +256,7 @@ pub fn push(
 ) -> Result<Outcome, ModelError> {
     let mut flash = flash;
     // Known before the client connects: not part of the push.
-    let running = session::running_slot(&mut flash, layout).expect("the boot config names a slot");
+    let running = boot::running_slot(&mut flash, layout).expect("the boot config names a slot");
     let mut flash = TimedFlash::new(flash, model.flash);
     let mut sector: SectorBuffer = [0; SECTOR];
     match agent {
@@ -636,7 +637,7 @@ mod tests {
         let out = run();
         assert_eq!(slot_bytes(&out.flash, SlotId::User2, new[1].len()), &new[1][..]);
         let mut flash = out.flash.clone();
-        assert_eq!(session::running_slot(&mut flash, DEFAULT_LAYOUT), Some(SlotId::User2));
+        assert_eq!(boot::running_slot(&mut flash, DEFAULT_LAYOUT), Some(SlotId::User2));
         let floor = flash_floor(DEFAULT_LAYOUT.slot(SlotId::User2), new[1].len() as u32, &model.flash);
         let work = out.flash_work;
         // The image's erases are the floor's; one more sector is the boot config.
@@ -715,7 +716,7 @@ mod tests {
     fn device_flash_holds_the_config_and_both_slots() {
         let new = images(8 * KB, 4);
         let mut flash = device_flash(DEFAULT_LAYOUT, SlotId::User2, [&new[0], &new[1]]);
-        assert_eq!(session::running_slot(&mut flash, DEFAULT_LAYOUT), Some(SlotId::User2));
+        assert_eq!(boot::running_slot(&mut flash, DEFAULT_LAYOUT), Some(SlotId::User2));
         assert_eq!(slot_bytes(&flash, SlotId::User1, new[0].len()), &new[0][..]);
         let mut word = [0u8; 4];
         flash.read(0x40_000, &mut word).unwrap();

@@ -11,9 +11,10 @@
 
 use core::fmt;
 
+use ota_agent::boot::running_slot;
 use ota_agent::flash::{NorFlash, NorFlashError, NorFlashErrorKind};
 use ota_agent::layout::SlotId;
-use ota_agent::session::{Phase, Session, SessionConfig, running_slot};
+use ota_agent::session::{Phase, Session, SessionConfig};
 use ota_agent::writer::{SECTOR, SectorBuffer};
 use smoltcp::time::{Duration, Instant};
 

@@ -4,7 +4,13 @@
 //! sector 1: magic 0xE1, version 0x01, mode, current_rom, gpio_rom, count, 2 unused bytes,
 //! `roms[4]` as u32 LE flash offsets, then a checksum byte: 0xEF XOR bytes 0..24.
 
-use crate::layout::{FlashLayout, SlotId};
+use core::fmt;
+
+use crate::flash::{NorFlash, ReadNorFlash};
+use crate::irom_text;
+use crate::layout::{BOOT_CONFIG_OFFSET, FlashLayout, SECTOR_SIZE, SlotId};
+use crate::text::{self, Message, Sink};
+use crate::writer::SectorBuffer;
 
 pub const CONFIG_MAGIC: u8 = 0xE1;
 pub const CONFIG_VERSION: u8 = 0x01;
@@ -52,7 +58,7 @@ pub enum ConfigError {
 }
 
 impl core::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::BadMagic(found) => write!(f, "boot config magic is {found:#04x}, not 0xe1"),
             ConfigError::BadVersion(found) => write!(f, "boot config version is {found}, not 1"),
@@ -174,6 +180,88 @@ impl BootConfig {
 
 fn checksum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(CHECKSUM_SEED, |acc, b| acc ^ b)
+}
+
+irom_text! {
+    BOOT_CONFIG_READ = "boot config read failed";
+    BOOT_CONFIG_ERASE = "boot config erase failed";
+    BOOT_CONFIG_WRITE = "boot config write failed";
+    BOOT_CONFIG_MISMATCH = "boot config reads back wrong after writing";
+}
+
+/// The boot config could not be rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootConfigError {
+    Read,
+    Erase,
+    Write,
+    /// Read back after writing, the config is not what was written.
+    Mismatch,
+}
+
+impl Message for BootConfigError {
+    fn write_message<S: Sink + ?Sized>(&self, out: &mut S) {
+        out.push_text(match self {
+            BootConfigError::Read => BOOT_CONFIG_READ,
+            BootConfigError::Erase => BOOT_CONFIG_ERASE,
+            BootConfigError::Write => BOOT_CONFIG_WRITE,
+            BootConfigError::Mismatch => BOOT_CONFIG_MISMATCH,
+        });
+    }
+}
+
+impl fmt::Display for BootConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        text::display(self, f)
+    }
+}
+
+/// The slot the boot config says runs. A config rBoot cannot read makes rBoot write its
+/// default and boot ROM 0, so that means user1. `None` when the config names a ROM that is
+/// not one of the layout's slots.
+pub fn running_slot<F: ReadNorFlash>(flash: &mut F, layout: &FlashLayout) -> Option<SlotId> {
+    let mut bytes = [0u8; CONFIG_STRUCT_LEN];
+    if flash.read(BOOT_CONFIG_OFFSET, &mut bytes).is_err() {
+        return Some(SlotId::User1);
+    }
+    let head: &[u8; CONFIG_LEN] = bytes[..CONFIG_LEN].try_into().ok()?;
+    match BootConfig::parse(head) {
+        Ok(config) => config.current_slot(layout),
+        Err(_) => Some(SlotId::User1),
+    }
+}
+
+/// The config's first word, written last.
+const MAGIC_WORD: usize = 4;
+
+/// Points the boot config at `target` the way rBoot rewrites it: read the whole sector,
+/// change the config at its start (every other field and byte preserved), erase, write the
+/// sector back (its first word last), and read the config back to be sure.
+pub fn switch_boot_config<F: NorFlash>(
+    flash: &mut F,
+    layout: &FlashLayout,
+    target: SlotId,
+    sector: &mut SectorBuffer,
+) -> Result<(), BootConfigError> {
+    flash.read(BOOT_CONFIG_OFFSET, sector).map_err(|_| BootConfigError::Read)?;
+    let head: &[u8; CONFIG_LEN] = sector[..CONFIG_LEN].try_into().expect("sector holds a config");
+    let mut config = BootConfig::parse(head).unwrap_or_else(|_| BootConfig::rboot_default(layout.flash_size));
+    config.select(layout, target);
+    let bytes = config.to_bytes();
+    sector[..CONFIG_STRUCT_LEN].copy_from_slice(&bytes);
+    flash.erase(BOOT_CONFIG_OFFSET, BOOT_CONFIG_OFFSET + SECTOR_SIZE).map_err(|_| BootConfigError::Erase)?;
+    // The first word (magic, version, mode, current_rom) goes last: until it is whole, rBoot
+    // sees no magic and falls back to its default config, which boots a verified image
+    // either way. Written first, a torn tail could pass rBoot's 8-bit checksum by chance.
+    let (head, tail) = sector.split_at(MAGIC_WORD);
+    flash.write(BOOT_CONFIG_OFFSET + MAGIC_WORD as u32, tail).map_err(|_| BootConfigError::Write)?;
+    flash.write(BOOT_CONFIG_OFFSET, head).map_err(|_| BootConfigError::Write)?;
+    let mut check = [0u8; CONFIG_STRUCT_LEN];
+    flash.read(BOOT_CONFIG_OFFSET, &mut check).map_err(|_| BootConfigError::Read)?;
+    if check != bytes {
+        return Err(BootConfigError::Mismatch);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
