@@ -130,7 +130,7 @@ pub fn describe(image: &[u8]) -> (String, Result<(), DescribeError>) {
     let Ok(len) = u32::try_from(image.len()) else {
         return (text, Err(DescribeError::Unreadable(ImageError::SizeOverflow)));
     };
-    let mut flash = RamNor::from_bytes(image.to_vec());
+    let mut flash = RamNor::from_storage(image.to_vec());
     let info = match image::scan(&mut flash, 0, len, &mut [0u8; 4096]) {
         Ok(info) => info,
         Err(error) => return (text, Err(DescribeError::Unreadable(error))),

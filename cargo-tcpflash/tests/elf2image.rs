@@ -69,7 +69,7 @@ fn assert_same_as_esptool(elf: &Path) -> Vec<u8> {
 
 /// The memory kind of each RAM segment, as our inspector reads the image.
 fn segment_kinds(image: &[u8]) -> Vec<MemoryKind> {
-    let mut flash = ota_agent::flash::RamNor::from_bytes(image.to_vec());
+    let mut flash = ota_agent::flash::RamNor::from_storage(image.to_vec());
     let info = image::inspect(&mut flash, 0, image.len() as u32, &mut [0; 64]).unwrap();
     info.segments().iter().map(|&(addr, _)| MemoryKind::of(addr).unwrap()).collect()
 }
@@ -92,7 +92,7 @@ fn scattered_sections_match_esptool() {
     // pieces with gaps; IROM (descriptor, code, table) is one segment.
     use MemoryKind::{Dram, Iram};
     assert_eq!(segment_kinds(&image), [Dram, Dram, Dram, Iram, Iram, Iram]);
-    let mut flash = ota_agent::flash::RamNor::from_bytes(image.clone());
+    let mut flash = ota_agent::flash::RamNor::from_storage(image.clone());
     let info = image::inspect(&mut flash, 0, image.len() as u32, &mut [0; 64]).unwrap();
     assert_eq!(&info.segments()[..3], &[(0x3FFE_8000, 4), (0x3FFE_8003, 8), (0x3FFE_8010, 12)]);
     assert_eq!(info.descriptor.unwrap().link_addr, 0x4028_2010);

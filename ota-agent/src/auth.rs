@@ -1,7 +1,8 @@
 //! Authenticated pushes and end-to-end integrity, shared by the device and the host.
 //!
 //! - The image's SHA-256, computed on the device from the slot read back from flash, so it
-//!   covers the network and the flash write alike ([`sha256_of_flash`]).
+//!   covers the network and the flash write alike (checked in the validator's one pass,
+//!   `image::verify_for_slot`).
 //! - The proof that a client holds the device's pre-shared key: HMAC-SHA256 over a fresh
 //!   nonce from the device and the session's parameters ([`session_mac`]), checked in
 //!   constant time ([`verify_session_mac`]). The nonce changes every session, so a recorded
@@ -24,7 +25,6 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use smoltcp::time::{Duration, Instant};
 
-use crate::flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
 use crate::irom_text;
 use crate::layout::SlotId;
 
@@ -107,35 +107,6 @@ pub fn verify_session_mac(
 /// SHA-256 of bytes in memory (the host's images).
 pub fn sha256(bytes: &[u8]) -> Digest256 {
     Sha256::digest(bytes).into()
-}
-
-/// SHA-256 of `len` flash bytes from `offset`, read through `scratch` (any size from the
-/// flash's read unit up). `offset` must be a whole number of read units; the last read is
-/// rounded up to one, so the flash must hold that much past the end (a slot's image does).
-#[inline(never)]
-pub fn sha256_of_flash<F: ReadNorFlash>(
-    flash: &mut F,
-    offset: u32,
-    len: u32,
-    scratch: &mut [u8],
-) -> Result<Digest256, NorFlashErrorKind> {
-    let read_size = F::READ_SIZE.max(1);
-    let usable = scratch.len() - scratch.len() % read_size;
-    if usable == 0 {
-        return Err(NorFlashErrorKind::NotAligned);
-    }
-    let mut hasher = Sha256::new();
-    let mut at = offset;
-    let mut left = len as usize;
-    while left > 0 {
-        let take = left.min(usable);
-        let read = take.next_multiple_of(read_size);
-        flash.read(at, &mut scratch[..read]).map_err(|error| error.kind())?;
-        hasher.update(&scratch[..take]);
-        at += take as u32;
-        left -= take;
-    }
-    Ok(hasher.finalize().into())
 }
 
 /// Failed proofs lock authentication for a delay that doubles with each failure in a row,
@@ -255,7 +226,6 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::flash::{NorFlash, RamNor};
 
     const KEY: Key = *b"0123456789abcdef0123456789abcdef";
 
@@ -296,21 +266,6 @@ mod tests {
         assert!(!verify_session_mac(&KEY, &nonce, SlotId::User1, 1001, &digest, &tag));
         assert!(!verify_session_mac(&KEY, &nonce, SlotId::User1, 1000, &other_digest, &tag));
         assert!(!verify_session_mac(&KEY, &nonce, SlotId::User1, 1000, &digest, &other_tag));
-    }
-
-    #[test]
-    fn the_flash_hash_is_the_hash_of_the_bytes_for_any_scratch_size() {
-        let mut flash = RamNor::new(0x4000);
-        let data: Vec<u8> = (0..0x3000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        flash.write(0x1000, &data).unwrap();
-        for (len, scratch) in [(1, 1), (4097, 4096), (0x3000, 64), (12001, 3), (0, 16)] {
-            let mut buf = std::vec![0u8; scratch];
-            let digest = sha256_of_flash(&mut flash, 0x1000, len, &mut buf).unwrap();
-            assert_eq!(digest, sha256(&data[..len as usize]), "len {len}, scratch {scratch}");
-        }
-        assert_ne!(sha256_of_flash(&mut flash, 0x1000, 10, &mut [0u8; 8]).unwrap(), sha256(&data[1..11]));
-        let error = sha256_of_flash(&mut flash, 0x3000, 0x2000, &mut [0u8; 256]).unwrap_err();
-        assert_eq!(error, NorFlashErrorKind::OutOfBounds);
     }
 
     #[test]

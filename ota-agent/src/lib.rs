@@ -15,8 +15,6 @@ pub mod layout;
 pub mod net;
 pub mod protocol;
 pub mod session;
-#[cfg(feature = "sim")]
-pub mod sim;
 pub mod slip;
 pub mod text;
 pub mod writer;

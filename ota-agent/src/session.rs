@@ -104,8 +104,6 @@ pub enum Failure {
     },
     /// The driver gave this session no nonce.
     NoNonce,
-    /// The slot read back from flash does not have the SHA-256 the client sent.
-    Sha256Mismatch,
     Write(WriteError),
     Image(ImageError),
     BootConfig(BootConfigError),
@@ -136,7 +134,6 @@ impl Message for Failure {
             Failure::AuthFailed => reason::AUTH_FAILED,
             Failure::AuthLocked { .. } => reason::AUTH_LOCKED,
             Failure::NoNonce => reason::NO_NONCE,
-            Failure::Sha256Mismatch => reason::SHA256_MISMATCH,
         };
         out.push_text(text);
         match *self {
@@ -510,14 +507,8 @@ impl<'a> Session<'a> {
         if let Err(error) = self.writer.finish(flash) {
             return self.fail(now, Failure::Write(error));
         }
-        if let Some(expected) = self.headers.sha256 {
-            match auth::sha256_of_flash(flash, slot.offset, len, self.writer.buffer()) {
-                Ok(digest) if digest == expected => {}
-                Ok(_) => return self.fail(now, Failure::Sha256Mismatch),
-                Err(kind) => return self.fail(now, Failure::Image(ImageError::Flash(kind))),
-            }
-        }
-        if let Err(error) = image::verify_for_slot(flash, slot, len, self.writer.buffer()) {
+        let sha256 = self.headers.sha256.as_ref();
+        if let Err(error) = image::verify_for_slot(flash, slot, len, self.writer.buffer(), sha256) {
             return self.fail(now, Failure::Image(error));
         }
         if let Err(error) = switch_boot_config(flash, layout, target, self.writer.buffer()) {

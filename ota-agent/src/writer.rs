@@ -234,10 +234,14 @@ impl<'a> SectorWriter<'a> {
     }
 }
 
-#[cfg(all(test, feature = "std"))]
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flash::{FlashOp, RamNor};
+    use std::string::ToString;
+    use std::vec;
+    use std::vec::Vec;
+
+    use crate::flash::{FlashOp, RamNor, Recording};
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
@@ -245,18 +249,17 @@ mod tests {
 
     #[test]
     fn writes_sector_by_sector_and_pads_the_tail_with_ff() {
-        let mut flash = RamNor::from_bytes(vec![0x00; 0x10000]);
+        let mut flash = Recording::new(RamNor::from_storage(vec![0x00; 0x10000]));
         let mut buffer = [0u8; SECTOR];
         let mut writer = SectorWriter::new(&mut buffer);
         let image = pattern(2 * SECTOR + 10);
         writer.begin(0x2000, image.len() as u32);
-        flash.record();
         for chunk in image.chunks(333) {
             writer.write(&mut flash, chunk).unwrap();
         }
         assert_eq!(writer.remaining(), 0);
         writer.finish(&mut flash).unwrap();
-        let bytes = flash.bytes();
+        let bytes = flash.inner.bytes();
         assert_eq!(&bytes[0x2000..0x2000 + image.len()], &image[..]);
         assert!(bytes[0x2000 + image.len()..0x5000].iter().all(|&b| b == 0xFF), "tail padded with 0xFF");
         assert!(bytes[0x5000..0x6000].iter().all(|&b| b == 0), "nothing past the last sector");
@@ -277,7 +280,7 @@ mod tests {
         let mut writer = SectorWriter::new(&mut buffer);
         writer.begin(0x1000, SECTOR as u32);
         writer.write(&mut flash, &pattern(SECTOR)).unwrap();
-        flash.record();
+        let mut flash = Recording::new(flash);
         writer.finish(&mut flash).unwrap();
         assert!(flash.take_log().is_empty());
     }
@@ -306,18 +309,22 @@ mod tests {
 
     /// Writes `image` into `slot` of a chip full of 0x00 (nothing erased), in `chunk`-sized
     /// pieces, and returns the chip and its operations.
-    fn push_into(slot: &Slot, image: &[u8], chunk: usize, strategy: EraseStrategy) -> (RamNor, Vec<FlashOp>) {
-        let mut flash = RamNor::from_bytes(vec![0x00; 0x10_0000]);
+    fn push_into(
+        slot: &Slot,
+        image: &[u8],
+        chunk: usize,
+        strategy: EraseStrategy,
+    ) -> (RamNor<Vec<u8>>, Vec<FlashOp>) {
+        let mut flash = Recording::new(RamNor::from_storage(vec![0x00; 0x10_0000]));
         let mut buffer = [0u8; SECTOR];
         let mut writer = SectorWriter::with_strategy(&mut buffer, strategy);
         writer.begin_in_slot(slot, image.len() as u32);
-        flash.record();
         for piece in image.chunks(chunk) {
             writer.write(&mut flash, piece).unwrap();
         }
         writer.finish(&mut flash).unwrap();
         let log = flash.take_log();
-        (flash, log)
+        (flash.inner, log)
     }
 
     fn erases(log: &[FlashOp]) -> Vec<FlashOp> {
@@ -328,13 +335,12 @@ mod tests {
 
     #[test]
     fn blocks_ahead_erases_whole_blocks_the_image_covers_and_sectors_elsewhere() {
-        let mut flash = RamNor::from_bytes(vec![0x00; 0x4_0000]);
+        let mut flash = Recording::new(RamNor::from_storage(vec![0x00; 0x4_0000]));
         let mut buffer = [0u8; SECTOR];
         let mut writer = SectorWriter::new(&mut buffer);
         assert_eq!(writer.strategy(), EraseStrategy::BlocksAhead);
         let image = pattern(0x1_2000);
         writer.begin(0x1_0000, image.len() as u32);
-        flash.record();
         writer.write(&mut flash, &image).unwrap();
         writer.finish(&mut flash).unwrap();
         let log = flash.take_log();
@@ -343,8 +349,8 @@ mod tests {
             [FlashOp::EraseBlock(0x1_0000), FlashOp::EraseSector(0x2_0000), FlashOp::EraseSector(0x2_1000)],
             "without the slot's end, the tail's block is not the writer's to erase"
         );
-        assert_eq!(&flash.bytes()[0x1_0000..0x2_2000], &image[..]);
-        assert!(flash.bytes()[0x2_2000..].iter().all(|&b| b == 0), "nothing past the image's sectors");
+        assert_eq!(&flash.inner.bytes()[0x1_0000..0x2_2000], &image[..]);
+        assert!(flash.inner.bytes()[0x2_2000..].iter().all(|&b| b == 0), "nothing past the image's sectors");
     }
 
     #[test]

@@ -34,7 +34,7 @@ fn hex(bytes: &[u8]) -> String {
 /// A device running user1: flash, the session, a clock and a counter for nonces.
 struct Device {
     session: Session<'static>,
-    flash: RamNor,
+    flash: RamNor<Vec<u8>>,
     now: Instant,
     nonces: u8,
     /// The nonce of the current session.

@@ -20,17 +20,17 @@ const SUCCESS_REPLIES: &[u8] =
 /// A device: flash, a session and everything it answered, one line per write.
 struct Device {
     session: Session<'static>,
-    flash: RamNor,
+    flash: RamNor<Vec<u8>>,
     now: Instant,
     writes: Vec<Vec<u8>>,
 }
 
 impl Device {
-    fn new(flash: RamNor) -> Device {
+    fn new(flash: RamNor<Vec<u8>>) -> Device {
         Device::with_config(flash, SessionConfig::new(LAYOUT))
     }
 
-    fn with_config(mut flash: RamNor, config: SessionConfig) -> Device {
+    fn with_config(mut flash: RamNor<Vec<u8>>, config: SessionConfig) -> Device {
         let sector = Box::leak(Box::new([0u8; SECTOR]));
         let mut session = Session::new(config, sector);
         let now = Instant::from_secs(100);
@@ -84,7 +84,12 @@ fn push_message(len: usize, image: &[u8]) -> Vec<u8> {
 }
 
 /// Flash bytes outside the target slot's image: they must never change.
-fn assert_only_slot_changed(before: &RamNor, after: &RamNor, slot: SlotId, written_len: usize) {
+fn assert_only_slot_changed(
+    before: &RamNor<Vec<u8>>,
+    after: &RamNor<Vec<u8>>,
+    slot: SlotId,
+    written_len: usize,
+) {
     let start = LAYOUT.slot(slot).offset as usize;
     let end = start + written_len.next_multiple_of(SECTOR);
     let (b, a) = (before.bytes(), after.bytes());
@@ -126,11 +131,15 @@ fn a_valid_image_is_written_verified_and_switched_under_any_segmentation() {
     }
 }
 
-fn assert_only_slot_changed_except_config(before: &RamNor, after: &RamNor, image_len: usize) {
+fn assert_only_slot_changed_except_config(
+    before: &RamNor<Vec<u8>>,
+    after: &RamNor<Vec<u8>>,
+    image_len: usize,
+) {
     let mut before = before.bytes().to_vec();
     let config = BOOT_CONFIG_OFFSET as usize;
     before[config..config + 28].copy_from_slice(&after.bytes()[config..config + 28]);
-    assert_only_slot_changed(&RamNor::from_bytes(before), after, SlotId::User2, image_len);
+    assert_only_slot_changed(&RamNor::from_storage(before), after, SlotId::User2, image_len);
 }
 
 #[test]
@@ -273,7 +282,7 @@ fn the_full_slot_capacity_is_accepted() {
 }
 
 /// Sends `sent` as the image after announcing `announced` bytes; returns the device.
-fn push_bytes(announced: usize, sent: &[u8], segmentation: Segmentation) -> (Device, RamNor) {
+fn push_bytes(announced: usize, sent: &[u8], segmentation: Segmentation) -> (Device, RamNor<Vec<u8>>) {
     let before = factory_flash(SlotId::User1);
     let mut device = Device::new(before.clone());
     let mut message = HELLO.to_vec();
@@ -284,7 +293,7 @@ fn push_bytes(announced: usize, sent: &[u8], segmentation: Segmentation) -> (Dev
 }
 
 /// The reply after `Ready`, and a check that the config and the running slot are intact.
-fn refusal(device: &Device, before: &RamNor) -> String {
+fn refusal(device: &Device, before: &RamNor<Vec<u8>>) -> String {
     let replies = device.replies();
     let after_ready = replies.strip_prefix(&b"user2.bin\r\nReady\r\n"[..]).expect("got to Ready");
     assert_eq!(config_bytes(&device.flash), config_bytes(before), "boot config changed");
@@ -495,7 +504,7 @@ fn a_session_reset_mid_transfer_leaves_the_config_alone_and_the_next_one_works()
 
 #[test]
 fn a_boot_config_naming_an_unknown_rom_refuses_the_update() {
-    let mut flash = RamNor::new(LAYOUT.flash_size);
+    let mut flash = erased_flash();
     let mut config = BootConfig::for_layout(LAYOUT, SlotId::User1);
     config.roms[0] = 0x40_0000;
     flash.write(BOOT_CONFIG_OFFSET, &config.to_bytes()).unwrap();
@@ -510,7 +519,7 @@ fn the_running_slot_comes_from_the_boot_config() {
     assert_eq!(running_slot(&mut factory_flash(SlotId::User1), LAYOUT), Some(SlotId::User1));
     assert_eq!(running_slot(&mut factory_flash(SlotId::User2), LAYOUT), Some(SlotId::User2));
     // No valid config: rBoot writes its default and boots ROM 0.
-    assert_eq!(running_slot(&mut RamNor::new(LAYOUT.flash_size), LAYOUT), Some(SlotId::User1));
+    assert_eq!(running_slot(&mut erased_flash(), LAYOUT), Some(SlotId::User1));
 }
 
 #[test]

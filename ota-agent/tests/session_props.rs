@@ -17,7 +17,7 @@ use smoltcp::time::{Duration, Instant};
 
 /// Feeds `input` cut at `cuts` (then whole), polling after each piece, advancing time a
 /// little per piece. Returns the reply lines.
-fn run(flash: &mut RamNor, input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+fn run(flash: &mut RamNor<Vec<u8>>, input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
     let mut sector = [0u8; SECTOR];
     let mut session = Session::new(SessionConfig::new(LAYOUT), &mut sector);
     let mut now = Instant::from_secs(1);
@@ -80,7 +80,7 @@ fn check(input: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
         let digits: Vec<u8> = input[at..].iter().copied().take_while(u8::is_ascii_digit).collect();
         let len: u32 = std::str::from_utf8(&digits).unwrap().parse().unwrap();
         let mut scratch = [0u8; 256];
-        prop_assert!(image::verify_for_slot(&mut flash, slot, len, &mut scratch).is_ok());
+        prop_assert!(image::verify_for_slot(&mut flash, slot, len, &mut scratch, None).is_ok());
     }
     Ok(())
 }

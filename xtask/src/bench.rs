@@ -15,10 +15,10 @@ use miette::Diagnostic;
 use ota_agent::flash::NorFlash;
 use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, LAYOUTS, SlotId};
 use ota_agent::net::DEFAULT_RX;
-use ota_agent::sim::timed::{FlashTimings, FlashWork, flash_floor, image_of_len};
-use ota_agent::sim::timed_push::{self, Agent, DeviceModel, LinkModel, ModelError, Outcome, PushModel};
-use ota_agent::sim::{DeviceEvent, VirtualDevice};
 use ota_agent::writer::SECTOR;
+use tcpflash_sim::timed::{FlashTimings, FlashWork, flash_floor, image_of_len};
+use tcpflash_sim::timed_push::{self, Agent, DeviceModel, LinkModel, ModelError, Outcome, PushModel};
+use tcpflash_sim::{DeviceEvent, VirtualDevice};
 use thiserror::Error;
 
 /// The seed's receive window: lwIP's usual TCP_WND of four 1460-byte segments, as the

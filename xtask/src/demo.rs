@@ -15,7 +15,7 @@ use cargo_tcpflash::cli::BuildArgs;
 use clap::Args;
 use miette::Diagnostic;
 use ota_agent::layout::SlotId;
-use ota_agent::sim::VirtualDevice;
+use tcpflash_sim::VirtualDevice;
 use thiserror::Error;
 
 use crate::sim::{self, SimError};

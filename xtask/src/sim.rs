@@ -4,7 +4,7 @@
 //! boot config at 0x1000, user1 in the first slot). The virtual device has no real rBoot to
 //! run, so unless `--bootloader` names one, sector 0 holds a small v1 image labelled as the
 //! virtual device's stand-in for rBoot; its header carries the flash size, which the rBoot
-//! model reads as rBoot does. Everything else lives in `ota_agent::sim`.
+//! model reads as rBoot does. Everything else lives in `tcpflash_sim`.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -18,9 +18,9 @@ use ota_agent::auth::{self, Key, KeyFileError};
 use ota_agent::image::FlashSize;
 use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, LAYOUTS, SlotId};
 use ota_agent::protocol::DEFAULT_PORT;
-use ota_agent::sim::timed::{FlashTimings, TimedFlash};
-use ota_agent::sim::{DeviceStatus, FileFlash, OpenError, ServeError, SlotStatus, VirtualDevice};
 use serde_json::{Value, json};
+use tcpflash_sim::timed::{FlashTimings, TimedFlash};
+use tcpflash_sim::{DeviceStatus, FileFlash, OpenError, ServeError, SlotStatus, VirtualDevice};
 use thiserror::Error;
 
 use crate::serial::bootloader;
@@ -391,7 +391,7 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, FlashError> {
 mod tests {
     use super::*;
     use ota_agent::flash::RamNor;
-    use ota_agent::sim::rboot;
+    use tcpflash_sim::rboot;
 
     #[test]
     fn the_stand_in_bootloader_is_a_labelled_v1_image_with_the_layout_size() {

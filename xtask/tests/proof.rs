@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 use ota_agent::client::Event;
 use ota_agent::layout::SlotId;
-use ota_agent::sim::wire::{LinkFaults, World};
 use smoltcp::time::Duration;
+use tcpflash_sim::wire::{LinkFaults, World};
 use xtask::proof::{self, Blinky, ProofReport};
 
 fn blinky() -> &'static Blinky {

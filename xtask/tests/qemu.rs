@@ -12,10 +12,8 @@ use miette::Diagnostic;
 use ota_agent::boot::{BootConfig, CONFIG_LEN, CONFIG_STRUCT_LEN};
 use ota_agent::layout::{BOOT_CONFIG_OFFSET, SlotId};
 use ota_agent::session::Phase;
-use ota_agent::writer::SECTOR;
-use scripted_push::nor::ArrayNor;
-use scripted_push::script::{self, SEGMENT};
-use scripted_push::{FLASH_SIZE, LAYOUT, exit_code};
+
+use scripted_push::{LAYOUT, exit_code};
 use xtask::qemu::{
     self, CASE_TIMEOUT, Case, Program, QEMU_INSTALL, RunError, Transcript, run_case, run_on_host,
     run_on_qemu, standard_cases, test_image,
@@ -92,23 +90,6 @@ fn pushes_run_as_lx106_code_end_like_the_host_build() {
             }
         }
         eprintln!("{}: {} ms under QEMU", case.name, result.elapsed.unwrap().as_millis());
-    }
-}
-
-#[test]
-fn the_target_flash_model_gives_the_host_models_transcripts() {
-    // The program runs over `ArrayNor`, the host over `RamNor`: any difference between QEMU
-    // and the host must come from the compiled code, not from the two models.
-    for case in standard_cases() {
-        let mut flash = Box::new(ArrayNor::<FLASH_SIZE>::zeroed());
-        let (mut sector, mut segment) = ([0u8; SECTOR], [0u8; SEGMENT]);
-        let mut transcript = Vec::new();
-        let mut source = case.script.as_slice();
-        script::run(&mut source, flash.as_mut(), &mut sector, &mut segment, &mut |bytes| {
-            transcript.extend_from_slice(bytes)
-        })
-        .unwrap();
-        assert!(transcript == run_on_host(&case.script).unwrap(), "{}", case.name);
     }
 }
 

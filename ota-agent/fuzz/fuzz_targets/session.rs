@@ -11,7 +11,8 @@ use libfuzzer_sys::fuzz_target;
 use ota_agent::image;
 use ota_agent::layout::SlotId;
 use ota_agent::protocol::MAX_REPLY_LINE;
-use ota_agent::session::{Phase, Session, SessionConfig, running_slot};
+use ota_agent::boot::running_slot;
+use ota_agent::session::{Phase, Session, SessionConfig};
 use ota_agent::writer::SECTOR;
 use smoltcp::time::{Duration, Instant};
 
@@ -52,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         let slot = LAYOUT.slot(SlotId::User2);
         let mut scratch = [0u8; 256];
         let verified = announced_lengths(input)
-            .any(|len| image::verify_for_slot(&mut flash, slot, len, &mut scratch).is_ok());
+            .any(|len| image::verify_for_slot(&mut flash, slot, len, &mut scratch, None).is_ok());
         assert!(verified, "switched to an unverified image");
         assert!(lines.iter().any(|l| l.starts_with(b"Flash upgrade success")), "switched silently");
     }

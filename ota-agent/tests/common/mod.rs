@@ -52,8 +52,8 @@ fn irom_image(irom: &[u8], rng: &mut Rng) -> Vec<u8> {
 
 /// A 1 MB flash as `serial-flash` leaves it, plus a running image in the running slot: the
 /// rBoot config booting `running`, and a recognisable image in each slot.
-pub fn factory_flash(running: SlotId) -> RamNor {
-    let mut flash = RamNor::new(LAYOUT.flash_size);
+pub fn factory_flash(running: SlotId) -> RamNor<Vec<u8>> {
+    let mut flash = erased_flash();
     let config = BootConfig::for_layout(LAYOUT, running).to_bytes();
     flash.write(BOOT_CONFIG_OFFSET, &config).unwrap();
     for slot in SlotId::ALL {
@@ -65,12 +65,17 @@ pub fn factory_flash(running: SlotId) -> RamNor {
     flash
 }
 
+/// An erased chip of the layout's size.
+pub fn erased_flash() -> RamNor<Vec<u8>> {
+    RamNor::from_storage(vec![0xFF; LAYOUT.flash_size as usize])
+}
+
 /// The boot config as stored (28 bytes).
-pub fn config_bytes(flash: &RamNor) -> Vec<u8> {
+pub fn config_bytes(flash: &RamNor<Vec<u8>>) -> Vec<u8> {
     flash.bytes()[BOOT_CONFIG_OFFSET as usize..BOOT_CONFIG_OFFSET as usize + 28].to_vec()
 }
 
-pub fn slot_bytes(flash: &RamNor, slot: SlotId, len: usize) -> &[u8] {
+pub fn slot_bytes(flash: &RamNor<Vec<u8>>, slot: SlotId, len: usize) -> &[u8] {
     let offset = LAYOUT.slot(slot).offset as usize;
     &flash.bytes()[offset..offset + len]
 }

@@ -8,7 +8,7 @@ use core::fmt::Write;
 use core::panic::PanicInfo;
 
 use ota_agent::writer::{SECTOR, SectorBuffer};
-use scripted_push::nor::ArrayNor;
+use ota_agent::flash::RamNor;
 use scripted_push::script::{self, SEGMENT};
 use scripted_push::{FLASH_SIZE, exit_code};
 
@@ -17,7 +17,7 @@ mod semihosting;
 use semihosting::{File, Stderr};
 
 /// The big buffers live in `.bss`, as on the device: the stack stays small.
-static mut FLASH: ArrayNor<FLASH_SIZE> = ArrayNor::zeroed();
+static mut FLASH: RamNor<[u8; FLASH_SIZE]> = RamNor::from_storage([0; FLASH_SIZE]);
 static mut SECTOR_BUFFER: SectorBuffer = [0; SECTOR];
 static mut SEGMENT_BUFFER: [u8; SEGMENT] = [0; SEGMENT];
 

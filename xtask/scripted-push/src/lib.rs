@@ -8,7 +8,6 @@
 //! as differing bytes.
 #![cfg_attr(not(test), no_std)]
 
-pub mod nor;
 pub mod script;
 
 use ota_agent::layout::{FlashLayout, Slot, SlotId};

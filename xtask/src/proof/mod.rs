@@ -108,8 +108,8 @@ impl Blinky {
         [&self.images[0], &self.images[1]]
     }
 
-    pub fn factory_flash(&self) -> RamNor {
-        RamNor::from_bytes(self.factory.clone())
+    pub fn factory_flash(&self) -> RamNor<Vec<u8>> {
+        RamNor::from_storage(self.factory.clone())
     }
 
     /// Two small images named `qemu-case`, one per slot of the 1 MB layout: fast unit tests.

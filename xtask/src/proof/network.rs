@@ -10,7 +10,7 @@
 //!   idle timeout: closes and resets at every protocol step and at image offsets, stalls,
 //!   garbage, a second client during a transfer; each case is followed by a push with
 //!   `cargo tcpflash`'s own push code and a wait for the device to come back on the new slot;
-//! - the agent on smoltcp (`ota_agent::sim::wire`): pushes over a wire that drops and
+//! - the agent on smoltcp (`tcpflash_sim::wire`): pushes over a wire that drops and
 //!   corrupts packets, with a small MTU: each lands intact or fails with a clear error, and
 //!   a push over a clean wire follows.
 
@@ -30,10 +30,10 @@ use ota_agent::layout::{BOOT_CONFIG_OFFSET, SlotId};
 use ota_agent::net::AgentConfig;
 use ota_agent::protocol::{LineBuf, Reply, ReplyLine, Request, RequestError};
 use ota_agent::session::{Failure, Phase};
-use ota_agent::sim::wire::{LinkFaults, World};
-use ota_agent::sim::{DeviceEvent, DeviceStatus, VirtualDevice, rboot};
 use ota_agent::writer::SECTOR;
 use smoltcp::time::Duration;
+use tcpflash_sim::wire::{LinkFaults, World};
+use tcpflash_sim::{DeviceEvent, DeviceStatus, VirtualDevice, rboot};
 
 use super::Blinky;
 use super::agent::{Agent, IDLE_TIMEOUT, client_push, succeeded};
@@ -186,7 +186,7 @@ fn cut_offsets(header: usize, image_len: usize, stride: usize) -> Vec<usize> {
     offsets
 }
 
-fn config_of(flash: &RamNor) -> Vec<u8> {
+fn config_of(flash: &RamNor<Vec<u8>>) -> Vec<u8> {
     let at = BOOT_CONFIG_OFFSET as usize;
     flash.bytes()[at..at + CONFIG_STRUCT_LEN].to_vec()
 }
@@ -197,7 +197,7 @@ fn after_fault_in_memory(
     blinky: &Blinky,
     label: &str,
     agent: &mut Agent<'_>,
-    flash: &mut RamNor,
+    flash: &mut RamNor<Vec<u8>>,
     config_before: &[u8],
     running: SlotId,
     checked: bool,
@@ -221,7 +221,12 @@ fn after_fault_in_memory(
 }
 
 /// rBoot boots `slot`, which holds its image byte for byte.
-fn check_landed(blinky: &Blinky, label: &str, flash: &mut RamNor, slot: SlotId) -> Result<(), String> {
+fn check_landed(
+    blinky: &Blinky,
+    label: &str,
+    flash: &mut RamNor<Vec<u8>>,
+    slot: SlotId,
+) -> Result<(), String> {
     let booted = rboot::boot(&mut flash.clone()).ok().and_then(|boot| boot.slot(blinky.layout));
     if booted != Some(slot) {
         return Err(format!("{label}: after the push rBoot boots {booted:?}, not {slot}"));
@@ -244,7 +249,7 @@ fn session_cases(blinky: &Blinky, options: &NetOptions, report: &mut NetReport) 
     let config_before = config_of(&factory);
     let mut sector = [0u8; SECTOR];
     let mut run =
-        |label: String, fault: &mut dyn FnMut(&mut Agent<'_>, &mut RamNor) -> Result<(), String>| {
+        |label: String, fault: &mut dyn FnMut(&mut Agent<'_>, &mut RamNor<Vec<u8>>) -> Result<(), String>| {
             report.session_cases += 1;
             let mut flash = factory.clone();
             // A device fresh from its last reboot; the fault and the following push meet
@@ -330,7 +335,7 @@ fn expect_replies(label: &str, got: &[u8], expected: &[u8]) -> Result<(), String
 
 /// A RAM flash the campaign reads while the device thread serves from it.
 #[derive(Clone)]
-struct SharedFlash(Arc<Mutex<RamNor>>);
+struct SharedFlash(Arc<Mutex<RamNor<Vec<u8>>>>);
 
 impl SharedFlash {
     fn bytes(&self) -> Vec<u8> {
@@ -343,7 +348,7 @@ impl ErrorType for SharedFlash {
 }
 
 impl ReadNorFlash for SharedFlash {
-    const READ_SIZE: usize = RamNor::READ_SIZE;
+    const READ_SIZE: usize = RamNor::<Vec<u8>>::READ_SIZE;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), NorError> {
         self.0.lock().expect("flash lock").read(offset, bytes)
@@ -355,8 +360,8 @@ impl ReadNorFlash for SharedFlash {
 }
 
 impl NorFlash for SharedFlash {
-    const WRITE_SIZE: usize = RamNor::WRITE_SIZE;
-    const ERASE_SIZE: usize = RamNor::ERASE_SIZE;
+    const WRITE_SIZE: usize = RamNor::<Vec<u8>>::WRITE_SIZE;
+    const ERASE_SIZE: usize = RamNor::<Vec<u8>>::ERASE_SIZE;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), NorError> {
         self.0.lock().expect("flash lock").erase(from, to)
@@ -894,7 +899,7 @@ fn smoltcp_cases(blinky: &Blinky, options: &NetOptions, report: &mut NetReport) 
 }
 
 /// The agent as rBoot boots it from `flash`.
-fn boot_world(blinky: &Blinky, flash: &RamNor, faults: LinkFaults) -> Result<World, String> {
+fn boot_world(blinky: &Blinky, flash: &RamNor<Vec<u8>>, faults: LinkFaults) -> Result<World, String> {
     let mut booted = flash.clone();
     let boot = rboot::boot(&mut booted).map_err(|bricked| format!("the device is bricked: {bricked}"))?;
     let config = AgentConfig { running_slot: boot.slot(blinky.layout), ..AgentConfig::new(blinky.layout) };
@@ -907,7 +912,7 @@ fn boot_world(blinky: &Blinky, flash: &RamNor, faults: LinkFaults) -> Result<Wor
 /// with an error and left the device as it was; then a push over a clean wire must land.
 fn smoltcp_push(
     blinky: &Blinky,
-    flash: &mut RamNor,
+    flash: &mut RamNor<Vec<u8>>,
     faults: LinkFaults,
     port: u16,
 ) -> Result<Option<String>, String> {

@@ -22,10 +22,10 @@ use std::collections::HashSet;
 use std::fmt;
 
 use ota_agent::boot::CONFIG_STRUCT_LEN;
-use ota_agent::flash::{FlashOp, RamNor};
+use ota_agent::flash::{FlashOp, NorFlash, RamNor, Recording};
 use ota_agent::layout::{BOOT_CONFIG_OFFSET, SECTOR_SIZE, SlotId};
-use ota_agent::sim::{Boot, Bricked, inspect_slot, rboot};
 use ota_agent::writer::SECTOR;
+use tcpflash_sim::{Boot, Bricked, inspect_slot, rboot};
 
 use super::Blinky;
 use super::agent::{Agent, client_push, succeeded};
@@ -106,18 +106,17 @@ pub fn campaign(blinky: &Blinky) -> CutReport {
 fn cut_update(
     blinky: &Blinky,
     name: &str,
-    before: RamNor,
+    before: RamNor<Vec<u8>>,
     running: SlotId,
     report: &mut CutReport,
-) -> Option<RamNor> {
+) -> Option<RamNor<Vec<u8>>> {
     let mut cuts = UpdateCuts { name: name.to_owned(), ..UpdateCuts::default() };
     let mut judge = Judge { blinky, old: running, seen: HashSet::new() };
 
     // The uncut update: how many operations it performs, and where the config write starts.
-    let mut clean = before.clone();
-    clean.record();
-    let events = push(blinky, &mut clean, Some(running));
-    let log = clean.take_log();
+    let mut recorded = Recording::new(before.clone());
+    let events = push(blinky, &mut recorded, Some(running));
+    let (mut clean, log) = (recorded.inner, recorded.log);
     if !succeeded(&events) {
         report.failures.push(format!("{name}: the uncut update failed: {events:?}"));
         return None;
@@ -172,13 +171,17 @@ fn label_clean(name: &str) -> String {
 }
 
 /// A push of the image for the slot the agent asks for, as `cargo tcpflash` sends it.
-fn push(blinky: &Blinky, flash: &mut RamNor, running: Option<SlotId>) -> Vec<ota_agent::client::Event> {
+fn push(
+    blinky: &Blinky,
+    flash: &mut impl NorFlash,
+    running: Option<SlotId>,
+) -> Vec<ota_agent::client::Event> {
     let mut sector = [0u8; SECTOR];
     let mut agent = Agent::new(&mut sector, blinky.layout, running);
     client_push(&mut agent, flash, blinky.image_refs(), true)
 }
 
-fn sector_of(flash: &RamNor) -> Vec<u8> {
+fn sector_of(flash: &RamNor<Vec<u8>>) -> Vec<u8> {
     let at = BOOT_CONFIG_OFFSET as usize;
     flash.bytes()[at..at + SECTOR_SIZE as usize].to_vec()
 }
@@ -189,7 +192,7 @@ fn sector_of(flash: &RamNor) -> Vec<u8> {
 /// config whatever else it holds, so those cuts are taken byte by byte; from the magic byte
 /// on, the byte being programmed is tried in every state its bits can be in mid-program
 /// (any subset of its 0 bits programmed), which byte-level tearing would not reach.
-fn config_tears(clean: &RamNor, programs: &[FlashOp]) -> Vec<(String, RamNor)> {
+fn config_tears(clean: &RamNor<Vec<u8>>, programs: &[FlashOp]) -> Vec<(String, RamNor<Vec<u8>>)> {
     let at = BOOT_CONFIG_OFFSET as usize;
     let config = at..at + CONFIG_STRUCT_LEN;
     let target = clean.bytes();
@@ -215,7 +218,7 @@ fn config_tears(clean: &RamNor, programs: &[FlashOp]) -> Vec<(String, RamNor)> {
                                 p - at,
                                 torn[p]
                             ),
-                            RamNor::from_bytes(torn),
+                            RamNor::from_storage(torn),
                         ));
                     }
                     if programmed == zeros {
@@ -228,17 +231,17 @@ fn config_tears(clean: &RamNor, programs: &[FlashOp]) -> Vec<(String, RamNor)> {
         }
     }
     // Cut right after the last byte: the whole config is in place.
-    tears.push(("agent's config write cut just after its last byte".to_owned(), RamNor::from_bytes(state)));
+    tears.push(("agent's config write cut just after its last byte".to_owned(), RamNor::from_storage(state)));
     tears
 }
 
 /// `flash` with the config sector erased and then the first `k` bytes of `sector` written.
-fn with_sector_prefix(flash: &RamNor, sector: &[u8], k: usize) -> RamNor {
+fn with_sector_prefix(flash: &RamNor<Vec<u8>>, sector: &[u8], k: usize) -> RamNor<Vec<u8>> {
     let mut bytes = flash.bytes().to_vec();
     let at = BOOT_CONFIG_OFFSET as usize;
     bytes[at..at + SECTOR_SIZE as usize].fill(0xFF);
     bytes[at..at + k].copy_from_slice(&sector[..k]);
-    RamNor::from_bytes(bytes)
+    RamNor::from_storage(bytes)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,7 +277,7 @@ impl Judge<'_> {
     fn power_returns(
         &mut self,
         label: &str,
-        flash: RamNor,
+        flash: RamNor<Vec<u8>>,
         origin: Origin,
         depth: usize,
         cuts: &mut UpdateCuts,
@@ -329,7 +332,12 @@ impl Judge<'_> {
     }
 
     /// Judges what rBoot booted: a slot holding example-blinky's image for it, intact.
-    fn boot(&self, label: &str, flash: &mut RamNor, boot: Result<Boot, Bricked>) -> Result<Booted, String> {
+    fn boot(
+        &self,
+        label: &str,
+        flash: &mut RamNor<Vec<u8>>,
+        boot: Result<Boot, Bricked>,
+    ) -> Result<Booted, String> {
         let layout = self.blinky.layout;
         let boot = boot.map_err(|bricked| format!("{label}: bricked: {bricked}"))?;
         let slot = boot
@@ -362,7 +370,7 @@ impl Judge<'_> {
     }
 
     /// The agent of the booted firmware takes the next push, and rBoot boots it.
-    fn next_push_lands(&self, label: &str, mut flash: RamNor) -> Result<(), String> {
+    fn next_push_lands(&self, label: &str, mut flash: RamNor<Vec<u8>>) -> Result<(), String> {
         let running = rboot::boot(&mut flash).ok().and_then(|boot| boot.slot(self.blinky.layout));
         let events = push(self.blinky, &mut flash, running);
         if !succeeded(&events) {
@@ -384,17 +392,17 @@ mod tests {
     use super::*;
 
     /// The factory flash with `bytes` at the start of `slot` and the config booting `slot`.
-    fn booting(blinky: &Blinky, slot: SlotId, bytes: &[u8]) -> RamNor {
+    fn booting(blinky: &Blinky, slot: SlotId, bytes: &[u8]) -> RamNor<Vec<u8>> {
         let mut flash = blinky.factory.clone();
         let at = blinky.layout.slot(slot).offset as usize;
         flash[at..at + bytes.len()].copy_from_slice(bytes);
         let config = BootConfig::for_layout(blinky.layout, slot).to_bytes();
         let at = BOOT_CONFIG_OFFSET as usize;
         flash[at..at + config.len()].copy_from_slice(&config);
-        RamNor::from_bytes(flash)
+        RamNor::from_storage(flash)
     }
 
-    fn judged(blinky: &Blinky, mut flash: RamNor) -> Result<Booted, String> {
+    fn judged(blinky: &Blinky, mut flash: RamNor<Vec<u8>>) -> Result<Booted, String> {
         let boot = rboot::boot(&mut flash);
         Judge { blinky, old: SlotId::User1, seen: HashSet::new() }.boot("case", &mut flash, boot)
     }
@@ -449,10 +457,10 @@ mod tests {
     #[test]
     fn a_bricked_device_is_a_failure() {
         let blinky = Blinky::small();
-        let mut flash = booting(&blinky, SlotId::User2, &[0xAA; 16]).into_bytes();
+        let mut flash = booting(&blinky, SlotId::User2, &[0xAA; 16]).into_storage();
         let at = blinky.layout.slot(SlotId::User1).offset as usize;
         flash[at] = 0;
-        let problem = judged(&blinky, RamNor::from_bytes(flash)).unwrap_err();
+        let problem = judged(&blinky, RamNor::from_storage(flash)).unwrap_err();
         assert!(problem.starts_with("case: bricked: no good ROM"), "{problem}");
     }
 }

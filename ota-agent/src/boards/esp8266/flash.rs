@@ -3,7 +3,9 @@
 //! firmware runs from (rBoot's `Cache_Read_Enable_New` convention).
 
 use crate::boot::CONFIG_MAGIC;
-use crate::flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash, WRITE_SIZE};
+use crate::flash::{
+    ErrorType, FlashOp, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash, WRITE_SIZE, erase_ops,
+};
 use crate::layout::{BLOCK_SIZE, BOOT_CONFIG_OFFSET, SECTOR_SIZE};
 
 use super::rom;
@@ -107,15 +109,16 @@ impl NorFlash for RomFlash {
             return Err(RomFlashError::NotAligned);
         }
         self.check(from, (to - from) as usize)?;
-        let mut at = from;
-        while at < to {
-            let block = at % BLOCK_SIZE == 0 && to - at >= BLOCK_SIZE;
+        for op in erase_ops(from, to) {
+            let (at, block) = match op {
+                FlashOp::EraseBlock(at) => (at, true),
+                FlashOp::EraseSector(at) | FlashOp::Program { offset: at, .. } => (at, false),
+            };
             // SAFETY: in range and aligned to the erase unit.
             let status = unsafe { erase_iram(at, block, self.odd, self.two_mb) };
             if status != 0 {
                 return Err(RomFlashError::Rom(status));
             }
-            at += if block { BLOCK_SIZE } else { SECTOR_SIZE };
         }
         Ok(())
     }

@@ -21,11 +21,11 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
-use crate::auth::{self, Key};
-use crate::client::{Client, Event, Transmit};
-use crate::flash::RamNor;
-use crate::net::{AgentConfig, OtaAgent, OtaBuffers, Platform, ota_init};
-use crate::protocol::DEFAULT_PORT;
+use ota_agent::auth::{self, Key};
+use ota_agent::client::{Client, Event, Transmit};
+use ota_agent::flash::RamNor;
+use ota_agent::net::{AgentConfig, OtaAgent, OtaBuffers, Platform, ota_init};
+use ota_agent::protocol::DEFAULT_PORT;
 
 pub const DEVICE_IP: IpAddress = IpAddress::v4(10, 0, 0, 1);
 pub const HOST_IP: IpAddress = IpAddress::v4(10, 0, 0, 2);
@@ -298,7 +298,7 @@ impl std::error::Error for NotDone {}
 /// The whole world: device flash, agent, both interfaces, the faulty wire, a clock.
 pub struct World {
     pub now: Instant,
-    pub flash: RamNor,
+    pub flash: RamNor<Vec<u8>>,
     pub board: Board,
     pub agent: OtaAgent<'static>,
     pub device_iface: Interface,
@@ -314,11 +314,15 @@ pub struct World {
 
 impl World {
     /// The agent with its default config on a wire that drops `drop_percent` of packets.
-    pub fn new(flash: RamNor, layout: &'static crate::layout::FlashLayout, faults: LinkFaults) -> World {
+    pub fn new(
+        flash: RamNor<Vec<u8>>,
+        layout: &'static ota_agent::layout::FlashLayout,
+        faults: LinkFaults,
+    ) -> World {
         World::with_config(flash, faults, AgentConfig::new(layout))
     }
 
-    pub fn with_config(flash: RamNor, faults: LinkFaults, config: AgentConfig) -> World {
+    pub fn with_config(flash: RamNor<Vec<u8>>, faults: LinkFaults, config: AgentConfig) -> World {
         let wire = Rc::new(RefCell::new(Wire::default()));
         let end = |is_device| WireEnd { wire: wire.clone(), is_device, mtu: faults.mtu };
         let mut device_phy = FaultInjector::new(end(true), faults.seed);

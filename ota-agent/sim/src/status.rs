@@ -4,13 +4,13 @@
 
 use std::fmt;
 
-use super::rboot::{self, Boot, Bricked};
-use crate::boot::{BootConfig, CONFIG_LEN, ConfigError};
-use crate::descriptor::{self, Descriptor};
-use crate::flash::{RamNor, ReadNorFlash};
-use crate::image::{self, ImageError, ImageInfo};
-use crate::layout::{BOOT_CONFIG_OFFSET, FlashLayout, IMAGE_IROM_OFFSET, Slot, SlotId};
-use crate::writer::SECTOR;
+use crate::rboot::{self, Boot, Bricked};
+use ota_agent::boot::{BootConfig, CONFIG_LEN, ConfigError};
+use ota_agent::descriptor::{self, Descriptor};
+use ota_agent::flash::{RamNor, ReadNorFlash};
+use ota_agent::image::{self, ImageError, ImageInfo};
+use ota_agent::layout::{BOOT_CONFIG_OFFSET, FlashLayout, IMAGE_IROM_OFFSET, Slot, SlotId};
+use ota_agent::writer::SECTOR;
 
 /// One slot's content.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,13 +59,18 @@ pub fn inspect_slot<F: ReadNorFlash>(flash: &mut F, slot: &Slot) -> SlotStatus {
         Err(ImageError::TrailingBytes { expected, .. }) => Ok(expected),
         Err(error) => Err(error),
     };
-    let check = len.and_then(|len| image::verify_for_slot(flash, slot, len, &mut scratch));
+    let check = len.and_then(|len| image::verify_for_slot(flash, slot, len, &mut scratch, None));
     let mut bytes = [0u8; descriptor::SIZE];
     let descriptor = match flash.read(slot.offset + IMAGE_IROM_OFFSET, &mut bytes) {
         Ok(()) => Descriptor::parse(&bytes).ok(),
         Err(_) => None,
     };
-    SlotStatus { slot: *slot, check, rboot_ok: image::rboot_check(flash, slot.offset).is_ok(), descriptor }
+    SlotStatus {
+        slot: *slot,
+        check,
+        rboot_ok: crate::rboot::check_image(flash, slot.offset).is_ok(),
+        descriptor,
+    }
 }
 
 /// The whole device as its flash describes it.
@@ -82,7 +87,7 @@ pub struct DeviceStatus {
 impl DeviceStatus {
     /// Reads `bytes` (a flash image) without changing it: rBoot runs on a copy.
     pub fn of(bytes: &[u8], layout: &'static FlashLayout) -> DeviceStatus {
-        let mut copy = RamNor::from_bytes(bytes.to_vec());
+        let mut copy = RamNor::from_storage(bytes.to_vec());
         let mut head = [0u8; CONFIG_LEN];
         let config = match copy.read(BOOT_CONFIG_OFFSET, &mut head) {
             Ok(()) => BootConfig::parse(&head),

@@ -1,10 +1,10 @@
 //! Flash contents for the sim's unit tests: a bootloader, images for a slot, a factory flash.
 
-use crate::boot::BootConfig;
-use crate::descriptor::Descriptor;
-use crate::flash::{NorFlash, RamNor};
-use crate::image::{self, FlashParams, Segment};
-use crate::layout::{BOOT_CONFIG_OFFSET, DEFAULT_LAYOUT, FlashLayout, SlotId};
+use ota_agent::boot::BootConfig;
+use ota_agent::descriptor::Descriptor;
+use ota_agent::flash::{NorFlash, RamNor};
+use ota_agent::image::{self, FlashParams, Segment};
+use ota_agent::layout::{BOOT_CONFIG_OFFSET, DEFAULT_LAYOUT, FlashLayout, SlotId};
 
 pub const LAYOUT: &FlashLayout = DEFAULT_LAYOUT;
 
@@ -35,7 +35,7 @@ pub fn image_for(slot: SlotId, seed: u8) -> Vec<u8> {
 }
 
 /// Bootloader, an optional config, and an image in each slot marked true.
-pub fn flash_with(config: Option<BootConfig>, slots: [bool; 2]) -> RamNor {
+pub fn flash_with(config: Option<BootConfig>, slots: [bool; 2]) -> RamNor<Vec<u8>> {
     let mut flash = RamNor::new(LAYOUT.flash_size);
     for (offset, bytes) in regions(config, slots) {
         flash.write(offset, &bytes).unwrap();

@@ -1,9 +1,10 @@
 //! The agent on real smoltcp: a smoltcp client, driven by the crate's sans-IO `Client`,
 //! pushes images to `ota_init`'s agent through two interfaces on a simulated wire, with
 //! smoltcp's `FaultInjector` dropping packets both ways (the harness is
-//! `ota_agent::sim::wire`). Time is simulated, so the runs are deterministic and no test
+//! `tcpflash_sim::wire`). Time is simulated, so the runs are deterministic and no test
 //! depends on the speed of the machine. `TRACE=1` prints every packet.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;
@@ -13,11 +14,11 @@ use ota_agent::flash::RamNor;
 use ota_agent::layout::SlotId;
 use ota_agent::net::AgentConfig;
 use ota_agent::session::Phase;
-use ota_agent::sim::wire::{LinkFaults, Push, World};
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
+use tcpflash_sim::wire::{LinkFaults, Push, World};
 
-fn world(flash: RamNor, drop_percent: u8, seed: u32) -> World {
+fn world(flash: RamNor<Vec<u8>>, drop_percent: u8, seed: u32) -> World {
     World::new(flash, LAYOUT, LinkFaults::dropping(drop_percent, seed))
 }
 
@@ -25,7 +26,7 @@ fn images(seed: u64, code_len: usize) -> [Vec<u8>; 2] {
     [image_for(SlotId::User1, code_len, seed), image_for(SlotId::User2, code_len, seed + 1)]
 }
 
-fn current_slot(flash: &RamNor) -> SlotId {
+fn current_slot(flash: &RamNor<Vec<u8>>) -> SlotId {
     BootConfig::parse(config_bytes(flash)[..25].try_into().unwrap()).unwrap().current_slot(LAYOUT).unwrap()
 }
 

@@ -11,10 +11,10 @@
 
 use std::time::Duration;
 
-use crate::descriptor::Descriptor;
-use crate::flash::{ErrorType, NorFlash, PAGE_SIZE, ReadNorFlash};
-use crate::image::{self, FlashParams, FlashSize, Segment};
-use crate::layout::{BLOCK_SIZE, FlashLayout, SECTOR_SIZE, Slot};
+use ota_agent::descriptor::Descriptor;
+use ota_agent::flash::{ErrorType, FlashOp, NorFlash, ReadNorFlash, erase_ops, program_ops};
+use ota_agent::image::{self, FlashParams, FlashSize, Segment};
+use ota_agent::layout::{BLOCK_SIZE, FlashLayout, SECTOR_SIZE, Slot};
 
 /// How long the chip takes for each operation. Defaults: typical values of the W25Q32 data
 /// sheet (the 4 MB chip on ESP-12 modules); reads at 40 MHz dual I/O.
@@ -167,7 +167,7 @@ impl<F: NorFlash> NorFlash for TimedFlash<F> {
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
         self.inner.write(offset, bytes)?;
-        let pages = pages_touched(offset, bytes.len() as u32);
+        let pages = program_ops(offset, bytes.len() as u32).count() as u32;
         let time = self.timings.page_program * pages;
         self.work.page_programs += pages;
         self.work.program += time;
@@ -176,26 +176,12 @@ impl<F: NorFlash> NorFlash for TimedFlash<F> {
     }
 }
 
-/// Block and sector commands an erase of `from..to` takes with the drivers' rule.
+/// Block and sector commands an erase of `from..to` takes (the drivers' rule).
 fn erase_commands(from: u32, to: u32) -> (u32, u32) {
-    let (mut blocks, mut sectors, mut at) = (0, 0, from);
-    while at < to {
-        if at.is_multiple_of(BLOCK_SIZE) && to - at >= BLOCK_SIZE {
-            blocks += 1;
-            at += BLOCK_SIZE;
-        } else {
-            sectors += 1;
-            at += SECTOR_SIZE;
-        }
-    }
-    (blocks, sectors)
-}
-
-fn pages_touched(offset: u32, len: u32) -> u32 {
-    if len == 0 {
-        return 0;
-    }
-    (offset + len).div_ceil(PAGE_SIZE) - offset / PAGE_SIZE
+    erase_ops(from, to).fold((0, 0), |(blocks, sectors), op| match op {
+        FlashOp::EraseBlock(_) => (blocks + 1, sectors),
+        _ => (blocks, sectors + 1),
+    })
 }
 
 /// The flash floor of an image: erase the sectors it occupies in the cheapest way the slot
@@ -219,7 +205,7 @@ pub fn flash_floor(slot: &Slot, len: u32, timings: &FlashTimings) -> FlashWork {
         }
         block += BLOCK_SIZE;
     }
-    floor.page_programs = pages_touched(slot.offset, len);
+    floor.page_programs = program_ops(slot.offset, len).count() as u32;
     floor.program = timings.page_program * floor.page_programs;
     floor
 }
@@ -231,7 +217,7 @@ pub fn image_of_len(layout: &FlashLayout, slot: &Slot, len: usize, seed: u8) -> 
     // Header (8), IROM header (8), IROM, header (8), one 64-byte IRAM segment with its
     // header, zeros to 15 mod 16, checksum byte, CRC (4).
     const OVERHEAD: usize = 8 + 8 + 8 + 8 + 64 + 15 + 1 + 4;
-    assert!(len >= OVERHEAD + crate::descriptor::SIZE + 16, "an image of {len} bytes is too small");
+    assert!(len >= OVERHEAD + ota_agent::descriptor::SIZE + 16, "an image of {len} bytes is too small");
     let irom_len = (len - OVERHEAD).next_multiple_of(16) - 16;
     let descriptor = Descriptor::new(slot.irom_link_addr(), [seed; 8], "bench", "1.0.0")
         .expect("the descriptor's fields fit");
@@ -261,14 +247,13 @@ pub fn image_of_len(layout: &FlashLayout, slot: &Slot, len: usize, seed: u8) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flash::RamNor;
-    use crate::layout::{DEFAULT_LAYOUT, LAYOUTS, SlotId};
+    use ota_agent::flash::{RamNor, Recording};
+    use ota_agent::layout::{DEFAULT_LAYOUT, LAYOUTS, SlotId};
 
     #[test]
     fn each_operation_costs_its_chip_time() {
         let timings = FlashTimings::default();
-        let mut flash = TimedFlash::new(RamNor::new(0x4_0000), timings);
-        flash.inner_mut().record();
+        let mut flash = TimedFlash::new(Recording::new(RamNor::new(0x4_0000)), timings);
         flash.erase(0xE000, 0x2_1000).unwrap();
         flash.write(0x1_00F0, &[0xAA; 0x120]).unwrap();
         let mut buf = [0u8; 100];
@@ -312,7 +297,7 @@ mod tests {
         // user2 ends at 0xFC000, inside its last block: that block is never erased whole.
         let floor = flash_floor(user2, user2.capacity, &timings);
         assert_eq!((floor.sector_erases, floor.block_erases), (14 + 12, 6));
-        assert_eq!(floor.page_programs, user2.capacity / PAGE_SIZE);
+        assert_eq!(floor.page_programs, user2.capacity / ota_agent::flash::PAGE_SIZE);
     }
 
     #[test]
@@ -328,7 +313,7 @@ mod tests {
                 flash.write(slot.offset, &bytes).unwrap();
                 let mut scratch = [0u8; 4096];
                 let info =
-                    image::verify_for_slot(&mut flash, slot, image.len() as u32, &mut scratch).unwrap();
+                    image::verify_for_slot(&mut flash, slot, image.len() as u32, &mut scratch, None).unwrap();
                 assert_eq!(info.descriptor.unwrap().name(), "bench");
             }
         }

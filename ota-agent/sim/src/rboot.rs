@@ -8,15 +8,15 @@
 //! Like rBoot, it works on the whole config sector: a rewrite erases the sector and writes
 //! all 4096 bytes back, the bytes after the config included.
 //!
-//! Only `NorFlash` is used, so a power-cut campaign can run it on a [`crate::flash::RamNor`]
+//! Only `NorFlash` is used, so a power-cut campaign can run it on a [`ota_agent::flash::RamNor`]
 //! thousands of times, cuts during its own config writes included.
 
 use std::fmt;
 
-use crate::boot::{BootConfig, CONFIG_LEN, CONFIG_STRUCT_LEN, ConfigError};
-use crate::flash::{NorFlash, NorFlashError, NorFlashErrorKind};
-use crate::image::{self, ImageError, MAGIC_SEGMENTS};
-use crate::layout::{BOOT_CONFIG_OFFSET, FlashLayout, SECTOR_SIZE, SlotId};
+use ota_agent::boot::{BootConfig, CONFIG_LEN, CONFIG_STRUCT_LEN, ConfigError};
+use ota_agent::flash::{NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use ota_agent::image::{self, ImageError, MAGIC_SEGMENTS};
+use ota_agent::layout::{BOOT_CONFIG_OFFSET, FlashLayout, SECTOR_SIZE, SlotId};
 
 /// Where `roms[]` starts inside the config.
 const ROMS_AT: usize = 8;
@@ -173,7 +173,7 @@ pub fn boot<F: NorFlash>(flash: &mut F) -> Result<Boot, Bricked> {
     let mut tried = Vec::new();
     let entry = loop {
         let offset = rom_offset(&sector, rom);
-        match image::rboot_check(flash, offset) {
+        match check_image(flash, offset) {
             Ok(entry) => break entry,
             Err(error) => events.push(BootEvent::BadRom { rom, offset, error }),
         }
@@ -222,32 +222,87 @@ fn write_sector<F: NorFlash>(flash: &mut F, sector: &[u8]) -> Result<(), F::Erro
     flash.write(BOOT_CONFIG_OFFSET, sector)
 }
 
+/// What rBoot's `check_image` does with the ROM at `offset`, returning the entry point its
+/// stage 2 loader jumps to. rBoot (without `BOOT_IROM_CHKSUM`, its default) reads the
+/// header; for a v2 image (0xEA, 0x04) it skips the IROM segment by the length in the IROM
+/// header and reads the 0xE9 header that follows without checking that magic; a plain
+/// 0xE9 image has no IROM. It then XORs the data of the RAM segments (any number, any
+/// address) and compares the byte at the next position that is 15 mod 16. Nothing else:
+/// no CRC, IROM unchecked, no trailing bytes or segment ranges looked at. Where rBoot's
+/// 32-bit arithmetic would wrap or read past the chip, this fails instead.
+pub fn check_image<F: ReadNorFlash>(flash: &mut F, offset: u32) -> Result<u32, ImageError> {
+    if offset == 0 || offset == u32::MAX {
+        return Err(ImageError::NoRom(offset));
+    }
+    let capacity = u32::try_from(flash.capacity()).unwrap_or(u32::MAX);
+    let mut scratch = [0u8; image::MIN_SCRATCH];
+    let until_end =
+        |at: u32| capacity.checked_sub(at).ok_or(ImageError::OutOfFlash { offset: at, len: 0, capacity });
+
+    // rBoot reads a whole `rom_header_new` (16 bytes) whatever the magic.
+    let first: [u8; 16] =
+        image::Reader::new(flash, &mut scratch, offset, until_end(offset)?)?.read_array()?;
+    let rom_at = match first {
+        [0xE9, ..] => offset,
+        [image::MAGIC_V2, image::V2_MARKER, ..] => {
+            let irom_len = u32::from_le_bytes([first[12], first[13], first[14], first[15]]);
+            offset
+                .checked_add(2 * image::HEADER_LEN)
+                .and_then(|at| at.checked_add(irom_len))
+                .ok_or(ImageError::OutOfFlash { offset, len: u32::MAX, capacity })?
+        }
+        [magic, ..] => return Err(ImageError::BadMagic(magic)),
+    };
+
+    let mut reader = image::Reader::new(flash, &mut scratch, rom_at, until_end(rom_at)?)?;
+    let header: [u8; 8] = reader.read_array()?;
+    let entry = word(&header, 4);
+    let mut computed = image::CHECKSUM_SEED;
+    for _ in 0..header[1] {
+        let segment_header: [u8; 8] = reader.read_array()?;
+        reader.consume(word(&segment_header, 4), |bytes| {
+            computed = bytes.iter().fold(computed, |s, b| s ^ b)
+        })?;
+    }
+    // rBoot rounds its absolute flash read position, not the image-relative one.
+    reader.consume(image::checksum_position(reader.position()) - reader.position(), |_| {})?;
+    let [stored] = reader.read_array()?;
+    if stored != computed {
+        return Err(ImageError::ChecksumMismatch { stored, computed });
+    }
+    Ok(entry)
+}
+
+fn word(bytes: &[u8; 8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::BootMode;
-    use crate::flash::{NorError, RamNor, ReadNorFlash};
-    use crate::sim::fixtures::{LAYOUT, flash_with};
+    use crate::fixtures::{LAYOUT, flash_with};
+    use ota_agent::boot::BootMode;
+    use ota_agent::flash::{NorError, RamNor, ReadNorFlash, Recording};
 
-    fn config_in(flash: &mut RamNor) -> BootConfig {
+    fn config_in(flash: &mut RamNor<Vec<u8>>) -> BootConfig {
         let mut head = [0u8; CONFIG_LEN];
         flash.read(BOOT_CONFIG_OFFSET, &mut head).unwrap();
         BootConfig::parse(&head).unwrap()
     }
 
     /// Damages the RAM segment of the image in `slot`, so rBoot's checksum fails.
-    fn corrupt(flash: &mut RamNor, slot: SlotId) {
+    fn corrupt(flash: &mut RamNor<Vec<u8>>, slot: SlotId) {
         let at = (LAYOUT.slot(slot).offset + 0x10 + 0x110 + 8 + 8) as usize;
         let mut bytes = flash.bytes().to_vec();
         bytes[at] ^= 0x01;
-        *flash = RamNor::from_bytes(bytes);
+        *flash = RamNor::from_storage(bytes);
     }
 
     #[test]
     fn boots_the_configured_rom_without_writing() {
         for slot in SlotId::ALL {
-            let mut flash = flash_with(Some(BootConfig::for_layout(LAYOUT, slot)), [true, true]);
-            flash.record();
+            let flash = flash_with(Some(BootConfig::for_layout(LAYOUT, slot)), [true, true]);
+            let mut flash = Recording::new(flash);
             let boot = boot(&mut flash).unwrap();
             assert_eq!(boot.slot(LAYOUT), Some(slot));
             assert_eq!((boot.rom as usize, boot.entry, boot.events.len()), (slot.index(), 0x4010_0004, 0));
@@ -308,7 +363,7 @@ mod tests {
                 None => bytes[BOOT_CONFIG_OFFSET as usize..0x2000].fill(0xFF),
             }
             bytes[BOOT_CONFIG_OFFSET as usize + 0x100] = 0x42;
-            flash = RamNor::from_bytes(bytes);
+            flash = RamNor::from_storage(bytes);
             let boot = boot(&mut flash).unwrap();
             assert_eq!(boot.slot(LAYOUT), Some(SlotId::User1), "damage {damage:?}");
             assert!(matches!(
@@ -327,7 +382,7 @@ mod tests {
         let mut flash = flash_with(None, [false, true]);
         let mut bytes = flash.bytes().to_vec();
         bytes[3] = 0x00;
-        flash = RamNor::from_bytes(bytes);
+        flash = RamNor::from_storage(bytes);
         let error = boot(&mut flash).unwrap_err();
         let Bricked::NoGoodRom { events } = &error else { panic!("{error:?}") };
         assert!(matches!(events[0], BootEvent::DefaultConfigWritten { flash_size: 0x8_0000, .. }));
@@ -406,5 +461,59 @@ mod tests {
             let boot = boot(&mut cut_flash).unwrap();
             assert_eq!(boot.slot(LAYOUT), Some(SlotId::User1), "cut at op {cut}");
         }
+    }
+
+    /// `image` at `offset` in an erased chip of `size` bytes.
+    fn placed(image: &[u8], offset: usize, size: usize) -> RamNor<Vec<u8>> {
+        let mut bytes = vec![0xFF; size];
+        bytes[offset..offset + image.len()].copy_from_slice(image);
+        RamNor::from_storage(bytes)
+    }
+
+    #[test]
+    fn check_image_mirrors_rboot() {
+        let image = ota_agent::image::samples::sample_image(0x4020_2010);
+        let mut flash = placed(&image, 0x2000, 0x10000);
+        assert_eq!(check_image(&mut flash, 0x2000), Ok(0x4010_0004));
+
+        // IROM is not covered: a torn IROM still boots.
+        let mut torn = image.clone();
+        torn[100] ^= 0xFF;
+        let mut flash = placed(&torn, 0x2000, 0x10000);
+        assert_eq!(check_image(&mut flash, 0x2000), Ok(0x4010_0004));
+        assert!(matches!(
+            ota_agent::image::inspect(&mut flash, 0x2000, torn.len() as u32, &mut [0; 64]),
+            Err(ImageError::CrcMismatch { .. })
+        ));
+
+        // Nor is the CRC, nor the second header's magic, nor whatever follows the checksum.
+        let mut loose = image.clone();
+        loose[128] = 0x00;
+        loose[210] ^= 0xFF;
+        let mut flash = placed(&loose, 0x2000, 0x10000);
+        assert_eq!(check_image(&mut flash, 0x2000), Ok(0x4010_0004));
+
+        // RAM data is.
+        let mut bad = image.clone();
+        bad[150] ^= 0x04;
+        let mut flash = placed(&bad, 0x2000, 0x10000);
+        assert_eq!(
+            check_image(&mut flash, 0x2000),
+            Err(ImageError::ChecksumMismatch { stored: image[207], computed: image[207] ^ 0x04 })
+        );
+
+        // Erased flash, offsets rBoot treats as empty, a header pointing past the chip.
+        let mut flash = placed(&image, 0x2000, 0x10000);
+        assert_eq!(check_image(&mut flash, 0x4000), Err(ImageError::BadMagic(0xFF)));
+        assert_eq!(check_image(&mut flash, 0), Err(ImageError::NoRom(0)));
+        assert_eq!(check_image(&mut flash, u32::MAX), Err(ImageError::NoRom(u32::MAX)));
+        let mut far = image.clone();
+        far[14] = 0x01; // IROM "length" of 64 KB + 112
+        let mut flash = placed(&far, 0x2000, 0x10000);
+        assert!(matches!(check_image(&mut flash, 0x2000), Err(ImageError::OutOfFlash { .. })));
+
+        // A plain 0xE9 image (no IROM) boots too: the v2 image's tail is one.
+        let mut flash = placed(&image, 0x2000, 0x10000);
+        assert_eq!(check_image(&mut flash, 0x2000 + 128), Ok(0x4010_0004));
     }
 }

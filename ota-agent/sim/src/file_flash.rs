@@ -12,8 +12,10 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::flash::{ErrorType, NorError, NorFlash, NorFlashError, NorFlashErrorKind, RamNor, ReadNorFlash};
-use crate::layout::SECTOR_SIZE;
+use ota_agent::flash::{
+    ErrorType, NorError, NorFlash, NorFlashError, NorFlashErrorKind, RamNor, ReadNorFlash,
+};
+use ota_agent::layout::SECTOR_SIZE;
 
 /// A flash operation on a file-backed chip failed.
 #[derive(Debug)]
@@ -90,7 +92,7 @@ impl std::error::Error for OpenError {}
 /// A NOR chip whose content lives in a file.
 #[derive(Debug)]
 pub struct FileFlash {
-    chip: RamNor,
+    chip: RamNor<Vec<u8>>,
     file: File,
     path: PathBuf,
 }
@@ -105,7 +107,7 @@ impl FileFlash {
         if data.is_empty() || data.len() % SECTOR_SIZE as usize != 0 {
             return Err(OpenError::NotSectors { path: path.to_path_buf(), len: data.len() as u64 });
         }
-        Ok(FileFlash { chip: RamNor::from_bytes(data), file, path: path.to_path_buf() })
+        Ok(FileFlash { chip: RamNor::from_storage(data), file, path: path.to_path_buf() })
     }
 
     /// Creates a flash file of `size` bytes: an erased chip with `regions` (name, offset,
@@ -120,7 +122,7 @@ impl FileFlash {
             let region = |error| OpenError::Region { name: name.to_owned(), offset, error };
             // The ROM loader writes words: the tail is padded with 0xFF, the erased state.
             let mut padded = bytes.to_vec();
-            padded.resize(bytes.len().next_multiple_of(crate::flash::WRITE_SIZE), 0xFF);
+            padded.resize(bytes.len().next_multiple_of(ota_agent::flash::WRITE_SIZE), 0xFF);
             chip.write(offset, &padded).map_err(region)?;
         }
         let temp = temp_path(path);
@@ -189,8 +191,8 @@ impl ReadNorFlash for FileFlash {
 }
 
 impl NorFlash for FileFlash {
-    const WRITE_SIZE: usize = <RamNor as NorFlash>::WRITE_SIZE;
-    const ERASE_SIZE: usize = <RamNor as NorFlash>::ERASE_SIZE;
+    const WRITE_SIZE: usize = <RamNor<Vec<u8>> as NorFlash>::WRITE_SIZE;
+    const ERASE_SIZE: usize = <RamNor<Vec<u8>> as NorFlash>::ERASE_SIZE;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FileFlashError> {
         let result = self.chip.erase(from, to).map_err(FileFlashError::Nor);

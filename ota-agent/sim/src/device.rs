@@ -15,15 +15,15 @@ use std::time::Duration as StdDuration;
 
 use smoltcp::time::{Duration, Instant};
 
-use super::rboot::{self, Boot, BootEvent, Bricked};
 use super::status::{Identity, SlotStatus, inspect_slot};
-use crate::auth::{DEFAULT_AUTH_BACKOFF, Key, NONCE_LEN};
-use crate::descriptor::{self, Descriptor};
-use crate::flash::NorFlash;
-use crate::layout::{FlashLayout, IMAGE_IROM_OFFSET, SlotId};
-use crate::protocol::{ReplyLine, reason};
-use crate::session::{DEFAULT_IDLE_TIMEOUT, Phase, Session, SessionConfig};
-use crate::writer::{SECTOR, SectorBuffer};
+use crate::rboot::{self, Boot, BootEvent, Bricked};
+use ota_agent::auth::{DEFAULT_AUTH_BACKOFF, Key, NONCE_LEN};
+use ota_agent::descriptor::{self, Descriptor};
+use ota_agent::flash::NorFlash;
+use ota_agent::layout::{FlashLayout, IMAGE_IROM_OFFSET, SlotId};
+use ota_agent::protocol::{ReplyLine, reason};
+use ota_agent::session::{DEFAULT_IDLE_TIMEOUT, Phase, Session, SessionConfig};
+use ota_agent::writer::{SECTOR, SectorBuffer};
 
 /// How long the loop waits for bytes before it looks at the clock and the stop flag.
 const READ_SLICE: StdDuration = StdDuration::from_millis(2);
@@ -429,14 +429,17 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::boot::BootConfig;
-    use crate::flash::RamNor;
-    use crate::sim::fixtures::{LAYOUT, flash_with, image_for};
+    use crate::fixtures::{LAYOUT, flash_with, image_for};
+    use ota_agent::boot::BootConfig;
+    use ota_agent::flash::RamNor;
 
-    type Served = std::thread::JoinHandle<(Result<(), ServeError>, RamNor)>;
+    type Served = std::thread::JoinHandle<(Result<(), ServeError>, RamNor<Vec<u8>>)>;
 
     /// Serves `flash` on a free port in a thread: the port, the log lines, the thread.
-    fn serve_in_thread(flash: RamNor, stop: Arc<AtomicBool>) -> (u16, Arc<Mutex<Vec<String>>>, Served) {
+    fn serve_in_thread(
+        flash: RamNor<Vec<u8>>,
+        stop: Arc<AtomicBool>,
+    ) -> (u16, Arc<Mutex<Vec<String>>>, Served) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let log = Arc::new(Mutex::new(Vec::new()));

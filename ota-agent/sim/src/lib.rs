@@ -1,11 +1,11 @@
 //! The virtual ESP8266 (feature `sim`): everything needed to run the whole push flow
 //! without a board.
 //!
-//! - [`FileFlash`]: a NOR flash chip kept in a file, with [`crate::flash::RamNor`]'s rules;
+//! - [`FileFlash`]: a NOR flash chip kept in a file, with [`ota_agent::flash::RamNor`]'s rules;
 //! - [`rboot`]: rBoot's boot decision as a pure function of a `NorFlash`;
 //! - [`DeviceStatus`]: what a flash holds (booted slot, each slot's image and firmware);
 //! - [`VirtualDevice`]: boots through the rBoot model and serves the real
-//!   [`crate::session::Session`] on a `std::net::TcpListener`, rebooting after each update;
+//!   [`ota_agent::session::Session`] on a `std::net::TcpListener`, rebooting after each update;
 //! - [`wire`]: the agent on real smoltcp with a host socket, on a simulated faulty wire.
 //!
 //! `cargo xtask sim` is the command-line front end.

@@ -1,0 +1,613 @@
+//! The validator: reads an image front to back from flash and checks everything the agent
+//! relies on before it switches slots.
+
+use sha2::{Digest, Sha256};
+
+use crate::auth::Digest256;
+use crate::crc::Crc32;
+use crate::descriptor::{self, Descriptor};
+use crate::flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use crate::layout::Slot;
+
+use super::{
+    CHECKSUM_SEED, FlashParams, IROM_ALIGN, ImageError, ImageInfo, MAGIC_SEGMENTS, MAGIC_V2,
+    MAX_RAM_SEGMENTS, MIN_SCRATCH, MemoryKind, SEGMENT_ALIGN, V2_MARKER, checksum_position, crc_trailer,
+};
+
+fn le32(bytes: [u8; 4]) -> u32 {
+    u32::from_le_bytes(bytes)
+}
+
+fn word(bytes: &[u8; 8], at: usize) -> u32 {
+    le32([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Reads an image front to back through the caller's scratch buffer, feeding every byte
+/// it hands out to a CRC. All positions are checked against the image's end first, so no
+/// arithmetic can overflow.
+pub struct Reader<'a, F: ReadNorFlash> {
+    flash: &'a mut F,
+    buf: &'a mut [u8],
+    /// Flash offset of `buf[0]` and how many bytes of `buf` hold flash data.
+    buf_at: u32,
+    buf_len: u32,
+    start: u32,
+    pos: u32,
+    end: u32,
+    capacity: u32,
+    crc: Crc32,
+    /// Fed every byte handed out, when the caller wants the image's SHA-256 too.
+    sha256: Option<&'a mut Sha256>,
+}
+
+impl<'a, F: ReadNorFlash> Reader<'a, F> {
+    pub fn new(flash: &'a mut F, scratch: &'a mut [u8], start: u32, len: u32) -> Result<Self, ImageError> {
+        let read_size = F::READ_SIZE.max(1);
+        let min = MIN_SCRATCH.max(read_size);
+        if scratch.len() < min {
+            return Err(ImageError::ScratchTooSmall { len: scratch.len(), min });
+        }
+        // Whole read units only, and never more than a u32 can count.
+        let usable = (scratch.len() - scratch.len() % read_size).min(1 << 30);
+        let capacity = u32::try_from(flash.capacity()).unwrap_or(u32::MAX);
+        let end = start.checked_add(len).filter(|&end| end <= capacity).ok_or(ImageError::OutOfFlash {
+            offset: start,
+            len,
+            capacity,
+        })?;
+        Ok(Reader {
+            flash,
+            buf: &mut scratch[..usable],
+            buf_at: 0,
+            buf_len: 0,
+            start,
+            pos: start,
+            end,
+            capacity,
+            crc: Crc32::new(),
+            sha256: None,
+        })
+    }
+
+    /// Flash offset of the next byte.
+    pub fn position(&self) -> u32 {
+        self.pos
+    }
+
+    /// Position inside the image.
+    pub fn offset(&self) -> u32 {
+        self.pos - self.start
+    }
+
+    fn remaining(&self) -> u32 {
+        self.end - self.pos
+    }
+
+    pub fn len(&self) -> u32 {
+        self.end - self.start
+    }
+
+    /// Fails unless `n` more bytes are left.
+    fn need(&self, n: u32) -> Result<(), ImageError> {
+        if n > self.remaining() {
+            return Err(ImageError::Truncated { needed: self.offset().saturating_add(n), len: self.len() });
+        }
+        Ok(())
+    }
+
+    /// Hands the next `n` bytes to `f`, in pieces of at most the scratch size.
+    pub fn consume(&mut self, n: u32, mut f: impl FnMut(&[u8])) -> Result<(), ImageError> {
+        self.need(n)?;
+        let mut left = n;
+        while left > 0 {
+            let buffered = self.pos >= self.buf_at && self.pos - self.buf_at < self.buf_len;
+            if !buffered {
+                self.fill()?;
+            }
+            let in_buf = self.pos - self.buf_at;
+            let take = (self.buf_len - in_buf).min(left);
+            let bytes = &self.buf[in_buf as usize..(in_buf + take) as usize];
+            digest(&mut self.crc, &mut self.sha256, bytes);
+            f(bytes);
+            self.pos += take;
+            left -= take;
+        }
+        Ok(())
+    }
+
+    /// Reads the aligned flash window that starts at or just before `pos`.
+    fn fill(&mut self) -> Result<(), ImageError> {
+        let read_size = F::READ_SIZE.max(1) as u64;
+        let at = u64::from(self.pos) - u64::from(self.pos) % read_size;
+        let wanted = (u64::from(self.end) - at).div_ceil(read_size) * read_size;
+        let len = wanted.min(self.buf.len() as u64).min(u64::from(self.capacity) - at);
+        self.flash.read(at as u32, &mut self.buf[..len as usize]).map_err(|e| ImageError::Flash(e.kind()))?;
+        self.buf_at = at as u32;
+        self.buf_len = len as u32;
+        if self.buf_len <= self.pos - self.buf_at {
+            // Only when the flash is not a whole number of read units.
+            return Err(ImageError::Flash(NorFlashErrorKind::OutOfBounds));
+        }
+        Ok(())
+    }
+
+    pub fn read_array<const N: usize>(&mut self) -> Result<[u8; N], ImageError> {
+        let mut out = [0u8; N];
+        let mut filled = 0;
+        self.consume(N as u32, |bytes| {
+            out[filled..filled + bytes.len()].copy_from_slice(bytes);
+            filled += bytes.len();
+        })?;
+        Ok(out)
+    }
+}
+
+/// The hasher's digest. Out of line: inlined, SHA-256's padding doubled the agent's poll.
+#[inline(never)]
+fn sha256_of(hasher: &mut Sha256) -> Digest256 {
+    core::mem::take(hasher).finalize().into()
+}
+
+/// Feeds the image's digests. Out of line: `consume` is instantiated once per closure, and
+/// the SHA-256 inlined into each copy cost kilobytes of IROM.
+#[inline(never)]
+fn digest(crc: &mut Crc32, sha256: &mut Option<&mut Sha256>, bytes: &[u8]) {
+    crc.update(bytes);
+    if let Some(hasher) = sha256 {
+        hasher.update(bytes);
+    }
+}
+
+/// Reads the image of `len` bytes at flash `offset` and checks its structure: both headers,
+/// the IROM length, segment count and ranges, that `len` is exactly the image, and the
+/// descriptor when IROM starts with one. The checksum and CRC are read and computed but
+/// not compared: [`inspect`] does that; tools that describe a damaged image use this.
+pub fn scan<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    len: u32,
+    scratch: &mut [u8],
+) -> Result<ImageInfo, ImageError> {
+    read_image(&mut Reader::new(flash, scratch, offset, len)?)
+}
+
+/// The one pass over an image behind [`scan`] and [`verify_for_slot`] (out of line: one copy).
+#[inline(never)]
+fn read_image<F: ReadNorFlash>(reader: &mut Reader<'_, F>) -> Result<ImageInfo, ImageError> {
+    let len = reader.len();
+    let header: [u8; 8] = reader.read_array()?;
+    if header[0] != MAGIC_V2 {
+        return Err(ImageError::BadMagic(header[0]));
+    }
+    if header[1] != V2_MARKER {
+        return Err(ImageError::BadV2Marker(header[1]));
+    }
+    let params = FlashParams::from_header_bytes(header[2], header[3])?;
+    let entry = word(&header, 4);
+
+    // The IROM segment: its load address is written as 0 and means nothing.
+    let irom_header: [u8; 8] = reader.read_array()?;
+    let irom_len = word(&irom_header, 4);
+    if !irom_len.is_multiple_of(IROM_ALIGN) {
+        return Err(ImageError::IromLength(irom_len));
+    }
+    reader.need(irom_len)?;
+    let mut descriptor = None;
+    let mut irom_left = irom_len;
+    if irom_len >= descriptor::SIZE as u32 {
+        let bytes: [u8; descriptor::SIZE] = reader.read_array()?;
+        irom_left -= descriptor::SIZE as u32;
+        if bytes[..4] == descriptor::MAGIC.to_le_bytes() {
+            descriptor = Some(Descriptor::parse(&bytes).map_err(ImageError::BadDescriptor)?);
+        }
+    }
+    reader.consume(irom_left, |_| {})?;
+
+    let second: [u8; 8] = reader.read_array()?;
+    if second[0] != MAGIC_SEGMENTS {
+        return Err(ImageError::BadSegmentMagic(second[0]));
+    }
+    let segment_count = usize::from(second[1]);
+    if segment_count > MAX_RAM_SEGMENTS {
+        return Err(ImageError::TooManySegments(segment_count));
+    }
+    if second[2..] != header[2..] {
+        return Err(ImageError::HeaderMismatch);
+    }
+
+    let mut segments = [(0, 0); MAX_RAM_SEGMENTS];
+    let mut computed_checksum = CHECKSUM_SEED;
+    for (index, slot) in segments.iter_mut().enumerate().take(segment_count) {
+        let segment_header: [u8; 8] = reader.read_array()?;
+        let (addr, len) = (word(&segment_header, 0), word(&segment_header, 4));
+        if !len.is_multiple_of(SEGMENT_ALIGN) {
+            return Err(ImageError::SegmentLength { index, len });
+        }
+        if MemoryKind::ram_holding(addr, len).is_none() {
+            return Err(ImageError::SegmentOutsideRam { index, addr, len });
+        }
+        reader
+            .consume(len, |bytes| computed_checksum = bytes.iter().fold(computed_checksum, |s, b| s ^ b))?;
+        *slot = (addr, len);
+    }
+
+    let here = reader.offset();
+    reader.consume(checksum_position(here) - here, |_| {})?;
+    let [checksum] = reader.read_array()?;
+    let computed_crc = crc_trailer(reader.crc.finish());
+    let crc = le32(reader.read_array()?);
+    if reader.remaining() != 0 {
+        return Err(ImageError::TrailingBytes { expected: reader.offset(), len });
+    }
+    Ok(ImageInfo {
+        params,
+        entry,
+        irom_len,
+        segments,
+        segment_count,
+        len,
+        checksum,
+        computed_checksum,
+        crc,
+        computed_crc,
+        descriptor,
+    })
+}
+
+/// Reads and fully checks the image of `len` bytes at flash `offset`: everything [`scan`]
+/// checks, then the XOR checksum and the CRC trailer. `scratch` (at least
+/// [`MIN_SCRATCH`] bytes; the agent passes its 4 KB sector buffer) sets the read size.
+pub fn inspect<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    len: u32,
+    scratch: &mut [u8],
+) -> Result<ImageInfo, ImageError> {
+    let info = scan(flash, offset, len, scratch)?;
+    check_integrity(&info)?;
+    Ok(info)
+}
+
+fn check_integrity(info: &ImageInfo) -> Result<(), ImageError> {
+    if !info.checksum_valid() {
+        return Err(ImageError::ChecksumMismatch { stored: info.checksum, computed: info.computed_checksum });
+    }
+    if !info.crc_valid() {
+        return Err(ImageError::CrcMismatch { stored: info.crc, computed: info.computed_crc });
+    }
+    Ok(())
+}
+
+/// [`inspect`] plus the checks that make an image safe to boot from `slot`: it fits, its
+/// descriptor was linked for this very slot, and, when the client sent one, its SHA-256 is
+/// `sha256` (computed in the same pass: the slot is read once).
+pub fn verify_for_slot<F: ReadNorFlash>(
+    flash: &mut F,
+    slot: &Slot,
+    len: u32,
+    scratch: &mut [u8],
+    sha256: Option<&Digest256>,
+) -> Result<ImageInfo, ImageError> {
+    if len > slot.capacity {
+        return Err(ImageError::TooLarge { len, capacity: slot.capacity });
+    }
+    let mut hasher = Sha256::new();
+    let mut reader = Reader::new(flash, scratch, slot.offset, len)?;
+    if sha256.is_some() {
+        reader.sha256 = Some(&mut hasher);
+    }
+    let read = read_image(&mut reader);
+    if let Some(expected) = sha256 {
+        // Bytes that are not the ones the client sent explain any other fault best (a
+        // transfer or flash error), so the rest is hashed even when the structure failed.
+        if read.is_err() {
+            let rest = reader.remaining();
+            reader.consume(rest, |_| {})?;
+        }
+        if sha256_of(&mut hasher) != *expected {
+            return Err(ImageError::Sha256Mismatch);
+        }
+    }
+    let info = read?;
+    check_integrity(&info)?;
+    let descriptor = info.descriptor.ok_or(ImageError::NoDescriptor)?;
+    let expected = slot.irom_link_addr();
+    if descriptor.link_addr != expected {
+        return Err(ImageError::WrongSlot { linked: descriptor.link_addr, expected });
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::string::ToString;
+    use std::vec;
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::descriptor::DescriptorError;
+    use crate::flash::RamNor;
+    use crate::image::test_support::*;
+    use crate::image::{FlashMode, Segment};
+    use crate::layout::{DEFAULT_LAYOUT, SlotId};
+    #[test]
+    fn inspect_reads_back_what_was_written() {
+        let image = sample_image(0x4020_2010);
+        for scratch_len in [64, 65, 100, 4096] {
+            let mut flash = flash_with::<4>(&image, 0x2000, 0x10000);
+            let mut scratch = vec![0u8; scratch_len];
+            let info = inspect(&mut flash, 0x2000, image.len() as u32, &mut scratch).unwrap();
+            assert_eq!(info.params, DIO_4M_80);
+            assert_eq!(info.entry, 0x4010_0004);
+            assert_eq!(info.irom_len, 112);
+            assert_eq!(info.segments(), &[(0x4010_0000, 32), (0x3FFE_8000, 8), (0x3FFE_8008, 4)]);
+            assert_eq!(info.len, image.len() as u32);
+            assert_eq!(info.checksum, image[207]);
+            assert_eq!(info.crc, u32::from_le_bytes(image[208..].try_into().unwrap()));
+            let descriptor = info.descriptor.unwrap();
+            assert_eq!(
+                (descriptor.link_addr, descriptor.name(), descriptor.version()),
+                (0x4020_2010, "blinky", "1.2.3")
+            );
+        }
+        // A 64-byte scratch reads the 212-byte image in four windows, not byte by byte.
+        let mut flash = flash_with::<4>(&image, 0x2000, 0x10000);
+        inspect(&mut flash, 0x2000, image.len() as u32, &mut [0u8; 64]).unwrap();
+        assert_eq!(flash.reads, 4);
+    }
+
+    #[test]
+    fn unaligned_offsets_work_with_an_aligned_driver() {
+        let image = sample_image(0x4020_2010);
+        let mut flash = flash_with::<4>(&image, 0x1003, 0x2000);
+        assert!(inspect(&mut flash, 0x1003, image.len() as u32, &mut [0u8; 64]).is_ok());
+        // An image ending at the very end of the flash.
+        let size = 0x1000 + image.len().next_multiple_of(4);
+        let mut flash = flash_with::<4>(&image, size - image.len(), size);
+        assert!(inspect(&mut flash, (size - image.len()) as u32, image.len() as u32, &mut [0u8; 64]).is_ok());
+    }
+
+    #[test]
+    fn images_without_descriptor_or_with_tiny_irom_are_fine_for_inspect() {
+        let image = write(FlashParams::default(), 0x4010_0000, &[0x55; 48], &[]);
+        let info =
+            inspect(&mut RamNor::from_storage(image.clone()), 0, image.len() as u32, &mut [0; 64]).unwrap();
+        assert_eq!(info.descriptor, None);
+        let image = write(FlashParams::default(), 0x4010_0000, &[], &[]);
+        let info =
+            inspect(&mut RamNor::from_storage(image.clone()), 0, image.len() as u32, &mut [0; 64]).unwrap();
+        assert_eq!((info.irom_len, info.descriptor), (0, None));
+    }
+
+    fn inspect_bytes(image: &[u8]) -> Result<ImageInfo, ImageError> {
+        inspect(&mut RamNor::from_storage(image.to_vec()), 0, image.len() as u32, &mut [0; 64])
+    }
+
+    /// Recomputes checksum and CRC after a structural edit, so only the edit is tested.
+    fn reseal(image: &mut [u8]) {
+        let n = image.len();
+        let crc = crc_trailer(crc32fast::hash(&image[..n - 4]));
+        image[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn each_corruption_has_its_error() {
+        let good = sample_image(0x4020_2010);
+        let len = good.len() as u32;
+        let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut image = good.clone();
+            f(&mut image);
+            inspect_bytes(&image)
+        };
+        let sealed = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut image = good.clone();
+            f(&mut image);
+            reseal(&mut image);
+            inspect_bytes(&image)
+        };
+
+        assert_eq!(edit(&|i| i[0] = 0xE9), Err(ImageError::BadMagic(0xE9)));
+        assert_eq!(edit(&|i| i[1] = 3), Err(ImageError::BadV2Marker(3)));
+        assert_eq!(edit(&|i| i[2] = 9), Err(ImageError::UnknownFlashMode(9)));
+        assert_eq!(edit(&|i| i[3] = 0xA0), Err(ImageError::UnknownFlashSize(0xA)));
+        assert_eq!(edit(&|i| i[12] = 113), Err(ImageError::IromLength(113)));
+        assert_eq!(edit(&|i| i[15] = 0x10), Err(ImageError::Truncated { needed: 16 + 0x1000_0070, len }));
+        assert_eq!(edit(&|i| i[128] = 0xEA), Err(ImageError::BadSegmentMagic(0xEA)));
+        assert_eq!(edit(&|i| i[129] = 16), Err(ImageError::TooManySegments(16)));
+        assert_eq!(edit(&|i| i[131] = 0x20), Err(ImageError::HeaderMismatch));
+        assert_eq!(edit(&|i| i[132] = 0x08), Err(ImageError::HeaderMismatch));
+        assert_eq!(edit(&|i| i[140] = 30), Err(ImageError::SegmentLength { index: 0, len: 30 }));
+        assert_eq!(
+            edit(&|i| i[179] = 0x40),
+            Err(ImageError::SegmentOutsideRam { index: 1, addr: 0x40FE_8000, len: 8 })
+        );
+        // A segment that starts in DRAM but runs past its end.
+        assert_eq!(
+            edit(&|i| i[192..196].copy_from_slice(&[0xFE, 0xFF, 0xFF, 0x3F])),
+            Err(ImageError::SegmentOutsideRam { index: 2, addr: 0x3FFF_FFFE, len: 4 })
+        );
+        assert_eq!(
+            edit(&|i| i[150] ^= 1),
+            Err(ImageError::ChecksumMismatch { stored: good[207], computed: good[207] ^ 1 })
+        );
+        let computed = crc_trailer(crc32fast::hash(&{
+            let mut image = good[..208].to_vec();
+            image[100] ^= 0x80;
+            image
+        }));
+        let stored = u32::from_le_bytes(good[208..].try_into().unwrap());
+        assert_eq!(edit(&|i| i[100] ^= 0x80), Err(ImageError::CrcMismatch { stored, computed }));
+        assert!(matches!(edit(&|i| i[210] ^= 1), Err(ImageError::CrcMismatch { .. })));
+        // A padding byte is covered by the CRC, not by the checksum.
+        assert!(matches!(edit(&|i| i[205] = 1), Err(ImageError::CrcMismatch { .. })));
+        // The descriptor's text is checked when its magic is there.
+        assert_eq!(sealed(&|i| i[16 + 16] = 0xFF), Err(ImageError::BadDescriptor(DescriptorError::BadText)));
+        // Without its magic there is simply no descriptor.
+        assert_eq!(sealed(&|i| i[16] = b'X').map(|info| info.descriptor), Ok(None));
+    }
+
+    #[test]
+    fn length_must_match_exactly() {
+        let image = sample_image(0x4020_2010);
+        let len = image.len() as u32;
+        for cut in [0, 1, 7, 8, 20, 127, 128, 200, 207, 208, 211] {
+            let result = inspect_bytes(&image[..cut]);
+            assert!(
+                matches!(result, Err(ImageError::Truncated { len, .. }) if len == cut as u32),
+                "{cut}: {result:?}"
+            );
+        }
+        let mut longer = image.clone();
+        longer.extend_from_slice(&[0xFF; 4]);
+        assert_eq!(inspect_bytes(&longer), Err(ImageError::TrailingBytes { expected: len, len: len + 4 }));
+        // Within a larger flash, the declared length decides.
+        let mut flash = flash_with::<1>(&image, 0, 0x1000);
+        assert_eq!(
+            inspect(&mut flash, 0, len + 16, &mut [0; 64]).unwrap_err(),
+            ImageError::TrailingBytes { expected: len, len: len + 16 }
+        );
+        assert_eq!(
+            inspect(&mut flash, 0xF00, 0x200, &mut [0; 64]).unwrap_err(),
+            ImageError::OutOfFlash { offset: 0xF00, len: 0x200, capacity: 0x1000 }
+        );
+        assert_eq!(
+            inspect(&mut flash, 0, len, &mut [0; 63]).unwrap_err(),
+            ImageError::ScratchTooSmall { len: 63, min: 64 }
+        );
+    }
+
+    #[test]
+    fn flash_errors_are_reported() {
+        // A flash that is not a whole number of 4-byte read units: the last read cannot be
+        // aligned, and the driver's error comes through.
+        let mut image = sample_image(0x4020_2010);
+        image.pop();
+        let len = image.len() as u32;
+        let mut flash = AlignedFlash::<4> { data: image, reads: 0 };
+        assert_eq!(
+            inspect(&mut flash, 0, len, &mut [0; 64]),
+            Err(ImageError::Flash(NorFlashErrorKind::NotAligned))
+        );
+    }
+
+    #[test]
+    fn verify_for_slot_checks_size_descriptor_and_link_address() {
+        let layout = DEFAULT_LAYOUT;
+        let user1 = layout.slot(SlotId::User1);
+        let user2 = layout.slot(SlotId::User2);
+        let image = sample_image(user2.irom_link_addr());
+        let len = image.len() as u32;
+        let mut flash = flash_with::<4>(&image, user2.offset as usize, layout.flash_size as usize);
+        let mut scratch = [0u8; 4096];
+        let info = verify_for_slot(&mut flash, user2, len, &mut scratch, None).unwrap();
+        assert_eq!(info.descriptor.unwrap().link_addr, 0x4028_2010);
+
+        // The same bytes in user1's place: linked for the other slot.
+        let mut flash = flash_with::<4>(&image, user1.offset as usize, layout.flash_size as usize);
+        assert_eq!(
+            verify_for_slot(&mut flash, user1, len, &mut scratch, None),
+            Err(ImageError::WrongSlot { linked: 0x4028_2010, expected: 0x4020_2010 })
+        );
+        assert_eq!(
+            verify_for_slot(&mut flash, user1, user1.capacity + 1, &mut scratch, None),
+            Err(ImageError::TooLarge { len: user1.capacity + 1, capacity: user1.capacity })
+        );
+
+        let bare = write(DIO_4M_80, 0x4010_0000, &[0; 64], &[]);
+        let mut flash = flash_with::<4>(&bare, user1.offset as usize, layout.flash_size as usize);
+        assert_eq!(
+            verify_for_slot(&mut flash, user1, bare.len() as u32, &mut scratch, None),
+            Err(ImageError::NoDescriptor)
+        );
+        // inspect errors pass through.
+        let mut broken = sample_image(user1.irom_link_addr());
+        broken[88] ^= 1;
+        let mut flash = flash_with::<4>(&broken, user1.offset as usize, layout.flash_size as usize);
+        assert!(matches!(
+            verify_for_slot(&mut flash, user1, broken.len() as u32, &mut scratch, None),
+            Err(ImageError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn the_sha256_comes_from_the_same_single_pass() {
+        let user2 = DEFAULT_LAYOUT.slot(SlotId::User2);
+        let image = sample_image(user2.irom_link_addr());
+        let (len, size) = (image.len() as u32, DEFAULT_LAYOUT.flash_size as usize);
+        let digest = crate::auth::sha256(&image);
+        let mut scratch = [0u8; 64];
+
+        let mut plain = flash_with::<4>(&image, user2.offset as usize, size);
+        verify_for_slot(&mut plain, user2, len, &mut scratch, None).unwrap();
+        let mut hashed = flash_with::<4>(&image, user2.offset as usize, size);
+        verify_for_slot(&mut hashed, user2, len, &mut scratch, Some(&digest)).unwrap();
+        assert_eq!(hashed.reads, plain.reads, "hashing reads nothing more");
+        assert_eq!(plain.reads, (image.len().div_ceil(64)), "each byte read once, 64 at a time");
+
+        let mut other = digest;
+        other[31] ^= 1;
+        assert_eq!(
+            verify_for_slot(&mut hashed, user2, len, &mut scratch, Some(&other)),
+            Err(ImageError::Sha256Mismatch)
+        );
+        assert_eq!(ImageError::Sha256Mismatch.to_string(), "Image SHA-256 mismatch");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            scratch_len in 64usize..300,
+            claimed_extra in 0u32..8,
+        ) {
+            let mut flash = RamNor::from_storage(bytes.clone());
+            let mut scratch = vec![0u8; scratch_len];
+            let len = (bytes.len() as u32).saturating_sub(claimed_extra);
+            let _ = scan(&mut flash, 0, len, &mut scratch);
+            let _ = inspect(&mut flash, claimed_extra.min(len), len - claimed_extra.min(len), &mut scratch);
+        }
+
+        #[test]
+        fn mutated_images_never_panic_and_bit_flips_are_caught(
+            at in 0usize..212,
+            bit in 0u8..8,
+            noise in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let mut image = sample_image(0x4020_2010);
+            image[at] ^= 1 << bit;
+            prop_assert!(inspect_bytes(&image).is_err(), "flip at {} bit {} passed", at, bit);
+            image.extend_from_slice(&noise);
+            let _ = inspect(&mut RamNor::from_storage(image.clone()), 0, image.len() as u32, &mut [0; 64]);
+        }
+
+        #[test]
+        fn written_images_round_trip(
+            irom in proptest::collection::vec(any::<u8>(), 0..300),
+            sizes in proptest::collection::vec(0usize..40, 0..=MAX_RAM_SEGMENTS),
+            entry in any::<u32>(),
+            mode in 0u8..4,
+        ) {
+            let data: Vec<Vec<u8>> = sizes.iter().map(|&n| (0..n).map(|i| (i * 31 + n) as u8).collect()).collect();
+            let segments: Vec<Segment<'_>> = data
+                .iter()
+                .enumerate()
+                .map(|(i, d)| Segment { addr: 0x3FFE_8000 + 64 * i as u32, data: d })
+                .collect();
+            let params = FlashParams { mode: FlashMode::from_code(mode).unwrap(), ..FlashParams::default() };
+            let image = write(params, entry, &irom, &segments);
+            prop_assert_eq!(image.len() % 16, 4);
+            let info = inspect_bytes(&image).unwrap();
+            prop_assert_eq!(info.params, params);
+            prop_assert_eq!(info.entry, entry);
+            prop_assert_eq!(info.irom_len as usize, irom.len().next_multiple_of(16));
+            let expected: Vec<(u32, u32)> =
+                segments.iter().map(|s| (s.addr, s.data.len().next_multiple_of(4) as u32)).collect();
+            prop_assert_eq!(info.segments(), &expected[..]);
+        }
+    }
+}
