@@ -1,25 +1,33 @@
 //! The agent on smoltcp: [`ota_init`] is the one call an application makes, then it polls
-//! the returned [`OtaAgent`] from its main loop.
+//! the returned [`OtaAgent`] from its main loop. The rules are the [`Listener`]'s; this
+//! driver only maps them onto smoltcp's sockets.
 //!
 //! Two TCP sockets listen on the port. The first (large receive buffer) carries the one
 //! session; a client arriving while that one is busy lands on the second (tiny buffers),
 //! hears `ERR: Connection Already Exists` and is closed, never touching the session. The
 //! sockets live in the application's `SocketSet` with buffers from [`OtaBuffers`], which
-//! the application places in a `static`: no allocator, and nothing large on the stack.
+//! the application keeps in a [`StaticCell`](crate::static_cell::StaticCell): no
+//! allocator, nothing large on the stack, no `unsafe` in the application.
 //!
 //! smoltcp hands a new connection to the first listening socket in the set, and the session
 //! socket is added first, so a client only meets the second socket while a session is
-//! open, or for the few milliseconds its connection takes to close (a client retrying
-//! within that moment is told `Connection Already Exists`). A finished connection in
-//! TIME-WAIT is dropped at once so the port listens again without smoltcp's 10 s wait.
+//! open, or for the few milliseconds its connection takes to close. A finished connection
+//! in TIME-WAIT is dropped at once so the port listens again without smoltcp's 10 s wait.
 //!
-//! ```ignore
-//! static mut OTA: OtaBuffers = OtaBuffers::new();
-//! let mut agent = ota_init(AgentConfig::new(DEFAULT_LAYOUT), &mut sockets, unsafe { &mut *addr_of_mut!(OTA) });
-//! loop {
-//!     let now = clock.now();
-//!     agent.poll_interface(now, &mut iface, &mut device, &mut sockets, &mut flash, &mut platform);
-//! }
+//! ```no_run
+//! use ota_agent::layout::DEFAULT_LAYOUT;
+//! use ota_agent::net::{AgentConfig, OtaBuffers, ota_init};
+//! use ota_agent::static_cell::StaticCell;
+//! use smoltcp::iface::{SocketSet, SocketStorage};
+//!
+//! static SOCKETS: StaticCell<[SocketStorage<'static>; 2]> = StaticCell::new([SocketStorage::EMPTY; 2]);
+//! static OTA: StaticCell<OtaBuffers> = StaticCell::new(OtaBuffers::new());
+//!
+//! let mut sockets = SocketSet::new(&mut SOCKETS.take()[..]);
+//! let mut agent = ota_init(AgentConfig::new(DEFAULT_LAYOUT), &mut sockets, OTA.take());
+//! // In the main loop, with the board's clock, interface, device, flash and platform:
+//! // agent.poll_interface(clock.now(), &mut iface, &mut device, &mut sockets, &mut flash, &mut platform);
+//! # let _ = &mut agent;
 //! ```
 
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
@@ -27,12 +35,14 @@ use smoltcp::phy::Device;
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
-use crate::auth::{Key, NONCE_LEN};
+use crate::auth::Key;
 use crate::boot;
 use crate::flash::NorFlash;
 use crate::layout::{FlashLayout, SlotId};
-use crate::protocol::{DEFAULT_PORT, MAX_REPLY_LINE, ReplyLine, in_irom};
-use crate::session::{DEFAULT_IDLE_TIMEOUT, Phase, Session, SessionConfig};
+pub use crate::listener::Platform;
+use crate::listener::{Admission, Connection, Listener};
+use crate::protocol::{DEFAULT_PORT, MAX_REPLY_LINE};
+use crate::session::{DEFAULT_IDLE_TIMEOUT, SessionConfig};
 use crate::writer::{SECTOR, SectorBuffer};
 
 /// Default receive buffer of the session socket (the TCP window): three sectors. While the
@@ -41,25 +51,11 @@ use crate::writer::{SECTOR, SectorBuffer};
 /// 20 ms of round trip. Two segments (2920 bytes) left the core waiting for data a fifth of
 /// the push (`cargo xtask bench` models both).
 pub const DEFAULT_RX: usize = 3 * SECTOR;
-/// Bytes handed to the session per poll: at most one sector's flash work between two runs
-/// of the network stack, so the window it frees is advertised before the next stall.
-const FEED_PER_POLL: usize = SECTOR;
 /// Default transmit buffer: two reply lines.
 pub const DEFAULT_TX: usize = 2 * MAX_REPLY_LINE;
 /// The rejecting socket only ever sends one short line and discards what it receives.
 const REJECT_RX: usize = 64;
 const REJECT_TX: usize = 64;
-
-/// What is board-specific.
-pub trait Platform {
-    /// Restart into the new firmware. Called once, 2 s after a successful update; normally
-    /// does not return.
-    fn reboot(&mut self);
-
-    /// Fills `buf` with unpredictable bytes (a hardware RNG): each session's nonce, when
-    /// the agent has a key. Predictable bytes would let a recorded session be replayed.
-    fn fill_random(&mut self, buf: &mut [u8]);
-}
 
 /// How the agent runs.
 #[derive(Clone, Copy, Debug)]
@@ -86,9 +82,15 @@ impl AgentConfig {
             key: None,
         }
     }
+
+    /// The session settings this agent runs with.
+    pub fn session(&self) -> SessionConfig {
+        SessionConfig { idle_timeout: self.idle_timeout, key: self.key, ..SessionConfig::new(self.layout) }
+    }
 }
 
-/// All the memory the agent uses, for a `static`. `RX`/`TX` size the session socket.
+/// All the memory the agent uses, for a [`StaticCell`](crate::static_cell::StaticCell).
+/// `RX`/`TX` size the session socket.
 pub struct OtaBuffers<const RX: usize = DEFAULT_RX, const TX: usize = DEFAULT_TX> {
     sector: SectorBuffer,
     rx: [u8; RX],
@@ -118,15 +120,13 @@ impl<const RX: usize, const TX: usize> Default for OtaBuffers<RX, TX> {
 
 /// The running agent: poll it from the main loop.
 pub struct OtaAgent<'a> {
-    session: Session<'a>,
+    listener: Listener<'a>,
     session_socket: SocketHandle,
     reject_socket: SocketHandle,
     port: u16,
-    running: Option<SlotId>,
     running_known: bool,
-    /// When the rejecting socket started closing, to drop a client that never closes.
-    reject_closing_since: Option<Instant>,
-    rebooted: bool,
+    /// When the rejecting socket refused its client, to drop one that never closes.
+    refused_at: Option<Instant>,
 }
 
 /// Registers the agent's listening sockets in `sockets` (which needs two free entries) and
@@ -145,20 +145,13 @@ pub fn ota_init<'a, const RX: usize, const TX: usize>(
         tcp::SocketBuffer::new(&mut reject_rx[..]),
         tcp::SocketBuffer::new(&mut reject_tx[..]),
     ));
-    let session_config = SessionConfig {
-        idle_timeout: config.idle_timeout,
-        key: config.key,
-        ..SessionConfig::new(config.layout)
-    };
     OtaAgent {
-        session: Session::new(session_config, sector),
+        listener: Listener::new(config.session(), sector, config.running_slot),
         session_socket,
         reject_socket,
         port: config.port,
-        running: config.running_slot,
         running_known: config.running_slot.is_some(),
-        reject_closing_since: None,
-        rebooted: false,
+        refused_at: None,
     }
 }
 
@@ -174,18 +167,13 @@ impl<'a> OtaAgent<'a> {
         platform: &mut P,
     ) {
         if !self.running_known {
-            self.running = boot::running_slot(flash, self.session.config().layout);
+            let running = boot::running_slot(flash, self.listener.session().config().layout);
+            self.listener.set_running_slot(running);
             self.running_known = true;
         }
         self.serve_session(now, sockets.get_mut::<tcp::Socket>(self.session_socket), flash, platform);
         self.serve_reject(now, sockets.get_mut::<tcp::Socket>(self.reject_socket));
-        if let Some(at) = self.session.reboot_at()
-            && now >= at
-            && !self.rebooted
-        {
-            self.rebooted = true;
-            platform.reboot();
-        }
+        self.listener.poll(now, platform);
     }
 
     /// Polls the interface, serves the agent, and polls again so replies leave at once.
@@ -204,14 +192,24 @@ impl<'a> OtaAgent<'a> {
         iface.poll(now, device, sockets);
     }
 
-    /// The session, for status: progress, the last failure, a pending reboot.
-    pub fn session(&self) -> &Session<'a> {
-        &self.session
+    /// The rules' state, for status: the session's progress, its last failure, a pending
+    /// reboot.
+    pub fn listener(&self) -> &Listener<'a> {
+        &self.listener
     }
 
     /// The slot the device runs, once known (after the first poll).
     pub fn running_slot(&self) -> Option<SlotId> {
-        self.running
+        self.listener.running_slot()
+    }
+
+    /// When the agent next needs a poll although no packet arrives.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let refused = self.refused_at.map(|since| since + crate::listener::REFUSED_LINGER);
+        match (self.listener.poll_timeout(), refused) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn serve_session<F: NorFlash, P: Platform>(
@@ -227,86 +225,84 @@ impl<'a> OtaAgent<'a> {
                 // TimeWait would keep the port from listening for 10 s; the peer has closed
                 // already, so drop it.
                 socket.abort();
-                self.session.reset();
+                if self.listener.is_busy() {
+                    self.listener.disconnected();
+                }
                 let _ = socket.listen(self.port);
                 return;
             }
             State::Listen | State::SynReceived | State::SynSent => return,
-            State::Established | State::CloseWait if self.session.phase() == Phase::Idle => {
-                self.session.start(now, self.running);
-                if self.session.config().key.is_some() {
-                    let mut nonce = [0u8; NONCE_LEN];
-                    platform.fill_random(&mut nonce);
-                    self.session.provide_nonce(nonce);
-                }
-            }
-            _ => {}
-        }
-        if self.session.phase() == Phase::Idle {
-            // The connection outlived its session (reset above never happens mid-way).
-            socket.abort();
-            return;
-        }
-        let mut budget = FEED_PER_POLL;
-        loop {
-            self.send_replies(socket);
-            let session = &mut self.session;
-            let consumed = socket.recv(|data| {
-                let n = session.receive(now, &data[..data.len().min(budget)], flash);
-                (n, n)
-            });
-            let consumed = consumed.unwrap_or(0);
-            budget -= consumed;
-            if consumed == 0 || budget == 0 {
-                break;
-            }
-        }
-        if !socket.may_recv() && socket.recv_queue() == 0 {
-            self.session.input_closed(now);
-        }
-        self.session.poll(now, flash);
-        self.send_replies(socket);
-        match self.session.phase() {
-            Phase::Closing if !self.session.has_reply() => socket.close(),
-            Phase::Abort => {
+            State::Established | State::CloseWait
+                if !self.listener.is_busy() && self.listener.accept(now, platform) == Admission::Refuse =>
+            {
                 socket.abort();
-                self.session.reset();
+                return;
+            }
+            _ if !self.listener.is_busy() => {
+                // A connection whose session already ended (dropped): finish it off.
+                socket.abort();
+                return;
             }
             _ => {}
         }
-    }
-
-    /// Each reply line goes out in one write; the seed client expects one line per `recv`.
-    fn send_replies(&mut self, socket: &mut tcp::Socket<'_>) {
-        while socket.can_send() && socket.send_capacity() - socket.send_queue() >= MAX_REPLY_LINE {
-            let Some(line) = self.session.next_reply() else { return };
-            let _ = socket.send_slice(line.as_bytes());
-        }
+        self.listener.serve(now, &mut SmolConnection(socket), flash);
     }
 
     fn serve_reject(&mut self, now: Instant, socket: &mut tcp::Socket<'_>) {
         use tcp::State;
-        // Whatever a rejected client sends is dropped.
+        // Whatever a refused client sends is dropped.
         let _ = socket.recv(|data| (data.len(), ()));
         match socket.state() {
             State::Closed | State::TimeWait => {
                 socket.abort();
-                self.reject_closing_since = None;
+                self.refused_at = None;
                 let _ = socket.listen(self.port);
             }
             State::Established | State::CloseWait => {
-                let _ = socket.send_slice(ReplyLine::error_message(&in_irom::reason::BUSY).as_bytes());
+                let _ = socket.send_slice(Listener::refusal().as_bytes());
                 socket.close();
-                self.reject_closing_since = Some(now);
+                self.refused_at = Some(now);
             }
             State::Listen | State::SynReceived | State::SynSent => {}
             State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck => {
-                if let Some(since) = self.reject_closing_since
-                    && now >= since + self.session.config().idle_timeout
-                {
+                if self.refused_at.is_some_and(|since| Listener::refused_expired(since, now)) {
                     socket.abort();
                 }
             }
         }
+    }
+}
+
+/// The session socket as the listener sees it.
+struct SmolConnection<'s, 'b>(&'s mut tcp::Socket<'b>);
+
+impl Connection for SmolConnection<'_, '_> {
+    fn receive(&mut self, take: &mut dyn FnMut(&[u8]) -> usize) -> usize {
+        self.0
+            .recv(|data| {
+                let n = take(data);
+                (n, n)
+            })
+            .unwrap_or(0)
+    }
+
+    fn can_send_line(&self) -> bool {
+        self.0.can_send() && self.0.send_capacity() - self.0.send_queue() >= MAX_REPLY_LINE
+    }
+
+    fn send_line(&mut self, line: &[u8]) {
+        let _ = self.0.send_slice(line);
+    }
+
+    fn peer_closed(&self) -> bool {
+        !self.0.may_recv() && self.0.recv_queue() == 0
+    }
+
+    fn close(&mut self) {
+        self.0.close();
+    }
+
+    fn abort(&mut self) {
+        self.0.abort();
     }
 }

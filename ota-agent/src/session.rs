@@ -370,6 +370,26 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// When [`Session::poll`] must run next although no byte arrives (a timeout, or an
+    /// image complete and waiting to be verified), quinn-proto style: drivers need not
+    /// guess deadlines. `None` while nothing is pending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self.config.idle_timeout;
+        let session = match self.state {
+            State::Complete { .. } => Some(self.last_input),
+            State::ExpectOta
+            | State::ExpectGetNextFlash
+            | State::Headers { .. }
+            | State::Receiving { .. } => Some(self.last_input + idle),
+            State::Closing { since } => Some(since + idle),
+            State::Idle | State::Abort => None,
+        };
+        match (session, self.reboot_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The next reply line, to be sent in one write.
     pub fn next_reply(&mut self) -> Option<ReplyLine> {
         let next = self.queue[0].take()?;

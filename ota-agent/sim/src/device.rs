@@ -17,18 +17,17 @@ use smoltcp::time::{Duration, Instant};
 
 use super::status::{Identity, SlotStatus, inspect_slot};
 use crate::rboot::{self, Boot, BootEvent, Bricked};
-use ota_agent::auth::{DEFAULT_AUTH_BACKOFF, Key, NONCE_LEN};
+use ota_agent::auth::{DEFAULT_AUTH_BACKOFF, Key};
 use ota_agent::descriptor::{self, Descriptor};
 use ota_agent::flash::NorFlash;
 use ota_agent::layout::{FlashLayout, IMAGE_IROM_OFFSET, SlotId};
+use ota_agent::listener::{Admission, Connection, Listener, Platform};
 use ota_agent::protocol::{ReplyLine, reason};
-use ota_agent::session::{DEFAULT_IDLE_TIMEOUT, Phase, Session, SessionConfig};
+use ota_agent::session::{DEFAULT_IDLE_TIMEOUT, SessionConfig};
 use ota_agent::writer::{SECTOR, SectorBuffer};
 
 /// How long the loop waits for bytes before it looks at the clock and the stop flag.
 const READ_SLICE: StdDuration = StdDuration::from_millis(2);
-/// How long a refused second client may take to read its error line and close.
-const REJECT_LINGER: StdDuration = StdDuration::from_secs(1);
 /// A reply line that cannot be written in this long means the client is gone.
 const WRITE_TIMEOUT: StdDuration = StdDuration::from_secs(5);
 
@@ -207,7 +206,8 @@ impl<F: NorFlash> VirtualDevice<F> {
         }
     }
 
-    /// The firmware's life between two boots: the agent's loop.
+    /// The firmware's life between two boots: the agent's loop, with the agent's own rules
+    /// ([`Listener`]) over `std::net`.
     fn run_agent(
         &mut self,
         listener: &TcpListener,
@@ -216,122 +216,79 @@ impl<F: NorFlash> VirtualDevice<F> {
         log: &mut dyn FnMut(&DeviceEvent),
     ) -> io::Result<AgentExit> {
         let mut sector: SectorBuffer = [0; SECTOR];
-        let idle = Duration::from_micros(self.idle_timeout.as_micros() as u64);
-        let auth_backoff = Duration::from_micros(self.auth_backoff.as_micros() as u64);
         let config = SessionConfig {
-            idle_timeout: idle,
+            idle_timeout: Duration::from_micros(self.idle_timeout.as_micros() as u64),
             key: self.key,
-            auth_backoff,
+            auth_backoff: Duration::from_micros(self.auth_backoff.as_micros() as u64),
             ..SessionConfig::new(self.layout)
         };
-        let mut session = Session::new(config, &mut sector);
+        let mut rules = Listener::new(config, &mut sector, running);
         let clock = std::time::Instant::now();
         let now = || Instant::from_micros(clock.elapsed().as_micros() as i64);
         let mut client: Option<Client> = None;
-        let mut refused: Vec<(TcpStream, std::time::Instant)> = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut refused: Vec<(TcpStream, Instant)> = Vec::new();
         loop {
             if stop.load(Ordering::SeqCst) {
                 return Ok(AgentExit::Stopped);
             }
-            if session.reboot_at().is_some_and(|at| now() >= at) {
+            if rules.reboot_due(now()) {
                 return Ok(AgentExit::Reboot);
             }
-            self.serve_current(&mut client, &mut session, &mut buf, &now, log);
+            self.serve_current(&mut client, &mut rules, now(), log);
             loop {
                 let accepted = listener.accept();
                 if accepted.is_ok() {
                     // A client that closed and reconnected at once: its close came first, so
                     // this finds the old session over rather than "Connection Already Exists".
-                    self.serve_current(&mut client, &mut session, &mut buf, &now, log);
+                    self.serve_current(&mut client, &mut rules, now(), log);
                 }
                 match accepted {
-                    Ok((stream, peer)) if client.is_none() => match Client::new(stream, peer) {
-                        Ok(new) => {
-                            log(&DeviceEvent::Connected(peer));
-                            session.start(now(), running);
-                            if self.key.is_some() {
-                                provide_nonce(&mut session);
+                    Ok((stream, peer)) => match rules.accept(now(), &mut OsRandom) {
+                        Admission::Serve => match Client::new(stream, peer) {
+                            Ok(new) => {
+                                log(&DeviceEvent::Connected(peer));
+                                client = Some(new);
                             }
-                            client = Some(new);
+                            Err(_) => {
+                                log(&DeviceEvent::Disconnected(peer));
+                                rules.disconnected();
+                            }
+                        },
+                        Admission::Refuse => {
+                            log(&DeviceEvent::Refused(peer));
+                            if let Some(stream) = refuse(stream) {
+                                refused.push((stream, now()));
+                            }
                         }
-                        Err(_) => log(&DeviceEvent::Disconnected(peer)),
                     },
-                    Ok((stream, peer)) => {
-                        log(&DeviceEvent::Refused(peer));
-                        if let Some(stream) = refuse(stream) {
-                            refused.push((stream, std::time::Instant::now() + REJECT_LINGER));
-                        }
-                    }
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                     // A client that reset before it was accepted, or no file descriptors
                     // left: nothing to serve now, the loop tries again.
                     Err(_) => break,
                 }
             }
-            refused.retain_mut(|(stream, deadline)| drain(stream) && std::time::Instant::now() < *deadline);
+            refused.retain_mut(|(stream, since)| drain(stream) && !Listener::refused_expired(*since, now()));
             if client.is_none() {
                 std::thread::sleep(READ_SLICE);
             }
         }
     }
 
-    /// Serves the connected client one round, and forgets it when it is over.
+    /// Serves the connected client one round, and forgets it when it is gone.
     fn serve_current(
         &mut self,
         client: &mut Option<Client>,
-        session: &mut Session<'_>,
-        buf: &mut [u8],
-        now: &dyn Fn() -> Instant,
+        rules: &mut Listener<'_>,
+        now: Instant,
         log: &mut dyn FnMut(&DeviceEvent),
     ) {
-        if let Some(open) = client
-            && self.serve_client(open, session, buf, now, log)
-        {
+        let Some(open) = client else { return };
+        rules.serve(now, &mut StdConnection { client: open, log }, &mut self.flash);
+        if open.broken || (open.write_closed && open.eof && open.pending.is_empty()) || !rules.is_busy() {
             log(&DeviceEvent::Disconnected(open.peer));
             *client = None;
-            session.reset();
+            rules.disconnected();
         }
-    }
-
-    /// One round for the connected client: send, read, feed, poll. True when it is over.
-    fn serve_client(
-        &mut self,
-        client: &mut Client,
-        session: &mut Session<'_>,
-        buf: &mut [u8],
-        now: &dyn Fn() -> Instant,
-        log: &mut dyn FnMut(&DeviceEvent),
-    ) -> bool {
-        if !send_replies(client, session, log) || finished(client, session) {
-            return true;
-        }
-        if !client.eof {
-            match client.stream.read(buf) {
-                Ok(0) => {
-                    client.eof = true;
-                    session.input_closed(now());
-                }
-                Ok(n) => {
-                    let mut data = &buf[..n];
-                    while !data.is_empty() {
-                        let taken = session.receive(now(), data, &mut self.flash);
-                        session.poll(now(), &mut self.flash);
-                        if !send_replies(client, session, log) {
-                            return true;
-                        }
-                        if taken == 0 && !session.has_reply() {
-                            break;
-                        }
-                        data = &data[taken..];
-                    }
-                }
-                Err(error) if is_timeout(&error) => {}
-                Err(_) => return true,
-            }
-        }
-        session.poll(now(), &mut self.flash);
-        !send_replies(client, session, log) || finished(client, session)
     }
 
     /// The current content of each slot, for logs and status.
@@ -344,9 +301,13 @@ impl<F: NorFlash> VirtualDevice<F> {
 struct Client {
     stream: TcpStream,
     peer: SocketAddr,
+    /// Bytes read from the socket that the session has not taken yet.
+    pending: Vec<u8>,
     /// The client closed its sending side.
     eof: bool,
     write_closed: bool,
+    /// A read or write failed: the connection is gone.
+    broken: bool,
 }
 
 impl Client {
@@ -355,46 +316,78 @@ impl Client {
         stream.set_read_timeout(Some(READ_SLICE))?;
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         stream.set_nodelay(true)?;
-        Ok(Client { stream, peer, eof: false, write_closed: false })
+        Ok(Client { stream, peer, pending: Vec::new(), eof: false, write_closed: false, broken: false })
     }
 }
 
-/// Whether the conversation is over. Once the session closes, our side is shut (after the
-/// last reply) and the client's remaining bytes are read and dropped until it closes too, so
-/// it gets every reply rather than a reset.
-fn finished(client: &mut Client, session: &Session<'_>) -> bool {
-    match session.phase() {
-        Phase::Idle | Phase::Abort => true,
-        Phase::Closing => {
-            if !client.write_closed {
-                let _ = client.stream.shutdown(Shutdown::Write);
-                client.write_closed = true;
+/// The client's socket as the listener sees it, logging each reply line it sends.
+struct StdConnection<'c, 'l> {
+    client: &'c mut Client,
+    log: &'l mut dyn FnMut(&DeviceEvent),
+}
+
+impl Connection for StdConnection<'_, '_> {
+    fn receive(&mut self, take: &mut dyn FnMut(&[u8]) -> usize) -> usize {
+        let client = &mut *self.client;
+        if client.pending.is_empty() && !client.eof && !client.broken {
+            let mut buf = [0u8; 16 * 1024];
+            match client.stream.read(&mut buf) {
+                Ok(0) => client.eof = true,
+                Ok(n) => client.pending.extend_from_slice(&buf[..n]),
+                Err(error) if is_timeout(&error) => {}
+                Err(_) => client.broken = true,
             }
-            client.eof
         }
-        Phase::Open => false,
+        if client.pending.is_empty() {
+            return 0;
+        }
+        let taken = take(&client.pending);
+        client.pending.drain(..taken);
+        taken
+    }
+
+    fn can_send_line(&self) -> bool {
+        !self.client.write_closed && !self.client.broken
+    }
+
+    fn send_line(&mut self, line: &[u8]) {
+        (self.log)(&DeviceEvent::Replied(String::from_utf8_lossy(line).trim_end().to_owned()));
+        if self.client.stream.write_all(line).is_err() {
+            self.client.broken = true;
+        }
+    }
+
+    fn peer_closed(&self) -> bool {
+        self.client.eof && self.client.pending.is_empty()
+    }
+
+    fn close(&mut self) {
+        // Our side is shut after the last reply; the client's remaining bytes are read and
+        // dropped until it closes too, so it gets every reply rather than a reset.
+        if !self.client.write_closed {
+            let _ = self.client.stream.shutdown(Shutdown::Write);
+            self.client.write_closed = true;
+        }
+    }
+
+    fn abort(&mut self) {
+        let _ = self.client.stream.shutdown(Shutdown::Both);
+        self.client.broken = true;
     }
 }
 
-/// A nonce from the OS RNG (getrandom), as a board's comes from its hardware RNG. If the OS
-/// has none to give, the session gets none and refuses `GetNonce`: never a guessable one.
-fn provide_nonce(session: &mut Session<'_>) {
-    let mut nonce = [0u8; NONCE_LEN];
-    if getrandom::fill(&mut nonce).is_ok() {
-        session.provide_nonce(nonce);
-    }
-}
+/// Nonces from the OS RNG (getrandom), as a board's come from its hardware RNG. The virtual
+/// device reboots by returning from its loop, never through the platform.
+struct OsRandom;
 
-/// Sends every queued reply, each in one write. False when the client is gone.
-fn send_replies(client: &mut Client, session: &mut Session<'_>, log: &mut dyn FnMut(&DeviceEvent)) -> bool {
-    while let Some(line) = session.next_reply() {
-        let text = String::from_utf8_lossy(line.as_bytes()).trim_end().to_owned();
-        log(&DeviceEvent::Replied(text));
-        if client.write_closed || client.stream.write_all(line.as_bytes()).is_err() {
-            return false;
-        }
+impl Platform for OsRandom {
+    fn reboot(&mut self) {}
+
+    /// An OS without randomness to give stops the device: a guessable nonce would let a
+    /// recorded push be replayed.
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        getrandom::fill(buf).expect("the OS random source failed");
     }
-    true
 }
 
 /// Tells a second client the device is busy and starts closing it.

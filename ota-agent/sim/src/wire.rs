@@ -407,7 +407,7 @@ impl World {
                 )
             })
             .collect();
-        let session = self.agent.session();
+        let session = self.agent.listener().session();
         NotDone(format!(
             "not done after {limit} of simulated time: session {:?} {:?} {:?}, reboots {:?}, pushes {states:?}",
             session.phase(),

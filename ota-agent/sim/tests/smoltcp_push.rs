@@ -58,7 +58,7 @@ fn an_image_pushed_over_a_lossy_link_lands_byte_for_byte_and_switches() {
         assert_eq!(slot_bytes(&world.flash, SlotId::User2, image.len()), &image[..], "drop {drop_percent}%");
         assert_eq!(current_slot(&world.flash), SlotId::User2);
         assert_eq!(world.board.reboots.len(), 1);
-        let success_at = world.agent.session().reboot_at().unwrap() - Duration::from_secs(2);
+        let success_at = world.agent.listener().session().reboot_at().unwrap() - Duration::from_secs(2);
         assert!(world.board.reboots[0] >= success_at + Duration::from_secs(2));
     }
 }
@@ -78,7 +78,7 @@ fn a_bad_image_is_refused_and_the_next_push_succeeds_right_away() {
     // Until the refused connection has closed on both sides, a newcomer is turned away.
     world
         .run_until(&mut [&mut bad], Duration::from_secs(60), |world, _| {
-            world.agent.session().phase() == Phase::Idle
+            world.agent.listener().session().phase() == Phase::Idle
         })
         .unwrap();
 
@@ -98,7 +98,7 @@ fn a_second_client_is_turned_away_without_disturbing_the_first() {
     // The first client is mid-image when the second one arrives.
     world
         .run_until(&mut [&mut first], Duration::from_secs(60), |world, _| {
-            world.agent.session().progress().is_some_and(|(received, _)| received > 10_000)
+            world.agent.listener().session().progress().is_some_and(|(received, _)| received > 10_000)
         })
         .unwrap();
     let mut second = world.push(images.clone(), 49153);
@@ -107,14 +107,14 @@ fn a_second_client_is_turned_away_without_disturbing_the_first() {
         .unwrap();
     let Event::Failed(ClientError::Device(reason)) = second.events[0] else { panic!("{:?}", second.events) };
     assert_eq!(reason.to_string(), "Connection Already Exists");
-    assert_eq!(world.agent.session().phase(), Phase::Open, "the first session goes on");
+    assert_eq!(world.agent.listener().session().phase(), Phase::Open, "the first session goes on");
 
     // A third client that connects and vanishes with a reset does not disturb it either.
     // (The second client, done, closes its side; the turned-away connection then ends: give
     // it a few round trips, whatever the window makes of the first push meanwhile.)
     world
         .run_until(&mut [&mut first, &mut second], Duration::from_secs(60), |world, _| {
-            world.agent.session().progress().is_some_and(|(received, _)| received > 100_000)
+            world.agent.listener().session().progress().is_some_and(|(received, _)| received > 100_000)
         })
         .unwrap();
     let mut third = world.push(images.clone(), 49154);
@@ -124,7 +124,7 @@ fn a_second_client_is_turned_away_without_disturbing_the_first() {
         })
         .unwrap();
     world.host_sockets.get_mut::<tcp::Socket>(third.socket).abort();
-    assert_eq!(world.agent.session().phase(), Phase::Open);
+    assert_eq!(world.agent.listener().session().phase(), Phase::Open);
     world.run_until(&mut [&mut first], Duration::from_secs(600), |_, pushes| pushes[0].done()).unwrap();
     assert_eq!(first.events, [Event::NextSlot(SlotId::User2), Event::Ready, Event::Flashing, Event::Success]);
     assert_eq!(slot_bytes(&world.flash, SlotId::User2, images[1].len()), &images[1][..]);
@@ -139,12 +139,14 @@ fn a_client_that_vanishes_mid_image_frees_the_agent_and_switches_nothing() {
     let mut first = world.push(images.clone(), 49152);
     world
         .run_until(&mut [&mut first], Duration::from_secs(60), |world, _| {
-            world.agent.session().progress().is_some_and(|(received, _)| received > 20_000)
+            world.agent.listener().session().progress().is_some_and(|(received, _)| received > 20_000)
         })
         .unwrap();
     world.host_sockets.get_mut::<tcp::Socket>(first.socket).abort();
     world
-        .run_until(&mut [], Duration::from_secs(60), |world, _| world.agent.session().phase() == Phase::Idle)
+        .run_until(&mut [], Duration::from_secs(60), |world, _| {
+            world.agent.listener().session().phase() == Phase::Idle
+        })
         .unwrap();
     assert_eq!(config_bytes(&world.flash), config);
 
@@ -160,12 +162,16 @@ fn a_silent_client_is_dropped_after_the_idle_timeout() {
     let mut world = world(factory_flash(SlotId::User1), 0, 40);
     let silent = world.push(images, 49152);
     world
-        .run_until(&mut [], Duration::from_secs(5), |world, _| world.agent.session().phase() == Phase::Open)
+        .run_until(&mut [], Duration::from_secs(5), |world, _| {
+            world.agent.listener().session().phase() == Phase::Open
+        })
         .unwrap();
     let opened = world.now;
     // Nothing is driven on the host side: the client never sends a byte.
     world
-        .run_until(&mut [], Duration::from_secs(60), |world, _| world.agent.session().phase() != Phase::Open)
+        .run_until(&mut [], Duration::from_secs(60), |world, _| {
+            world.agent.listener().session().phase() != Phase::Open
+        })
         .unwrap();
     assert!(world.now >= opened + Duration::from_secs(30));
     assert!(world.now < opened + Duration::from_secs(31));
@@ -212,7 +218,7 @@ fn a_keyed_agent_takes_a_proven_push_over_smoltcp_and_refuses_a_wrong_key_or_non
     };
     assert_eq!(reason.to_string(), "Authentication required");
     // Until a refused connection has closed on both sides, a newcomer is turned away.
-    let idle = |world: &World, _: &[&mut Push]| world.agent.session().phase() == Phase::Idle;
+    let idle = |world: &World, _: &[&mut Push]| world.agent.listener().session().phase() == Phase::Idle;
     world.run_until(&mut [&mut seed], Duration::from_secs(60), idle).unwrap();
     let mut wrong_key = KEY;
     wrong_key[9] ^= 4;

@@ -83,14 +83,18 @@ impl<'a, F: ReadNorFlash> Reader<'a, F> {
         self.end - self.pos
     }
 
-    pub fn len(&self) -> u32 {
+    /// The image length the reader was set up for.
+    pub fn image_len(&self) -> u32 {
         self.end - self.start
     }
 
     /// Fails unless `n` more bytes are left.
     fn need(&self, n: u32) -> Result<(), ImageError> {
         if n > self.remaining() {
-            return Err(ImageError::Truncated { needed: self.offset().saturating_add(n), len: self.len() });
+            return Err(ImageError::Truncated {
+                needed: self.offset().saturating_add(n),
+                len: self.image_len(),
+            });
         }
         Ok(())
     }
@@ -174,7 +178,7 @@ pub fn scan<F: ReadNorFlash>(
 /// The one pass over an image behind [`scan`] and [`verify_for_slot`] (out of line: one copy).
 #[inline(never)]
 fn read_image<F: ReadNorFlash>(reader: &mut Reader<'_, F>) -> Result<ImageInfo, ImageError> {
-    let len = reader.len();
+    let len = reader.image_len();
     let header: [u8; 8] = reader.read_array()?;
     if header[0] != MAGIC_V2 {
         return Err(ImageError::BadMagic(header[0]));

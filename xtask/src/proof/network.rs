@@ -186,6 +186,9 @@ fn cut_offsets(header: usize, image_len: usize, stride: usize) -> Vec<usize> {
     offsets
 }
 
+/// A fault the session cases inject: it drives the agent and the chip, then says what broke.
+type SessionFault<'f> = dyn FnMut(&mut Agent<'_>, &mut RamNor<Vec<u8>>) -> Result<(), String> + 'f;
+
 fn config_of(flash: &RamNor<Vec<u8>>) -> Vec<u8> {
     let at = BOOT_CONFIG_OFFSET as usize;
     flash.bytes()[at..at + CONFIG_STRUCT_LEN].to_vec()
@@ -248,30 +251,21 @@ fn session_cases(blinky: &Blinky, options: &NetOptions, report: &mut NetReport) 
     let factory = blinky.factory_flash();
     let config_before = config_of(&factory);
     let mut sector = [0u8; SECTOR];
-    let mut run =
-        |label: String, fault: &mut dyn FnMut(&mut Agent<'_>, &mut RamNor<Vec<u8>>) -> Result<(), String>| {
-            report.session_cases += 1;
-            let mut flash = factory.clone();
-            // A device fresh from its last reboot; the fault and the following push meet
-            // the same agent.
-            let mut agent = Agent::new(&mut sector, blinky.layout, Some(running));
-            agent.accept();
-            let checked = report.session_cases.is_multiple_of(3);
-            let result = fault(&mut agent, &mut flash).and_then(|()| {
-                after_fault_in_memory(
-                    blinky,
-                    &label,
-                    &mut agent,
-                    &mut flash,
-                    &config_before,
-                    running,
-                    checked,
-                )
-            });
-            if let Err(problem) = result {
-                report.failures.push(problem);
-            }
-        };
+    let mut run = |label: String, fault: &mut SessionFault<'_>| {
+        report.session_cases += 1;
+        let mut flash = factory.clone();
+        // A device fresh from its last reboot; the fault and the following push meet
+        // the same agent.
+        let mut agent = Agent::new(&mut sector, blinky.layout, Some(running));
+        agent.accept();
+        let checked = report.session_cases.is_multiple_of(3);
+        let result = fault(&mut agent, &mut flash).and_then(|()| {
+            after_fault_in_memory(blinky, &label, &mut agent, &mut flash, &config_before, running, checked)
+        });
+        if let Err(problem) = result {
+            report.failures.push(problem);
+        }
+    };
 
     for (i, cut) in cut_offsets(header.len(), image.len(), options.session_stride).into_iter().enumerate() {
         let reset = i % 2 == 1;
