@@ -10,11 +10,10 @@
 use crate::flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash, WRITE_SIZE};
 use crate::layout::SECTOR_SIZE;
 
+use super::FLASH_SIZE as SIZE;
 use super::ram::BLOCK_BUFFER;
 
 const BASE: u32 = 0x9800_0000;
-/// The chip (the flash file QEMU is given must be exactly this long).
-pub const SIZE: u32 = 0x40_0000;
 /// The chip's only erase unit.
 pub const CHIP_BLOCK: u32 = 0x1_0000;
 

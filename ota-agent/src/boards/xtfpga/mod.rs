@@ -23,6 +23,9 @@ pub const FPGA: u32 = 0x9D02_0000;
 pub const RESET_REGISTER: u32 = FPGA + 0x10;
 pub const RESET_MAGIC: u32 = 0xdead;
 
+/// The CFI flash: 4 MB (QEMU wants a `-drive if=pflash` file of exactly this size).
+pub const FLASH_SIZE: u32 = 0x40_0000;
+
 /// Board RAM outside the ESP8266 DRAM range (0x3FFE8000..): dataram0's lower 160 KB, which
 /// no firmware section is linked into. The Ethernet MAC's DMA reaches it.
 pub mod ram {
