@@ -19,8 +19,10 @@ use ota_agent::layout::FlashLayout;
 use crate::qemu::{QemuError, find_qemu};
 use crate::serial::flasher::{self, FlashError};
 
-/// Longest a QEMU run may last: it is started under `timeout`, so a forgotten one ends.
+/// Longest a test's QEMU run may last: it is started under `timeout`, so a forgotten one ends.
 pub const RUN_LIMIT: Duration = Duration::from_secs(300);
+/// The same for `cargo xtask qemu-board`, which a person watches.
+pub const INTERACTIVE_LIMIT: Duration = Duration::from_secs(3600);
 /// Port the agent listens on inside the guest.
 const AGENT_PORT: u16 = ota_agent::protocol::DEFAULT_PORT;
 /// Attempts at a free host port (another process may take the one picked first).
@@ -106,12 +108,10 @@ impl QemuBoard {
     /// Starts QEMU on `kernel` with `flash` (a file of exactly 4 MiB) and the agent's port
     /// forwarded from a free port on 127.0.0.1. QEMU's stderr goes to `flash` + `.stderr`.
     pub fn start(kernel: &Path, flash: &Path) -> Result<QemuBoard, BoardError> {
-        let qemu = find_qemu()?;
-        let stderr = flash.with_extension("stderr");
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port().map_err(io("find a free port on", Path::new("127.0.0.1")))?;
-            let mut board = QemuBoard::spawn(&qemu, kernel, flash, port, &stderr)?;
+            let mut board = QemuBoard::start_on(kernel, flash, port, RUN_LIMIT)?;
             // QEMU refuses to start when the port was taken meanwhile; it says so at once.
             match board.wait_line("", 0, Duration::from_secs(10)) {
                 Ok(_) => return Ok(board),
@@ -124,19 +124,21 @@ impl QemuBoard {
         Err(last.expect("at least one attempt"))
     }
 
-    fn spawn(
-        qemu: &Path,
+    /// The same on a given host `port`, ended by `timeout` after `limit`.
+    pub fn start_on(
         kernel: &Path,
         flash: &Path,
         port: u16,
-        stderr: &Path,
+        limit: Duration,
     ) -> Result<QemuBoard, BoardError> {
-        let stderr_file = std::fs::File::create(stderr).map_err(io("create", stderr))?;
-        // `timeout` ends QEMU even if this process dies without stopping it, and passes
-        // our SIGTERM on when we stop it.
+        let qemu = find_qemu()?;
+        let stderr = flash.with_extension("stderr");
+        let stderr_file = std::fs::File::create(&stderr).map_err(io("create", &stderr))?;
+        // `timeout` ends QEMU even if this process dies without stopping it, passes our
+        // SIGTERM on when we stop it, and kills it 5 s later if it is still there (seen once).
         let mut child = Command::new("timeout")
-            .args(["-s", "KILL", &RUN_LIMIT.as_secs().to_string()])
-            .arg(qemu)
+            .args(["-k", "5", "-s", "KILL", &limit.as_secs().to_string()])
+            .arg(&qemu)
             .args(["-M", "lx60-nommu", "-cpu", "lx106", "-nographic", "-monitor", "none"])
             .arg("-kernel")
             .arg(kernel)
@@ -149,7 +151,7 @@ impl QemuBoard {
             .stdout(Stdio::piped())
             .stderr(stderr_file)
             .spawn()
-            .map_err(io("start", qemu))?;
+            .map_err(io("start", &qemu))?;
         let lines: Lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let sink = Arc::clone(&lines);
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -163,7 +165,7 @@ impl QemuBoard {
             // QEMU is gone: wake the waiters.
             sink.1.notify_all();
         });
-        Ok(QemuBoard { child, lines, stderr: stderr.to_path_buf(), port })
+        Ok(QemuBoard { child, lines, stderr, port })
     }
 
     /// Every UART line so far.
@@ -205,7 +207,8 @@ impl QemuBoard {
         }
     }
 
-    fn stderr_text(&self) -> String {
+    /// QEMU's own messages so far.
+    pub fn stderr_text(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default().trim().to_string()
     }
 
@@ -226,6 +229,62 @@ impl QemuBoard {
 impl Drop for QemuBoard {
     fn drop(&mut self) {
         let _ = self.terminate();
+    }
+}
+
+/// `cargo xtask qemu-board`.
+#[derive(Debug, clap::Args)]
+pub struct QemuBoardArgs {
+    /// Host port forwarded to the agent (push with `--host 127.0.0.1 --port PORT`).
+    #[arg(long, default_value_t = AGENT_PORT)]
+    pub port: u16,
+    /// The 4 MiB flash file; made with a factory install when missing (or with --fresh).
+    #[arg(long, default_value = "target/qemu-board.flash", value_name = "PATH")]
+    pub flash: PathBuf,
+    /// Start from a factory install even if the flash file exists.
+    #[arg(long)]
+    pub fresh: bool,
+    /// The firmware to run.
+    #[arg(long, default_value = "example-blinky/Cargo.toml", value_name = "PATH")]
+    pub manifest_path: PathBuf,
+}
+
+/// Builds the firmware for the board, prepares the flash file, runs QEMU and prints the
+/// board's UART lines until QEMU ends (Ctrl-C ends it).
+pub fn run(args: &QemuBoardArgs) -> Result<(), BoardError> {
+    let root = crate::demo::workspace_root();
+    let firmware = build_firmware(&root.join(&args.manifest_path), None)?;
+    let user1 = firmware.slot(ota_agent::layout::SlotId::User1);
+    let flash = root.join(&args.flash);
+    if args.fresh || !flash.exists() {
+        let image = std::fs::read(&user1.bin).map_err(io("read", &user1.bin))?;
+        let bytes = factory_flash(firmware.layout, &image)?;
+        std::fs::write(&flash, bytes).map_err(io("write", &flash))?;
+        eprintln!("factory install written to {}", flash.display());
+    }
+    let mut board = QemuBoard::start_on(&user1.elf, &flash, args.port, INTERACTIVE_LIMIT)?;
+    eprintln!(
+        "QEMU runs {} with the agent on 127.0.0.1:{port}; push with\n  cargo tcpflash --host 127.0.0.1 --port {port} --board qemu --manifest-path {}",
+        user1.elf.display(),
+        args.manifest_path.display(),
+        port = args.port,
+    );
+    let mut shown = 0;
+    loop {
+        let waited = board.wait_line("", shown, INTERACTIVE_LIMIT);
+        let texts = board.texts();
+        for line in &texts[shown..] {
+            println!("{line}");
+        }
+        shown = texts.len();
+        match waited {
+            Ok(_) => {}
+            Err(BoardError::Exited { stderr, .. }) => {
+                eprintln!("{stderr}");
+                return Ok(());
+            }
+            Err(other) => return Err(other),
+        }
     }
 }
 
