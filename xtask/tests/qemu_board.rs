@@ -68,14 +68,17 @@ fn example_blinky_on_the_qemu_board_takes_a_push_over_tcp_and_resets() {
     let target = push::resolve("127.0.0.1", board.port).unwrap();
     let timeouts = Timeouts { connect: PATIENCE, reply: PATIENCE, reboot: PATIENCE };
     let mut replies = Vec::new();
+    let mut sending = None;
     let started = Instant::now();
-    let pushed = push::push(&target, [&images[0], &images[1]], None, &timeouts, &mut |progress| {
-        if let Progress::Reply(line) = progress {
-            replies.push(line.to_string());
-        }
-    })
-    .unwrap_or_else(|error| panic!("{:?}\nUART: {:#?}", miette::Report::new(error), board.texts()));
+    let pushed =
+        push::push(&target, [&images[0], &images[1]], None, &timeouts, &mut |progress| match progress {
+            Progress::Reply(line) => replies.push(line.to_string()),
+            Progress::Sending { .. } => sending = Some(Instant::now()),
+            _ => {}
+        })
+        .unwrap_or_else(|error| panic!("{:?}\nUART: {:#?}", miette::Report::new(error), board.texts()));
     let push_time = started.elapsed();
+    let transfer_time = sending.expect("the image was sent").elapsed();
     assert_eq!(pushed.slot, SlotId::User2);
     assert_eq!(pushed.len as usize, images[1].len());
     assert_eq!(replies, ["user2.bin", "Ready", "Flashing", SUCCESS]);
@@ -123,9 +126,11 @@ fn example_blinky_on_the_qemu_board_takes_a_push_over_tcp_and_resets() {
     }
 
     eprintln!(
-        "qemu board: pushed {} bytes over loopback in {} ms (connect to the success line); reset after {} ms",
+        "qemu board: pushed {} bytes over loopback in {} ms (connect to the success line; {} ms from \
+         `Ready` on); reset after {} ms",
         images[1].len(),
         push_time.as_millis(),
+        transfer_time.as_millis(),
         reboot_delay.as_millis()
     );
 }
