@@ -12,7 +12,7 @@ pub fn run(args: &BuildArgs) -> Result<Firmware, BuildError> {
 /// Paths, sizes and how full each slot is.
 pub fn summary(firmware: &Firmware) -> String {
     let mut text = format!(
-        "{} {} (build {}), layout {}, flash {} {} {}\n",
+        "{} {} (build {}), layout {}, flash {} {} {}, board {}\n",
         firmware.package.name,
         firmware.package.version,
         firmware.build_id_hex(),
@@ -20,6 +20,7 @@ pub fn summary(firmware: &Firmware) -> String {
         firmware.params.mode,
         firmware.params.size,
         firmware.params.freq,
+        firmware.board,
     );
     for slot in &firmware.slots {
         text += &format!(

@@ -57,6 +57,10 @@ pub struct BuildArgs {
     /// Directory for all generated artifacts (default: cargo's, from the firmware's metadata).
     #[arg(long, value_name = "DIRECTORY")]
     pub target_dir: Option<PathBuf>,
+    /// Board: esp8266 or qemu (QEMU's XTFPGA board with an lx106 core) (default: metadata,
+    /// else esp8266).
+    #[arg(long, value_name = "BOARD")]
+    pub board: Option<String>,
     /// Flash layout: 512KB, 1MB, 2MB or 4MB (default: metadata, else 1MB).
     #[arg(long, value_name = "LAYOUT")]
     pub layout: Option<String>,

@@ -89,6 +89,49 @@ fn builds_example_blinky_for_both_slots_like_esptool() {
     assert_eq!(String::from_utf8_lossy(&again.stdout), stdout, "rebuilding changes nothing");
 }
 
+/// `--board qemu`: the same layout, link addresses and esptool-identical images, in a folder
+/// of their own; the start-up code sets the stack and resets through the FPGA, and the
+/// board's CCOUNT routine is linked in.
+#[test]
+fn builds_example_blinky_for_the_qemu_board_like_esptool() {
+    let args = ["build", "--manifest-path", "example-blinky/Cargo.toml", "--board", "qemu"];
+    let output = run(tcpflash(&repo(), &args));
+    assert_ok(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.lines().next().unwrap().ends_with(", layout 1MB, flash qio 1MB 40m, board qemu"),
+        "{stdout}"
+    );
+    let dir = repo().join("example-blinky/target/tcpflash/qemu").join(DEFAULT_LAYOUT.name);
+    for slot in DEFAULT_LAYOUT.slots {
+        let elf_path = dir.join(format!("{}.elf", slot.id));
+        let ours = std::fs::read(dir.join(format!("{}.bin", slot.id))).unwrap();
+        let theirs = esptool_image(&elf_path, ("qio", "1MB", "40m")).unwrap();
+        assert!(ours == theirs, "{} differs from esptool's conversion of the same ELF", slot.id);
+        assert_eq!(descriptor_of(&ours).link_addr, slot.irom_link_addr());
+
+        let bytes = std::fs::read(&elf_path).unwrap();
+        let elf = ElfFile::new(&bytes).unwrap();
+        let text = elf.find_section_by_name(".iram0.text").unwrap();
+        let at = (elf.header.pt2.entry_point() - text.address()) as usize;
+        // `l32r a1, .Lstack_top` (op0 1, t 1) first: no code runs before the stack is set.
+        let first = &text.raw_data(&elf)[at..at + 3];
+        assert_eq!(first[0], 0x11, "{}: l32r a1 at the entry, found {first:02x?}", slot.id);
+        let symbols = symbol_names(&elf);
+        assert!(symbols.contains(&"tcpflash_xtfpga_ccount".to_string()), "the board's assembly is linked");
+    }
+}
+
+fn symbol_names(elf: &ElfFile<'_>) -> Vec<String> {
+    use xmas_elf::sections::SectionData;
+    use xmas_elf::symbol_table::Entry;
+    let section = elf.find_section_by_name(".symtab").unwrap();
+    let Ok(SectionData::SymbolTable32(symbols)) = section.get_data(elf) else {
+        panic!("a 32-bit symbol table")
+    };
+    symbols.iter().filter_map(|symbol| symbol.get_name(elf).ok().map(str::to_owned)).collect()
+}
+
 /// The two ELFs hold the same code: every differing aligned word is an IROM address that
 /// moved by exactly the distance between the slots.
 #[test]

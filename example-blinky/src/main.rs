@@ -1,25 +1,29 @@
-//! Blinks the LED on GPIO2 and, with the `ota` feature (default), accepts new firmware over
-//! TCP port 65056 through `ota-agent`. The network is SLIP on UART0 (see `slip_uart`), which
-//! works on any board without a WiFi driver; a WiFi driver's smoltcp `Device` plugs into the
-//! same `Interface` in its place.
+//! Blinks an LED and, with the `ota` feature (default), accepts new firmware over TCP port
+//! 65056 through `ota-agent`. One program for every board `cargo tcpflash build --board`
+//! knows; what differs lives in `board/` (chosen by `cfg(tcpflash_board)`):
+//! - `esp8266` (default): GPIO2's LED, IP over SLIP on UART0 (works on any board without a
+//!   WiFi driver; a WiFi driver's smoltcp `Device` plugs into the same `Interface`);
+//! - `qemu`: QEMU's XTFPGA board, its Ethernet MAC on QEMU's user-mode network, its CFI
+//!   flash, and messages on its UART.
 #![no_std]
 #![no_main]
 
 use core::panic::PanicInfo;
 
-use ota_agent::boards::esp8266;
-use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
+use smoltcp::iface::{Interface, SocketSet, SocketStorage};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{IpAddress, IpCidr};
 
-mod led;
-mod slip_uart;
+#[cfg_attr(tcpflash_board = "qemu", path = "board/qemu.rs")]
+#[cfg_attr(not(tcpflash_board = "qemu"), path = "board/esp8266/mod.rs")]
+mod board;
 
-/// This board on the SLIP link, and the PC at the other end.
-const DEVICE_IP: Ipv4Address = Ipv4Address::new(192, 168, 190, 2);
-const HOST_IP: Ipv4Address = Ipv4Address::new(192, 168, 190, 1);
-const BAUD: u32 = 115_200;
 const BLINK: Duration = Duration::from_millis(500);
+
+/// A line on the board's console, if it has one.
+macro_rules! say {
+    ($($arg:tt)*) => { board::log(format_args!($($arg)*)) };
+}
 
 static mut SOCKETS: [SocketStorage<'static>; 2] = [SocketStorage::EMPTY; 2];
 #[cfg(feature = "ota")]
@@ -29,19 +33,28 @@ static mut OTA: ota_agent::net::OtaBuffers = ota_agent::net::OtaBuffers::new();
 #[cfg(all(feature = "ota", ota_key))]
 static OTA_KEY: ota_agent::auth::Key = *include_bytes!(concat!(env!("OUT_DIR"), "/ota_key.bin"));
 
+unsafe extern "C" {
+    /// The slot descriptor cargo-tcpflash puts at the head of IROM: its address is where
+    /// this image was linked.
+    static TCPFLASH_DESCRIPTOR: u8;
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn main() -> ! {
-    esp8266::disable_watchdog();
-    esp8266::init_80mhz();
-    let mut clock = esp8266::Clock::new();
-    let mut led = led::Led::gpio2();
-    let mut device = slip_uart::SlipUart::new(BAUD);
+    let (mut clock, mut led, mut device) = board::init();
+    say!(
+        "{} {} on {}: booted, IROM linked at {:#010x}",
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION"),
+        board::NAME,
+        &raw const TCPFLASH_DESCRIPTOR as usize
+    );
 
-    let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut device, clock.now());
+    let mut iface = Interface::new(board::interface_config(), &mut device, clock.now());
     iface.update_ip_addrs(|addrs| {
-        let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(DEVICE_IP), 24));
+        let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(board::DEVICE_IP), 24));
     });
-    let _ = iface.routes_mut().add_default_ipv4_route(HOST_IP);
+    let _ = iface.routes_mut().add_default_ipv4_route(board::GATEWAY);
     // SAFETY: `main` runs once and is the only user of these statics.
     let mut sockets = SocketSet::new(unsafe { &mut *(&raw mut SOCKETS) }.as_mut_slice());
 
@@ -56,14 +69,19 @@ pub extern "C" fn main() -> ! {
         }
         // SAFETY: as above.
         let agent = ota_agent::net::ota_init(config, &mut sockets, unsafe { &mut *(&raw mut OTA) });
-        (agent, esp8266::RomFlash::new(layout.flash_size), esp8266::Esp8266)
+        (agent, board::flash(layout), board::platform())
     };
+    #[cfg(feature = "ota")]
+    let mut watch = Watch::default();
 
     let mut next_blink = Instant::ZERO;
     loop {
         let now = clock.now();
         #[cfg(feature = "ota")]
-        agent.poll_interface(now, &mut iface, &mut device, &mut sockets, &mut flash, &mut platform);
+        {
+            agent.poll_interface(now, &mut iface, &mut device, &mut sockets, &mut flash, &mut platform);
+            watch.report(&agent);
+        }
         #[cfg(not(feature = "ota"))]
         iface.poll(now, &mut device, &mut sockets);
         if now >= next_blink {
@@ -73,7 +91,48 @@ pub extern "C" fn main() -> ! {
     }
 }
 
+/// What the agent was doing at the last look, to say what changed.
+#[cfg(feature = "ota")]
+#[derive(Default)]
+struct Watch {
+    started: bool,
+    open: bool,
+    done: bool,
+}
+
+#[cfg(feature = "ota")]
+impl Watch {
+    fn report(&mut self, agent: &ota_agent::net::OtaAgent<'_>) {
+        use ota_agent::session::Phase;
+        if !self.started {
+            self.started = true;
+            match agent.running_slot() {
+                Some(slot) => say!("boot config selects {slot}; listening on port 65056"),
+                None => say!("no valid boot config; listening on port 65056"),
+            }
+        }
+        let session = agent.session();
+        let open = session.phase() != Phase::Idle;
+        if open && !self.open {
+            say!("client connected");
+        }
+        if session.reboot_at().is_some() && !self.done {
+            self.done = true;
+            let slot = session.target().map_or("?", |slot| slot.name());
+            say!("update done: {slot} verified and selected; resetting in 2 s");
+        }
+        if !open && self.open {
+            match session.last_failure() {
+                Some(failure) => say!("client left: {failure}"),
+                None => say!("client left"),
+            }
+        }
+        self.open = open;
+    }
+}
+
 #[panic_handler]
-fn panic(_: &PanicInfo) -> ! {
+fn panic(info: &PanicInfo) -> ! {
+    say!("panic: {info}");
     loop {}
 }

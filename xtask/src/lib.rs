@@ -7,5 +7,6 @@ pub mod demo;
 pub mod footprint;
 pub mod proof;
 pub mod qemu;
+pub mod qemu_board;
 pub mod serial;
 pub mod sim;

@@ -36,6 +36,9 @@ enum Command {
     /// Measure the build pipeline against cargo's compile, and `cargo tcpflash image` against
     /// esptool (use `cargo run --release -p xtask -- build-bench`).
     BuildBench(xtask::build_bench::BuildBenchArgs),
+    /// example-blinky on QEMU's XTFPGA board (`--board qemu`): a factory-installed 4 MiB
+    /// flash file, the agent's port forwarded to 127.0.0.1; prints the board's UART lines.
+    QemuBoard(xtask::qemu_board::QemuBoardArgs),
     /// The whole flow without a board: build example-blinky, start the virtual ESP8266, push
     /// twice through `cargo tcpflash` (user2, then user1), show the status after each.
     Demo(xtask::demo::DemoArgs),
@@ -75,6 +78,7 @@ fn main() -> miette::Result<()> {
         }
         Command::Sim(args) => xtask::sim::run(&args)?,
         Command::Demo(args) => xtask::demo::run(&args)?,
+        Command::QemuBoard(args) => xtask::qemu_board::run(&args)?,
         Command::Bench(args) => xtask::bench::run(&args)?,
         Command::BuildBench(args) => xtask::build_bench::run(&args)?,
     }

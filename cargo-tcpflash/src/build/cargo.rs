@@ -7,14 +7,16 @@ use std::process::{Command, Stdio};
 use cargo_metadata::{Message, Metadata, MetadataCommand, Package, TargetKind};
 use serde::Deserialize;
 
-use super::BuildError;
 use super::support::TARGET_NAME;
+use super::{Board, BuildError};
 use crate::cli::BuildArgs;
 
 /// Defaults a firmware crate can set in `[package.metadata.tcpflash]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TcpflashMetadata {
+    /// `esp8266` (the default) or `qemu`.
+    pub board: Option<String>,
     pub layout: Option<String>,
     pub flash_mode: Option<String>,
     pub flash_size: Option<String>,
@@ -222,6 +224,7 @@ pub fn compile(
     package: &FirmwarePackage,
     toolchain: &Toolchain,
     args: &BuildArgs,
+    board: Board,
     profile: &str,
     target_spec: &Path,
     linker_shim: &Path,
@@ -243,12 +246,18 @@ pub fn compile(
         .args(["--config", &format!("profile.{profile}.codegen-units=1")])
         .args(["--config", &format!("profile.{profile}.panic=\"abort\"")])
         // sha2's compact SHA-256 (ota-agent's image check): the unrolled one is 12 KB of IROM.
+        // The board reaches the code as `cfg(tcpflash_board = "...")`.
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            format!(
-                "--emit=asm\x1f-Clinker={}\x1f--cfg=sha2_backend_soft=\"compact\"",
-                linker_shim.display()
-            ),
+            [
+                "--emit=asm".to_string(),
+                format!("-Clinker={}", linker_shim.display()),
+                "--cfg=sha2_backend_soft=\"compact\"".to_string(),
+            ]
+            .into_iter()
+            .chain(board.rustc_flags())
+            .collect::<Vec<_>>()
+            .join("\x1f"),
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

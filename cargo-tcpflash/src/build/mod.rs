@@ -5,6 +5,7 @@
 //! do not link with GNU ld. See `asm` for the fix and DESIGN.md section 3 for the recipe.
 
 pub mod asm;
+pub mod board;
 pub mod cargo;
 pub mod link;
 pub mod support;
@@ -20,6 +21,7 @@ use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, Slot, SlotId};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+pub use self::board::Board;
 pub use self::cargo::{FirmwarePackage, TcpflashMetadata};
 use crate::cli::BuildArgs;
 use crate::elf2image;
@@ -32,6 +34,7 @@ const BINUTILS_INSTALL: &str = "sudo apt-get install binutils-xtensa-lx106";
 #[derive(Debug, Clone)]
 pub struct Firmware {
     pub package: FirmwarePackage,
+    pub board: Board,
     pub layout: &'static FlashLayout,
     pub params: FlashParams,
     pub build_id: [u8; BUILD_ID_LEN],
@@ -97,7 +100,7 @@ pub enum BuildError {
     #[error("[package.metadata.tcpflash] in {manifest} is invalid")]
     #[diagnostic(
         code(tcpflash::build::bad_metadata),
-        help("known keys: layout, flash-mode, flash-size, flash-freq, host, port, asm")
+        help("known keys: board, layout, flash-mode, flash-size, flash-freq, host, port, asm")
     )]
     BadMetadata {
         manifest: PathBuf,
@@ -132,6 +135,10 @@ pub enum BuildError {
     #[error("unknown flash layout `{name}`")]
     #[diagnostic(code(tcpflash::build::layout), help("use one of: 512KB, 1MB, 2MB, 4MB"))]
     UnknownLayout { name: String },
+
+    #[error("unknown board `{name}`")]
+    #[diagnostic(code(tcpflash::build::board), help("use one of: {}", Board::names()))]
+    UnknownBoard { name: String },
 
     #[error("unknown flash {what} `{value}`")]
     #[diagnostic(code(tcpflash::build::flash_param), help("use one of: {choices}"))]
@@ -223,6 +230,13 @@ pub fn resolve_layout(
     }
 }
 
+pub fn resolve_board(args: &BuildArgs, metadata: &TcpflashMetadata) -> Result<Board, BuildError> {
+    match args.board.as_ref().or(metadata.board.as_ref()) {
+        None => Ok(Board::default()),
+        Some(name) => Board::from_name(name).ok_or_else(|| BuildError::UnknownBoard { name: name.clone() }),
+    }
+}
+
 pub fn resolve_params(
     args: &BuildArgs,
     metadata: &TcpflashMetadata,
@@ -257,6 +271,7 @@ pub fn resolve_params(
 /// Builds the firmware the options describe, for both slots of its layout.
 pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     let package = FirmwarePackage::locate(args)?;
+    let board = resolve_board(args, &package.metadata)?;
     let layout = resolve_layout(args, &package.metadata)?;
     let params = resolve_params(args, &package.metadata, layout)?;
     let profile = args.profile.clone().unwrap_or_else(|| "release".into());
@@ -265,19 +280,21 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     let toolchain = cargo::Toolchain::detect(package.dir())?;
 
     let work_dir = package.target_dir.join("tcpflash");
-    let obj_dir = work_dir.join("obj").join(cargo::profile_dir(&profile));
-    let out_dir = work_dir.join(layout.name);
+    // Another board's objects and images go to a folder of their own.
+    let board_dir = if board == Board::default() { work_dir.clone() } else { work_dir.join(board.name()) };
+    let obj_dir = board_dir.join("obj").join(cargo::profile_dir(&profile));
+    let out_dir = board_dir.join(layout.name);
     for dir in [&obj_dir, &out_dir] {
         std::fs::create_dir_all(dir).map_err(|source| BuildError::Io { path: dir.clone(), source })?;
     }
-    let target_spec = work_dir.join(format!("{}.json", support::TARGET_NAME));
+    let target_spec = work_dir.join(format!("{}.json", board.target_name()));
     write_if_changed(&target_spec, support::target_spec_json())?;
     let shim = work_dir.join("rustc-linker.sh");
     write_if_changed(&shim, support::rustc_linker_shim())?;
     make_executable(&shim)?;
 
     let started = Instant::now();
-    let compiled = cargo::compile(&package, &toolchain, args, &profile, &target_spec, &shim)?;
+    let compiled = cargo::compile(&package, &toolchain, args, board, &profile, &target_spec, &shim)?;
 
     let compiled_at = Instant::now();
     status("Assembling", &format!("{} for lx106", package.name));
@@ -290,9 +307,14 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
         "compiler_builtins",
         &tool_stamp,
     )?;
-    let extra_asm = read_extra_asm(&package)?;
+    let mut extra_asm = read_extra_asm(&package)?;
+    if let Some(text) = board.asm() {
+        let source = obj_dir.join(format!("board-{board}.s"));
+        write_if_changed(&source, text)?;
+        extra_asm.push((source, text.to_string()));
+    }
     let build_id = build_id(&package, &[firmware.digest, builtins.digest], &extra_asm);
-    let startup = support::startup_asm(&package.name, &package.version, build_id)
+    let startup = support::startup_asm(board, &package.name, &package.version, build_id)
         .map_err(|reason| BuildError::Descriptor { reason })?;
     let startup_source = obj_dir.join("startup.s");
     let startup_object = obj_dir.join("startup.o");
@@ -352,7 +374,7 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     let [user1, user2] = slots;
     let slots = [user1?, user2?];
     let timings = BuildTimings { compile: compiled_at - started, after_compile: compiled_at.elapsed() };
-    Ok(Firmware { package, layout, params, build_id, out_dir, slots, timings })
+    Ok(Firmware { package, board, layout, params, build_id, out_dir, slots, timings })
 }
 
 /// The files of `[package.metadata.tcpflash] asm`, resolved against the package and read.
@@ -539,6 +561,34 @@ mod tests {
         let (changed, new_digest) = assemble_now("v2");
         assert!(changed > by_new_tool, "new text: assembled again");
         assert_ne!(new_digest, digest);
+    }
+
+    #[test]
+    fn the_board_comes_from_the_command_line_then_the_metadata_and_defaults_to_esp8266() {
+        let metadata =
+            |board: Option<&str>| TcpflashMetadata { board: board.map(str::to_owned), ..Default::default() };
+        let args = |board: Option<&str>| BuildArgs { board: board.map(str::to_owned), ..Default::default() };
+        assert_eq!(resolve_board(&args(None), &metadata(None)).unwrap(), Board::Esp8266);
+        assert_eq!(resolve_board(&args(None), &metadata(Some("qemu"))).unwrap(), Board::Qemu);
+        assert_eq!(resolve_board(&args(Some("esp8266")), &metadata(Some("qemu"))).unwrap(), Board::Esp8266);
+        let error = resolve_board(&args(Some("esp32")), &metadata(None)).unwrap_err();
+        assert_eq!(error.to_string(), "unknown board `esp32`");
+        assert_eq!(error.help().unwrap().to_string(), "use one of: esp8266, qemu");
+    }
+
+    #[test]
+    fn each_board_announces_itself_to_rustc_and_declares_every_board_name() {
+        assert_eq!(
+            Board::Qemu.rustc_flags(),
+            [
+                "--cfg=tcpflash_board=\"qemu\"".to_string(),
+                "--check-cfg=cfg(tcpflash_board, values(\"esp8266\", \"qemu\"))".to_string()
+            ]
+        );
+        assert_eq!(Board::Esp8266.rustc_flags()[0], "--cfg=tcpflash_board=\"esp8266\"");
+        assert_ne!(Board::Esp8266.target_name(), Board::Qemu.target_name());
+        assert_eq!(Board::Esp8266.asm(), None);
+        assert!(Board::Qemu.asm().unwrap().contains("rsr a2, ccount"));
     }
 
     fn package_with_asm(dir: &Path, asm: &[&str]) -> FirmwarePackage {
