@@ -10,6 +10,7 @@
 
 use core::panic::PanicInfo;
 
+use ota_agent::static_cell::StaticCell;
 use smoltcp::iface::{Interface, SocketSet, SocketStorage};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpCidr};
@@ -25,9 +26,9 @@ macro_rules! say {
     ($($arg:tt)*) => { board::log(format_args!($($arg)*)) };
 }
 
-static mut SOCKETS: [SocketStorage<'static>; 2] = [SocketStorage::EMPTY; 2];
+static SOCKETS: StaticCell<[SocketStorage<'static>; 2]> = StaticCell::new([SocketStorage::EMPTY; 2]);
 #[cfg(feature = "ota")]
-static mut OTA: ota_agent::net::OtaBuffers = ota_agent::net::OtaBuffers::new();
+static OTA: StaticCell<ota_agent::net::OtaBuffers> = StaticCell::new(ota_agent::net::OtaBuffers::new());
 /// The agent's key, from `TCPFLASH_KEY_FILE` at build time (see build.rs): with it, only a
 /// push that proves it holds the key is accepted.
 #[cfg(all(feature = "ota", ota_key))]
@@ -55,8 +56,7 @@ pub extern "C" fn main() -> ! {
         let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(board::DEVICE_IP), 24));
     });
     let _ = iface.routes_mut().add_default_ipv4_route(board::GATEWAY);
-    // SAFETY: `main` runs once and is the only user of these statics.
-    let mut sockets = SocketSet::new(unsafe { &mut *(&raw mut SOCKETS) }.as_mut_slice());
+    let mut sockets = SocketSet::new(SOCKETS.take().as_mut_slice());
 
     #[cfg(feature = "ota")]
     let (mut agent, mut flash, mut platform) = {
@@ -67,8 +67,7 @@ pub extern "C" fn main() -> ! {
         {
             config.key = Some(&OTA_KEY);
         }
-        // SAFETY: as above.
-        let agent = ota_agent::net::ota_init(config, &mut sockets, unsafe { &mut *(&raw mut OTA) });
+        let agent = ota_agent::net::ota_init(config, &mut sockets, OTA.take());
         (agent, board::flash(layout), board::platform())
     };
     #[cfg(feature = "ota")]
@@ -111,7 +110,7 @@ impl Watch {
                 None => say!("no valid boot config; listening on port 65056"),
             }
         }
-        let session = agent.session();
+        let session = agent.listener().session();
         let open = session.phase() != Phase::Idle;
         if open && !self.open {
             say!("client connected");

@@ -48,7 +48,7 @@ fn example_blinky_on_the_qemu_board_takes_a_push_over_tcp_and_resets() {
     std::fs::write(&flash_path, &factory).unwrap();
 
     // The reference: the same push through the agent's host build, on a RAM flash.
-    let mut reference = RamNor::from_bytes(factory.clone());
+    let mut reference = RamNor::from_storage(factory.clone());
     let mut sector = [0u8; SECTOR];
     let mut agent = Agent::new(&mut sector, layout, Some(SlotId::User1));
     let events = client_push(&mut agent, &mut reference, [&images[0], &images[1]], true);
