@@ -73,6 +73,10 @@ pub struct BuildArgs {
     /// Flash frequency written in the image header: 40m, 26m, 20m or 80m.
     #[arg(long, value_name = "FREQ")]
     pub flash_freq: Option<String>,
+    /// The key file the firmware's build script embeds (`TCPFLASH_KEY_FILE` in the cargo it
+    /// runs), as an absolute path; set by the push from its own key.
+    #[arg(skip)]
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use indicatif::ProgressBar;
 use miette::Diagnostic;
-use ota_agent::auth::{self, KEY_FILE_ENV, Key, KeyFileError};
+use ota_agent::auth::{self, Key, KeyFileError};
 use ota_agent::client::Authentication;
 use ota_agent::layout::SlotId;
 use ota_agent::protocol::DEFAULT_PORT;
@@ -101,7 +101,15 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
         Some(path) => Some(load_key(path)?),
         None => None,
     };
-    let firmware = build::build(&args.build)?;
+    // The new firmware keeps requiring the key: its build script embeds the same file (as an
+    // absolute path: cargo runs build scripts in the package's folder).
+    let mut build_args = args.build.clone();
+    if let Some(path) = &args.key_file {
+        let absolute = std::path::absolute(path)
+            .map_err(|source| PushCmdError::KeyFileUnreadable { path: path.clone(), source })?;
+        build_args.key_file = Some(absolute);
+    }
+    let firmware = build::build(&build_args)?;
     let images = [read_image(&firmware, SlotId::User1)?, read_image(&firmware, SlotId::User2)?];
     let timeouts =
         Timeouts { connect: args.connect_timeout, reply: args.timeout, reboot: args.reboot_timeout };
@@ -145,17 +153,12 @@ fn destination(args: &PushArgs) -> Result<(String, u16), PushCmdError> {
     Ok((host, args.port.or(metadata.port).unwrap_or(DEFAULT_PORT)))
 }
 
-/// Reads the key, and hands the file to the firmware's build too (as an absolute path: cargo
-/// runs build scripts in the package's folder), so the new firmware keeps requiring it.
+/// Reads the key file.
 fn load_key(path: &Path) -> Result<Key, PushCmdError> {
     let unreadable = |source| PushCmdError::KeyFileUnreadable { path: path.to_owned(), source };
     let bytes = std::fs::read(path).map_err(unreadable)?;
     let key = auth::parse_key(&bytes)
         .map_err(|source| PushCmdError::KeyFileFormat { path: path.to_owned(), source })?;
-    let absolute = std::path::absolute(path).map_err(unreadable)?;
-    // SAFETY: no other thread runs yet (the progress bar's ticker starts after the build),
-    // and nothing in this process reads the environment concurrently.
-    unsafe { std::env::set_var(KEY_FILE_ENV, &absolute) };
     Ok(key)
 }
 

@@ -311,8 +311,24 @@ fn a_device_back_on_the_new_slot_is_a_success() {
 fn a_device_that_does_not_come_back_is_reported_after_the_reboot_timeout() {
     // After the push the fake device is gone: every reconnection is refused.
     let device = fake_device(vec![accepts("user2.bin")]);
-    let output = run(&mut push(device.port, &["--reboot-timeout", "1"]));
+    let mut child = push(device.port, &["--reboot-timeout", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The clock starts at the push's connection (after the build), and stops at the exit.
+    let deadline = Instant::now() + PATIENCE;
+    while device.connections.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "no push arrived");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pushed_at = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    let took = pushed_at.elapsed();
     let stderr = assert_exit(&output, 4);
+    // It waited the 1 s it was given, and gave up then: a hang guard, not a benchmark.
+    assert!(took >= Duration::from_secs(1), "gave up after {took:?}");
+    assert!(took < Duration::from_secs(30), "still waiting after {took:?}");
     assert!(stderr.contains("the device did not answer within"), "{stderr}");
     assert!(stderr.contains("refused the connection"), "the last failure is named: {stderr}");
     assert!(stderr.contains("ota_init()") && stderr.contains("--no-verify"), "{stderr}");

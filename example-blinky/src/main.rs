@@ -34,12 +34,14 @@ static OTA: StaticCell<ota_agent::net::OtaBuffers> = StaticCell::new(ota_agent::
 #[cfg(all(feature = "ota", ota_key))]
 static OTA_KEY: ota_agent::auth::Key = *include_bytes!(concat!(env!("OUT_DIR"), "/ota_key.bin"));
 
+#[allow(unsafe_code)] // a symbol of the start-up code, read for its address only
 unsafe extern "C" {
     /// The slot descriptor cargo-tcpflash puts at the head of IROM: its address is where
     /// this image was linked.
     static TCPFLASH_DESCRIPTOR: u8;
 }
 
+#[allow(unsafe_code)] // the entry the start-up code calls by name
 #[unsafe(no_mangle)]
 pub extern "C" fn main() -> ! {
     let (mut clock, mut led, mut device) = board::init();

@@ -187,37 +187,8 @@ pub fn parse_key(file: &[u8]) -> Result<Key, KeyFileError> {
         return Err(KeyFileError::WrongLength { len: text.len() });
     }
     let mut key = [0u8; KEY_LEN];
-    decode_hex(text, &mut key).map_err(|at| KeyFileError::NotHex { at })?;
+    crate::hex::decode(text, &mut key).map_err(|at| KeyFileError::NotHex { at })?;
     Ok(key)
-}
-
-/// Decodes `2 * out.len()` hex digits (either case) into `out`; the error is the position of
-/// the first character that is not one.
-pub fn decode_hex(text: &[u8], out: &mut [u8]) -> Result<(), usize> {
-    if text.len() != 2 * out.len() {
-        return Err(text.len().min(2 * out.len()));
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        let high = hex_value(text[2 * i]).ok_or(2 * i)?;
-        let low = hex_value(text[2 * i + 1]).ok_or(2 * i + 1)?;
-        *byte = high << 4 | low;
-    }
-    Ok(())
-}
-
-fn hex_value(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// The lowercase hex digit of a nibble, computed: a digit table would sit in DRAM.
-pub fn hex_digit(nibble: u8) -> u8 {
-    let nibble = nibble & 0xF;
-    if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 }
 }
 
 #[cfg(test)]
@@ -240,8 +211,11 @@ mod tests {
         let nonce: Nonce = core::array::from_fn(|i| i as u8);
         let tag = session_mac(&KEY, &nonce, SlotId::User2, 300_000, &sha256(b"image"));
         let mut expected = [0u8; 32];
-        decode_hex(b"65f10b56027f4319a06448837095441f67ff1c16ea7945e3652f7c9339fd7fd4", &mut expected)
-            .unwrap();
+        crate::hex::decode(
+            b"65f10b56027f4319a06448837095441f67ff1c16ea7945e3652f7c9339fd7fd4",
+            &mut expected,
+        )
+        .unwrap();
         assert_eq!(tag, expected);
         assert!(verify_session_mac(&KEY, &nonce, SlotId::User2, 300_000, &sha256(b"image"), &tag));
     }
@@ -312,17 +286,5 @@ mod tests {
             KeyFileError::WrongLength { len: 3 }.to_string(),
             "a key file holds 32 random bytes or 64 hex digits, this one 3 bytes (whitespace aside)"
         );
-    }
-
-    #[test]
-    fn hex_digits_round_trip() {
-        let bytes: Vec<u8> = (0..=255u8).collect();
-        let text: Vec<u8> = bytes.iter().flat_map(|&b| [hex_digit(b >> 4), hex_digit(b)]).collect();
-        assert_eq!(text[..8], *b"00010203");
-        let mut back = [0u8; 256];
-        decode_hex(&text, &mut back).unwrap();
-        assert_eq!(back.to_vec(), bytes);
-        assert_eq!(decode_hex(b"0g", &mut [0u8; 1]), Err(1));
-        assert_eq!(decode_hex(b"000", &mut [0u8; 1]), Err(2));
     }
 }

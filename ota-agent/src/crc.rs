@@ -4,6 +4,7 @@
 //! ESP8266 (80 KB in all). Processing a nibble at a time needs 16 entries: 64 bytes, and
 //! verifying a 500 KB image still costs only a fraction of the time reading it takes. The
 //! table itself lives in IROM, so the agent's CRC costs no RAM at all.
+#![allow(unsafe_code)] // registers, ROM routines and data placement: each use says why it is sound
 
 const POLYNOMIAL: u32 = 0xEDB8_8320;
 

@@ -121,12 +121,8 @@ impl Descriptor {
 
     /// The build id as 16 lowercase hex digits.
     pub fn build_id_hex(&self) -> [u8; BUILD_ID_LEN * 2] {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut hex = [0u8; BUILD_ID_LEN * 2];
-        for (i, byte) in self.build_id.iter().enumerate() {
-            hex[2 * i] = DIGITS[usize::from(byte >> 4)];
-            hex[2 * i + 1] = DIGITS[usize::from(byte & 0xF)];
-        }
+        crate::hex::encode(&self.build_id, &mut hex);
         hex
     }
 }

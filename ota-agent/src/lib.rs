@@ -10,6 +10,7 @@ pub mod client;
 pub mod crc;
 pub mod descriptor;
 pub mod flash;
+pub mod hex;
 pub mod image;
 pub mod layout;
 pub mod listener;

@@ -33,7 +33,7 @@
 
 use core::fmt;
 
-use crate::auth::{self, DIGEST_LEN, Digest256, NONCE_LEN, Nonce};
+use crate::auth::{DIGEST_LEN, Digest256, NONCE_LEN, Nonce};
 use crate::layout::SlotId;
 use crate::text::{self, Message, Sink};
 
@@ -252,15 +252,16 @@ impl Request {
 #[inline(never)]
 fn parse_digest(hex: &[u8]) -> Result<Digest256, RequestError> {
     let mut digest = [0u8; DIGEST_LEN];
-    auth::decode_hex(hex, &mut digest).map_err(|_| RequestError::InvalidDigest)?;
+    crate::hex::decode(hex, &mut digest).map_err(|_| RequestError::InvalidDigest)?;
     Ok(digest)
 }
 
-/// `bytes` as lowercase hex digits, two per byte.
+/// `bytes` (at most 32) as lowercase hex digits, two per byte.
 fn push_hex_bytes<S: Sink + ?Sized>(out: &mut S, bytes: &[u8]) {
-    for &byte in bytes {
-        out.push_bytes(&[auth::hex_digit(byte >> 4), auth::hex_digit(byte)]);
-    }
+    let mut digits = [0u8; 2 * DIGEST_LEN];
+    let digits = &mut digits[..2 * bytes.len()];
+    crate::hex::encode(bytes, digits);
+    out.push_bytes(digits);
 }
 
 /// Strict unsigned decimal: digits only, no sign, no spaces.
@@ -307,7 +308,7 @@ impl<'a> Reply<'a> {
         }
         if let Some(hex) = text.strip_prefix(NONCE) {
             let mut nonce = [0u8; NONCE_LEN];
-            auth::decode_hex(hex.as_bytes(), &mut nonce).ok()?;
+            crate::hex::decode(hex.as_bytes(), &mut nonce).ok()?;
             return Some(Reply::Nonce(nonce));
         }
         let reply = match text {

@@ -12,6 +12,7 @@
 //! [`Sink::push_template`]: a few lines of decimal and hex digits instead of `core::fmt`.
 //! The error types' `Display` impls call the same code through [`display`], so host tools
 //! print exactly the texts the device sends.
+#![allow(unsafe_code)] // registers, ROM routines and data placement: each use says why it is sound
 
 use core::fmt;
 
@@ -24,6 +25,8 @@ macro_rules! irom_text {
         $(#[$doc])*
         $vis const $name: $crate::text::IromText = {
             const TEXT: &str = $text;
+            // Placing data in a named section is all the `unsafe` here.
+            #[allow(unsafe_code)]
             #[cfg_attr(
                 target_arch = "xtensa",
                 unsafe(link_section = concat!(".irom0.text.ota_text.", stringify!($name)))

@@ -110,7 +110,7 @@ impl Raw {
         let line = raw.line();
         let hex = line.trim_end().strip_prefix("Nonce: ").unwrap_or_else(|| panic!("no nonce: {line:?}"));
         let mut nonce = [0u8; NONCE_LEN];
-        auth::decode_hex(hex.as_bytes(), &mut nonce).unwrap();
+        ota_agent::hex::decode(hex.as_bytes(), &mut nonce).unwrap();
         (raw, slot, nonce)
     }
 }
@@ -264,7 +264,7 @@ fn retry_nonce(port: u16) -> (Raw, String, Nonce) {
         let line = raw.line();
         if let Some(hex) = line.trim_end().strip_prefix("Nonce: ") {
             let mut nonce = [0u8; NONCE_LEN];
-            auth::decode_hex(hex.as_bytes(), &mut nonce).unwrap();
+            ota_agent::hex::decode(hex.as_bytes(), &mut nonce).unwrap();
             return (raw, slot, nonce);
         }
         assert!(line.starts_with("ERR: Too many failed authentications"), "{line:?}");

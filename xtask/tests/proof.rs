@@ -79,9 +79,15 @@ fn every_network_fault_leaves_the_running_slot_and_the_next_push_lands() {
     assert!(net.session_cases > 100, "{net}");
     assert!(net.tcp_cases >= 25, "{net}");
     assert_eq!(net.smoltcp_cases, 2 * proof::network::NetOptions::default().smoltcp_links.len());
-    // Over the clean links every push lands; over the worst, some fail, each with a reason.
-    assert!(net.smoltcp_landed >= net.smoltcp_cases / 2, "{net}");
-    assert!(net.smoltcp_errors.iter().all(|error| !error.trim().is_empty()));
+    // A link that neither drops nor corrupts lands every push, whatever its MTU; on the others
+    // each push lands or fails with a reason (which depends on the image's length, so on the
+    // firmware's code: the proof's own unit test pins the outcome of each seed exactly).
+    for (faults, error) in &net.smoltcp_outcomes {
+        if faults.drop_percent == 0 && faults.corrupt_percent == 0 {
+            assert_eq!(error, &None, "({faults}) {net}");
+        }
+        assert!(error.as_ref().is_none_or(|text| !text.trim().is_empty()), "({faults}) {net}");
+    }
 }
 
 #[test]

@@ -261,6 +261,9 @@ pub fn compile(
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    if let Some(key_file) = &args.key_file {
+        cargo.env(ota_agent::auth::KEY_FILE_ENV, key_file);
+    }
     if !args.features.is_empty() {
         cargo.arg("--features").arg(args.features.join(","));
     }

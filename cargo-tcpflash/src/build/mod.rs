@@ -2,7 +2,7 @@
 //! per slot, and each ELF turned into its slot's image.
 //!
 //! Why assembly: LLVM's integrated assembler misplaces Xtensa literal pools, so its objects
-//! do not link with GNU ld. See `asm` for the fix and DESIGN.md section 3 for the recipe.
+//! do not link with GNU ld. See `asm` for the fix and ARCHITECTURE.md for the recipe.
 
 pub mod asm;
 pub mod board;
@@ -57,7 +57,7 @@ impl Firmware {
     }
 
     pub fn build_id_hex(&self) -> String {
-        self.build_id.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.build_id)
     }
 }
 
@@ -412,7 +412,7 @@ fn assemble_rustc_output(
 ) -> Result<Assembled, BuildError> {
     let text = read_text(compiled)?;
     let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-    let stamp: String = digest.iter().map(|b| format!("{b:02x}")).chain([format!(" {tool_stamp}")]).collect();
+    let stamp = format!("{} {tool_stamp}", hex::encode(digest));
     let object = obj_dir.join(format!("{name}.o"));
     let stamp_path = obj_dir.join(format!("{name}.stamp"));
     if object.is_file() && std::fs::read_to_string(&stamp_path).is_ok_and(|old| old == stamp) {

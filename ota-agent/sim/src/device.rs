@@ -49,6 +49,8 @@ pub enum DeviceEvent {
     /// A reply line the agent sent (without its CR LF).
     Replied(String),
     Disconnected(SocketAddr),
+    /// The client reset the connection (RST) rather than closing it.
+    Reset(SocketAddr),
     /// The agent's reboot after an update.
     Rebooting,
 }
@@ -69,6 +71,7 @@ impl fmt::Display for DeviceEvent {
             DeviceEvent::Refused(peer) => write!(f, "client {peer} refused: another push is in progress"),
             DeviceEvent::Replied(line) => write!(f, "reply: {line}"),
             DeviceEvent::Disconnected(peer) => write!(f, "client {peer} gone"),
+            DeviceEvent::Reset(peer) => write!(f, "client {peer} reset the connection"),
             DeviceEvent::Rebooting => f.write_str("rebooting"),
         }
     }
@@ -285,7 +288,11 @@ impl<F: NorFlash> VirtualDevice<F> {
         let Some(open) = client else { return };
         rules.serve(now, &mut StdConnection { client: open, log }, &mut self.flash);
         if open.broken || (open.write_closed && open.eof && open.pending.is_empty()) || !rules.is_busy() {
-            log(&DeviceEvent::Disconnected(open.peer));
+            log(&if open.reset {
+                DeviceEvent::Reset(open.peer)
+            } else {
+                DeviceEvent::Disconnected(open.peer)
+            });
             *client = None;
             rules.disconnected();
         }
@@ -308,6 +315,8 @@ struct Client {
     write_closed: bool,
     /// A read or write failed: the connection is gone.
     broken: bool,
+    /// It went by a reset from the client.
+    reset: bool,
 }
 
 impl Client {
@@ -316,7 +325,15 @@ impl Client {
         stream.set_read_timeout(Some(READ_SLICE))?;
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         stream.set_nodelay(true)?;
-        Ok(Client { stream, peer, pending: Vec::new(), eof: false, write_closed: false, broken: false })
+        Ok(Client {
+            stream,
+            peer,
+            pending: Vec::new(),
+            eof: false,
+            write_closed: false,
+            broken: false,
+            reset: false,
+        })
     }
 }
 
@@ -335,7 +352,10 @@ impl Connection for StdConnection<'_, '_> {
                 Ok(0) => client.eof = true,
                 Ok(n) => client.pending.extend_from_slice(&buf[..n]),
                 Err(error) if is_timeout(&error) => {}
-                Err(_) => client.broken = true,
+                Err(error) => {
+                    client.reset = error.kind() == io::ErrorKind::ConnectionReset;
+                    client.broken = true;
+                }
             }
         }
         if client.pending.is_empty() {
@@ -352,7 +372,8 @@ impl Connection for StdConnection<'_, '_> {
 
     fn send_line(&mut self, line: &[u8]) {
         (self.log)(&DeviceEvent::Replied(String::from_utf8_lossy(line).trim_end().to_owned()));
-        if self.client.stream.write_all(line).is_err() {
+        if let Err(error) = self.client.stream.write_all(line) {
+            self.client.reset = error.kind() == io::ErrorKind::ConnectionReset;
             self.client.broken = true;
         }
     }

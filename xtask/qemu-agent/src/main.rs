@@ -9,6 +9,7 @@ use core::panic::PanicInfo;
 
 use ota_agent::writer::{SECTOR, SectorBuffer};
 use ota_agent::flash::RamNor;
+use ota_agent::static_cell::StaticCell;
 use scripted_push::script::{self, SEGMENT};
 use scripted_push::{FLASH_SIZE, exit_code};
 
@@ -17,16 +18,15 @@ mod semihosting;
 use semihosting::{File, Stderr};
 
 /// The big buffers live in `.bss`, as on the device: the stack stays small.
-static mut FLASH: RamNor<[u8; FLASH_SIZE]> = RamNor::from_storage([0; FLASH_SIZE]);
-static mut SECTOR_BUFFER: SectorBuffer = [0; SECTOR];
-static mut SEGMENT_BUFFER: [u8; SEGMENT] = [0; SEGMENT];
+static FLASH: StaticCell<RamNor<[u8; FLASH_SIZE]>> = StaticCell::new(RamNor::from_storage([0; FLASH_SIZE]));
+static SECTOR_BUFFER: StaticCell<SectorBuffer> = StaticCell::new([0; SECTOR]);
+static SEGMENT_BUFFER: StaticCell<[u8; SEGMENT]> = StaticCell::new([0; SEGMENT]);
 
 /// Called by `main` in `semihosting.s` once the stack is set.
+#[allow(unsafe_code)] // the entry semihosting.s calls by name
 #[unsafe(no_mangle)]
 pub extern "C" fn qemu_agent_main() -> ! {
-    // SAFETY: the only references to these statics, taken once; nothing else runs.
-    let (flash, sector, segment) =
-        unsafe { (&mut *(&raw mut FLASH), &mut *(&raw mut SECTOR_BUFFER), &mut *(&raw mut SEGMENT_BUFFER)) };
+    let (flash, sector, segment) = (FLASH.take(), SECTOR_BUFFER.take(), SEGMENT_BUFFER.take());
     let Some(mut file) = File::open_read(c"script.bin") else {
         let _ = writeln!(Stderr, "qemu-agent: cannot open script.bin");
         semihosting::exit(exit_code::NO_SCRIPT);

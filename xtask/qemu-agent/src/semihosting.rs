@@ -1,5 +1,6 @@
 //! QEMU's Xtensa semihosting (`simcall`): a2 = call number, a3..a5 = arguments, result in a2.
 //! Only what the program needs: open and read a host file, write stdout and stderr, exit.
+#![allow(unsafe_code)] // QEMU's semihosting calls
 
 use core::ffi::CStr;
 use core::fmt;
