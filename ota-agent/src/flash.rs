@@ -69,6 +69,7 @@ mod model {
         cut_at: Option<u64>,
         powered: bool,
         log: Option<Vec<FlashOp>>,
+        bit_clearing: bool,
     }
 
     impl RamNor {
@@ -80,7 +81,7 @@ mod model {
 
         /// A chip holding `data`, e.g. loaded from a flash file.
         pub fn from_bytes(data: Vec<u8>) -> RamNor {
-            RamNor { data, ops: 0, cut_at: None, powered: true, log: None }
+            RamNor { data, ops: 0, cut_at: None, powered: true, log: None, bit_clearing: false }
         }
 
         pub fn bytes(&self) -> &[u8] {
@@ -110,6 +111,14 @@ mod model {
         pub fn restore_power(&mut self) {
             self.powered = true;
             self.cut_at = None;
+        }
+
+        /// Lets a program clear more bits of bytes already programmed, as real NOR does; the
+        /// trial record's attempts and confirmed words rely on it. A program that would have
+        /// to set a bit is still refused. Off by default: there, any program over bytes
+        /// that are not erased is refused as the bug it usually is.
+        pub fn allow_bit_clearing(&mut self) {
+            self.bit_clearing = true;
         }
 
         /// Start recording operations (for timing models and tests).
@@ -218,7 +227,10 @@ mod model {
                 let in_page = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(bytes.len() - done);
                 let chunk = &bytes[done..done + in_page];
                 let target = &self.data[at as usize..at as usize + in_page];
-                if let Some(dirty) = target.iter().position(|&b| b != 0xFF) {
+                let refused = |(&cell, &new): (&u8, &u8)| {
+                    if self.bit_clearing { cell & new != new } else { cell != 0xFF }
+                };
+                if let Some(dirty) = target.iter().zip(chunk).position(refused) {
                     return Err(NorError::NotErased { offset: at + dirty as u32 });
                 }
                 let torn = self.cut_at == Some(self.ops);
@@ -248,6 +260,25 @@ mod model {
             flash.erase(0x1000, 0x2000).unwrap();
             flash.read(0x1000, &mut buf[..4]).unwrap();
             assert_eq!(buf[..4], [0xFF; 4]);
+        }
+
+        #[test]
+        fn bit_clearing_programs_only_when_allowed() {
+            let mut flash = RamNor::new(0x2000);
+            flash.write(0x100, &[0xF0, 0xFF, 0xFF, 0xFF]).unwrap();
+            assert_eq!(
+                flash.write(0x100, &[0xE0, 0xFF, 0xFF, 0xFF]),
+                Err(NorError::NotErased { offset: 0x100 })
+            );
+            flash.allow_bit_clearing();
+            flash.write(0x100, &[0xE0, 0xFF, 0xFF, 0xFF]).unwrap();
+            assert_eq!(flash.bytes()[0x100..0x104], [0xE0, 0xFF, 0xFF, 0xFF]);
+            // Setting a bit back is what no NOR chip can do.
+            assert_eq!(
+                flash.write(0x100, &[0xF0, 0xFF, 0xFF, 0xFF]),
+                Err(NorError::NotErased { offset: 0x100 })
+            );
+            assert_eq!(flash.bytes()[0x100], 0xE0);
         }
 
         #[test]
