@@ -178,6 +178,21 @@ impl BootConfig {
     }
 }
 
+/// The chip size rBoot v1.4.2 (built with `BOOT_BIG_FLASH`) takes from the size code in
+/// its own image header (byte 3's high nibble): the `-c1` codes count as their plain size,
+/// unknown codes as 512 KB ("assume at least 4 Mbit").
+pub const fn rboot_flash_size(size_code: u8) -> u32 {
+    match size_code {
+        1 => 0x4_0000,
+        2 => 0x10_0000,
+        3 | 5 => 0x20_0000,
+        4 | 6 => 0x40_0000,
+        8 => 0x80_0000,
+        9 => 0x100_0000,
+        _ => 0x8_0000,
+    }
+}
+
 fn checksum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(CHECKSUM_SEED, |acc, b| acc ^ b)
 }
@@ -304,6 +319,13 @@ mod tests {
                 BootConfig::for_layout(layout, SlotId::User1)
             );
         }
+    }
+
+    #[test]
+    fn flash_size_codes_read_like_rboot_big_flash() {
+        let sizes: Vec<u32> = (0..=10).map(rboot_flash_size).collect();
+        let (k, m) = (0x400, 0x10_0000);
+        assert_eq!(sizes, [512 * k, 256 * k, m, 2 * m, 4 * m, 2 * m, 4 * m, 512 * k, 8 * m, 16 * m, 512 * k]);
     }
 
     #[test]
