@@ -12,7 +12,7 @@ use crate::crc::Crc32;
 use crate::descriptor::{self, Descriptor, DescriptorError};
 use crate::flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
 use crate::irom_text;
-use crate::layout::Slot;
+use crate::layout::{DRAM_USABLE, IRAM, Slot, irom_link_addr_for};
 use crate::text::{self, Arg, IromText, Message, Sink};
 
 /// First byte of a v2 image.
@@ -265,6 +265,18 @@ impl ImageInfo {
 
     pub fn crc_valid(&self) -> bool {
         self.crc == self.computed_crc
+    }
+
+    /// Each RAM segment as `(flash offset of its data, load address, length)`, for an
+    /// image that starts at flash `image_offset`: what a bootloader copies where.
+    pub fn ram_segments_at(&self, image_offset: u32) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        // Image header, IROM segment header, IROM, the header of the RAM segments.
+        let mut at = image_offset + 3 * HEADER_LEN + self.irom_len;
+        self.segments().iter().map(move |&(addr, len)| {
+            let data = at + HEADER_LEN;
+            at = data + len;
+            (data, addr, len)
+        })
     }
 }
 
@@ -669,6 +681,18 @@ pub fn scan<F: ReadNorFlash>(
     len: u32,
     scratch: &mut [u8],
 ) -> Result<ImageInfo, ImageError> {
+    scan_image(flash, offset, len, scratch, true)
+}
+
+/// [`scan`], where `exact` says whether `len` is the image's length or only a bound on it
+/// (then the headers say where the image ends).
+fn scan_image<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    len: u32,
+    scratch: &mut [u8],
+    exact: bool,
+) -> Result<ImageInfo, ImageError> {
     let mut reader = Reader::new(flash, scratch, offset, len)?;
 
     let header: [u8; 8] = reader.read_array()?;
@@ -732,7 +756,7 @@ pub fn scan<F: ReadNorFlash>(
     let [checksum] = reader.read_array()?;
     let computed_crc = crc_trailer(reader.crc.finish());
     let crc = le32(reader.read_array()?);
-    if reader.remaining() != 0 {
+    if exact && reader.remaining() != 0 {
         return Err(ImageError::TrailingBytes { expected: reader.offset(), len });
     }
     Ok(ImageInfo {
@@ -741,7 +765,7 @@ pub fn scan<F: ReadNorFlash>(
         irom_len,
         segments,
         segment_count,
-        len,
+        len: reader.offset(),
         checksum,
         computed_checksum,
         crc,
@@ -759,7 +783,10 @@ pub fn inspect<F: ReadNorFlash>(
     len: u32,
     scratch: &mut [u8],
 ) -> Result<ImageInfo, ImageError> {
-    let info = scan(flash, offset, len, scratch)?;
+    check_integrity(scan(flash, offset, len, scratch)?)
+}
+
+fn check_integrity(info: ImageInfo) -> Result<ImageInfo, ImageError> {
     if !info.checksum_valid() {
         return Err(ImageError::ChecksumMismatch { stored: info.checksum, computed: info.computed_checksum });
     }
@@ -785,6 +812,39 @@ pub fn verify_for_slot<F: ReadNorFlash>(
     let expected = slot.irom_link_addr();
     if descriptor.link_addr != expected {
         return Err(ImageError::WrongSlot { linked: descriptor.link_addr, expected });
+    }
+    Ok(info)
+}
+
+/// What a bootloader checks before it starts the image at flash `offset`, which may take
+/// up to `capacity` bytes (`FlashLayout::rom_capacity`); nobody says how long the image
+/// is, so its headers do. Everything [`inspect`] checks; the descriptor, when the image
+/// carries one, linked for this offset (an image without one, otherwise valid, boots like
+/// rBoot boots it); and every RAM segment inside the memory a firmware may load
+/// (`DRAM_USABLE` and `IRAM`), so copying it overwrites neither the bootloader nor its stack.
+pub fn verify_bootable<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    capacity: u32,
+    scratch: &mut [u8],
+) -> Result<ImageInfo, ImageError> {
+    if offset == 0 || offset == u32::MAX {
+        return Err(ImageError::NoRom(offset));
+    }
+    let info = check_integrity(scan_image(flash, offset, capacity, scratch, false)?)?;
+    if let Some(descriptor) = info.descriptor {
+        let expected = irom_link_addr_for(offset);
+        if descriptor.link_addr != expected {
+            return Err(ImageError::WrongSlot { linked: descriptor.link_addr, expected });
+        }
+    }
+    for (index, &(addr, len)) in info.segments().iter().enumerate() {
+        let inside = |range: core::ops::Range<u32>| {
+            addr >= range.start && addr <= range.end && len <= range.end - addr
+        };
+        if !inside(DRAM_USABLE) && !inside(IRAM) {
+            return Err(ImageError::SegmentOutsideRam { index, addr, len });
+        }
     }
     Ok(info)
 }
@@ -1233,6 +1293,84 @@ mod tests {
         assert_eq!(
             inspect(&mut flash, 0, len, &mut [0; 64]),
             Err(ImageError::Flash(NorFlashErrorKind::NotAligned))
+        );
+    }
+
+    #[test]
+    fn verify_bootable_finds_the_length_from_the_headers() {
+        let layout = DEFAULT_LAYOUT;
+        let user2 = layout.slot(SlotId::User2);
+        let image = sample_image(user2.irom_link_addr());
+        let mut flash = flash_with::<4>(&image, user2.offset as usize, layout.flash_size as usize);
+        let mut scratch = [0u8; 256];
+        let info = verify_bootable(&mut flash, user2.offset, user2.capacity, &mut scratch).unwrap();
+        assert_eq!(info.len, image.len() as u32);
+        assert_eq!(info, inspect(&mut flash, user2.offset, image.len() as u32, &mut scratch).unwrap());
+        // Each RAM segment's data is where ram_segments_at says.
+        let segments: Vec<_> = info.ram_segments_at(user2.offset).collect();
+        assert_eq!(segments.iter().map(|&(_, addr, len)| (addr, len)).collect::<Vec<_>>(), info.segments());
+        let expected: [&[u8]; 3] =
+            [&(0..29u8).chain([0; 3]).collect::<Vec<_>>(), &[0xAA; 6], &[0x11, 0x22, 0x33, 0x44]];
+        for ((at, _, len), data) in segments.into_iter().zip(expected) {
+            let at = (at - user2.offset) as usize;
+            assert_eq!(&image[at..at + data.len()], data);
+            assert_eq!(len as usize, data.len().next_multiple_of(4));
+        }
+
+        // Bounded by the capacity, checked like inspect, descriptor for this offset.
+        let short = image.len() as u32 - 1;
+        assert!(matches!(
+            verify_bootable(&mut flash, user2.offset, short, &mut scratch),
+            Err(ImageError::Truncated { len, .. }) if len == short
+        ));
+        let user1 = layout.slot(SlotId::User1);
+        let mut elsewhere = flash_with::<4>(&image, user1.offset as usize, layout.flash_size as usize);
+        assert_eq!(
+            verify_bootable(&mut elsewhere, user1.offset, user1.capacity, &mut scratch),
+            Err(ImageError::WrongSlot { linked: 0x4028_2010, expected: 0x4020_2010 })
+        );
+        let mut broken = image.clone();
+        broken[100] ^= 1;
+        let mut flash = flash_with::<4>(&broken, user2.offset as usize, layout.flash_size as usize);
+        assert!(matches!(
+            verify_bootable(&mut flash, user2.offset, user2.capacity, &mut scratch),
+            Err(ImageError::CrcMismatch { .. })
+        ));
+        let mut erased = flash_with::<4>(&[], 0, layout.flash_size as usize);
+        assert_eq!(
+            verify_bootable(&mut erased, user2.offset, user2.capacity, &mut scratch),
+            Err(ImageError::BadMagic(0xFF))
+        );
+        assert_eq!(verify_bootable(&mut erased, 0, 0x1000, &mut scratch), Err(ImageError::NoRom(0)));
+    }
+
+    #[test]
+    fn verify_bootable_takes_foreign_images_but_not_segments_over_the_bootloader() {
+        let layout = DEFAULT_LAYOUT;
+        let user1 = layout.slot(SlotId::User1);
+        let mut scratch = [0u8; 64];
+        // No descriptor (an SDK or C build): bootable like rBoot boots it.
+        let foreign =
+            write(DIO_4M_80, 0x4010_0004, &[0x5A; 48], &[Segment { addr: 0x4010_0000, data: &[1; 8] }]);
+        let mut flash = flash_with::<4>(&foreign, user1.offset as usize, layout.flash_size as usize);
+        let info = verify_bootable(&mut flash, user1.offset, user1.capacity, &mut scratch).unwrap();
+        assert_eq!(info.descriptor, None);
+        // A DRAM segment in the ROM's top 16 KB (the stack the copy runs on) is refused.
+        let over_stack = write(
+            DIO_4M_80,
+            0x4010_0004,
+            &irom_for(user1.irom_link_addr(), 0),
+            &[Segment { addr: 0x3FFF_FF00, data: &[1; 16] }],
+        );
+        let mut flash = flash_with::<4>(&over_stack, user1.offset as usize, layout.flash_size as usize);
+        assert_eq!(
+            verify_bootable(&mut flash, user1.offset, user1.capacity, &mut scratch),
+            Err(ImageError::SegmentOutsideRam { index: 0, addr: 0x3FFF_FF00, len: 16 })
+        );
+        let mut flash = flash_with::<4>(&over_stack, user1.offset as usize, layout.flash_size as usize);
+        assert!(
+            inspect(&mut flash, user1.offset, over_stack.len() as u32, &mut scratch).is_ok(),
+            "inspect allows it"
         );
     }
 

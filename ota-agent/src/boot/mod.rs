@@ -6,6 +6,7 @@
 pub mod config;
 pub mod decision;
 pub mod handoff;
+pub mod loader;
 pub mod trial;
 
 pub use config::*;
