@@ -232,7 +232,7 @@ pub struct Segment<'a> {
 
 /// What an image holds, as found by [`scan`] (stored and computed integrity values side by
 /// side) and by [`inspect`] (where they are known to agree).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ImageInfo {
     pub params: FlashParams,
     pub entry: u32,
@@ -513,6 +513,54 @@ pub fn write_v2(
 
     out.put(&[MAGIC_SEGMENTS, segments.len() as u8, mode, size_freq]);
     out.put(&entry);
+    let checksum = put_segments(&mut out, segments);
+    let pad = checksum_position(out.written) - out.written;
+    out.put(&ZEROS[..pad as usize]);
+    out.put(&[checksum]);
+    let crc = crc_trailer(out.crc.finish());
+    out.put(&crc.to_le_bytes());
+    debug_assert_eq!(out.written, total);
+    Ok(total)
+}
+
+/// Writes a v1 image, what the mask ROM boots from flash 0x0 and `esptool elf2image
+/// --version 1` writes: the 0xE9 header, the segments in the given order (each padded to 4
+/// with zeros), zeros up to the next position that is 15 mod 16, and the checksum byte. No
+/// IROM and no CRC. Where the segments load is the caller's business (a bootloader runs
+/// from RAM an application never uses). Returns the length; nothing is written when the
+/// inputs are refused.
+pub fn write_v1(
+    params: FlashParams,
+    entry: u32,
+    segments: &[Segment<'_>],
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<u32, ImageError> {
+    if segments.len() > MAX_SEGMENTS {
+        return Err(ImageError::TooManySegments(segments.len()));
+    }
+    let mut len = HEADER_LEN;
+    for segment in segments {
+        let data_len = u32::try_from(segment.data.len()).map_err(|_| ImageError::SizeOverflow)?;
+        let padded =
+            data_len.checked_add(padding(data_len, SEGMENT_ALIGN)).ok_or(ImageError::SizeOverflow)?;
+        len = len.checked_add(HEADER_LEN + padded).ok_or(ImageError::SizeOverflow)?;
+    }
+    let total = checksum_position(len).checked_add(1).ok_or(ImageError::SizeOverflow)?;
+
+    let mut out = CountingSink { sink, crc: Crc32::new(), written: 0 };
+    let [mode, size_freq] = params.to_header_bytes();
+    out.put(&[MAGIC_SEGMENTS, segments.len() as u8, mode, size_freq]);
+    out.put(&entry.to_le_bytes());
+    let checksum = put_segments(&mut out, segments);
+    let pad = checksum_position(out.written) - out.written;
+    out.put(&ZEROS[..pad as usize]);
+    out.put(&[checksum]);
+    debug_assert_eq!(out.written, total);
+    Ok(total)
+}
+
+/// Each segment's header and data, padded to 4; returns the XOR checksum of the data.
+fn put_segments(out: &mut CountingSink<'_>, segments: &[Segment<'_>]) -> u8 {
     let mut checksum = CHECKSUM_SEED;
     for segment in segments {
         let pad = padding(segment.data.len() as u32, SEGMENT_ALIGN);
@@ -523,13 +571,7 @@ pub fn write_v2(
         // The zero padding leaves an XOR unchanged.
         checksum = segment.data.iter().fold(checksum, |sum, byte| sum ^ byte);
     }
-    let pad = checksum_position(out.written) - out.written;
-    out.put(&ZEROS[..pad as usize]);
-    out.put(&[checksum]);
-    let crc = crc_trailer(out.crc.finish());
-    out.put(&crc.to_le_bytes());
-    debug_assert_eq!(out.written, total);
-    Ok(total)
+    checksum
 }
 
 /// Passes bytes on while counting them and feeding the CRC.
@@ -559,6 +601,11 @@ fn word(bytes: &[u8; 8], at: usize) -> u32 {
     le32([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
+/// Reading stopped; the reason is in the reader ([`Reader::take_error`]). A zero-sized
+/// error keeps every `?` of a scan a register test: with the 20-byte [`ImageError`] on
+/// each return, scanning cost the bootloader (a 4 KB sector in all) 2 KB more.
+struct Stop;
+
 /// Reads an image front to back through the caller's scratch buffer, feeding every byte
 /// it hands out to a CRC. All positions are checked against the image's end first, so no
 /// arithmetic can overflow.
@@ -573,6 +620,8 @@ struct Reader<'a, F: ReadNorFlash> {
     end: u32,
     capacity: u32,
     crc: Crc32,
+    /// Why the last [`Stop`] happened.
+    error: Option<ImageError>,
 }
 
 impl<'a, F: ReadNorFlash> Reader<'a, F> {
@@ -600,7 +649,25 @@ impl<'a, F: ReadNorFlash> Reader<'a, F> {
             end,
             capacity,
             crc: Crc32::new(),
+            error: None,
         })
+    }
+
+    /// Runs `read` and turns a [`Stop`] back into its reason.
+    fn run<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T, Stop>) -> Result<T, ImageError> {
+        read(self).map_err(|Stop| self.take_error())
+    }
+
+    /// Records why reading stops.
+    #[inline(never)]
+    fn fail(&mut self, error: ImageError) -> Stop {
+        self.error = Some(error);
+        Stop
+    }
+
+    fn take_error(&mut self) -> ImageError {
+        // Every `Stop` comes from `fail`.
+        self.error.take().unwrap_or(ImageError::Flash(NorFlashErrorKind::Other))
     }
 
     /// Position inside the image.
@@ -617,15 +684,19 @@ impl<'a, F: ReadNorFlash> Reader<'a, F> {
     }
 
     /// Fails unless `n` more bytes are left.
-    fn need(&self, n: u32) -> Result<(), ImageError> {
+    fn need(&mut self, n: u32) -> Result<(), Stop> {
         if n > self.remaining() {
-            return Err(ImageError::Truncated { needed: self.offset().saturating_add(n), len: self.len() });
+            let error = ImageError::Truncated { needed: self.offset().saturating_add(n), len: self.len() };
+            return Err(self.fail(error));
         }
         Ok(())
     }
 
-    /// Hands the next `n` bytes to `f`, in pieces of at most the scratch size.
-    fn consume(&mut self, n: u32, mut f: impl FnMut(&[u8])) -> Result<(), ImageError> {
+    /// Hands the next `n` bytes to `f`, in pieces of at most the scratch size. One copy
+    /// serves every caller (a `dyn` callback, never inlined): the bootloader that runs this
+    /// must fit a 4 KB sector.
+    #[inline(never)]
+    fn consume(&mut self, n: u32, f: &mut dyn FnMut(&[u8])) -> Result<(), Stop> {
         self.need(n)?;
         let mut left = n;
         while left > 0 {
@@ -644,29 +715,50 @@ impl<'a, F: ReadNorFlash> Reader<'a, F> {
         Ok(())
     }
 
-    /// Reads the aligned flash window that starts at or just before `pos`.
-    fn fill(&mut self) -> Result<(), ImageError> {
-        let read_size = F::READ_SIZE.max(1) as u64;
-        let at = u64::from(self.pos) - u64::from(self.pos) % read_size;
-        let wanted = (u64::from(self.end) - at).div_ceil(read_size) * read_size;
-        let len = wanted.min(self.buf.len() as u64).min(u64::from(self.capacity) - at);
-        self.flash.read(at as u32, &mut self.buf[..len as usize]).map_err(|e| ImageError::Flash(e.kind()))?;
-        self.buf_at = at as u32;
-        self.buf_len = len as u32;
+    /// Skips `n` bytes (they still go into the CRC).
+    fn skip(&mut self, n: u32) -> Result<(), Stop> {
+        self.consume(n, &mut |_| {})
+    }
+
+    /// Reads the aligned flash window that starts at or just before `pos`. In u32
+    /// arithmetic (no 64-bit code for a 32-bit core): `at <= pos <= end <= capacity`, and
+    /// the buffer, a whole number of read units, is at most 1 GB.
+    fn fill(&mut self) -> Result<(), Stop> {
+        let read_size = F::READ_SIZE.max(1) as u32;
+        let at = self.pos - self.pos % read_size;
+        let wanted = (self.end - at).min(self.buf.len() as u32).div_ceil(read_size) * read_size;
+        let len = wanted.min(self.capacity - at);
+        if let Err(error) = self.flash.read(at, &mut self.buf[..len as usize]) {
+            return Err(self.fail(ImageError::Flash(error.kind())));
+        }
+        self.buf_at = at;
+        self.buf_len = len;
         if self.buf_len <= self.pos - self.buf_at {
             // Only when the flash is not a whole number of read units.
-            return Err(ImageError::Flash(NorFlashErrorKind::OutOfBounds));
+            return Err(self.fail(ImageError::Flash(NorFlashErrorKind::OutOfBounds)));
         }
         Ok(())
     }
 
-    fn read_array<const N: usize>(&mut self) -> Result<[u8; N], ImageError> {
-        let mut out = [0u8; N];
+    #[inline(never)]
+    fn read_into(&mut self, out: &mut [u8]) -> Result<(), Stop> {
         let mut filled = 0;
-        self.consume(N as u32, |bytes| {
+        self.consume(out.len() as u32, &mut |bytes| {
             out[filled..filled + bytes.len()].copy_from_slice(bytes);
             filled += bytes.len();
-        })?;
+        })
+    }
+
+    #[inline(never)]
+    fn read_u32(&mut self) -> Result<u32, Stop> {
+        let mut bytes = [0u8; 4];
+        self.read_into(&mut bytes)?;
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    fn read_array<const N: usize>(&mut self) -> Result<[u8; N], Stop> {
+        let mut out = [0u8; N];
+        self.read_into(&mut out)?;
         Ok(out)
     }
 }
@@ -681,35 +773,51 @@ pub fn scan<F: ReadNorFlash>(
     len: u32,
     scratch: &mut [u8],
 ) -> Result<ImageInfo, ImageError> {
-    scan_image(flash, offset, len, scratch, true)
+    let mut info = ImageInfo::default();
+    scan_image(flash, offset, len, scratch, true, &mut info)?;
+    Ok(info)
 }
 
-/// [`scan`], where `exact` says whether `len` is the image's length or only a bound on it
-/// (then the headers say where the image ends).
+/// [`scan`] into `info`, where `exact` says whether `len` is the image's length or only a
+/// bound on it (then the headers say where the image ends). Filling the caller's
+/// `ImageInfo` in place spares the bootloader the copies of a 180-byte return value.
+#[inline(never)]
 fn scan_image<F: ReadNorFlash>(
     flash: &mut F,
     offset: u32,
     len: u32,
     scratch: &mut [u8],
     exact: bool,
-) -> Result<ImageInfo, ImageError> {
-    let mut reader = Reader::new(flash, scratch, offset, len)?;
+    info: &mut ImageInfo,
+) -> Result<(), ImageError> {
+    Reader::new(flash, scratch, offset, len)?.run(|reader| scan_headers(reader, len, exact, info))
+}
 
-    let header: [u8; 8] = reader.read_array()?;
-    if header[0] != MAGIC_V2 {
-        return Err(ImageError::BadMagic(header[0]));
+/// The body of [`scan_image`].
+fn scan_headers<F: ReadNorFlash>(
+    reader: &mut Reader<'_, F>,
+    len: u32,
+    exact: bool,
+    info: &mut ImageInfo,
+) -> Result<(), Stop> {
+    // Headers are read a word at a time: whole u32 loads, no byte shuffling (the
+    // bootloader that runs this must fit a 4 KB sector).
+    let head = reader.read_u32()?;
+    let entry = reader.read_u32()?;
+    let [magic, marker, mode, size_freq] = head.to_le_bytes();
+    if magic != MAGIC_V2 {
+        return Err(reader.fail(ImageError::BadMagic(magic)));
     }
-    if header[1] != V2_MARKER {
-        return Err(ImageError::BadV2Marker(header[1]));
+    if marker != V2_MARKER {
+        return Err(reader.fail(ImageError::BadV2Marker(marker)));
     }
-    let params = FlashParams::from_header_bytes(header[2], header[3])?;
-    let entry = word(&header, 4);
+    let params = FlashParams::from_header_bytes(mode, size_freq).map_err(|error| reader.fail(error))?;
 
     // The IROM segment: its load address is written as 0 and means nothing.
-    let irom_header: [u8; 8] = reader.read_array()?;
-    let irom_len = word(&irom_header, 4);
+    reader.read_u32()?;
+    let irom_len = reader.read_u32()?;
     if !irom_len.is_multiple_of(IROM_ALIGN) {
-        return Err(ImageError::IromLength(irom_len));
+        return Err(reader.fail(ImageError::IromLength(irom_len)));
     }
     reader.need(irom_len)?;
     let mut descriptor = None;
@@ -718,60 +826,62 @@ fn scan_image<F: ReadNorFlash>(
         let bytes: [u8; descriptor::SIZE] = reader.read_array()?;
         irom_left -= descriptor::SIZE as u32;
         if bytes[..4] == descriptor::MAGIC.to_le_bytes() {
-            descriptor = Some(Descriptor::parse(&bytes).map_err(ImageError::BadDescriptor)?);
+            descriptor = Some(
+                Descriptor::parse(&bytes).map_err(|error| reader.fail(ImageError::BadDescriptor(error)))?,
+            );
         }
     }
-    reader.consume(irom_left, |_| {})?;
+    reader.skip(irom_left)?;
 
-    let second: [u8; 8] = reader.read_array()?;
-    if second[0] != MAGIC_SEGMENTS {
-        return Err(ImageError::BadSegmentMagic(second[0]));
+    let second = reader.read_u32()?;
+    let second_entry = reader.read_u32()?;
+    let [second_magic, count, second_mode, second_size_freq] = second.to_le_bytes();
+    if second_magic != MAGIC_SEGMENTS {
+        return Err(reader.fail(ImageError::BadSegmentMagic(second_magic)));
     }
-    let segment_count = usize::from(second[1]);
+    let segment_count = usize::from(count);
     if segment_count > MAX_RAM_SEGMENTS {
-        return Err(ImageError::TooManySegments(segment_count));
+        return Err(reader.fail(ImageError::TooManySegments(segment_count)));
     }
-    if second[2..] != header[2..] {
-        return Err(ImageError::HeaderMismatch);
+    if (second_mode, second_size_freq, second_entry) != (mode, size_freq, entry) {
+        return Err(reader.fail(ImageError::HeaderMismatch));
     }
 
-    let mut segments = [(0, 0); MAX_RAM_SEGMENTS];
     let mut computed_checksum = CHECKSUM_SEED;
-    for (index, slot) in segments.iter_mut().enumerate().take(segment_count) {
-        let segment_header: [u8; 8] = reader.read_array()?;
-        let (addr, len) = (word(&segment_header, 0), word(&segment_header, 4));
+    for (index, slot) in info.segments.iter_mut().enumerate().take(segment_count) {
+        let addr = reader.read_u32()?;
+        let len = reader.read_u32()?;
         if !len.is_multiple_of(SEGMENT_ALIGN) {
-            return Err(ImageError::SegmentLength { index, len });
+            return Err(reader.fail(ImageError::SegmentLength { index, len }));
         }
         if MemoryKind::ram_holding(addr, len).is_none() {
-            return Err(ImageError::SegmentOutsideRam { index, addr, len });
+            return Err(reader.fail(ImageError::SegmentOutsideRam { index, addr, len }));
         }
-        reader
-            .consume(len, |bytes| computed_checksum = bytes.iter().fold(computed_checksum, |s, b| s ^ b))?;
+        reader.consume(len, &mut |bytes| {
+            computed_checksum = bytes.iter().fold(computed_checksum, |s, b| s ^ b)
+        })?;
         *slot = (addr, len);
     }
 
     let here = reader.offset();
-    reader.consume(checksum_position(here) - here, |_| {})?;
+    reader.skip(checksum_position(here) - here)?;
     let [checksum] = reader.read_array()?;
     let computed_crc = crc_trailer(reader.crc.finish());
-    let crc = le32(reader.read_array()?);
+    let crc = reader.read_u32()?;
     if exact && reader.remaining() != 0 {
-        return Err(ImageError::TrailingBytes { expected: reader.offset(), len });
+        return Err(reader.fail(ImageError::TrailingBytes { expected: reader.offset(), len }));
     }
-    Ok(ImageInfo {
-        params,
-        entry,
-        irom_len,
-        segments,
-        segment_count,
-        len: reader.offset(),
-        checksum,
-        computed_checksum,
-        crc,
-        computed_crc,
-        descriptor,
-    })
+    info.params = params;
+    info.entry = entry;
+    info.irom_len = irom_len;
+    info.segment_count = segment_count;
+    info.len = reader.offset();
+    info.checksum = checksum;
+    info.computed_checksum = computed_checksum;
+    info.crc = crc;
+    info.computed_crc = computed_crc;
+    info.descriptor = descriptor;
+    Ok(())
 }
 
 /// Reads and fully checks the image of `len` bytes at flash `offset`: everything [`scan`]
@@ -783,17 +893,19 @@ pub fn inspect<F: ReadNorFlash>(
     len: u32,
     scratch: &mut [u8],
 ) -> Result<ImageInfo, ImageError> {
-    check_integrity(scan(flash, offset, len, scratch)?)
+    let info = scan(flash, offset, len, scratch)?;
+    check_integrity(&info)?;
+    Ok(info)
 }
 
-fn check_integrity(info: ImageInfo) -> Result<ImageInfo, ImageError> {
+fn check_integrity(info: &ImageInfo) -> Result<(), ImageError> {
     if !info.checksum_valid() {
         return Err(ImageError::ChecksumMismatch { stored: info.checksum, computed: info.computed_checksum });
     }
     if !info.crc_valid() {
         return Err(ImageError::CrcMismatch { stored: info.crc, computed: info.computed_crc });
     }
-    Ok(info)
+    Ok(())
 }
 
 /// [`inspect`] plus the checks that make an image safe to boot from `slot`: it fits, and its
@@ -822,16 +934,19 @@ pub fn verify_for_slot<F: ReadNorFlash>(
 /// carries one, linked for this offset (an image without one, otherwise valid, boots like
 /// rBoot boots it); and every RAM segment inside the memory a firmware may load
 /// (`DRAM_USABLE` and `IRAM`), so copying it overwrites neither the bootloader nor its stack.
+#[inline(never)]
 pub fn verify_bootable<F: ReadNorFlash>(
     flash: &mut F,
     offset: u32,
     capacity: u32,
     scratch: &mut [u8],
-) -> Result<ImageInfo, ImageError> {
+    info: &mut ImageInfo,
+) -> Result<(), ImageError> {
     if offset == 0 || offset == u32::MAX {
         return Err(ImageError::NoRom(offset));
     }
-    let info = check_integrity(scan_image(flash, offset, capacity, scratch, false)?)?;
+    scan_image(flash, offset, capacity, scratch, false, info)?;
+    check_integrity(info)?;
     if let Some(descriptor) = info.descriptor {
         let expected = irom_link_addr_for(offset);
         if descriptor.link_addr != expected {
@@ -846,7 +961,7 @@ pub fn verify_bootable<F: ReadNorFlash>(
             return Err(ImageError::SegmentOutsideRam { index, addr, len });
         }
     }
-    Ok(info)
+    Ok(())
 }
 
 /// What rBoot's `check_image` does with the ROM at `offset`, returning the entry point its
@@ -867,7 +982,8 @@ pub fn rboot_check<F: ReadNorFlash>(flash: &mut F, offset: u32) -> Result<u32, I
         |at: u32| capacity.checked_sub(at).ok_or(ImageError::OutOfFlash { offset: at, len: 0, capacity });
 
     // rBoot reads a whole `rom_header_new` (16 bytes) whatever the magic.
-    let first: [u8; 16] = Reader::new(flash, &mut scratch, offset, until_end(offset)?)?.read_array()?;
+    let first: [u8; 16] =
+        Reader::new(flash, &mut scratch, offset, until_end(offset)?)?.run(|reader| reader.read_array())?;
     let rom_at = match first {
         [0xE9, ..] => offset,
         [MAGIC_V2, V2_MARKER, ..] => {
@@ -881,18 +997,20 @@ pub fn rboot_check<F: ReadNorFlash>(flash: &mut F, offset: u32) -> Result<u32, I
     };
 
     let mut reader = Reader::new(flash, &mut scratch, rom_at, until_end(rom_at)?)?;
-    let header: [u8; 8] = reader.read_array()?;
-    let entry = word(&header, 4);
-    let mut computed = CHECKSUM_SEED;
-    for _ in 0..header[1] {
-        let segment_header: [u8; 8] = reader.read_array()?;
-        reader.consume(word(&segment_header, 4), |bytes| {
-            computed = bytes.iter().fold(computed, |s, b| s ^ b)
-        })?;
-    }
-    // rBoot rounds its absolute flash read position, not the image-relative one.
-    reader.consume(checksum_position(reader.pos) - reader.pos, |_| {})?;
-    let [stored] = reader.read_array()?;
+    let (entry, stored, computed) = reader.run(|reader| {
+        let header: [u8; 8] = reader.read_array()?;
+        let mut computed = CHECKSUM_SEED;
+        for _ in 0..header[1] {
+            let segment_header: [u8; 8] = reader.read_array()?;
+            reader.consume(word(&segment_header, 4), &mut |bytes| {
+                computed = bytes.iter().fold(computed, |s, b| s ^ b)
+            })?;
+        }
+        // rBoot rounds its absolute flash read position, not the image-relative one.
+        reader.skip(checksum_position(reader.pos) - reader.pos)?;
+        let [stored] = reader.read_array()?;
+        Ok((word(&header, 4), stored, computed))
+    })?;
     if stored != computed {
         return Err(ImageError::ChecksumMismatch { stored, computed });
     }
@@ -1071,6 +1189,34 @@ mod tests {
         let crc = crc32fast::hash(&image[..208]);
         let trailer = if crc & 0x8000_0000 != 0 { crc ^ 0xFFFF_FFFF } else { crc + 1 };
         assert_eq!(&image[208..], &trailer.to_le_bytes());
+    }
+
+    #[test]
+    fn writes_the_exact_v1_layout() {
+        let mut out = Vec::new();
+        let segments = [
+            Segment { addr: 0x4010_E000, data: &[1, 2, 3, 4, 5, 6] },
+            Segment { addr: 0x3FFF_B000, data: &[0xAA, 0xBB, 0xCC, 0xDD] },
+        ];
+        let len = write_v1(DIO_4M_80, 0x4010_E004, &segments, &mut |b| out.extend_from_slice(b)).unwrap();
+        let mut expected = vec![0xE9, 2, 0x02, 0x4F, 0x04, 0xE0, 0x10, 0x40];
+        expected.extend_from_slice(&[0x00, 0xE0, 0x10, 0x40, 8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 0, 0]);
+        expected.extend_from_slice(&[0x00, 0xB0, 0xFF, 0x3F, 4, 0, 0, 0, 0xAA, 0xBB, 0xCC, 0xDD]);
+        expected.resize(47, 0);
+        expected.push([1u8, 2, 3, 4, 5, 6, 0xAA, 0xBB, 0xCC, 0xDD].iter().fold(0xEF, |a, b| a ^ b));
+        assert_eq!(out, expected);
+        assert_eq!(len, 48);
+
+        // Headers and data end at 24: zeros up to 31, the checksum there. 17 segments are refused.
+        let mut out = Vec::new();
+        write_v1(DIO_4M_80, 0, &[Segment { addr: 0, data: &[9; 8] }], &mut |b| out.extend_from_slice(b))
+            .unwrap();
+        assert_eq!(out.len(), 32);
+        let many = [Segment { addr: 0, data: &[] }; 17];
+        assert_eq!(
+            write_v1(DIO_4M_80, 0, &many, &mut |_| panic!("nothing written")),
+            Err(ImageError::TooManySegments(17))
+        );
     }
 
     #[test]
@@ -1296,6 +1442,16 @@ mod tests {
         );
     }
 
+    fn bootable<F: ReadNorFlash>(
+        flash: &mut F,
+        offset: u32,
+        capacity: u32,
+        scratch: &mut [u8],
+    ) -> Result<ImageInfo, ImageError> {
+        let mut info = ImageInfo::default();
+        verify_bootable(flash, offset, capacity, scratch, &mut info).map(|()| info)
+    }
+
     #[test]
     fn verify_bootable_finds_the_length_from_the_headers() {
         let layout = DEFAULT_LAYOUT;
@@ -1303,7 +1459,7 @@ mod tests {
         let image = sample_image(user2.irom_link_addr());
         let mut flash = flash_with::<4>(&image, user2.offset as usize, layout.flash_size as usize);
         let mut scratch = [0u8; 256];
-        let info = verify_bootable(&mut flash, user2.offset, user2.capacity, &mut scratch).unwrap();
+        let info = bootable(&mut flash, user2.offset, user2.capacity, &mut scratch).unwrap();
         assert_eq!(info.len, image.len() as u32);
         assert_eq!(info, inspect(&mut flash, user2.offset, image.len() as u32, &mut scratch).unwrap());
         // Each RAM segment's data is where ram_segments_at says.
@@ -1320,28 +1476,28 @@ mod tests {
         // Bounded by the capacity, checked like inspect, descriptor for this offset.
         let short = image.len() as u32 - 1;
         assert!(matches!(
-            verify_bootable(&mut flash, user2.offset, short, &mut scratch),
+            bootable(&mut flash, user2.offset, short, &mut scratch),
             Err(ImageError::Truncated { len, .. }) if len == short
         ));
         let user1 = layout.slot(SlotId::User1);
         let mut elsewhere = flash_with::<4>(&image, user1.offset as usize, layout.flash_size as usize);
         assert_eq!(
-            verify_bootable(&mut elsewhere, user1.offset, user1.capacity, &mut scratch),
+            bootable(&mut elsewhere, user1.offset, user1.capacity, &mut scratch),
             Err(ImageError::WrongSlot { linked: 0x4028_2010, expected: 0x4020_2010 })
         );
         let mut broken = image.clone();
         broken[100] ^= 1;
         let mut flash = flash_with::<4>(&broken, user2.offset as usize, layout.flash_size as usize);
         assert!(matches!(
-            verify_bootable(&mut flash, user2.offset, user2.capacity, &mut scratch),
+            bootable(&mut flash, user2.offset, user2.capacity, &mut scratch),
             Err(ImageError::CrcMismatch { .. })
         ));
         let mut erased = flash_with::<4>(&[], 0, layout.flash_size as usize);
         assert_eq!(
-            verify_bootable(&mut erased, user2.offset, user2.capacity, &mut scratch),
+            bootable(&mut erased, user2.offset, user2.capacity, &mut scratch),
             Err(ImageError::BadMagic(0xFF))
         );
-        assert_eq!(verify_bootable(&mut erased, 0, 0x1000, &mut scratch), Err(ImageError::NoRom(0)));
+        assert_eq!(bootable(&mut erased, 0, 0x1000, &mut scratch), Err(ImageError::NoRom(0)));
     }
 
     #[test]
@@ -1353,7 +1509,7 @@ mod tests {
         let foreign =
             write(DIO_4M_80, 0x4010_0004, &[0x5A; 48], &[Segment { addr: 0x4010_0000, data: &[1; 8] }]);
         let mut flash = flash_with::<4>(&foreign, user1.offset as usize, layout.flash_size as usize);
-        let info = verify_bootable(&mut flash, user1.offset, user1.capacity, &mut scratch).unwrap();
+        let info = bootable(&mut flash, user1.offset, user1.capacity, &mut scratch).unwrap();
         assert_eq!(info.descriptor, None);
         // A DRAM segment in the ROM's top 16 KB (the stack the copy runs on) is refused.
         let over_stack = write(
@@ -1364,7 +1520,7 @@ mod tests {
         );
         let mut flash = flash_with::<4>(&over_stack, user1.offset as usize, layout.flash_size as usize);
         assert_eq!(
-            verify_bootable(&mut flash, user1.offset, user1.capacity, &mut scratch),
+            bootable(&mut flash, user1.offset, user1.capacity, &mut scratch),
             Err(ImageError::SegmentOutsideRam { index: 0, addr: 0x3FFF_FF00, len: 16 })
         );
         let mut flash = flash_with::<4>(&over_stack, user1.offset as usize, layout.flash_size as usize);
