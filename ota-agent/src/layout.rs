@@ -30,8 +30,11 @@ pub const IRAM: core::ops::Range<u32> = 0x4010_0000..0x4010_8000;
 /// Flash-mapped code: the 1 MB window the cache shows.
 pub const IROM: core::ops::Range<u32> = IROM_MAP_BASE..IROM_MAP_BASE + IROM_WINDOW;
 
+/// The RAM the flash cache uses when it is on, right after [`IRAM`]. While it is off (at
+/// boot) it is instruction RAM the mask ROM loads a bootloader into.
+pub const CACHE_RAM: core::ops::Range<u32> = IRAM.end..0x4011_0000;
 /// Where tcpflash-boot's code runs: the top 8 KB of the flash cache's RAM
-/// (0x40108000..0x40110000). The mask ROM loads it there while the cache is off (Arduino's
+/// ([`CACHE_RAM`]). The mask ROM loads it there while the cache is off (Arduino's
 /// eboot runs at 0x4010F000), and no firmware segment may target it (firmware IRAM ends at
 /// [`IRAM`]'s end), so copying a firmware never overwrites the code doing the copying.
 pub const BOOTLOADER_IRAM: core::ops::Range<u32> = 0x4010_E000..0x4011_0000;
@@ -48,7 +51,7 @@ pub const RTC_USER_MEMORY: core::ops::Range<u32> = 0x6000_1100..0x6000_1300;
 
 // Copying a firmware (IRAM up to `IRAM.end`, DRAM up to `DRAM_USABLE.end`) never reaches the
 // bootloader's code, which has room for a whole sector's image.
-const _: () = assert!(BOOTLOADER_IRAM.start >= IRAM.end);
+const _: () = assert!(BOOTLOADER_IRAM.start >= IRAM.end && BOOTLOADER_IRAM.end <= CACHE_RAM.end);
 const _: () = assert!(BOOTLOADER_IRAM.end - BOOTLOADER_IRAM.start >= BOOTLOADER_MAX_LEN);
 const _: () = assert!(BOOTLOADER_DRAM.start >= DRAM_USABLE.start && BOOTLOADER_DRAM.end <= DRAM_USABLE.end);
 

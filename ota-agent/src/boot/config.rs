@@ -19,6 +19,10 @@ pub const CONFIG_LEN: usize = 25;
 /// The bytes rBoot writes back (`sizeof(rboot_config)`).
 pub const CONFIG_STRUCT_LEN: usize = 28;
 pub const MAX_ROMS: usize = 4;
+/// Offsets of the fields the firmware's start-up code reads (as rBoot's
+/// `Cache_Read_Enable_New` does): `current_rom` and `roms[]`.
+pub const CONFIG_CURRENT_ROM_AT: usize = 3;
+pub const CONFIG_ROMS_AT: usize = 8;
 const CHECKSUM_SEED: u8 = 0xEF;
 
 /// rBoot's boot modes.
@@ -107,6 +111,7 @@ impl BootConfig {
         BootConfig { mode: BootMode::Standard, current_rom: 0, gpio_rom: 0, count: 2, unused: [0; 2], roms }
     }
 
+    #[inline(never)]
     pub fn parse(bytes: &[u8; CONFIG_LEN]) -> Result<BootConfig, ConfigError> {
         if bytes[0] != CONFIG_MAGIC {
             return Err(ConfigError::BadMagic(bytes[0]));
@@ -121,7 +126,7 @@ impl BootConfig {
         }
         let mut roms = [0u32; MAX_ROMS];
         for (i, rom) in roms.iter_mut().enumerate() {
-            let at = 8 + 4 * i;
+            let at = CONFIG_ROMS_AT + 4 * i;
             *rom = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
         }
         Ok(BootConfig {
@@ -148,7 +153,7 @@ impl BootConfig {
             self.unused[1],
         ]);
         for (i, rom) in self.roms.iter().enumerate() {
-            bytes[8 + 4 * i..12 + 4 * i].copy_from_slice(&rom.to_le_bytes());
+            bytes[CONFIG_ROMS_AT + 4 * i..][..4].copy_from_slice(&rom.to_le_bytes());
         }
         bytes[CONFIG_LEN - 1] = checksum(&bytes[..CONFIG_LEN - 1]);
         bytes

@@ -125,11 +125,12 @@ pub struct Decision {
 
 /// Decides which rom boots from the config sector's first 28 bytes, the trial record's 32
 /// bytes and the flash size (for rBoot's default config).
+#[inline(never)]
 pub fn decide(
     config: &[u8; CONFIG_STRUCT_LEN],
     trial: &[u8; TRIAL_LEN],
     flash_size: u32,
-    slots: &mut impl SlotCheck,
+    slots: &mut dyn SlotCheck,
 ) -> Decision {
     let mut events = Events {
         default_config: None,

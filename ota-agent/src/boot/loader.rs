@@ -11,7 +11,7 @@
 //! may cover, see `verify_bootable`) and registers are used, and nothing is printed.
 
 use crate::boot::config::{CONFIG_STRUCT_LEN, MAX_ROMS, rboot_flash_size};
-use crate::boot::decision::{BootKind, Decision, TrialStatus, decide};
+use crate::boot::decision::{BootKind, TrialStatus, decide};
 use crate::boot::handoff::HandOff;
 use crate::boot::trial::{ATTEMPTS_AT, TRIAL_LEN, next_attempts_word};
 use crate::flash::{ErrorType, NorFlashError, NorFlashErrorKind, ReadNorFlash};
@@ -63,8 +63,34 @@ pub trait BootBoard {
 #[repr(C, align(4))]
 pub struct WordAligned<const N: usize>(pub [u8; N]);
 
-/// Scratch the image check reads through: a few SPI reads per sector, small stack.
-pub const SCRATCH_LEN: usize = 256;
+/// Scratch the image check reads through: 128 SPI reads for a 64 KB block.
+pub const SCRATCH_LEN: usize = 512;
+
+/// The loader's buffers, which the caller keeps off the stack (`.bss` on a board: no image
+/// bytes, short stack offsets). Not used once copying starts, so the firmware's DRAM
+/// segments may overwrite them.
+pub struct LoaderBuffers {
+    scratch: WordAligned<SCRATCH_LEN>,
+    config: WordAligned<CONFIG_STRUCT_LEN>,
+    trial: WordAligned<TRIAL_LEN>,
+}
+
+impl LoaderBuffers {
+    /// All zero, so a `static` of it lands in `.bss`.
+    pub const fn new() -> LoaderBuffers {
+        LoaderBuffers {
+            scratch: WordAligned([0; SCRATCH_LEN]),
+            config: WordAligned([0; CONFIG_STRUCT_LEN]),
+            trial: WordAligned([0; TRIAL_LEN]),
+        }
+    }
+}
+
+impl Default for LoaderBuffers {
+    fn default() -> Self {
+        LoaderBuffers::new()
+    }
+}
 
 /// What to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,34 +140,40 @@ impl<B: BootBoard> ReadNorFlash for BoardFlash<'_, B> {
 }
 
 /// Decides, counts the attempt, prints the line and copies the segments.
-pub fn load<B: BootBoard>(board: &mut B) -> Result<Launch, Halt> {
+pub fn load<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Launch, Halt> {
+    let LoaderBuffers { scratch, config, trial } = buffers;
     let flash_size = board.flash_size();
     let layout = FlashLayout::rboot("", flash_size);
     // Unreadable reads as erased: no config (rBoot's default), no trial.
-    let mut config = WordAligned([0xFF; CONFIG_STRUCT_LEN]);
     if board.read_flash(BOOT_CONFIG_OFFSET, &mut config.0).is_err() {
         config.0 = [0xFF; CONFIG_STRUCT_LEN];
     }
-    let mut trial = WordAligned([0xFF; TRIAL_LEN]);
     if board.read_flash(layout.boot_state_offset(), &mut trial.0).is_err() {
         trial.0 = [0xFF; TRIAL_LEN];
     }
 
-    let mut scratch = WordAligned([0u8; SCRATCH_LEN]);
+    // The decision stops at the first bootable rom: the last image checked is the one that
+    // boots.
+    let mut info = ImageInfo::default();
     loop {
-        let mut chosen: Option<ImageInfo> = None;
-        let mut errors = [None; MAX_ROMS];
+        let mut why: [&[u8]; MAX_ROMS] = [b"not tried"; MAX_ROMS];
         let decision = decide(&config.0, &trial.0, flash_size, &mut |rom: u8, offset: u32| {
             let mut flash = BoardFlash { board: &mut *board, size: flash_size };
-            match image::verify_bootable(&mut flash, offset, layout.rom_capacity(offset), &mut scratch.0) {
-                Ok(info) => chosen = Some(info),
-                Err(error) => errors[usize::from(rom)] = Some(error),
+            let capacity = layout.rom_capacity(offset);
+            let result = image::verify_bootable(&mut flash, offset, capacity, &mut scratch.0, &mut info);
+            if let Err(error) = result {
+                why[usize::from(rom)] = reason(&error);
             }
-            chosen.is_some()
+            result.is_ok()
         });
-        // The decision stops at the first bootable rom: `chosen` is its image.
-        let (Some(boot), Some(info)) = (decision.boot, chosen) else {
-            print_no_slot(board, &decision, &errors);
+        let Some(boot) = decision.boot else {
+            if let TrialStatus::Exhausted { trial_rom, .. } = decision.events.trial {
+                why[usize::from(trial_rom)] = b"trial not confirmed";
+            }
+            for rom in 0..decision.config.count {
+                say(board, rom, decision.config.roms[usize::from(rom)], why[usize::from(rom)]).end();
+            }
+            Console(board).text(PREFIX).text(b"no bootable rom, halted").end();
             return Err(Halt::NoBootableSlot);
         };
         if boot.count_attempt {
@@ -154,7 +186,11 @@ pub fn load<B: BootBoard>(board: &mut B) -> Result<Launch, Halt> {
                 continue;
             }
         }
-        print_boot(board, &decision, boot.rom, boot.offset, boot.kind);
+        let mut out = say(board, boot.rom, boot.offset, kind_word(boot.kind));
+        if let BootKind::Trial { attempt, max } = boot.kind {
+            out.dec(attempt).text(b"/").dec(max);
+        }
+        out.end();
         for (from, addr, len) in info.ram_segments_at(boot.offset) {
             // SAFETY: `verify_bootable` keeps every segment inside the firmware's IRAM and
             // DRAM, away from this code (cache RAM) and its stack (the ROM's, DRAM's top).
@@ -195,53 +231,45 @@ impl<B: BootBoard> Console<'_, B> {
         self
     }
 
+    /// A value below 100, by a fixed number of conditional subtractions: the lx106 has no
+    /// divider, and LLVM turns a plain subtraction loop back into `__udivsi3` (300 bytes).
     fn dec(&mut self, value: u8) -> &mut Self {
-        if value >= 10 {
-            self.dec(value / 10);
+        let (mut tens, mut ones) = (0, value);
+        for _ in 0..9 {
+            if ones >= 10 {
+                ones -= 10;
+                tens += 1;
+            }
         }
-        self.0.print_byte(b'0' + value % 10);
+        if tens > 0 {
+            self.0.print_byte(b'0' + tens);
+        }
+        self.0.print_byte(b'0' + ones);
         self
     }
 
-    fn rom(&mut self, rom: u8, offset: u32) -> &mut Self {
-        self.text(b"rom ").dec(rom).text(b" @ ").hex(offset)
+    fn end(&mut self) {
+        self.text(b"\r\n");
     }
 }
 
 const PREFIX: &[u8] = b"tcpflash-boot: ";
 
-fn print_boot<B: BootBoard>(board: &mut B, decision: &Decision, rom: u8, offset: u32, kind: BootKind) {
+/// Starts a console line about a rom: `tcpflash-boot: rom 1 @ 0x00082000: <what>`.
+#[inline(never)]
+fn say<'b, B: BootBoard>(board: &'b mut B, rom: u8, offset: u32, what: &[u8]) -> Console<'b, B> {
     let mut out = Console(board);
-    out.text(PREFIX).rom(rom, offset).text(b", ");
-    match kind {
-        BootKind::Confirmed => out.text(b"confirmed"),
-        BootKind::Trial { attempt, max } => out.text(b"trial ").dec(attempt).text(b"/").dec(max),
-        BootKind::Reverted => out.text(b"trial not confirmed, reverted"),
-        BootKind::Fallback => out.text(b"fallback"),
-    };
-    if decision.events.default_config.is_some() {
-        out.text(b" (no config: rBoot's default)");
-    }
-    out.text(b"\r\n");
+    out.text(PREFIX).text(b"rom ").dec(rom).text(b" @ ").hex(offset).text(b": ").text(what);
+    out
 }
 
-fn print_no_slot<B: BootBoard>(board: &mut B, decision: &Decision, errors: &[Option<ImageError>; MAX_ROMS]) {
-    let mut out = Console(board);
-    out.text(PREFIX).text(b"no bootable slot");
-    let banned = match decision.events.trial {
-        TrialStatus::Exhausted { trial_rom, .. } => Some(decision.config.roms[usize::from(trial_rom)]),
-        _ => None,
-    };
-    for rom in 0..decision.config.count {
-        let offset = decision.config.roms[usize::from(rom)];
-        out.text(b"; ").rom(rom, offset).text(b": ");
-        match errors[usize::from(rom)] {
-            Some(error) => out.text(reason(&error)),
-            None if banned == Some(offset) => out.text(b"trial not confirmed"),
-            None => out.text(b"not tried"),
-        };
+fn kind_word(kind: BootKind) -> &'static [u8] {
+    match kind {
+        BootKind::Confirmed => b"confirmed",
+        BootKind::Trial { .. } => b"trial ",
+        BootKind::Reverted => b"trial not confirmed, reverted",
+        BootKind::Fallback => b"fallback",
     }
-    out.text(b"; waiting for serial flashing\r\n");
 }
 
 /// A few words on why a rom cannot boot.
@@ -391,7 +419,7 @@ mod tests {
     #[test]
     fn boots_the_configured_slot_and_copies_its_segments() {
         let mut board = board(SlotId::User2, true);
-        let launch = load(&mut board).unwrap();
+        let launch = load(&mut board, &mut LoaderBuffers::new()).unwrap();
         assert_eq!(
             launch,
             Launch {
@@ -400,7 +428,7 @@ mod tests {
             }
         );
         assert_eq!(board.copies, [(0x4010_0000, IRAM_CODE.to_vec()), (0x3FFE_8000, DATA.to_vec())]);
-        assert_eq!(board.console(), "tcpflash-boot: rom 1 @ 0x00082000, confirmed\r\n");
+        assert_eq!(board.console(), "tcpflash-boot: rom 1 @ 0x00082000: confirmed\r\n");
         assert!(board.programs.is_empty(), "nothing is written without a trial");
     }
 
@@ -410,7 +438,7 @@ mod tests {
         start_trial(&mut board, 2);
         for attempt in 1..=2 {
             board.console.clear();
-            let launch = load(&mut board).unwrap();
+            let launch = load(&mut board, &mut LoaderBuffers::new()).unwrap();
             assert_eq!(
                 launch.handoff,
                 HandOff { rom: 1, kind: HandOffKind::Trial, attempt, offset: 0x82000 }
@@ -418,7 +446,7 @@ mod tests {
             assert_eq!(launch.entry, 0x4010_0002);
             assert_eq!(
                 board.console(),
-                std::format!("tcpflash-boot: rom 1 @ 0x00082000, trial {attempt}/2\r\n")
+                std::format!("tcpflash-boot: rom 1 @ 0x00082000: trial {attempt}/2\r\n")
             );
             assert_eq!(trial_state(&board).attempts_used, attempt);
         }
@@ -426,13 +454,13 @@ mod tests {
         assert_eq!(board.programs, [(at, 0xFFFF_FFFE), (at, 0xFFFF_FFFC)]);
         board.console.clear();
         board.copies.clear();
-        let launch = load(&mut board).unwrap();
+        let launch = load(&mut board, &mut LoaderBuffers::new()).unwrap();
         assert_eq!(
             launch.handoff,
             HandOff { rom: 0, kind: HandOffKind::Reverted, attempt: 0, offset: 0x2000 }
         );
         assert_eq!(board.copies[0].0, 0x4010_0000);
-        assert_eq!(board.console(), "tcpflash-boot: rom 0 @ 0x00002000, trial not confirmed, reverted\r\n");
+        assert_eq!(board.console(), "tcpflash-boot: rom 0 @ 0x00002000: trial not confirmed, reverted\r\n");
         assert_eq!(board.programs.len(), 2, "a reverted boot counts nothing");
     }
 
@@ -442,7 +470,7 @@ mod tests {
         start_trial(&mut board, 1);
         crate::boot::trial::confirm(&mut board.flash, DEFAULT_LAYOUT).unwrap();
         for _ in 0..3 {
-            let launch = load(&mut board).unwrap();
+            let launch = load(&mut board, &mut LoaderBuffers::new()).unwrap();
             assert_eq!(launch.handoff.kind, HandOffKind::Confirmed);
             assert_eq!(launch.handoff.rom, 1);
         }
@@ -454,7 +482,7 @@ mod tests {
         let mut board = board(SlotId::User1, true);
         start_trial(&mut board, 3);
         board.fail_programs = true;
-        let launch = load(&mut board).unwrap();
+        let launch = load(&mut board, &mut LoaderBuffers::new()).unwrap();
         assert_eq!(launch.handoff.kind, HandOffKind::Reverted);
         assert_eq!(launch.handoff.offset, 0x2000);
         assert_eq!(board.programs.len(), 1);
@@ -464,32 +492,37 @@ mod tests {
     fn a_broken_trial_image_falls_back() {
         let mut board = board(SlotId::User1, false);
         start_trial(&mut board, 3);
-        let launch = load(&mut board).unwrap();
+        let launch = load(&mut board, &mut LoaderBuffers::new()).unwrap();
         assert_eq!(
             launch.handoff,
             HandOff { rom: 0, kind: HandOffKind::Fallback, attempt: 0, offset: 0x2000 }
         );
         assert!(board.programs.is_empty(), "no attempt counted for a slot that does not boot");
-        assert_eq!(board.console(), "tcpflash-boot: rom 0 @ 0x00002000, fallback\r\n");
+        assert_eq!(board.console(), "tcpflash-boot: rom 0 @ 0x00002000: fallback\r\n");
     }
 
     #[test]
     fn no_bootable_slot_says_why_rom_by_rom() {
         let mut board = board(SlotId::User1, false);
         board.flash.erase(0x2000, 0x3000).unwrap();
-        assert_eq!(load(&mut board), Err(Halt::NoBootableSlot));
+        assert_eq!(load(&mut board, &mut LoaderBuffers::new()), Err(Halt::NoBootableSlot));
         assert_eq!(
             board.console(),
-            "tcpflash-boot: no bootable slot; rom 0 @ 0x00002000: empty; rom 1 @ 0x00082000: bad CRC; \
-             waiting for serial flashing\r\n"
+            "tcpflash-boot: rom 0 @ 0x00002000: empty\r\n\
+             tcpflash-boot: rom 1 @ 0x00082000: bad CRC\r\n\
+             tcpflash-boot: no bootable rom, halted\r\n"
         );
         assert!(board.copies.is_empty());
 
         // An exhausted trial whose fallback is gone: the trial image is never started.
         let mut board = board_with_exhausted_trial();
         board.flash.erase(0x2000, 0x3000).unwrap();
-        assert_eq!(load(&mut board), Err(Halt::NoBootableSlot));
-        assert!(board.console().contains("rom 1 @ 0x00082000: trial not confirmed;"), "{}", board.console());
+        assert_eq!(load(&mut board, &mut LoaderBuffers::new()), Err(Halt::NoBootableSlot));
+        assert!(
+            board.console().contains("rom 1 @ 0x00082000: trial not confirmed\r\n"),
+            "{}",
+            board.console()
+        );
     }
 
     fn board_with_exhausted_trial() -> TestBoard {
@@ -503,19 +536,25 @@ mod tests {
     fn no_config_means_rboots_default_for_the_header_size() {
         let mut board = board(SlotId::User2, true);
         board.flash.erase(0x1000, 0x2000).unwrap();
-        let launch = load(&mut board).unwrap();
+        let launch = load(&mut board, &mut LoaderBuffers::new()).unwrap();
         assert_eq!(launch.handoff.offset, 0x2000);
-        assert_eq!(
-            board.console(),
-            "tcpflash-boot: rom 0 @ 0x00002000, confirmed (no config: rBoot's default)\r\n"
-        );
+        assert_eq!(board.console(), "tcpflash-boot: rom 0 @ 0x00002000: confirmed\r\n");
         assert_eq!(board.flash_size(), 0x10_0000);
     }
 
     #[test]
     fn decimals_and_hex_print_exactly() {
         let mut board = TestBoard::new(RamNor::new(0x1000));
-        Console(&mut board).dec(0).text(b" ").dec(31).text(b" ").dec(255).text(b" ").hex(0xDEAD_BEEF);
-        assert_eq!(board.console(), "0 31 255 0xdeadbeef");
+        Console(&mut board)
+            .dec(0)
+            .text(b" ")
+            .dec(7)
+            .text(b" ")
+            .dec(31)
+            .text(b" ")
+            .dec(99)
+            .text(b" ")
+            .hex(0xDEAD_BEEF);
+        assert_eq!(board.console(), "0 7 31 99 0xdeadbeef");
     }
 }
