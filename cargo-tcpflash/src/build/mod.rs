@@ -402,8 +402,9 @@ impl Compiled {
 }
 
 /// Links `objects` with the script at `script` into `elf`, writing the map to `map`.
+/// A failed link leaves no staged files behind.
 fn link(linker: &Path, script: &Path, objects: &[PathBuf], elf: &Path, map: &Path) -> Result<(), BuildError> {
-    run_binutil(
+    let linked = run_binutil(
         Command::new(linker)
             .arg("-T")
             .arg(script)
@@ -415,7 +416,13 @@ fn link(linker: &Path, script: &Path, objects: &[PathBuf], elf: &Path, map: &Pat
             .args(objects),
         LD,
         script,
-    )
+    );
+    if linked.is_err() {
+        for staged in [elf, map] {
+            let _ = std::fs::remove_file(staged);
+        }
+    }
+    linked
 }
 
 fn build_firmware(args: &BuildArgs, package: FirmwarePackage) -> Result<Firmware, BuildError> {
