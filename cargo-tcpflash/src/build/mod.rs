@@ -361,8 +361,9 @@ fn compile_package(args: &BuildArgs, package: &FirmwarePackage) -> Result<Compil
     let compiled_at = Instant::now();
     status("Assembling", &format!("{} for lx106", package.name));
     let tool_stamp = tool_stamp();
-    // A bootloader's code all lies in 8 KB: every call reaches its target directly.
-    let passes = Passes { direct_calls: package.metadata.kind == PackageKind::Bootloader };
+    // A bootloader's code all lies in 8 KB (every call reaches its target directly) and has
+    // 4 KB in all.
+    let passes = Passes { compact: package.metadata.kind == PackageKind::Bootloader };
     let firmware =
         assemble_rustc_output(&assembler, &compiled.firmware, &obj_dir, "firmware", &tool_stamp, passes)?;
     let builtins = assemble_rustc_output(
@@ -526,8 +527,8 @@ fn read_extra_asm(package: &FirmwarePackage) -> Result<Vec<(PathBuf, String)>, B
 /// The optional assembly passes a build runs (literal placement and jump tables always).
 #[derive(Debug, Clone, Copy, Default)]
 struct Passes {
-    /// `asm::direct_calls`.
-    direct_calls: bool,
+    /// `asm::direct_calls`: for a bootloader, whose 4 KB sector counts every byte.
+    compact: bool,
 }
 
 /// An object assembled from rustc's assembly, and what identifies that assembly.
@@ -558,7 +559,7 @@ fn assemble_rustc_output(
     }
     let source = obj_dir.join(format!("{name}.s"));
     let mut fixed = asm::jump_tables_to_irom(&asm::place_literals(&text));
-    if passes.direct_calls {
+    if passes.compact {
         fixed = asm::direct_calls(&fixed);
     }
     write_if_changed(&source, &fixed)?;

@@ -154,31 +154,37 @@ pub fn decide(
         config.current_rom = 0;
     }
 
-    let trial = Trial::parse(trial).and_then(|trial| trial.check_roms(&config.roms, count).map(|()| trial));
-    // (preferred rom, kind when it boots, whether that boot counts, banned image offset)
-    let (preferred, kind, count_attempt, banned) = match trial {
-        Err(TrialError::BadMagic) => (config.current_rom, BootKind::Confirmed, false, None),
-        Err(error) => {
-            events.trial = TrialStatus::Ignored(error);
-            (config.current_rom, BootKind::Confirmed, false, None)
-        }
-        Ok(Trial { record, confirmed: true, .. }) => {
-            events.trial = TrialStatus::Confirmed { trial_rom: record.trial_rom };
-            (record.trial_rom, BootKind::Confirmed, false, None)
-        }
-        Ok(Trial { record, attempts_used, .. }) if attempts_used < record.max_attempts => {
-            events.trial =
-                TrialStatus::Running { trial_rom: record.trial_rom, attempts_used, max: record.max_attempts };
-            let kind = BootKind::Trial { attempt: attempts_used + 1, max: record.max_attempts };
-            (record.trial_rom, kind, true, None)
-        }
-        Ok(Trial { record, .. }) => {
-            events.trial =
-                TrialStatus::Exhausted { trial_rom: record.trial_rom, fallback_rom: record.fallback_rom };
+    let trial =
+        match Trial::parse(trial).and_then(|trial| trial.check_roms(&config.roms, count).map(|()| trial)) {
+            Ok(trial) => Some(trial),
+            Err(TrialError::BadMagic) => None,
+            Err(error) => {
+                events.trial = TrialStatus::Ignored(error);
+                None
+            }
+        };
+    let mut preferred = config.current_rom;
+    let mut kind = BootKind::Confirmed;
+    let mut count_attempt = false;
+    let mut banned = None;
+    if let Some(Trial { record, attempts_used, confirmed }) = trial {
+        let trial_rom = record.trial_rom;
+        preferred = trial_rom;
+        let max = record.max_attempts;
+        events.trial = if confirmed {
+            TrialStatus::Confirmed { trial_rom }
+        } else if attempts_used < max {
+            kind = BootKind::Trial { attempt: attempts_used + 1, max };
+            count_attempt = true;
+            TrialStatus::Running { trial_rom, attempts_used, max }
+        } else {
+            preferred = record.fallback_rom;
+            kind = BootKind::Reverted;
             // Banned by offset: another index naming the same image is the same trial.
-            (record.fallback_rom, BootKind::Reverted, false, Some(record.trial_offset))
-        }
-    };
+            banned = Some(record.trial_offset);
+            TrialStatus::Exhausted { trial_rom, fallback_rom: record.fallback_rom }
+        };
+    }
 
     let mut rom = preferred;
     for _ in 0..count {

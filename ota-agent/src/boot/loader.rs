@@ -272,20 +272,15 @@ fn kind_word(kind: BootKind) -> &'static [u8] {
     }
 }
 
-/// A few words on why a rom cannot boot.
+/// A few words on why a rom cannot boot (every other refusal is "bad image").
 fn reason(error: &ImageError) -> &'static [u8] {
     match error {
         ImageError::BadMagic(0xFF) => b"empty",
-        ImageError::BadMagic(_) | ImageError::BadV2Marker(_) => b"not a v2 image",
-        ImageError::Flash(_) => b"flash read failed",
-        ImageError::OutOfFlash { .. } | ImageError::NoRom(_) => b"outside the flash",
         ImageError::Truncated { .. } => b"truncated",
         ImageError::ChecksumMismatch { .. } => b"bad checksum",
         ImageError::CrcMismatch { .. } => b"bad CRC",
-        ImageError::BadDescriptor(_) => b"bad descriptor",
         ImageError::WrongSlot { .. } => b"linked for another slot",
-        ImageError::SegmentOutsideRam { .. } => b"segment outside RAM",
-        _ => b"bad header",
+        _ => b"bad image",
     }
 }
 
