@@ -55,6 +55,15 @@ const _: () = assert!(BOOTLOADER_IRAM.start >= IRAM.end && BOOTLOADER_IRAM.end <
 const _: () = assert!(BOOTLOADER_IRAM.end - BOOTLOADER_IRAM.start >= BOOTLOADER_MAX_LEN);
 const _: () = assert!(BOOTLOADER_DRAM.start >= DRAM_USABLE.start && BOOTLOADER_DRAM.end <= DRAM_USABLE.end);
 
+/// Bytes an image at flash `offset` (one of rBoot's `roms[]`) may take to still run: up to
+/// the end of the megabyte the cache maps for it, or of the chip (0 past the chip). What a
+/// bootloader bounds an image by; the agent bounds what it writes by the slot.
+pub const fn rom_capacity(flash_size: u32, offset: u32) -> u32 {
+    let window_end = (offset / IROM_WINDOW + 1).saturating_mul(IROM_WINDOW);
+    let end = if window_end < flash_size { window_end } else { flash_size };
+    end.saturating_sub(offset)
+}
+
 /// The IROM address code must be linked at to run from an image at flash `offset`: the
 /// cache maps the megabyte holding the image, whose IROM bytes start 16 bytes in.
 pub const fn irom_link_addr_for(offset: u32) -> u32 {
@@ -202,17 +211,6 @@ impl FlashLayout {
         self.flash_size / 2
     }
 
-    /// Bytes an image at flash `offset` (one of rBoot's `roms[]`) may occupy: the slot's
-    /// capacity for the layout's slots; otherwise up to the end of the megabyte the cache
-    /// maps for it, or of the chip (0 past the chip).
-    pub fn rom_capacity(&self, offset: u32) -> u32 {
-        if let Some(id) = self.slot_at(offset) {
-            return self.slot(id).capacity;
-        }
-        let window_end = (offset / IROM_WINDOW + 1).saturating_mul(IROM_WINDOW);
-        window_end.min(self.flash_size).saturating_sub(offset)
-    }
-
     /// Looks a layout up by name, case-insensitively (`1MB`, `1mb`, `1M`, `1024KB`).
     pub fn by_name(name: &str) -> Option<&'static FlashLayout> {
         let wanted = normalize_size_name(name)?;
@@ -344,14 +342,18 @@ mod tests {
     }
 
     #[test]
-    fn rom_capacity_is_the_slot_or_the_mapped_megabyte() {
-        let layout = DEFAULT_LAYOUT;
-        assert_eq!(layout.rom_capacity(0x2000), layout.slots[0].capacity);
-        assert_eq!(layout.rom_capacity(0x82000), layout.slots[1].capacity);
-        assert_eq!(layout.rom_capacity(0x40000), 0xC_0000, "a foreign ROM runs to the megabyte's end");
-        assert_eq!(LAYOUTS[3].rom_capacity(0x30_1000), 0xF_F000);
-        assert_eq!(layout.rom_capacity(0x20_0000), 0, "past the chip");
-        assert_eq!(layout.rom_capacity(u32::MAX), 0);
+    fn rom_capacity_ends_with_the_mapped_megabyte_or_the_chip() {
+        let one = DEFAULT_LAYOUT.flash_size;
+        assert_eq!(rom_capacity(one, 0x2000), 0xF_E000);
+        assert_eq!(rom_capacity(one, 0x82000), 0x7_E000, "the chip ends first");
+        assert_eq!(rom_capacity(0x40_0000, 0x30_1000), 0xF_F000, "the megabyte ends first");
+        assert_eq!(rom_capacity(one, 0x20_0000), 0, "past the chip");
+        assert_eq!(rom_capacity(one, u32::MAX), 0);
+        for layout in &LAYOUTS {
+            for slot in layout.slots {
+                assert!(rom_capacity(layout.flash_size, slot.offset) >= slot.capacity, "{}", layout.name);
+            }
+        }
         assert_eq!(irom_link_addr_for(0x10_2000), 0x4020_2010);
     }
 

@@ -15,7 +15,7 @@
 //! Slots are checked lazily (checking one reads all of it), in that order, and at most once
 //! per rom.
 
-use crate::boot::config::{BootConfig, CONFIG_LEN, CONFIG_STRUCT_LEN, ConfigError, MAX_ROMS};
+use crate::boot::config::{BootConfig, CONFIG_LEN, CONFIG_STRUCT_LEN, MAX_ROMS};
 use crate::boot::handoff::{HandOff, HandOffKind};
 use crate::boot::trial::{TRIAL_LEN, Trial, TrialError};
 
@@ -82,8 +82,9 @@ impl Boot {
 pub enum TrialStatus {
     /// No record.
     None,
-    /// A record that is damaged or does not fit the config: ignored.
-    Ignored(TrialError),
+    /// A record that is damaged or does not fit the config: ignored (`Trial::parse` and
+    /// `Trial::check_roms` on the same bytes say why).
+    Ignored,
     Confirmed {
         trial_rom: u8,
     },
@@ -103,8 +104,10 @@ pub enum TrialStatus {
 /// Everything the decision noticed on the way, for the bootloader's line on the UART.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Events {
-    /// The config was unreadable: rBoot's default for the flash size was used.
-    pub default_config: Option<ConfigError>,
+    /// The config was unreadable (`BootConfig::parse` on the same bytes says why): rBoot's
+    /// default for the flash size was used. Flags, not reasons: the bootloader carries no
+    /// more than it needs.
+    pub default_config: bool,
     /// The config's `count` (outside 1..=4, so clamped).
     pub count_clamped: Option<u8>,
     /// The config's `current_rom` (not below `count`, so 0 was used).
@@ -132,77 +135,78 @@ pub fn decide(
     flash_size: u32,
     slots: &mut dyn SlotCheck,
 ) -> Decision {
-    let mut events = Events {
-        default_config: None,
-        count_clamped: None,
-        current_rom_out_of_range: None,
-        trial: TrialStatus::None,
-        not_bootable: 0,
+    // Built in place, returned whole: no copies of the config or the events.
+    let mut decision = Decision {
+        boot: None,
+        config: BootConfig::rboot_default(flash_size),
+        events: Events {
+            default_config: false,
+            count_clamped: None,
+            current_rom_out_of_range: None,
+            trial: TrialStatus::None,
+            not_bootable: 0,
+        },
     };
+    let Decision { boot, config: effective, events } = &mut decision;
     let head: &[u8; CONFIG_LEN] = config[..CONFIG_LEN].try_into().expect("28 bytes hold 25");
-    let mut config = BootConfig::parse(head).unwrap_or_else(|error| {
-        events.default_config = Some(error);
-        BootConfig::rboot_default(flash_size)
-    });
-    let count = config.count.clamp(1, MAX_ROMS as u8);
-    if count != config.count {
-        events.count_clamped = Some(config.count);
-        config.count = count;
+    match BootConfig::parse(head) {
+        Ok(parsed) => *effective = parsed,
+        Err(_) => events.default_config = true,
     }
-    if config.current_rom >= count {
-        events.current_rom_out_of_range = Some(config.current_rom);
-        config.current_rom = 0;
+    let count = effective.count.clamp(1, MAX_ROMS as u8);
+    if count != effective.count {
+        events.count_clamped = Some(effective.count);
+        effective.count = count;
+    }
+    if effective.current_rom >= count {
+        events.current_rom_out_of_range = Some(effective.current_rom);
+        effective.current_rom = 0;
     }
 
-    let trial =
-        match Trial::parse(trial).and_then(|trial| trial.check_roms(&config.roms, count).map(|()| trial)) {
-            Ok(trial) => Some(trial),
-            Err(TrialError::BadMagic) => None,
-            Err(error) => {
-                events.trial = TrialStatus::Ignored(error);
-                None
-            }
-        };
-    let mut preferred = config.current_rom;
+    let mut preferred = effective.current_rom;
     let mut kind = BootKind::Confirmed;
     let mut count_attempt = false;
     let mut banned = None;
-    if let Some(Trial { record, attempts_used, confirmed }) = trial {
-        let trial_rom = record.trial_rom;
-        preferred = trial_rom;
-        let max = record.max_attempts;
-        events.trial = if confirmed {
-            TrialStatus::Confirmed { trial_rom }
-        } else if attempts_used < max {
-            kind = BootKind::Trial { attempt: attempts_used + 1, max };
-            count_attempt = true;
-            TrialStatus::Running { trial_rom, attempts_used, max }
-        } else {
-            preferred = record.fallback_rom;
-            kind = BootKind::Reverted;
-            // Banned by offset: another index naming the same image is the same trial.
-            banned = Some(record.trial_offset);
-            TrialStatus::Exhausted { trial_rom, fallback_rom: record.fallback_rom }
-        };
+    match Trial::parse(trial).and_then(|trial| trial.check_roms(&effective.roms, count).map(|()| trial)) {
+        Err(TrialError::BadMagic) => {}
+        Err(_) => events.trial = TrialStatus::Ignored,
+        Ok(Trial { record, attempts_used, confirmed }) => {
+            let trial_rom = record.trial_rom;
+            let max = record.max_attempts;
+            preferred = trial_rom;
+            events.trial = if confirmed {
+                TrialStatus::Confirmed { trial_rom }
+            } else if attempts_used < max {
+                kind = BootKind::Trial { attempt: attempts_used + 1, max };
+                count_attempt = true;
+                TrialStatus::Running { trial_rom, attempts_used, max }
+            } else {
+                preferred = record.fallback_rom;
+                kind = BootKind::Reverted;
+                // Banned by offset: another index naming the same image is the same trial.
+                banned = Some(record.trial_offset);
+                TrialStatus::Exhausted { trial_rom, fallback_rom: record.fallback_rom }
+            };
+        }
     }
 
     let mut rom = preferred;
     for _ in 0..count {
-        let offset = config.roms[usize::from(rom)];
+        let offset = effective.roms[usize::from(rom)];
         if banned != Some(offset) {
             if slots.bootable(rom, offset) {
-                let boot = if rom == preferred {
+                *boot = Some(if rom == preferred {
                     Boot { rom, offset, kind, count_attempt }
                 } else {
                     Boot { rom, offset, kind: BootKind::Fallback, count_attempt: false }
-                };
-                return Decision { boot: Some(boot), config, events };
+                });
+                break;
             }
             events.not_bootable |= 1 << rom;
         }
         rom = if rom == 0 { count - 1 } else { rom - 1 };
     }
-    Decision { boot: None, config, events }
+    decision
 }
 
 #[cfg(test)]
@@ -330,7 +334,7 @@ mod tests {
     #[test]
     fn unreadable_config_uses_rboots_default_for_the_flash_size() {
         let (decision, checked) = run(&[0xFF; CONFIG_STRUCT_LEN], &NO_TRIAL, &[0x2000]);
-        assert_eq!(decision.events.default_config, Some(ConfigError::BadMagic(0xFF)));
+        assert!(decision.events.default_config);
         assert_eq!(decision.config, BootConfig::rboot_default(MB));
         assert_eq!(decision.boot.map(|b| b.offset), Some(0x2000));
         assert_eq!(checked, [0]);
@@ -369,15 +373,12 @@ mod tests {
         let mut config = BootConfig::for_layout(DEFAULT_LAYOUT, SlotId::User1);
         config.roms[1] = 0x90000;
         let (decision, _) = run(&config_bytes(&config), &trial(3, 0, false), &[0x2000, 0x90000]);
-        assert_eq!(
-            decision.events.trial,
-            TrialStatus::Ignored(TrialError::OffsetMismatch { rom: 1, recorded: 0x82000, config: 0x90000 })
-        );
+        assert_eq!(decision.events.trial, TrialStatus::Ignored);
         assert_eq!(decision.boot.map(|b| (b.rom, b.kind)), Some((0, BootKind::Confirmed)));
         let mut torn = trial(3, 0, false);
         torn[9] ^= 0x10;
         let (decision, _) = run(&two_slots(SlotId::User1), &torn, &[0x2000, 0x82000]);
-        assert!(matches!(decision.events.trial, TrialStatus::Ignored(TrialError::BadCrc { .. })));
+        assert_eq!(decision.events.trial, TrialStatus::Ignored);
         assert_eq!(decision.boot.map(|b| b.rom), Some(0));
     }
 
@@ -548,7 +549,7 @@ mod tests {
             });
             prop_assert_eq!(wrong_check, None);
             prop_assert!(checks.iter().all(|&n| n <= 1), "a rom checked twice: {checks:?}");
-            prop_assert_eq!(decision.events.default_config.is_some(), parsed.is_err());
+            prop_assert_eq!(decision.events.default_config, parsed.is_err());
 
             let trial = Trial::parse(&trial_bytes).ok().filter(|t| t.check_roms(&effective.roms, count).is_ok());
             let banned = trial.filter(|t| t.exhausted()).map(|t| t.record.trial_offset);

@@ -11,12 +11,14 @@
 //! may cover, see `verify_bootable`) and registers are used, and nothing is printed.
 
 use crate::boot::config::{CONFIG_STRUCT_LEN, MAX_ROMS, rboot_flash_size};
-use crate::boot::decision::{BootKind, TrialStatus, decide};
+use core::mem::MaybeUninit;
+
+use crate::boot::decision::{Boot, BootKind, TrialStatus, decide};
 use crate::boot::handoff::HandOff;
 use crate::boot::trial::{ATTEMPTS_AT, TRIAL_LEN, next_attempts_word};
 use crate::flash::{ErrorType, NorFlashError, NorFlashErrorKind, ReadNorFlash};
 use crate::image::{self, ImageError, ImageInfo};
-use crate::layout::{BOOT_CONFIG_OFFSET, FlashLayout};
+use crate::layout::{BOOT_CONFIG_OFFSET, FlashLayout, rom_capacity};
 
 /// A board operation failed (the ROM returned an error, or the flash is out of reach).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +75,7 @@ pub struct LoaderBuffers {
     scratch: WordAligned<SCRATCH_LEN>,
     config: WordAligned<CONFIG_STRUCT_LEN>,
     trial: WordAligned<TRIAL_LEN>,
+    info: MaybeUninit<ImageInfo>,
 }
 
 impl LoaderBuffers {
@@ -82,6 +85,7 @@ impl LoaderBuffers {
             scratch: WordAligned([0; SCRATCH_LEN]),
             config: WordAligned([0; CONFIG_STRUCT_LEN]),
             trial: WordAligned([0; TRIAL_LEN]),
+            info: MaybeUninit::zeroed(),
         }
     }
 }
@@ -141,26 +145,42 @@ impl<B: BootBoard> ReadNorFlash for BoardFlash<'_, B> {
 
 /// Decides, counts the attempt, prints the line and copies the segments.
 pub fn load<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Launch, Halt> {
-    let LoaderBuffers { scratch, config, trial } = buffers;
+    let boot = choose(board, buffers)?;
+    // From here on only the stack: the firmware's DRAM segments may overwrite `buffers`.
+    // SAFETY: `choose` returned a rom, so the image it checked last (this one) filled it.
+    let info = unsafe { buffers.info.assume_init() };
+    for (from, addr, len) in info.ram_segments_at(boot.offset) {
+        // SAFETY: `verify_bootable` keeps every segment inside the firmware's IRAM and DRAM,
+        // away from this code (cache RAM) and its stack (the ROM's, DRAM's top).
+        unsafe { board.copy_segment(from, addr, len) }.map_err(|BoardError| Halt::CopyFailed)?;
+    }
+    Ok(Launch { entry: info.entry, handoff: boot.handoff() })
+}
+
+/// Everything before the copy: reads, decides, counts the attempt, prints the line. The
+/// chosen image's `ImageInfo` is left in `buffers.info`.
+#[inline(never)]
+fn choose<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Boot, Halt> {
+    let LoaderBuffers { scratch, config, trial, info } = buffers;
+    let info = info.write(ImageInfo::default());
     let flash_size = board.flash_size();
-    let layout = FlashLayout::rboot("", flash_size);
+    let state = FlashLayout::rboot("", flash_size).boot_state_offset();
     // Unreadable reads as erased: no config (rBoot's default), no trial.
     if board.read_flash(BOOT_CONFIG_OFFSET, &mut config.0).is_err() {
         config.0 = [0xFF; CONFIG_STRUCT_LEN];
     }
-    if board.read_flash(layout.boot_state_offset(), &mut trial.0).is_err() {
+    if board.read_flash(state, &mut trial.0).is_err() {
         trial.0 = [0xFF; TRIAL_LEN];
     }
 
     // The decision stops at the first bootable rom: the last image checked is the one that
     // boots.
-    let mut info = ImageInfo::default();
     loop {
         let mut why: [&[u8]; MAX_ROMS] = [b"not tried"; MAX_ROMS];
         let decision = decide(&config.0, &trial.0, flash_size, &mut |rom: u8, offset: u32| {
             let mut flash = BoardFlash { board: &mut *board, size: flash_size };
-            let capacity = layout.rom_capacity(offset);
-            let result = image::verify_bootable(&mut flash, offset, capacity, &mut scratch.0, &mut info);
+            let capacity = rom_capacity(flash_size, offset);
+            let result = image::verify_bootable(&mut flash, offset, capacity, &mut scratch.0, info);
             if let Err(error) = result {
                 why[usize::from(rom)] = reason(&error);
             }
@@ -177,7 +197,7 @@ pub fn load<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<
             return Err(Halt::NoBootableSlot);
         };
         if boot.count_attempt {
-            let at = layout.boot_state_offset() + ATTEMPTS_AT;
+            let at = state + ATTEMPTS_AT;
             let old = word(&trial.0, ATTEMPTS_AT as usize);
             if !program_and_check(board, at, next_attempts_word(old)) {
                 // An attempt that cannot be counted is not granted: decide again as if
@@ -191,12 +211,7 @@ pub fn load<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<
             out.dec(attempt).text(b"/").dec(max);
         }
         out.end();
-        for (from, addr, len) in info.ram_segments_at(boot.offset) {
-            // SAFETY: `verify_bootable` keeps every segment inside the firmware's IRAM and
-            // DRAM, away from this code (cache RAM) and its stack (the ROM's, DRAM's top).
-            unsafe { board.copy_segment(from, addr, len) }.map_err(|BoardError| Halt::CopyFailed)?;
-        }
-        return Ok(Launch { entry: info.entry, handoff: boot.handoff() });
+        return Ok(boot);
     }
 }
 
