@@ -865,19 +865,25 @@ fn scan_headers<F: ReadNorFlash>(
     }
 
     let mut computed_checksum = CHECKSUM_SEED;
-    for (index, slot) in info.segments.iter_mut().enumerate().take(segment_count) {
+    for index in 0..segment_count {
         let addr = reader.read_u32()?;
         let len = reader.read_u32()?;
         if !len.is_multiple_of(SEGMENT_ALIGN) {
             return Err(reader.fail(ImageError::SegmentLength { index, len }));
         }
-        if MemoryKind::ram_holding(addr, len).is_none() {
+        // Any RAM for an image at rest; to boot, only what a firmware may load: copying it
+        // then overwrites neither the bootloader (cache RAM) nor its stack (DRAM's top).
+        let loadable = match scan {
+            Scan::Exact => MemoryKind::ram_holding(addr, len).is_some(),
+            Scan::Boot => inside(addr, len, DRAM_USABLE) || inside(addr, len, IRAM),
+        };
+        if !loadable {
             return Err(reader.fail(ImageError::SegmentOutsideRam { index, addr, len }));
         }
         reader.consume(len, &mut |bytes| {
             computed_checksum = bytes.iter().fold(computed_checksum, |s, b| s ^ b)
         })?;
-        *slot = (addr, len);
+        info.segments[index] = (addr, len);
     }
 
     let here = reader.offset();
@@ -970,15 +976,12 @@ pub fn verify_bootable<F: ReadNorFlash>(
             return Err(ImageError::WrongSlot { linked: descriptor.link_addr, expected });
         }
     }
-    for (index, &(addr, len)) in info.segments().iter().enumerate() {
-        let inside = |range: core::ops::Range<u32>| {
-            addr >= range.start && addr <= range.end && len <= range.end - addr
-        };
-        if !inside(DRAM_USABLE) && !inside(IRAM) {
-            return Err(ImageError::SegmentOutsideRam { index, addr, len });
-        }
-    }
     Ok(())
+}
+
+/// Whether `addr..addr + len` lies inside `range`.
+const fn inside(addr: u32, len: u32, range: core::ops::Range<u32>) -> bool {
+    addr >= range.start && addr <= range.end && len <= range.end - addr
 }
 
 /// What rBoot's `check_image` does with the ROM at `offset`, returning the entry point its

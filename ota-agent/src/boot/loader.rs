@@ -10,7 +10,7 @@
 //! `.rodata`, `.data` and `.bss`: from there on only the stack (which no firmware segment
 //! may cover, see `verify_bootable`) and registers are used, and nothing is printed.
 
-use crate::boot::config::{CONFIG_STRUCT_LEN, MAX_ROMS, rboot_flash_size};
+use crate::boot::config::{CONFIG_STRUCT_LEN, rboot_flash_size};
 use core::mem::MaybeUninit;
 
 use crate::boot::decision::{Boot, BootKind, TrialStatus, decide};
@@ -146,9 +146,11 @@ impl<B: BootBoard> ReadNorFlash for BoardFlash<'_, B> {
 /// Decides, counts the attempt, prints the line and copies the segments.
 pub fn load<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Launch, Halt> {
     let boot = choose(board, buffers)?;
-    // From here on only the stack: the firmware's DRAM segments may overwrite `buffers`.
     // SAFETY: `choose` returned a rom, so the image it checked last (this one) filled it.
-    let info = unsafe { buffers.info.assume_init() };
+    let info = unsafe { buffers.info.assume_init_ref() };
+    // From here on only the stack: the firmware's DRAM segments may overwrite `buffers`.
+    let (entry, irom_len, count, segments) = (info.entry, info.irom_len, info.segment_count, info.segments);
+    let info = ImageInfo { entry, irom_len, segment_count: count, segments, ..ImageInfo::default() };
     for (from, addr, len) in info.ram_segments_at(boot.offset) {
         // SAFETY: `verify_bootable` keeps every segment inside the firmware's IRAM and DRAM,
         // away from this code (cache RAM) and its stack (the ROM's, DRAM's top).
@@ -174,24 +176,21 @@ fn choose<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Bo
     }
 
     // The decision stops at the first bootable rom: the last image checked is the one that
-    // boots.
+    // boots. A rom that cannot boot gets its line right away.
     loop {
-        let mut why: [&[u8]; MAX_ROMS] = [b"not tried"; MAX_ROMS];
         let decision = decide(&config.0, &trial.0, flash_size, &mut |rom: u8, offset: u32| {
             let mut flash = BoardFlash { board: &mut *board, size: flash_size };
             let capacity = rom_capacity(flash_size, offset);
             let result = image::verify_bootable(&mut flash, offset, capacity, &mut scratch.0, info);
             if let Err(error) = result {
-                why[usize::from(rom)] = reason(&error);
+                say(board, rom, offset, reason(&error)).end();
             }
             result.is_ok()
         });
         let Some(boot) = decision.boot else {
             if let TrialStatus::Exhausted { trial_rom, .. } = decision.events.trial {
-                why[usize::from(trial_rom)] = b"trial not confirmed";
-            }
-            for rom in 0..decision.config.count {
-                say(board, rom, decision.config.roms[usize::from(rom)], why[usize::from(rom)]).end();
+                let offset = decision.config.roms[usize::from(trial_rom)];
+                say(board, trial_rom, offset, b"trial not confirmed").end();
             }
             Console(board).text(PREFIX).text(b"no bootable rom, halted").end();
             return Err(Halt::NoBootableSlot);
@@ -508,7 +507,11 @@ mod tests {
             HandOff { rom: 0, kind: HandOffKind::Fallback, attempt: 0, offset: 0x2000 }
         );
         assert!(board.programs.is_empty(), "no attempt counted for a slot that does not boot");
-        assert_eq!(board.console(), "tcpflash-boot: rom 0 @ 0x00002000: fallback\r\n");
+        assert_eq!(
+            board.console(),
+            "tcpflash-boot: rom 1 @ 0x00082000: bad CRC\r\ntcpflash-boot: rom 0 @ 0x00002000: fallback\r\n",
+            "the line of the rom that cannot boot comes first"
+        );
     }
 
     #[test]
