@@ -38,12 +38,9 @@ fn halt() -> ! {
     }
 }
 
-/// Says so and waits. Ignores the message: formatting it would pull in `core::fmt`, more
-/// than the sector holds.
+/// Waits for a reset. Says nothing: formatting the message would pull in `core::fmt`, and
+/// even a fixed text costs bytes of the 4 KB sector (nothing in the loader should panic).
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
-    for &byte in b"tcpflash-boot: panic\r\n" {
-        Esp8266.print_byte(byte);
-    }
     halt()
 }
