@@ -424,8 +424,11 @@ fn bootloader_images_match_esptool_version_1() {
 }
 
 fn our_v1(elf: &Path) -> Vec<u8> {
-    elf2image::elf_to_bootloader_image(&std::fs::read(elf).unwrap(), flash_params("qio", "1MB", "40m").unwrap())
-        .unwrap()
+    elf2image::elf_to_bootloader_image(
+        &std::fs::read(elf).unwrap(),
+        flash_params("qio", "1MB", "40m").unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -443,7 +446,8 @@ fn a_bootloader_cannot_use_irom() {
     )
     .unwrap();
     let elf = compile(dir.path(), &source, &script, "irom");
-    let error = elf2image::elf_to_bootloader_image(&std::fs::read(&elf).unwrap(), Default::default()).unwrap_err();
+    let error =
+        elf2image::elf_to_bootloader_image(&std::fs::read(&elf).unwrap(), Default::default()).unwrap_err();
     assert!(matches!(&error, ElfError::OutsideBootloaderMemory { addr: 0x4020_2010, .. }), "{error}");
     assert!(error.to_string().contains("not in RAM the mask ROM loads a bootloader into"), "{error}");
 }

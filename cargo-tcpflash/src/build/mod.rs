@@ -495,11 +495,15 @@ fn link_bootloader(args: &BuildArgs, package: FirmwarePackage) -> Result<Bootloa
     let elf_bytes =
         std::fs::read(&elf_staged).map_err(|source| BuildError::Io { path: elf_staged.clone(), source })?;
     let image = elf2image::elf_to_bootloader_image(&elf_bytes, params)?;
-    // The ELF and map stay for a look at what is big, even when the image is refused.
+    // The ELF and map stay for a look at what is big, even when the image is refused; an
+    // older image does not (it would be flashed by mistake).
     for (from, to) in [(&elf_staged, &elf), (&map_staged, &map)] {
         publish(from, to)?;
     }
-    elf2image::check_bootloader_fits(image.len() as u64)?;
+    if let Err(too_large) = elf2image::check_bootloader_fits(image.len() as u64) {
+        let _ = std::fs::remove_file(&bin);
+        return Err(too_large.into());
+    }
     let bin_staged = staged(&bin);
     std::fs::write(&bin_staged, &image).map_err(|source| BuildError::Io { path: bin.clone(), source })?;
     publish(&bin_staged, &bin)?;
