@@ -190,16 +190,16 @@ pub fn decide(
         }
     }
 
+    // Indices as usize in the walk: LLVM re-masks u8 values at every use.
+    let (count, preferred) = (usize::from(count), usize::from(preferred));
     let mut rom = preferred;
     for _ in 0..count {
-        let offset = effective.roms[usize::from(rom)];
+        let offset = effective.roms[rom % MAX_ROMS];
         if banned != Some(offset) {
-            if slots.bootable(rom, offset) {
-                *boot = Some(if rom == preferred {
-                    Boot { rom, offset, kind, count_attempt }
-                } else {
-                    Boot { rom, offset, kind: BootKind::Fallback, count_attempt: false }
-                });
+            if slots.bootable(rom as u8, offset) {
+                let (kind, count_attempt) =
+                    if rom == preferred { (kind, count_attempt) } else { (BootKind::Fallback, false) };
+                *boot = Some(Boot { rom: rom as u8, offset, kind, count_attempt });
                 break;
             }
             events.not_bootable |= 1 << rom;
