@@ -2,17 +2,18 @@
 //! routines), on another board (a memory-mapped flash) and in host tests (a RAM flash).
 //!
 //! [`load`] reads rBoot's config and the trial record, runs [`decide`] with each candidate
-//! checked by [`image::verify_bootable`], programs the attempt bit of a trial boot, prints
-//! one line, and copies the chosen image's RAM segments; the caller then hands over with
-//! [`BootBoard::jump`]. It writes nothing but the attempt bit.
+//! checked by [`image::verify_bootable`], programs the attempt bit of a trial boot, prints a
+//! console line for each rom it refuses (why) and one for the rom it boots, and copies the
+//! chosen image's RAM segments; the caller then hands over with [`BootBoard::jump`]. It
+//! writes nothing but the attempt bit.
 //!
 //! Once copying starts, the firmware's DRAM segments may overwrite the bootloader's own
 //! `.rodata`, `.data` and `.bss`: from there on only the stack (which no firmware segment
 //! may cover, see `verify_bootable`) and registers are used, and nothing is printed.
 
-use crate::boot::config::{CONFIG_STRUCT_LEN, rboot_flash_size};
 use core::mem::MaybeUninit;
 
+use crate::boot::config::{CONFIG_STRUCT_LEN, rboot_flash_size};
 use crate::boot::decision::{Boot, BootKind, TrialStatus, decide};
 use crate::boot::handoff::HandOff;
 use crate::boot::trial::{ATTEMPTS_AT, TRIAL_LEN, next_attempts_word};
