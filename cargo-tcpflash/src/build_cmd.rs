@@ -1,12 +1,18 @@
-//! `cargo tcpflash build`: build both slots and print where the images are.
+//! `cargo tcpflash build`: build both slots (or a bootloader's image) and print where the
+//! images are.
 
-use crate::build::{self, BuildError, Firmware};
+use ota_agent::layout::BOOTLOADER_MAX_LEN;
+
+use crate::build::{self, Bootloader, BuildError, Built, Firmware};
 use crate::cli::BuildArgs;
 
-pub fn run(args: &BuildArgs) -> Result<Firmware, BuildError> {
-    let firmware = build::build(args)?;
-    print!("{}", summary(&firmware));
-    Ok(firmware)
+pub fn run(args: &BuildArgs) -> Result<Built, BuildError> {
+    let built = build::build_package(args)?;
+    match &built {
+        Built::Firmware(firmware) => print!("{}", summary(firmware)),
+        Built::Bootloader(bootloader) => print!("{}", bootloader_summary(bootloader)),
+    }
+    Ok(built)
 }
 
 /// Paths, sizes and how full each slot is.
@@ -34,4 +40,19 @@ pub fn summary(firmware: &Firmware) -> String {
         );
     }
     text
+}
+
+/// The image's path and how much of sector 0 it takes.
+pub fn bootloader_summary(bootloader: &Bootloader) -> String {
+    format!(
+        "{} {} (bootloader), flash {} {} {}\n  image: {} ({} of {BOOTLOADER_MAX_LEN} bytes, {:.1}% of sector 0)\n",
+        bootloader.package.name,
+        bootloader.package.version,
+        bootloader.params.mode,
+        bootloader.params.size,
+        bootloader.params.freq,
+        bootloader.bin.display(),
+        bootloader.image_len,
+        100.0 * f64::from(bootloader.image_len) / f64::from(BOOTLOADER_MAX_LEN),
+    )
 }

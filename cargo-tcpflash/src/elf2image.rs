@@ -17,7 +17,7 @@ use std::fmt;
 
 use miette::Diagnostic;
 use ota_agent::image::{self, FlashParams, ImageError, MAX_SEGMENTS, MemoryKind, Segment};
-use ota_agent::layout::Slot;
+use ota_agent::layout::{BOOTLOADER_MAX_LEN, CACHE_RAM, IRAM, Slot};
 use thiserror::Error;
 use xmas_elf::ElfFile;
 use xmas_elf::header::{Class, Data, Machine};
@@ -114,6 +114,15 @@ pub enum ElfError {
     #[error("cannot write the image: {0}")]
     #[diagnostic(code(tcpflash::elf::image))]
     Image(ImageError),
+
+    #[error("section `{name}` at {addr:#010x} is not in RAM the mask ROM loads a bootloader into")]
+    #[diagnostic(
+        code(tcpflash::elf::bootloader_memory),
+        help(
+            "a bootloader runs from RAM with the flash cache off: DRAM (0x3FFE8000..0x40000000) or IRAM and the cache's RAM (0x40100000..0x40110000); nothing in IROM"
+        )
+    )]
+    OutsideBootloaderMemory { name: String, addr: u32 },
 }
 
 /// A merged segment, named after the sections it holds, for error messages.
@@ -185,8 +194,69 @@ pub fn elf_to_image(elf: &[u8], params: FlashParams) -> Result<Vec<u8>, ElfError
     load(elf)?.to_image(params)
 }
 
+/// What goes into a bootloader's v1 image: the entry point and the RAM segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootloaderImage {
+    pub entry: u32,
+    pub segments: Vec<LoadSegment>,
+}
+
+impl BootloaderImage {
+    /// Writes the v1 image (byte for byte what `esptool elf2image --version 1` writes).
+    pub fn to_image(&self, params: FlashParams) -> Result<Vec<u8>, ElfError> {
+        let segments: Vec<Segment<'_>> =
+            self.segments.iter().map(|segment| Segment { addr: segment.addr, data: &segment.data }).collect();
+        let mut out = Vec::new();
+        image::write_v1(params, self.entry, &segments, &mut |bytes| out.extend_from_slice(bytes))
+            .map_err(ElfError::Image)?;
+        Ok(out)
+    }
+}
+
+/// Converts a bootloader's ELF into the v1 image the mask ROM boots from flash 0x0.
+pub fn elf_to_bootloader_image(elf: &[u8], params: FlashParams) -> Result<Vec<u8>, ElfError> {
+    load_bootloader(elf)?.to_image(params)
+}
+
+/// Reads the sections esptool would put into a v1 image: RAM only (DRAM, IRAM and the
+/// cache's RAM, where a bootloader runs), merged like esptool merges them.
+pub fn load_bootloader(elf: &[u8]) -> Result<BootloaderImage, ElfError> {
+    with_elf(elf, |file, entry| {
+        let segments = merge_adjacent(program_sections(file, Memory::Bootloader)?);
+        if segments.len() > MAX_SEGMENTS {
+            return Err(ElfError::TooManySegments {
+                count: segments.len(),
+                segments: segments.iter().map(LoadSegment::name).collect(),
+            });
+        }
+        Ok(BootloaderImage { entry, segments })
+    })
+}
+
 /// Reads the sections esptool would put into the image, and sorts out IROM.
 pub fn load(elf: &[u8]) -> Result<ElfImage, ElfError> {
+    with_elf(elf, |file, entry| {
+        let sections = program_sections(file, Memory::Application)?;
+        let segments = merge_adjacent(sections);
+        if segments.len() > MAX_SEGMENTS {
+            return Err(ElfError::TooManySegments {
+                count: segments.len(),
+                segments: segments.iter().map(LoadSegment::name).collect(),
+            });
+        }
+        let (mut irom, ram): (Vec<_>, Vec<_>) =
+            segments.into_iter().partition(|segment| MemoryKind::of(segment.addr) == Some(MemoryKind::Irom));
+        match irom.len() {
+            0 => Err(ElfError::NoIrom),
+            1 => Ok(ElfImage { entry, irom: irom.remove(0), ram }),
+            _ => Err(ElfError::SeveralIrom { segments: irom.iter().map(LoadSegment::name).collect() }),
+        }
+    })
+}
+
+/// Checks an ELF's headers (32-bit little-endian Xtensa) and hands it to `f` with its entry
+/// point.
+fn with_elf<T>(elf: &[u8], f: impl FnOnce(&ElfFile<'_>, u32) -> Result<T, ElfError>) -> Result<T, ElfError> {
     // xmas-elf asserts (panics) on headers that are not 4-aligned in memory: a fresh heap
     // copy is aligned.
     let copy;
@@ -213,21 +283,31 @@ pub fn load(elf: &[u8]) -> Result<ElfImage, ElfError> {
         return Err(malformed("big-endian ELF; the ESP8266 is little-endian".into()));
     }
     let entry = u32::try_from(file.header.pt2.entry_point()).map_err(|_| malformed("entry point".into()))?;
+    f(&file, entry)
+}
 
-    let sections = program_sections(&file)?;
-    let segments = merge_adjacent(sections);
-    if segments.len() > MAX_SEGMENTS {
-        return Err(ElfError::TooManySegments {
-            count: segments.len(),
-            segments: segments.iter().map(LoadSegment::name).collect(),
-        });
-    }
-    let (mut irom, ram): (Vec<_>, Vec<_>) =
-        segments.into_iter().partition(|segment| MemoryKind::of(segment.addr) == Some(MemoryKind::Irom));
-    match irom.len() {
-        0 => Err(ElfError::NoIrom),
-        1 => Ok(ElfImage { entry, irom: irom.remove(0), ram }),
-        _ => Err(ElfError::SeveralIrom { segments: irom.iter().map(LoadSegment::name).collect() }),
+/// Where an image's sections may load.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Memory {
+    /// A v2 application: DRAM, IRAM, IROM.
+    Application,
+    /// A v1 bootloader: DRAM, IRAM and the cache's RAM.
+    Bootloader,
+}
+
+impl Memory {
+    fn check(self, name: &str, addr: u32) -> Result<(), ElfError> {
+        let ok = match self {
+            Memory::Application => MemoryKind::of(addr).is_some(),
+            Memory::Bootloader => {
+                MemoryKind::of(addr) == Some(MemoryKind::Dram) || (IRAM.start..CACHE_RAM.end).contains(&addr)
+            }
+        };
+        match (ok, self) {
+            (true, _) => Ok(()),
+            (false, Memory::Application) => Err(ElfError::UnknownMemory { name: name.into(), addr }),
+            (false, Memory::Bootloader) => Err(ElfError::OutsideBootloaderMemory { name: name.into(), addr }),
+        }
     }
 }
 
@@ -255,7 +335,7 @@ fn machine_name(file: &ElfFile<'_>, code: u16) -> String {
 
 /// The sections esptool keeps, data padded to 4, in section-header order. Every offset is
 /// checked before xmas-elf (which panics on bad input) touches it.
-fn program_sections(file: &ElfFile<'_>) -> Result<Vec<LoadSegment>, ElfError> {
+fn program_sections(file: &ElfFile<'_>, memory: Memory) -> Result<Vec<LoadSegment>, ElfError> {
     let header = &file.header.pt2;
     let input = file.input;
     if header.sh_count() == 0 {
@@ -289,9 +369,7 @@ fn program_sections(file: &ElfFile<'_>) -> Result<Vec<LoadSegment>, ElfError> {
         }
         let name = section_name(names, section.name());
         let addr = u32::try_from(addr).map_err(|_| malformed(format!("section `{name}` address")))?;
-        if MemoryKind::of(addr).is_none() {
-            return Err(ElfError::UnknownMemory { name, addr });
-        }
+        memory.check(&name, addr)?;
         let mut data = data_of(input, &section)
             .ok_or_else(|| malformed(format!("section `{name}` lies past the end of the file")))?
             .to_vec();
@@ -389,6 +467,28 @@ pub fn check_fits(len: u64, slot: &Slot) -> Result<(), TooLargeForSlot> {
     })
 }
 
+/// A bootloader image that does not fit sector 0.
+#[derive(Debug, Error, Diagnostic)]
+#[error("bootloader image is {len} bytes, {excess} bytes over the {BOOTLOADER_MAX_LEN} bytes of sector 0")]
+#[diagnostic(
+    code(tcpflash::image::bootloader_too_large),
+    help(
+        "the mask ROM loads it from sector 0, header included: build with opt-level = \"z\" and panic = \"abort\", keep core::fmt out (a panic handler that ignores its message), and look for what is big in the .map next to the image"
+    )
+)]
+pub struct BootloaderTooLarge {
+    pub len: u64,
+    pub excess: u64,
+}
+
+/// Checks that a bootloader image of `len` bytes fits sector 0.
+pub fn check_bootloader_fits(len: u64) -> Result<(), BootloaderTooLarge> {
+    match len.checked_sub(u64::from(BOOTLOADER_MAX_LEN)) {
+        Some(excess) if excess > 0 => Err(BootloaderTooLarge { len, excess }),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,6 +528,28 @@ mod tests {
         let merged =
             merge_adjacent(vec![section(0x3FFE_8004, 4, ".rodata"), section(0x3FFE_8000, 4, ".data")]);
         assert_eq!(merged.len(), 2);
+    }
+
+    #[test]
+    fn bootloader_memory_is_ram_the_rom_loads() {
+        for addr in [0x3FFE_8000, 0x3FFF_FFFC, 0x4010_0000, 0x4010_E000, 0x4010_FFFC] {
+            assert!(Memory::Bootloader.check(".x", addr).is_ok(), "{addr:#x}");
+        }
+        for addr in [0x3FFE_7FFC, 0x4000_0000, 0x4011_0000, 0x4020_2010] {
+            let error = Memory::Bootloader.check(".x", addr).unwrap_err();
+            assert!(matches!(error, ElfError::OutsideBootloaderMemory { .. }), "{addr:#x}");
+        }
+        assert!(matches!(Memory::Application.check(".x", 0x4010_E000), Err(ElfError::UnknownMemory { .. })));
+    }
+
+    #[test]
+    fn a_bootloader_over_a_sector_says_by_how_much() {
+        assert!(check_bootloader_fits(4096).is_ok());
+        let error = check_bootloader_fits(4112).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "bootloader image is 4112 bytes, 16 bytes over the 4096 bytes of sector 0"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use xmas_elf::ElfFile;
 use xmas_elf::sections::ShType;
 
 mod common;
-use common::{ESPTOOL, ESPTOOL_INSTALL, esptool_image, flat_stderr, require};
+use common::{ESPTOOL, ESPTOOL_INSTALL, esptool_image, esptool_v1_image, flat_stderr, require};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -328,4 +328,82 @@ fn bad_options_are_refused_before_building() {
 
     let output = run(tcpflash(&repo(), &["build", "--manifest-path", "no/such/Cargo.toml"]));
     assert!(flat_stderr(&output).contains("no Cargo.toml at no/such/Cargo.toml"));
+}
+
+// ---- bootloaders ----------------------------------------------------------------------------
+
+/// A bootloader crate (`kind = "bootloader"`) whose `main` reads `ballast` bytes of constants.
+fn bootloader_fixture(name: &str, ballast: usize) -> tempfile::TempDir {
+    let main = format!(
+        "{MINIMAL_MAIN}#[used]\nstatic BALLAST: [u8; {ballast}] = [0x5A; {ballast}];\n\
+         #[unsafe(no_mangle)]\npub extern \"C\" fn main() -> ! {{\n    \
+         // SAFETY: a byte of a static.\n    \
+         let _ = unsafe {{ core::ptr::read_volatile((&raw const BALLAST).cast::<u8>()) }}; loop {{}} }}\n"
+    );
+    let dir = fixture(name, &main, None);
+    let manifest = dir.path().join("Cargo.toml");
+    let mut toml = std::fs::read_to_string(&manifest).unwrap();
+    toml += "\n[package.metadata.tcpflash]\nkind = \"bootloader\"\nflash-size = \"4MB\"\n";
+    std::fs::write(manifest, toml).unwrap();
+    dir
+}
+
+/// Bootloader fixtures build into their own target dir, one after the other: builds that
+/// share a target dir share its object files, so two at once (the firmware fixtures' tests
+/// run in parallel) would link each other's code.
+fn build_bootloader_fixture(dir: &Path) -> Output {
+    run(tcpflash(dir, &["build"]).env("CARGO_TARGET_DIR", repo().join("target/bootloader-fixtures")))
+}
+
+#[test]
+fn a_bootloader_is_linked_once_into_esptools_v1_image_or_refused_saying_by_how_much() {
+    let out = repo().join("target/bootloader-fixtures/tcpflash/bootloader");
+    let dir = bootloader_fixture("tiny-boot", 16);
+    let output = build_bootloader_fixture(dir.path());
+    assert_ok(&output);
+    let (elf, bin) = (out.join("tiny-boot.elf"), out.join("tiny-boot.bin"));
+    assert!(out.join("tiny-boot.map").is_file());
+    let ours = std::fs::read(&bin).unwrap();
+    require(ESPTOOL, ESPTOOL_INSTALL);
+    assert!(
+        ours == esptool_v1_image(&elf, ("qio", "4MB", "40m")).unwrap(),
+        "differs from esptool's v1 image"
+    );
+    assert_eq!((ours[0], ours[3] >> 4), (0xE9, 4), "v1 magic, the 4MB size code of the metadata");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = format!(
+        "tiny-boot 0.3.0 (bootloader), flash qio 4MB 40m\n  image: {} ({} of 4096 bytes",
+        bin.display(),
+        ours.len()
+    );
+    assert!(stdout.starts_with(&summary), "{stdout}");
+
+    // 6000 bytes of constants: more than sector 0 holds.
+    let dir = bootloader_fixture("heavy-boot", 6000);
+    std::fs::write(out.join("heavy-boot.bin"), b"an older build").unwrap();
+    let output = build_bootloader_fixture(dir.path());
+    assert!(!output.status.success());
+    let stderr = flat_stderr(&output);
+    let needle = "bootloader image is ";
+    let at = stderr.find(needle).unwrap_or_else(|| panic!("{stderr}"));
+    let words: Vec<&str> = stderr[at + needle.len()..].split(' ').collect();
+    let (len, excess): (u64, u64) = (words[0].parse().unwrap(), words[2].parse().unwrap());
+    assert_eq!(len - excess, 4096, "{stderr}");
+    assert!(len > 6000, "{stderr}");
+    assert!(stderr.contains("over the 4096 bytes of sector 0"), "{stderr}");
+    assert!(stderr.contains("look for what is big in the .map"), "help names the way: {stderr}");
+    // The ELF and the map stay for that look; no image, not even an older one.
+    assert!(out.join("heavy-boot.map").is_file() && out.join("heavy-boot.elf").is_file());
+    assert!(!out.join("heavy-boot.bin").exists(), "a refused build leaves no image to flash by mistake");
+}
+
+#[test]
+fn a_bootloader_has_no_slots_to_push() {
+    let dir = bootloader_fixture("pushed-boot", 16);
+    let target = repo().join("target/firmware-fixtures");
+    let output = run(tcpflash(dir.path(), &["--host", "127.0.0.1"]).env("CARGO_TARGET_DIR", target));
+    assert!(!output.status.success());
+    let stderr = flat_stderr(&output);
+    assert!(stderr.contains("`pushed-boot` is a bootloader"), "{stderr}");
+    assert!(stderr.contains("serial-flash --bootloader"), "{stderr}");
 }

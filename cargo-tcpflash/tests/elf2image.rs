@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{GCC, GCC_INSTALL, esptool_image, flat_stderr, require};
+use common::{GCC, GCC_INSTALL, esptool_image, esptool_v1_image, flat_stderr, require};
 
 use cargo_tcpflash::elf2image::{self, ElfError};
 use cargo_tcpflash::image_cmd::flash_params;
@@ -377,4 +377,77 @@ fn info_reports_damage() {
         "{stderr}"
     );
     assert!(stderr.contains(&format!("bytes, it has {}", n - 10)), "{stderr}");
+}
+
+// ---- bootloaders: v1 images ---------------------------------------------------------------
+
+/// A bootloader-shaped program in C, linked with the script `cargo tcpflash build` generates
+/// for `kind = "bootloader"`: code in the cache RAM, constants and variables at DRAM's top.
+fn bootloader_fixture(dir: &Path, extra_c: &str) -> PathBuf {
+    let source = dir.join("boot.c");
+    std::fs::write(
+        &source,
+        format!(
+            "int counter = 5;\nchar odd[3] = {{1, 2, 3}};\nconst char banner[] = \"boot!\";\nint zeroed[8];\n\
+             {extra_c}\nvoid _start(void) {{ counter += banner[1] + odd[2] + zeroed[3]; }}\n"
+        ),
+    )
+    .unwrap();
+    let script = dir.join("bootloader.ld");
+    std::fs::write(&script, cargo_tcpflash::build::link::bootloader_linker_script()).unwrap();
+    compile(dir, &source, &script, "boot")
+}
+
+#[test]
+fn bootloader_images_match_esptool_version_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let elf = bootloader_fixture(dir.path(), "");
+    for params in PARAMS {
+        let theirs = esptool_v1_image(&elf, params).unwrap_or_else(|error| panic!("esptool: {error}"));
+        let ours = elf2image::elf_to_bootloader_image(&std::fs::read(&elf).unwrap(), {
+            let (mode, size, freq) = params;
+            flash_params(mode, size, freq).unwrap()
+        })
+        .unwrap();
+        assert!(ours == theirs, "{params:?}: ours {ours:02x?}\nesptool {theirs:02x?}");
+        assert_eq!(ours[0], 0xE9);
+        assert_eq!(ours.len() % 16, 0, "checksum at 15 mod 16 ends the image");
+    }
+    // What the image holds: code in the cache RAM, data at the top of DRAM, no IROM.
+    let loaded = elf2image::load_bootloader(&std::fs::read(&elf).unwrap()).unwrap();
+    let addrs: Vec<u32> = loaded.segments.iter().map(|s| s.addr).collect();
+    assert!(addrs.iter().any(|&a| (0x4010_E000..0x4011_0000).contains(&a)), "{addrs:x?}");
+    assert!(addrs.iter().any(|&a| (0x3FFF_B000..0x3FFF_C000).contains(&a)), "{addrs:x?}");
+    let image = our_v1(&elf);
+    let checksum = loaded.segments.iter().flat_map(|s| s.data.iter()).fold(0xEF, |a, b| a ^ b);
+    assert_eq!(*image.last().unwrap(), checksum);
+}
+
+fn our_v1(elf: &Path) -> Vec<u8> {
+    elf2image::elf_to_bootloader_image(
+        &std::fs::read(elf).unwrap(),
+        flash_params("qio", "1MB", "40m").unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_bootloader_cannot_use_irom() {
+    let dir = tempfile::tempdir().unwrap();
+    // The generated script has no IROM region: an IROM section lands in the cache RAM with the
+    // code. A hand-written script that keeps one in IROM is refused.
+    let source = dir.path().join("irom.c");
+    std::fs::write(&source, "__attribute__((section(\".irom0.text\"))) int f(int x) { return x + 1; }\nvoid _start(void) { f(1); }\n").unwrap();
+    let script = dir.path().join("irom.ld");
+    std::fs::write(
+        &script,
+        "MEMORY { iram : org = 0x4010E000, len = 0x2000\n irom : org = 0x40202010, len = 0x1000 }\nENTRY(_start)\n\
+         SECTIONS { .text : { *(.literal .text) } > iram\n .irom0.text : { *(.irom0.literal .irom0.text) } > irom }\n",
+    )
+    .unwrap();
+    let elf = compile(dir.path(), &source, &script, "irom");
+    let error =
+        elf2image::elf_to_bootloader_image(&std::fs::read(&elf).unwrap(), Default::default()).unwrap_err();
+    assert!(matches!(&error, ElfError::OutsideBootloaderMemory { addr: 0x4020_2010, .. }), "{error}");
+    assert!(error.to_string().contains("not in RAM the mask ROM loads a bootloader into"), "{error}");
 }

@@ -99,6 +99,12 @@ impl Descriptor {
         Ok(descriptor)
     }
 
+    /// A descriptor of which only the link address is known (its other fields read as
+    /// empty): what a bootloader reads of one.
+    pub(crate) const fn linked_at(link_addr: u32) -> Descriptor {
+        Descriptor { link_addr, build_id: [0; BUILD_ID_LEN], version: [0; VERSION_LEN], name: [0; NAME_LEN] }
+    }
+
     pub fn to_bytes(&self) -> [u8; SIZE] {
         let mut bytes = [0u8; SIZE];
         bytes[MAGIC_AT..LINK_ADDR_AT].copy_from_slice(&MAGIC.to_le_bytes());

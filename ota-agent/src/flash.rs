@@ -112,12 +112,13 @@ pub struct RamNor<S> {
     ops: u64,
     cut_at: Option<u64>,
     powered: bool,
+    bit_clearing: bool,
 }
 
 impl<S: AsRef<[u8]> + AsMut<[u8]>> RamNor<S> {
     /// A chip holding `data` as it is (erase it, or load a flash file into it, first).
     pub const fn from_storage(data: S) -> RamNor<S> {
-        RamNor { data, ops: 0, cut_at: None, powered: true }
+        RamNor { data, ops: 0, cut_at: None, powered: true, bit_clearing: false }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -147,6 +148,14 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> RamNor<S> {
     pub fn restore_power(&mut self) {
         self.powered = true;
         self.cut_at = None;
+    }
+
+    /// Lets a program clear more bits of bytes already programmed, as real NOR does; the
+    /// trial record's attempts and confirmed words rely on it. A program that would have to
+    /// set a bit is still refused. Off by default: there, any program over bytes that are
+    /// not erased is refused as the bug it usually is.
+    pub fn allow_bit_clearing(&mut self) {
+        self.bit_clearing = true;
     }
 
     fn check(&self, offset: u32, len: usize, align: u32) -> Result<(), NorError> {
@@ -232,11 +241,15 @@ impl<S: AsRef<[u8]> + AsMut<[u8]>> NorFlash for RamNor<S> {
         }
         for op in program_ops(offset, bytes.len() as u32) {
             let (at, len) = op.range();
+            let from = (at - offset) as usize;
             let target = &self.data.as_ref()[at as usize..(at + len) as usize];
-            if let Some(dirty) = target.iter().position(|&b| b != 0xFF) {
+            let chunk = &bytes[from..from + len as usize];
+            let bit_clearing = self.bit_clearing;
+            let refused =
+                |(&cell, &new): (&u8, &u8)| if bit_clearing { cell & new != new } else { cell != 0xFF };
+            if let Some(dirty) = target.iter().zip(chunk).position(refused) {
                 return Err(NorError::NotErased { offset: at + dirty as u32 });
             }
-            let from = (at - offset) as usize;
             self.perform(op, &bytes[from..from + len as usize])?;
         }
         Ok(())
@@ -317,6 +330,19 @@ mod tests {
         flash.erase(0x1000, 0x2000).unwrap();
         flash.read(0x1000, &mut buf[..4]).unwrap();
         assert_eq!(buf[..4], [0xFF; 4]);
+    }
+
+    #[test]
+    fn bit_clearing_programs_only_when_allowed() {
+        let mut flash = RamNor::new(0x2000);
+        flash.write(0x100, &[0xF0, 0xFF, 0xFF, 0xFF]).unwrap();
+        assert_eq!(flash.write(0x100, &[0xE0, 0xFF, 0xFF, 0xFF]), Err(NorError::NotErased { offset: 0x100 }));
+        flash.allow_bit_clearing();
+        flash.write(0x100, &[0xE0, 0xFF, 0xFF, 0xFF]).unwrap();
+        assert_eq!(flash.bytes()[0x100..0x104], [0xE0, 0xFF, 0xFF, 0xFF]);
+        // Setting a bit back is what no NOR chip can do.
+        assert_eq!(flash.write(0x100, &[0xF0, 0xFF, 0xFF, 0xFF]), Err(NorError::NotErased { offset: 0x100 }));
+        assert_eq!(flash.bytes()[0x100], 0xE0);
     }
 
     #[test]

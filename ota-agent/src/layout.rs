@@ -30,6 +30,46 @@ pub const IRAM: core::ops::Range<u32> = 0x4010_0000..0x4010_8000;
 /// Flash-mapped code: the 1 MB window the cache shows.
 pub const IROM: core::ops::Range<u32> = IROM_MAP_BASE..IROM_MAP_BASE + IROM_WINDOW;
 
+/// The RAM the flash cache uses when it is on, right after [`IRAM`]. While it is off (at
+/// boot) it is instruction RAM the mask ROM loads a bootloader into.
+pub const CACHE_RAM: core::ops::Range<u32> = IRAM.end..0x4011_0000;
+/// Where tcpflash-boot's code runs: the top 8 KB of the flash cache's RAM
+/// ([`CACHE_RAM`]). The mask ROM loads it there while the cache is off (Arduino's
+/// eboot runs at 0x4010F000), and no firmware segment may target it (firmware IRAM ends at
+/// [`IRAM`]'s end), so copying a firmware never overwrites the code doing the copying.
+pub const BOOTLOADER_IRAM: core::ops::Range<u32> = 0x4010_E000..0x4011_0000;
+/// tcpflash-boot's constants and variables: the top 4 KB of the DRAM a firmware may use. A
+/// firmware's DRAM segments may overwrite them, so the copy phase uses only its stack (the
+/// ROM's, above [`DRAM_USABLE`]).
+pub const BOOTLOADER_DRAM: core::ops::Range<u32> = 0x3FFF_B000..DRAM_USABLE.end;
+/// The bootloader lives in sector 0: its whole v1 image, header included, is at most this.
+pub const BOOTLOADER_MAX_LEN: u32 = SECTOR_SIZE;
+/// RTC user memory (survives a reset, not a power cut): 0x60001100..0x60001300. rBoot keeps
+/// its own data at its start; the hand-off record from tcpflash-boot to the firmware takes
+/// its last 16 bytes.
+pub const RTC_USER_MEMORY: core::ops::Range<u32> = 0x6000_1100..0x6000_1300;
+
+// Copying a firmware (IRAM up to `IRAM.end`, DRAM up to `DRAM_USABLE.end`) never reaches the
+// bootloader's code, which has room for a whole sector's image.
+const _: () = assert!(BOOTLOADER_IRAM.start >= IRAM.end && BOOTLOADER_IRAM.end <= CACHE_RAM.end);
+const _: () = assert!(BOOTLOADER_IRAM.end - BOOTLOADER_IRAM.start >= BOOTLOADER_MAX_LEN);
+const _: () = assert!(BOOTLOADER_DRAM.start >= DRAM_USABLE.start && BOOTLOADER_DRAM.end <= DRAM_USABLE.end);
+
+/// Bytes an image at flash `offset` (one of rBoot's `roms[]`) may take to still run: up to
+/// the end of the megabyte the cache maps for it, or of the chip (0 past the chip). What a
+/// bootloader bounds an image by; the agent bounds what it writes by the slot.
+pub const fn rom_capacity(flash_size: u32, offset: u32) -> u32 {
+    let window_end = (offset / IROM_WINDOW + 1).saturating_mul(IROM_WINDOW);
+    let end = if window_end < flash_size { window_end } else { flash_size };
+    end.saturating_sub(offset)
+}
+
+/// The IROM address code must be linked at to run from an image at flash `offset`: the
+/// cache maps the megabyte holding the image, whose IROM bytes start 16 bytes in.
+pub const fn irom_link_addr_for(offset: u32) -> u32 {
+    IROM_MAP_BASE + offset % IROM_WINDOW + IMAGE_IROM_OFFSET
+}
+
 /// One of the two firmware slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SlotId {
@@ -101,7 +141,7 @@ impl Slot {
     /// Address the IROM code of an image for this slot must be linked at. The cache maps
     /// the 1 MB window that holds the slot (rBoot's big-flash mode for 2 MB and 4 MB chips).
     pub const fn irom_link_addr(&self) -> u32 {
-        IROM_MAP_BASE + self.offset % IROM_WINDOW + IMAGE_IROM_OFFSET
+        irom_link_addr_for(self.offset)
     }
 
     /// Flash offset just past the slot.
@@ -162,6 +202,13 @@ impl FlashLayout {
     /// The slot whose image starts at `offset`, as rBoot's `roms[]` records it.
     pub fn slot_at(&self, offset: u32) -> Option<SlotId> {
         self.slots.iter().find(|slot| slot.offset == offset).map(|slot| slot.id)
+    }
+
+    /// The boot-state sector (trial record): half the flash, free in every rBoot layout
+    /// (user1 ends there, user2 starts one sector later), and never the config sector, so
+    /// one erase never tears both.
+    pub const fn boot_state_offset(&self) -> u32 {
+        self.flash_size / 2
     }
 
     /// Looks a layout up by name, case-insensitively (`1MB`, `1mb`, `1M`, `1024KB`).
@@ -274,6 +321,47 @@ mod tests {
                 assert_eq!(layout.slot_at(slot.offset), Some(slot.id));
             }
         }
+    }
+
+    #[test]
+    fn boot_state_sector_is_free_in_every_layout() {
+        let expected = [0x4_0000, 0x8_0000, 0x10_0000, 0x20_0000];
+        for (layout, expected) in LAYOUTS.iter().zip(expected) {
+            let state = layout.boot_state_offset();
+            assert_eq!(state, expected, "{}", layout.name);
+            assert_eq!(state % SECTOR_SIZE, 0);
+            let sector = state..state + SECTOR_SIZE;
+            let config = BOOT_CONFIG_OFFSET..BOOT_CONFIG_OFFSET + SECTOR_SIZE;
+            assert!(sector.end <= config.start || sector.start >= config.end, "{}", layout.name);
+            for slot in layout.slots {
+                let overlaps = sector.start < slot.end() && slot.offset < sector.end;
+                assert!(!overlaps, "{}: boot state {state:#x} overlaps {}", layout.name, slot.id);
+            }
+            assert!(sector.end <= layout.flash_size - SYSTEM_RESERVED);
+        }
+    }
+
+    #[test]
+    fn rom_capacity_ends_with_the_mapped_megabyte_or_the_chip() {
+        let one = DEFAULT_LAYOUT.flash_size;
+        assert_eq!(rom_capacity(one, 0x2000), 0xF_E000);
+        assert_eq!(rom_capacity(one, 0x82000), 0x7_E000, "the chip ends first");
+        assert_eq!(rom_capacity(0x40_0000, 0x30_1000), 0xF_F000, "the megabyte ends first");
+        assert_eq!(rom_capacity(one, 0x20_0000), 0, "past the chip");
+        assert_eq!(rom_capacity(one, u32::MAX), 0);
+        for layout in &LAYOUTS {
+            for slot in layout.slots {
+                assert!(rom_capacity(layout.flash_size, slot.offset) >= slot.capacity, "{}", layout.name);
+            }
+        }
+        assert_eq!(irom_link_addr_for(0x10_2000), 0x4020_2010);
+    }
+
+    #[test]
+    fn bootloader_memory_is_outside_what_a_firmware_loads() {
+        // The compile-time checks next to the constants hold these; the values are the spec's.
+        assert_eq!((BOOTLOADER_IRAM.start, BOOTLOADER_DRAM.start), (0x4010_E000, 0x3FFF_B000));
+        assert_eq!(RTC_USER_MEMORY.end - RTC_USER_MEMORY.start, 512);
     }
 
     #[test]

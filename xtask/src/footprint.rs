@@ -1,10 +1,12 @@
 //! `cargo xtask footprint`: what the OTA agent costs example-blinky, measured by building it
-//! with and without its `ota` feature and comparing the sections of user1.elf.
+//! with and without its `ota` feature and comparing the sections of user1.elf; and how much
+//! of sector 0 tcpflash-boot takes.
 
 use std::path::{Path, PathBuf};
 
 use cargo_tcpflash::build::{self, BuildError};
 use cargo_tcpflash::cli::BuildArgs;
+use ota_agent::layout::BOOTLOADER_MAX_LEN;
 use ota_agent::net::OtaBuffers;
 use ota_agent::writer::SECTOR;
 use xmas_elf::ElfFile;
@@ -96,4 +98,61 @@ pub enum FootprintError {
     Build(#[from] BuildError),
     #[error("{0}")]
     Elf(String),
+}
+
+/// tcpflash-boot's manifest in this repository.
+pub fn bootloader_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ota-agent/boot/Cargo.toml")
+}
+
+/// A bootloader's image against sector 0, and its sections.
+#[derive(Debug, Clone)]
+pub struct BootloaderSize {
+    /// Bytes of the v1 image, header and checksum included.
+    pub image_len: u64,
+    /// Code (`.iram0.text`, literals and IROM-bound constants included), constants and
+    /// variables (`.data`), zeroed variables (`.bss`, not in the image).
+    pub code: u64,
+    pub data: u64,
+    pub bss: u64,
+    pub elf: PathBuf,
+}
+
+impl BootloaderSize {
+    pub fn fits(&self) -> bool {
+        self.image_len <= u64::from(BOOTLOADER_MAX_LEN)
+    }
+
+    pub fn report(&self) -> String {
+        let verdict = if self.fits() {
+            format!("{} bytes to spare", u64::from(BOOTLOADER_MAX_LEN) - self.image_len)
+        } else {
+            format!("{} bytes OVER", self.image_len - u64::from(BOOTLOADER_MAX_LEN))
+        };
+        format!(
+            "tcpflash-boot: {} of {BOOTLOADER_MAX_LEN} bytes of sector 0 ({verdict}): code {}, data {}, bss {} (not in the image)\n\
+             bootloader: image={} budget={BOOTLOADER_MAX_LEN} code={} data={} bss={}\n",
+            self.image_len, self.code, self.data, self.bss, self.image_len, self.code, self.data, self.bss,
+        )
+    }
+}
+
+/// Builds the bootloader at `manifest` and measures it. A bootloader too large for sector 0
+/// is measured too (its ELF is written before the size check refuses the image).
+pub fn measure_bootloader(manifest: PathBuf) -> Result<BootloaderSize, FootprintError> {
+    let args = BuildArgs { manifest_path: Some(manifest.clone()), ..BuildArgs::default() };
+    let (elf, image_len) = match build::build_bootloader(&args) {
+        Ok(built) => (built.elf, u64::from(built.image_len)),
+        Err(BuildError::BootloaderTooLarge(too_large)) => {
+            let package = cargo_tcpflash::build::FirmwarePackage::locate(&args)?;
+            let elf = package.target_dir.join("tcpflash/bootloader").join(format!("{}.elf", package.name));
+            (elf, too_large.len)
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let bytes = std::fs::read(&elf)
+        .map_err(|e| FootprintError::Elf(format!("cannot read {}: {e}", elf.display())))?;
+    let file = ElfFile::new(&bytes).map_err(|e| FootprintError::Elf(format!("{}: {e}", elf.display())))?;
+    let size = |name: &str| file.find_section_by_name(name).map_or(0, |s| s.size());
+    Ok(BootloaderSize { image_len, code: size(".iram0.text"), data: size(".data"), bss: size(".bss"), elf })
 }

@@ -14,11 +14,15 @@ struct Cli {
 enum Command {
     /// First install over USB serial: bootloader, boot config and user1 through the ESP8266 ROM loader.
     SerialFlash(SerialFlashArgs),
-    /// Measure the RAM and IROM the OTA agent adds to example-blinky (builds it twice).
+    /// Measure the RAM and IROM the OTA agent adds to example-blinky (builds it twice), and
+    /// tcpflash-boot's image against the 4096 bytes of sector 0.
     Footprint {
         /// The firmware to measure; it must have an `ota` feature that pulls the agent in.
         #[arg(long, default_value = "example-blinky/Cargo.toml", value_name = "PATH")]
         manifest_path: std::path::PathBuf,
+        /// The bootloader to measure.
+        #[arg(long, default_value = "ota-agent/boot/Cargo.toml", value_name = "PATH")]
+        bootloader_manifest_path: std::path::PathBuf,
     },
     /// Run the agent's session, sector writer and image validator as lx106 code under QEMU and
     /// compare every push with the host build (needs qemu-system-xtensa).
@@ -51,8 +55,13 @@ fn main() -> miette::Result<()> {
             let installed = xtask::serial::cli::run(&args)?;
             eprintln!("{installed}");
         }
-        Command::Footprint { manifest_path } => {
+        Command::Footprint { manifest_path, bootloader_manifest_path } => {
             print!("{}", xtask::footprint::measure(manifest_path)?.report());
+            let bootloader = xtask::footprint::measure_bootloader(bootloader_manifest_path)?;
+            print!("{}", bootloader.report());
+            if !bootloader.fits() {
+                std::process::exit(1);
+            }
         }
         Command::Qemu => {
             let report = xtask::qemu::run_all(&xtask::qemu::program_manifest(), xtask::qemu::CASE_TIMEOUT)?;

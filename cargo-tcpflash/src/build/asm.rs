@@ -92,6 +92,99 @@ pub fn jump_tables_to_irom(asm: &str) -> String {
     out
 }
 
+/// Calls through `call0` where LLVM loads the callee from a literal: `l32r aN, .L; callx0
+/// aN` (10 bytes with the literal) becomes `call0 sym` (3 bytes), and literals nothing
+/// refers to any more are dropped. Only for code whose calls all lie within `call0`'s
+/// reach (+-512 KB): a bootloader, all of it in 8 KB of RAM. (A firmware's IROM code
+/// calls IRAM code a megabyte away.) A literal holding a number (a ROM routine's address)
+/// stays a `callx0`; a call the linker still cannot reach fails the link, never silently.
+pub fn direct_calls(asm: &str) -> String {
+    use std::collections::HashMap;
+    let symbols: HashMap<&str, &str> = asm
+        .lines()
+        .filter_map(|line| literal(line.trim()))
+        .filter(|(_, value)| value.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '.'))
+        .collect();
+
+    let lines: Vec<&str> = asm.lines().collect();
+    let mut calls: Vec<String> = Vec::with_capacity(lines.len());
+    // Indices of `callx0` lines to turn into `call0 target`, and of the loads they replace.
+    let mut direct: HashMap<usize, &str> = HashMap::new();
+    let mut dropped = vec![false; lines.len()];
+    for (at, line) in lines.iter().enumerate() {
+        let Some(operands) = line.trim().strip_prefix("l32r") else { continue };
+        let Some((register, label)) = operands.trim().split_once(',') else { continue };
+        let Some(target) = symbols.get(label.trim()) else { continue };
+        if let Some(call) = call_using(&lines[at + 1..], register.trim()) {
+            direct.insert(at + 1 + call, target);
+            dropped[at] = true;
+        }
+    }
+    for (at, line) in lines.iter().enumerate() {
+        match direct.get(&at) {
+            Some(target) => calls.push(format!("\tcall0\t{target}")),
+            None if dropped[at] => {}
+            None => calls.push(line.to_string()),
+        }
+    }
+
+    // Drop the literals no instruction uses now.
+    let words = |line: &str| -> Vec<String> {
+        line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$'))
+            .filter(|word| word.starts_with(".L"))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut used: HashMap<String, usize> = HashMap::new();
+    for line in calls.iter().filter(|line| literal(line.trim()).is_none()) {
+        for word in words(line) {
+            *used.entry(word).or_default() += 1;
+        }
+    }
+    let mut out = String::with_capacity(asm.len());
+    for line in &calls {
+        if let Some((label, _)) = literal(line.trim())
+            && !used.contains_key(label)
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Where in `after` (the lines after `l32r register, ...`) the loaded callee is called, when
+/// nothing in between branches, is a label or directive, or mentions the register.
+fn call_using(after: &[&str], register: &str) -> Option<usize> {
+    for (at, line) in after.iter().enumerate().take(12) {
+        let text = line.trim();
+        let mut parts = text.splitn(2, char::is_whitespace);
+        let mnemonic = parts.next().unwrap_or("");
+        let operands = parts.next().unwrap_or("");
+        let mentions = operands.split(|c: char| c == ',' || c.is_whitespace()).any(|op| op == register);
+        if mnemonic == "callx0" {
+            return (operands.trim() == register).then_some(at);
+        }
+        let control = mnemonic.starts_with('b')
+            || mnemonic.starts_with('j')
+            || mnemonic.starts_with("ret")
+            || mnemonic.starts_with("call")
+            || mnemonic.starts_with("loop");
+        if text.is_empty() || text.starts_with('.') || is_label(line) || control || mentions {
+            return None;
+        }
+    }
+    None
+}
+
+/// `.literal LABEL, VALUE`.
+fn literal(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix(".literal")?.strip_prefix([' ', '\t'])?;
+    let (label, value) = rest.split_once(',')?;
+    Some((label.trim(), value.trim()))
+}
+
 fn section_name(text: &str) -> Option<&str> {
     let rest = text.strip_prefix(".section")?;
     let name = rest.trim().split(',').next()?.trim();
@@ -222,6 +315,76 @@ f:
             "mixed content stays in DRAM: {fixed}"
         );
         assert_eq!(fixed.lines().count(), asm.lines().count());
+    }
+
+    #[test]
+    fn calls_through_literals_become_call0_and_their_literals_go() {
+        let asm = "\t.section\t.text.f,\"ax\",@progbits
+\t.literal_position
+\t.literal .LCPI0_0, helper
+\t.literal .LCPI0_1, 1073761052
+\t.literal .LCPI0_2, .Lswitch.table.f
+\t.literal .LCPI0_3, other
+\t.literal .LCPI0_4, helper
+f:
+\tl32r\ta8, .LCPI0_0
+\tcallx0\ta8
+\tl32r\ta8, .LCPI0_1
+\tcallx0\ta8
+\tl32r\ta9, .LCPI0_2
+\tl32r\ta8, .LCPI0_3
+.LBB0_1:
+\tcallx0\ta8
+\tl32r\ta8, .LCPI0_4
+\tcallx0\ta9
+\tl32r\ta8, .LCPI0_0
+\tor\ta2, a12, a12
+\ts32i\ta3, a1, 28
+\tcallx0\ta8
+\tl32r\ta8, .LCPI0_0
+\tmov.n\ta3, a8
+\tcallx0\ta8
+\tl32r\ta8, .LCPI0_0
+\tbeqz\ta2, .LBB0_1
+\tcallx0\ta8
+\tret
+";
+        let fixed = direct_calls(asm);
+        let lines: Vec<&str> = fixed.lines().map(str::trim).collect();
+        let body = &lines[lines.iter().position(|l| *l == "f:").unwrap() + 1..];
+        assert_eq!(
+            body,
+            [
+                "call0\thelper",
+                "l32r\ta8, .LCPI0_1",
+                "callx0\ta8",
+                "l32r\ta9, .LCPI0_2",
+                "l32r\ta8, .LCPI0_3",
+                ".LBB0_1:",
+                "callx0\ta8",
+                "l32r\ta8, .LCPI0_4",
+                "callx0\ta9",
+                "or\ta2, a12, a12",
+                "s32i\ta3, a1, 28",
+                "call0\thelper",
+                "l32r\ta8, .LCPI0_0",
+                "mov.n\ta3, a8",
+                "callx0\ta8",
+                "l32r\ta8, .LCPI0_0",
+                "beqz\ta2, .LBB0_1",
+                "callx0\ta8",
+                "ret",
+            ],
+            "a ROM address, a branch target between load and call, another register, the \
+             register read in between, a branch in between: kept; argument set-up in between: call0"
+        );
+        assert!(fixed.contains(".literal .LCPI0_0, helper"), "still loaded twice: {fixed}");
+        assert!(!fixed.contains(".literal .LCPI0_4,") || fixed.contains(".LCPI0_4\n"), "{fixed}");
+        for kept in
+            [".literal .LCPI0_1, 1073761052", ".literal .LCPI0_2, .Lswitch", ".literal .LCPI0_3, other"]
+        {
+            assert!(fixed.contains(kept), "{kept}: {fixed}");
+        }
     }
 
     #[test]

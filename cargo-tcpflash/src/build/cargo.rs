@@ -27,6 +27,20 @@ pub struct TcpflashMetadata {
     /// refuses `asm!` for lx106, so instructions it cannot emit (e.g. `simcall`) live there.
     #[serde(default)]
     pub asm: Vec<PathBuf>,
+    /// What the crate is: a firmware (the default) or a second-stage bootloader.
+    #[serde(default)]
+    pub kind: PackageKind,
+}
+
+/// What a crate builds into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageKind {
+    /// Linked once per slot into `user1.bin` and `user2.bin` (v2 images).
+    #[default]
+    Firmware,
+    /// Linked once into the v1 image the mask ROM boots from flash 0x0.
+    Bootloader,
 }
 
 /// The firmware package as cargo sees it.
@@ -345,6 +359,11 @@ mod tests {
         assert!(good.asm.is_empty());
         let with_asm: TcpflashMetadata = serde_json::from_str(r#"{"asm":["src/start.s"]}"#).unwrap();
         assert_eq!(with_asm.asm, [PathBuf::from("src/start.s")]);
+        assert_eq!(with_asm.kind, PackageKind::Firmware);
+        let boot: TcpflashMetadata = serde_json::from_str(r#"{"kind":"bootloader"}"#).unwrap();
+        assert_eq!(boot.kind, PackageKind::Bootloader);
+        let bad = serde_json::from_str::<TcpflashMetadata>(r#"{"kind":"loader"}"#).unwrap_err();
+        assert!(bad.to_string().contains("expected `firmware` or `bootloader`"), "{bad}");
         let bad = serde_json::from_str::<TcpflashMetadata>(r#"{"flash_mode":"dio"}"#).unwrap_err();
         assert!(bad.to_string().contains("unknown field `flash_mode`"), "{bad}");
     }

@@ -1,5 +1,6 @@
 //! The firmware build: nightly rustc to assembly, literal pools fixed, GNU as, GNU ld once
-//! per slot, and each ELF turned into its slot's image.
+//! per slot, and each ELF turned into its slot's image. A bootloader (`kind =
+//! "bootloader"`) goes the same way up to the link, which happens once, into a v1 image.
 //!
 //! Why assembly: LLVM's integrated assembler misplaces Xtensa literal pools, so its objects
 //! do not link with GNU ld. See `asm` for the fix and ARCHITECTURE.md for the recipe.
@@ -22,7 +23,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub use self::board::Board;
-pub use self::cargo::{FirmwarePackage, TcpflashMetadata};
+pub use self::cargo::{FirmwarePackage, PackageKind, TcpflashMetadata};
 use crate::cli::BuildArgs;
 use crate::elf2image;
 
@@ -59,6 +60,26 @@ impl Firmware {
     pub fn build_id_hex(&self) -> String {
         hex::encode(self.build_id)
     }
+}
+
+/// A finished bootloader build: one link, one v1 image.
+#[derive(Debug, Clone)]
+pub struct Bootloader {
+    pub package: FirmwarePackage,
+    pub params: FlashParams,
+    pub elf: PathBuf,
+    pub bin: PathBuf,
+    pub map: PathBuf,
+    /// Bytes of the image, header included (at most `BOOTLOADER_MAX_LEN`).
+    pub image_len: u32,
+    pub timings: BuildTimings,
+}
+
+/// What `cargo tcpflash build` made, by the package's kind.
+#[derive(Debug, Clone)]
+pub enum Built {
+    Firmware(Firmware),
+    Bootloader(Bootloader),
 }
 
 /// One slot's output files.
@@ -100,7 +121,7 @@ pub enum BuildError {
     #[error("[package.metadata.tcpflash] in {manifest} is invalid")]
     #[diagnostic(
         code(tcpflash::build::bad_metadata),
-        help("known keys: board, layout, flash-mode, flash-size, flash-freq, host, port, asm")
+        help("known keys: board, layout, flash-mode, flash-size, flash-freq, host, port, asm, kind")
     )]
     BadMetadata {
         manifest: PathBuf,
@@ -204,6 +225,30 @@ pub enum BuildError {
     #[diagnostic(transparent)]
     TooLarge(#[from] elf2image::TooLargeForSlot),
 
+    #[error(
+        "`{package}` is a bootloader ([package.metadata.tcpflash] kind = \"bootloader\"): it has no slots"
+    )]
+    #[diagnostic(
+        code(tcpflash::build::is_bootloader),
+        help(
+            "`cargo tcpflash build` writes its v1 image to <target>/tcpflash/bootloader/; it goes to flash 0x0 over serial (`cargo xtask serial-flash --bootloader`), never over the network"
+        )
+    )]
+    IsBootloader { package: String },
+
+    #[error("`{package}` is not a bootloader")]
+    #[diagnostic(
+        code(tcpflash::build::not_bootloader),
+        help(
+            "a bootloader crate says so in its Cargo.toml: [package.metadata.tcpflash] kind = \"bootloader\""
+        )
+    )]
+    NotBootloader { package: String },
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    BootloaderTooLarge(#[from] elf2image::BootloaderTooLarge),
+
     #[error(transparent)]
     #[diagnostic(transparent)]
     Image(#[from] elf2image::ElfError),
@@ -271,22 +316,58 @@ pub fn resolve_params(
 /// Builds the firmware the options describe, for both slots of its layout.
 pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     let package = FirmwarePackage::locate(args)?;
-    let board = resolve_board(args, &package.metadata)?;
-    let layout = resolve_layout(args, &package.metadata)?;
-    let params = resolve_params(args, &package.metadata, layout)?;
+    if package.metadata.kind == PackageKind::Bootloader {
+        return Err(BuildError::IsBootloader { package: package.name });
+    }
+    build_firmware(args, package)
+}
+
+/// Builds the bootloader the options describe into its v1 image.
+pub fn build_bootloader(args: &BuildArgs) -> Result<Bootloader, BuildError> {
+    let package = FirmwarePackage::locate(args)?;
+    if package.metadata.kind != PackageKind::Bootloader {
+        return Err(BuildError::NotBootloader { package: package.name });
+    }
+    link_bootloader(args, package)
+}
+
+/// Builds whatever the package is, as its `kind` says.
+pub fn build_package(args: &BuildArgs) -> Result<Built, BuildError> {
+    let package = FirmwarePackage::locate(args)?;
+    match package.metadata.kind {
+        PackageKind::Firmware => build_firmware(args, package).map(Built::Firmware),
+        PackageKind::Bootloader => link_bootloader(args, package).map(Built::Bootloader),
+    }
+}
+
+/// A package compiled and assembled: all but its start-up code and the link.
+struct Compiled {
+    board: Board,
+    /// Where this board's objects and images go.
+    board_dir: PathBuf,
+    obj_dir: PathBuf,
+    assembler: PathBuf,
+    linker: PathBuf,
+    /// rustc's two objects and the package's own assembly, in link order (after the
+    /// start-up code).
+    objects: Vec<PathBuf>,
+    build_id: [u8; BUILD_ID_LEN],
+    started: Instant,
+    compiled_at: Instant,
+}
+
+fn compile_package(args: &BuildArgs, package: &FirmwarePackage) -> Result<Compiled, BuildError> {
     let profile = args.profile.clone().unwrap_or_else(|| "release".into());
     let assembler = find_tool(AS)?;
     let linker = find_tool(LD)?;
     let toolchain = cargo::Toolchain::detect(package.dir())?;
 
+    let board = resolve_board(args, &package.metadata)?;
     let work_dir = package.target_dir.join("tcpflash");
     // Another board's objects and images go to a folder of their own.
     let board_dir = if board == Board::default() { work_dir.clone() } else { work_dir.join(board.name()) };
     let obj_dir = board_dir.join("obj").join(cargo::profile_dir(&profile));
-    let out_dir = board_dir.join(layout.name);
-    for dir in [&obj_dir, &out_dir] {
-        std::fs::create_dir_all(dir).map_err(|source| BuildError::Io { path: dir.clone(), source })?;
-    }
+    std::fs::create_dir_all(&obj_dir).map_err(|source| BuildError::Io { path: obj_dir.clone(), source })?;
     let target_spec = work_dir.join(format!("{}.json", board.target_name()));
     write_if_changed(&target_spec, support::target_spec_json())?;
     let shim = work_dir.join("rustc-linker.sh");
@@ -294,33 +375,32 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     make_executable(&shim)?;
 
     let started = Instant::now();
-    let compiled = cargo::compile(&package, &toolchain, args, board, &profile, &target_spec, &shim)?;
+    let compiled = cargo::compile(package, &toolchain, args, board, &profile, &target_spec, &shim)?;
 
     let compiled_at = Instant::now();
     status("Assembling", &format!("{} for lx106", package.name));
     let tool_stamp = tool_stamp();
-    let firmware = assemble_rustc_output(&assembler, &compiled.firmware, &obj_dir, "firmware", &tool_stamp)?;
+    // A bootloader's code all lies in 8 KB (every call reaches its target directly) and has
+    // 4 KB in all.
+    let passes = Passes { compact: package.metadata.kind == PackageKind::Bootloader };
+    let firmware =
+        assemble_rustc_output(&assembler, &compiled.firmware, &obj_dir, "firmware", &tool_stamp, passes)?;
     let builtins = assemble_rustc_output(
         &assembler,
         &compiled.compiler_builtins,
         &obj_dir,
         "compiler_builtins",
         &tool_stamp,
+        passes,
     )?;
-    let mut extra_asm = read_extra_asm(&package)?;
+    let mut extra_asm = read_extra_asm(package)?;
     if let Some(text) = board.asm() {
         let source = obj_dir.join(format!("board-{board}.s"));
         write_if_changed(&source, text)?;
         extra_asm.push((source, text.to_string()));
     }
-    let build_id = build_id(&package, &[firmware.digest, builtins.digest], &extra_asm);
-    let startup = support::startup_asm(board, &package.name, &package.version, build_id)
-        .map_err(|reason| BuildError::Descriptor { reason })?;
-    let startup_source = obj_dir.join("startup.s");
-    let startup_object = obj_dir.join("startup.o");
-    write_if_changed(&startup_source, &startup)?;
-    assemble(&assembler, &startup_source, &startup_object)?;
-    let mut objects = vec![startup_object, firmware.object, builtins.object];
+    let build_id = build_id(package, &[firmware.digest, builtins.digest], &extra_asm);
+    let mut objects = vec![firmware.object, builtins.object];
     // The firmware's own assembly, as written (its literal pools are its author's business).
     for (index, (source, _)) in extra_asm.iter().enumerate() {
         let stem = source.file_stem().unwrap_or_default().to_string_lossy();
@@ -328,6 +408,59 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
         assemble(&assembler, source, &object)?;
         objects.push(object);
     }
+    Ok(Compiled { board, board_dir, obj_dir, assembler, linker, objects, build_id, started, compiled_at })
+}
+
+impl Compiled {
+    /// Writes and assembles the start-up code; returns every object in link order.
+    fn with_startup(&self, startup: &str) -> Result<Vec<PathBuf>, BuildError> {
+        let startup_source = self.obj_dir.join("startup.s");
+        let startup_object = self.obj_dir.join("startup.o");
+        write_if_changed(&startup_source, startup)?;
+        assemble(&self.assembler, &startup_source, &startup_object)?;
+        Ok([startup_object].into_iter().chain(self.objects.iter().cloned()).collect())
+    }
+
+    fn timings(&self) -> BuildTimings {
+        BuildTimings { compile: self.compiled_at - self.started, after_compile: self.compiled_at.elapsed() }
+    }
+}
+
+/// Links `objects` with the script at `script` into `elf`, writing the map to `map`.
+/// A failed link leaves no staged files behind.
+fn link(linker: &Path, script: &Path, objects: &[PathBuf], elf: &Path, map: &Path) -> Result<(), BuildError> {
+    let linked = run_binutil(
+        Command::new(linker)
+            .arg("-T")
+            .arg(script)
+            .arg("--gc-sections")
+            .arg("-Map")
+            .arg(map)
+            .arg("-o")
+            .arg(elf)
+            .args(objects),
+        LD,
+        script,
+    );
+    if linked.is_err() {
+        for staged in [elf, map] {
+            let _ = std::fs::remove_file(staged);
+        }
+    }
+    linked
+}
+
+fn build_firmware(args: &BuildArgs, package: FirmwarePackage) -> Result<Firmware, BuildError> {
+    let layout = resolve_layout(args, &package.metadata)?;
+    let params = resolve_params(args, &package.metadata, layout)?;
+    let compiled = compile_package(args, &package)?;
+    let out_dir = compiled.board_dir.join(layout.name);
+    std::fs::create_dir_all(&out_dir).map_err(|source| BuildError::Io { path: out_dir.clone(), source })?;
+    let build_id = compiled.build_id;
+    let board = compiled.board;
+    let startup = support::startup_asm(board, &package.name, &package.version, build_id)
+        .map_err(|reason| BuildError::Descriptor { reason })?;
+    let objects = compiled.with_startup(&startup)?;
 
     let slots = layout.slots.map(|slot| -> Result<SlotBuild, BuildError> {
         status(
@@ -346,19 +479,7 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
         let bin = out_dir.join(format!("{}.bin", slot.id));
         write_if_changed(&script, &link::linker_script(&slot))?;
         let (elf_staged, map_staged) = (staged(&elf), staged(&map));
-        run_binutil(
-            Command::new(&linker)
-                .arg("-T")
-                .arg(&script)
-                .arg("--gc-sections")
-                .arg("-Map")
-                .arg(&map_staged)
-                .arg("-o")
-                .arg(&elf_staged)
-                .args(&objects),
-            LD,
-            &script,
-        )?;
+        link(&compiled.linker, &script, &objects, &elf_staged, &map_staged)?;
         let elf_bytes = std::fs::read(&elf_staged)
             .map_err(|source| BuildError::Io { path: elf_staged.clone(), source })?;
         let image = elf2image::elf_to_image(&elf_bytes, params)?;
@@ -373,8 +494,50 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     });
     let [user1, user2] = slots;
     let slots = [user1?, user2?];
-    let timings = BuildTimings { compile: compiled_at - started, after_compile: compiled_at.elapsed() };
+    let timings = compiled.timings();
     Ok(Firmware { package, board, layout, params, build_id, out_dir, slots, timings })
+}
+
+/// Links a bootloader once (no slots, no IROM) and writes its v1 image to
+/// `<target>/tcpflash/bootloader/<name>.{elf,bin,map}`. The layout only gives the header's
+/// default flash size.
+fn link_bootloader(args: &BuildArgs, package: FirmwarePackage) -> Result<Bootloader, BuildError> {
+    let layout = resolve_layout(args, &package.metadata)?;
+    let params = resolve_params(args, &package.metadata, layout)?;
+    let compiled = compile_package(args, &package)?;
+    let out_dir = compiled.board_dir.join("bootloader");
+    std::fs::create_dir_all(&out_dir).map_err(|source| BuildError::Io { path: out_dir.clone(), source })?;
+    let objects = compiled.with_startup(&support::bootloader_startup_asm(
+        compiled.board,
+        &package.name,
+        &package.version,
+    ))?;
+
+    status("Linking", &format!("{} as a bootloader (v1 image for flash 0x0)", package.name));
+    let script = out_dir.join(format!("{}.ld", package.name));
+    let elf = out_dir.join(format!("{}.elf", package.name));
+    let map = out_dir.join(format!("{}.map", package.name));
+    let bin = out_dir.join(format!("{}.bin", package.name));
+    write_if_changed(&script, &link::bootloader_linker_script())?;
+    let (elf_staged, map_staged) = (staged(&elf), staged(&map));
+    link(&compiled.linker, &script, &objects, &elf_staged, &map_staged)?;
+    let elf_bytes =
+        std::fs::read(&elf_staged).map_err(|source| BuildError::Io { path: elf_staged.clone(), source })?;
+    let image = elf2image::elf_to_bootloader_image(&elf_bytes, params)?;
+    // The ELF and map stay for a look at what is big, even when the image is refused; an
+    // older image does not (it would be flashed by mistake).
+    for (from, to) in [(&elf_staged, &elf), (&map_staged, &map)] {
+        publish(from, to)?;
+    }
+    if let Err(too_large) = elf2image::check_bootloader_fits(image.len() as u64) {
+        let _ = std::fs::remove_file(&bin);
+        return Err(too_large.into());
+    }
+    let bin_staged = staged(&bin);
+    std::fs::write(&bin_staged, &image).map_err(|source| BuildError::Io { path: bin.clone(), source })?;
+    publish(&bin_staged, &bin)?;
+    let timings = compiled.timings();
+    Ok(Bootloader { package, params, elf, bin, map, image_len: image.len() as u32, timings })
 }
 
 /// The files of `[package.metadata.tcpflash] asm`, resolved against the package and read.
@@ -394,6 +557,13 @@ fn read_extra_asm(package: &FirmwarePackage) -> Result<Vec<(PathBuf, String)>, B
         .collect()
 }
 
+/// The optional assembly passes a build runs (literal placement and jump tables always).
+#[derive(Debug, Clone, Copy, Default)]
+struct Passes {
+    /// `asm::direct_calls`: for a bootloader, whose 4 KB sector counts every byte.
+    compact: bool,
+}
+
 /// An object assembled from rustc's assembly, and what identifies that assembly.
 struct Assembled {
     object: PathBuf,
@@ -409,17 +579,22 @@ fn assemble_rustc_output(
     obj_dir: &Path,
     name: &str,
     tool_stamp: &str,
+    passes: Passes,
 ) -> Result<Assembled, BuildError> {
     let text = read_text(compiled)?;
     let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-    let stamp = format!("{} {tool_stamp}", hex::encode(digest));
+    let stamp = format!("{} {tool_stamp} {passes:?}", hex::encode(digest));
     let object = obj_dir.join(format!("{name}.o"));
     let stamp_path = obj_dir.join(format!("{name}.stamp"));
     if object.is_file() && std::fs::read_to_string(&stamp_path).is_ok_and(|old| old == stamp) {
         return Ok(Assembled { object, digest });
     }
     let source = obj_dir.join(format!("{name}.s"));
-    write_if_changed(&source, &asm::jump_tables_to_irom(&asm::place_literals(&text)))?;
+    let mut fixed = asm::jump_tables_to_irom(&asm::place_literals(&text));
+    if passes.compact {
+        fixed = asm::direct_calls(&fixed);
+    }
+    write_if_changed(&source, &fixed)?;
     assemble(assembler, &source, &object)?;
     // Written after the object: an interrupted build assembles again.
     write_if_changed(&stamp_path, &stamp)?;
@@ -545,7 +720,15 @@ mod tests {
         let compiled = dir.path().join("compiler_builtins-abc.s");
         let object = dir.path().join("builtins.o");
         let assemble_now = |stamp: &str| {
-            let done = assemble_rustc_output(&assembler, &compiled, dir.path(), "builtins", stamp).unwrap();
+            let done = assemble_rustc_output(
+                &assembler,
+                &compiled,
+                dir.path(),
+                "builtins",
+                stamp,
+                Passes::default(),
+            )
+            .unwrap();
             assert_eq!(done.object, object);
             (std::fs::metadata(&object).unwrap().modified().unwrap(), done.digest)
         };
@@ -561,34 +744,6 @@ mod tests {
         let (changed, new_digest) = assemble_now("v2");
         assert!(changed > by_new_tool, "new text: assembled again");
         assert_ne!(new_digest, digest);
-    }
-
-    #[test]
-    fn the_board_comes_from_the_command_line_then_the_metadata_and_defaults_to_esp8266() {
-        let metadata =
-            |board: Option<&str>| TcpflashMetadata { board: board.map(str::to_owned), ..Default::default() };
-        let args = |board: Option<&str>| BuildArgs { board: board.map(str::to_owned), ..Default::default() };
-        assert_eq!(resolve_board(&args(None), &metadata(None)).unwrap(), Board::Esp8266);
-        assert_eq!(resolve_board(&args(None), &metadata(Some("qemu"))).unwrap(), Board::Qemu);
-        assert_eq!(resolve_board(&args(Some("esp8266")), &metadata(Some("qemu"))).unwrap(), Board::Esp8266);
-        let error = resolve_board(&args(Some("esp32")), &metadata(None)).unwrap_err();
-        assert_eq!(error.to_string(), "unknown board `esp32`");
-        assert_eq!(error.help().unwrap().to_string(), "use one of: esp8266, qemu");
-    }
-
-    #[test]
-    fn each_board_announces_itself_to_rustc_and_declares_every_board_name() {
-        assert_eq!(
-            Board::Qemu.rustc_flags(),
-            [
-                "--cfg=tcpflash_board=\"qemu\"".to_string(),
-                "--check-cfg=cfg(tcpflash_board, values(\"esp8266\", \"qemu\"))".to_string()
-            ]
-        );
-        assert_eq!(Board::Esp8266.rustc_flags()[0], "--cfg=tcpflash_board=\"esp8266\"");
-        assert_ne!(Board::Esp8266.target_name(), Board::Qemu.target_name());
-        assert_eq!(Board::Esp8266.asm(), None);
-        assert!(Board::Qemu.asm().unwrap().contains("rsr a2, ccount"));
     }
 
     fn package_with_asm(dir: &Path, asm: &[&str]) -> FirmwarePackage {

@@ -49,6 +49,31 @@ pub fn esptool_image(elf: &Path, (mode, size, freq): (&str, &str, &str)) -> Resu
     Ok(std::fs::read(out).unwrap())
 }
 
+/// esptool's v1 image (`elf2image --version 1`, what the mask ROM boots from 0x0), or its
+/// error output. esptool writes it to `<prefix>0x00000.bin`.
+pub fn esptool_v1_image(elf: &Path, (mode, size, freq): (&str, &str, &str)) -> Result<Vec<u8>, String> {
+    require(ESPTOOL, ESPTOOL_INSTALL);
+    let prefix = elf.with_extension(format!("{mode}-{size}-{freq}.esptool-v1-"));
+    let output = Command::new(ESPTOOL)
+        .args(["--chip", "esp8266", "elf2image", "--version", "1"])
+        .args(["--flash-mode", mode, "--flash-size", size, "--flash-freq", freq])
+        .arg("-o")
+        .arg(&prefix)
+        .arg(elf)
+        .output()
+        .unwrap();
+    if !output.status.success() {
+        return Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let mut name = prefix.into_os_string();
+    name.push("0x00000.bin");
+    Ok(std::fs::read(name).unwrap())
+}
+
 /// stderr with miette's frame characters and line wrapping taken out.
 pub fn flat_stderr(output: &Output) -> String {
     let text = String::from_utf8_lossy(&output.stderr).replace(['│', '×', '╰', '─', '▶'], " ");

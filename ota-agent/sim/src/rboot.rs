@@ -240,8 +240,8 @@ pub fn check_image<F: ReadNorFlash>(flash: &mut F, offset: u32) -> Result<u32, I
         |at: u32| capacity.checked_sub(at).ok_or(ImageError::OutOfFlash { offset: at, len: 0, capacity });
 
     // rBoot reads a whole `rom_header_new` (16 bytes) whatever the magic.
-    let first: [u8; 16] =
-        image::Reader::new(flash, &mut scratch, offset, until_end(offset)?)?.read_array()?;
+    let first: [u8; 16] = image::Reader::new(flash, &mut scratch, offset, until_end(offset)?)?
+        .run(|reader| reader.read_array())?;
     let rom_at = match first {
         [0xE9, ..] => offset,
         [image::MAGIC_V2, image::V2_MARKER, ..] => {
@@ -255,18 +255,20 @@ pub fn check_image<F: ReadNorFlash>(flash: &mut F, offset: u32) -> Result<u32, I
     };
 
     let mut reader = image::Reader::new(flash, &mut scratch, rom_at, until_end(rom_at)?)?;
-    let header: [u8; 8] = reader.read_array()?;
-    let entry = word(&header, 4);
-    let mut computed = image::CHECKSUM_SEED;
-    for _ in 0..header[1] {
-        let segment_header: [u8; 8] = reader.read_array()?;
-        reader.consume(word(&segment_header, 4), |bytes| {
-            computed = bytes.iter().fold(computed, |s, b| s ^ b)
-        })?;
-    }
-    // rBoot rounds its absolute flash read position, not the image-relative one.
-    reader.consume(image::checksum_position(reader.position()) - reader.position(), |_| {})?;
-    let [stored] = reader.read_array()?;
+    let (entry, stored, computed) = reader.run(|reader| {
+        let header: [u8; 8] = reader.read_array()?;
+        let mut computed = image::CHECKSUM_SEED;
+        for _ in 0..header[1] {
+            let segment_header: [u8; 8] = reader.read_array()?;
+            reader.consume(word(&segment_header, 4), &mut |bytes| {
+                computed = bytes.iter().fold(computed, |s, b| s ^ b)
+            })?;
+        }
+        // rBoot rounds its absolute flash read position, not the image-relative one.
+        reader.skip(image::checksum_position(reader.position()) - reader.position())?;
+        let [stored] = reader.read_array()?;
+        Ok((word(&header, 4), stored, computed))
+    })?;
     if stored != computed {
         return Err(ImageError::ChecksumMismatch { stored, computed });
     }

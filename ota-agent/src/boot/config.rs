@@ -19,6 +19,10 @@ pub const CONFIG_LEN: usize = 25;
 /// The bytes rBoot writes back (`sizeof(rboot_config)`).
 pub const CONFIG_STRUCT_LEN: usize = 28;
 pub const MAX_ROMS: usize = 4;
+/// Offsets of the fields the firmware's start-up code reads (as rBoot's
+/// `Cache_Read_Enable_New` does): `current_rom` and `roms[]`.
+pub const CONFIG_CURRENT_ROM_AT: usize = 3;
+pub const CONFIG_ROMS_AT: usize = 8;
 const CHECKSUM_SEED: u8 = 0xEF;
 
 /// rBoot's boot modes.
@@ -107,6 +111,7 @@ impl BootConfig {
         BootConfig { mode: BootMode::Standard, current_rom: 0, gpio_rom: 0, count: 2, unused: [0; 2], roms }
     }
 
+    #[inline(never)]
     pub fn parse(bytes: &[u8; CONFIG_LEN]) -> Result<BootConfig, ConfigError> {
         if bytes[0] != CONFIG_MAGIC {
             return Err(ConfigError::BadMagic(bytes[0]));
@@ -121,7 +126,7 @@ impl BootConfig {
         }
         let mut roms = [0u32; MAX_ROMS];
         for (i, rom) in roms.iter_mut().enumerate() {
-            let at = 8 + 4 * i;
+            let at = CONFIG_ROMS_AT + 4 * i;
             *rom = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
         }
         Ok(BootConfig {
@@ -148,7 +153,7 @@ impl BootConfig {
             self.unused[1],
         ]);
         for (i, rom) in self.roms.iter().enumerate() {
-            bytes[8 + 4 * i..12 + 4 * i].copy_from_slice(&rom.to_le_bytes());
+            bytes[CONFIG_ROMS_AT + 4 * i..][..4].copy_from_slice(&rom.to_le_bytes());
         }
         bytes[CONFIG_LEN - 1] = checksum(&bytes[..CONFIG_LEN - 1]);
         bytes
@@ -175,6 +180,21 @@ impl BootConfig {
             }
         };
         self.current_rom = index as u8;
+    }
+}
+
+/// The chip size rBoot v1.4.2 (built with `BOOT_BIG_FLASH`) takes from the size code in
+/// its own image header (byte 3's high nibble): the `-c1` codes count as their plain size,
+/// unknown codes as 512 KB ("assume at least 4 Mbit").
+pub const fn rboot_flash_size(size_code: u8) -> u32 {
+    match size_code {
+        1 => 0x4_0000,
+        2 => 0x10_0000,
+        3 | 5 => 0x20_0000,
+        4 | 6 => 0x40_0000,
+        8 => 0x80_0000,
+        9 => 0x100_0000,
+        _ => 0x8_0000,
     }
 }
 
@@ -304,6 +324,13 @@ mod tests {
                 BootConfig::for_layout(layout, SlotId::User1)
             );
         }
+    }
+
+    #[test]
+    fn flash_size_codes_read_like_rboot_big_flash() {
+        let sizes: Vec<u32> = (0..=10).map(rboot_flash_size).collect();
+        let (k, m) = (0x400, 0x10_0000);
+        assert_eq!(sizes, [512 * k, 256 * k, m, 2 * m, 4 * m, 2 * m, 4 * m, 512 * k, 8 * m, 16 * m, 512 * k]);
     }
 
     #[test]

@@ -223,9 +223,9 @@ pub struct Segment<'a> {
     pub data: &'a [u8],
 }
 
-/// What an image holds, as found by [`scan`] (stored and computed integrity values side by
-/// side) and by [`inspect`] (where they are known to agree).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What an image holds, as found by [`scan`](super::scan) (stored and computed integrity
+/// values side by side) and by [`inspect`](super::inspect) (where they are known to agree).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ImageInfo {
     pub params: FlashParams,
     pub entry: u32,
@@ -258,6 +258,18 @@ impl ImageInfo {
 
     pub fn crc_valid(&self) -> bool {
         self.crc == self.computed_crc
+    }
+
+    /// Each RAM segment as `(flash offset of its data, load address, length)`, for an
+    /// image that starts at flash `image_offset`: what a bootloader copies where.
+    pub fn ram_segments_at(&self, image_offset: u32) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        // Image header, IROM segment header, IROM, the header of the RAM segments.
+        let mut at = image_offset + 3 * HEADER_LEN + self.irom_len;
+        self.segments().iter().map(move |&(addr, len)| {
+            let data = at + HEADER_LEN;
+            at = data + len;
+            (data, addr, len)
+        })
     }
 }
 

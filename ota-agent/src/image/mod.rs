@@ -17,8 +17,8 @@ pub mod writer;
 
 pub use error::ImageError;
 pub use format::*;
-pub use reader::{Reader, inspect, scan, verify_for_slot};
-pub use writer::write_v2;
+pub use reader::{Reader, Stop, inspect, scan, verify_bootable, verify_for_slot};
+pub use writer::{write_v1, write_v2};
 
 #[cfg(any(test, feature = "std"))]
 pub mod samples;

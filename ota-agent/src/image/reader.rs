@@ -1,5 +1,5 @@
 //! The validator: reads an image front to back from flash and checks everything the agent
-//! relies on before it switches slots.
+//! relies on before it switches slots, and what a bootloader checks before it boots one.
 
 use sha2::{Digest, Sha256};
 
@@ -7,20 +7,16 @@ use crate::auth::Digest256;
 use crate::crc::Crc32;
 use crate::descriptor::{self, Descriptor};
 use crate::flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
-use crate::layout::Slot;
+use crate::layout::{DRAM_USABLE, IRAM, Slot, irom_link_addr_for};
 
 use super::{
     CHECKSUM_SEED, FlashParams, IROM_ALIGN, ImageError, ImageInfo, MAGIC_SEGMENTS, MAGIC_V2,
     MAX_RAM_SEGMENTS, MIN_SCRATCH, MemoryKind, SEGMENT_ALIGN, V2_MARKER, checksum_position, crc_trailer,
 };
 
-fn le32(bytes: [u8; 4]) -> u32 {
-    u32::from_le_bytes(bytes)
-}
-
-fn word(bytes: &[u8; 8], at: usize) -> u32 {
-    le32([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-}
+/// error keeps every `?` of a scan a register test: with the 20-byte [`ImageError`] on
+/// each return, scanning cost the bootloader (a 4 KB sector in all) 2 KB more.
+pub struct Stop;
 
 /// Reads an image front to back through the caller's scratch buffer, feeding every byte
 /// it hands out to a CRC. All positions are checked against the image's end first, so no
@@ -36,7 +32,10 @@ pub struct Reader<'a, F: ReadNorFlash> {
     end: u32,
     capacity: u32,
     crc: Crc32,
-    /// Fed every byte handed out, when the caller wants the image's SHA-256 too.
+    /// Why the last [`Stop`] happened.
+    error: Option<ImageError>,
+    /// Fed every byte handed out, when the caller wants the image's SHA-256 too (the agent:
+    /// one pass over the slot serves both checks).
     sha256: Option<&'a mut Sha256>,
 }
 
@@ -65,8 +64,26 @@ impl<'a, F: ReadNorFlash> Reader<'a, F> {
             end,
             capacity,
             crc: Crc32::new(),
+            error: None,
             sha256: None,
         })
+    }
+
+    /// Runs `read` and turns a [`Stop`] back into its reason.
+    pub fn run<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T, Stop>) -> Result<T, ImageError> {
+        read(self).map_err(|Stop| self.take_error())
+    }
+
+    /// Records why reading stops.
+    #[inline(never)]
+    fn fail(&mut self, error: ImageError) -> Stop {
+        self.error = Some(error);
+        Stop
+    }
+
+    fn take_error(&mut self) -> ImageError {
+        // Every `Stop` comes from `fail`.
+        self.error.take().unwrap_or(ImageError::Flash(NorFlashErrorKind::Other))
     }
 
     /// Flash offset of the next byte.
@@ -79,28 +96,30 @@ impl<'a, F: ReadNorFlash> Reader<'a, F> {
         self.pos - self.start
     }
 
-    fn remaining(&self) -> u32 {
+    pub fn remaining(&self) -> u32 {
         self.end - self.pos
     }
 
-    /// The image length the reader was set up for.
+    /// The length the reader was set up for.
     pub fn image_len(&self) -> u32 {
         self.end - self.start
     }
 
     /// Fails unless `n` more bytes are left.
-    fn need(&self, n: u32) -> Result<(), ImageError> {
+    fn need(&mut self, n: u32) -> Result<(), Stop> {
         if n > self.remaining() {
-            return Err(ImageError::Truncated {
-                needed: self.offset().saturating_add(n),
-                len: self.image_len(),
-            });
+            let error =
+                ImageError::Truncated { needed: self.offset().saturating_add(n), len: self.image_len() };
+            return Err(self.fail(error));
         }
         Ok(())
     }
 
-    /// Hands the next `n` bytes to `f`, in pieces of at most the scratch size.
-    pub fn consume(&mut self, n: u32, mut f: impl FnMut(&[u8])) -> Result<(), ImageError> {
+    /// Hands the next `n` bytes to `f`, in pieces of at most the scratch size. One copy
+    /// serves every caller (a `dyn` callback, never inlined): the bootloader that runs this
+    /// must fit a 4 KB sector.
+    #[inline(never)]
+    pub fn consume(&mut self, n: u32, f: &mut dyn FnMut(&[u8])) -> Result<(), Stop> {
         self.need(n)?;
         let mut left = n;
         while left > 0 {
@@ -111,7 +130,10 @@ impl<'a, F: ReadNorFlash> Reader<'a, F> {
             let in_buf = self.pos - self.buf_at;
             let take = (self.buf_len - in_buf).min(left);
             let bytes = &self.buf[in_buf as usize..(in_buf + take) as usize];
-            digest(&mut self.crc, &mut self.sha256, bytes);
+            self.crc.update(bytes);
+            if let Some(hasher) = &mut self.sha256 {
+                hasher.update(bytes);
+            }
             f(bytes);
             self.pos += take;
             left -= take;
@@ -119,46 +141,51 @@ impl<'a, F: ReadNorFlash> Reader<'a, F> {
         Ok(())
     }
 
-    /// Reads the aligned flash window that starts at or just before `pos`.
-    fn fill(&mut self) -> Result<(), ImageError> {
-        let read_size = F::READ_SIZE.max(1) as u64;
-        let at = u64::from(self.pos) - u64::from(self.pos) % read_size;
-        let wanted = (u64::from(self.end) - at).div_ceil(read_size) * read_size;
-        let len = wanted.min(self.buf.len() as u64).min(u64::from(self.capacity) - at);
-        self.flash.read(at as u32, &mut self.buf[..len as usize]).map_err(|e| ImageError::Flash(e.kind()))?;
-        self.buf_at = at as u32;
-        self.buf_len = len as u32;
+    /// Skips `n` bytes (they still go into the CRC).
+    pub fn skip(&mut self, n: u32) -> Result<(), Stop> {
+        self.consume(n, &mut |_| {})
+    }
+
+    /// Reads the aligned flash window that starts at or just before `pos`. In u32
+    /// arithmetic (no 64-bit code for a 32-bit core): `at <= pos <= end <= capacity`, and
+    /// the buffer, a whole number of read units, is at most 1 GB.
+    fn fill(&mut self) -> Result<(), Stop> {
+        let read_size = F::READ_SIZE.max(1) as u32;
+        let at = self.pos - self.pos % read_size;
+        let wanted = (self.end - at).min(self.buf.len() as u32).div_ceil(read_size) * read_size;
+        let len = wanted.min(self.capacity - at);
+        if let Err(error) = self.flash.read(at, &mut self.buf[..len as usize]) {
+            return Err(self.fail(ImageError::Flash(error.kind())));
+        }
+        self.buf_at = at;
+        self.buf_len = len;
         if self.buf_len <= self.pos - self.buf_at {
             // Only when the flash is not a whole number of read units.
-            return Err(ImageError::Flash(NorFlashErrorKind::OutOfBounds));
+            return Err(self.fail(ImageError::Flash(NorFlashErrorKind::OutOfBounds)));
         }
         Ok(())
     }
 
-    pub fn read_array<const N: usize>(&mut self) -> Result<[u8; N], ImageError> {
-        let mut out = [0u8; N];
+    #[inline(never)]
+    fn read_into(&mut self, out: &mut [u8]) -> Result<(), Stop> {
         let mut filled = 0;
-        self.consume(N as u32, |bytes| {
+        self.consume(out.len() as u32, &mut |bytes| {
             out[filled..filled + bytes.len()].copy_from_slice(bytes);
             filled += bytes.len();
-        })?;
-        Ok(out)
+        })
     }
-}
 
-/// The hasher's digest. Out of line: inlined, SHA-256's padding doubled the agent's poll.
-#[inline(never)]
-fn sha256_of(hasher: &mut Sha256) -> Digest256 {
-    core::mem::take(hasher).finalize().into()
-}
+    #[inline(never)]
+    pub fn read_u32(&mut self) -> Result<u32, Stop> {
+        let mut bytes = [0u8; 4];
+        self.read_into(&mut bytes)?;
+        Ok(u32::from_le_bytes(bytes))
+    }
 
-/// Feeds the image's digests. Out of line: `consume` is instantiated once per closure, and
-/// the SHA-256 inlined into each copy cost kilobytes of IROM.
-#[inline(never)]
-fn digest(crc: &mut Crc32, sha256: &mut Option<&mut Sha256>, bytes: &[u8]) {
-    crc.update(bytes);
-    if let Some(hasher) = sha256 {
-        hasher.update(bytes);
+    pub fn read_array<const N: usize>(&mut self) -> Result<[u8; N], Stop> {
+        let mut out = [0u8; N];
+        self.read_into(&mut out)?;
+        Ok(out)
     }
 }
 
@@ -172,90 +199,138 @@ pub fn scan<F: ReadNorFlash>(
     len: u32,
     scratch: &mut [u8],
 ) -> Result<ImageInfo, ImageError> {
-    read_image(&mut Reader::new(flash, scratch, offset, len)?)
+    let mut info = ImageInfo::default();
+    scan_image(flash, offset, len, scratch, Scan::Exact, &mut info)?;
+    Ok(info)
 }
 
-/// The one pass over an image behind [`scan`] and [`verify_for_slot`] (out of line: one copy).
+/// How [`scan_image`] reads an image.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// `len` is the image's length; the descriptor is checked whole (texts included).
+    Exact,
+    /// `len` only bounds the image (its headers say where it ends); of the descriptor only
+    /// the link address is read (what a bootloader checks; the rest reads as empty).
+    Boot,
+}
+
+/// [`scan`] into `info`, as `mode` says. Filling the caller's `ImageInfo` in place spares
+/// the bootloader the copies of a 180-byte return value.
 #[inline(never)]
-fn read_image<F: ReadNorFlash>(reader: &mut Reader<'_, F>) -> Result<ImageInfo, ImageError> {
-    let len = reader.image_len();
-    let header: [u8; 8] = reader.read_array()?;
-    if header[0] != MAGIC_V2 {
-        return Err(ImageError::BadMagic(header[0]));
+fn scan_image<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    len: u32,
+    scratch: &mut [u8],
+    mode: Scan,
+    info: &mut ImageInfo,
+) -> Result<(), ImageError> {
+    Reader::new(flash, scratch, offset, len)?.run(|reader| scan_headers(reader, len, mode, info))
+}
+
+/// The body of [`scan_image`].
+fn scan_headers<F: ReadNorFlash>(
+    reader: &mut Reader<'_, F>,
+    len: u32,
+    scan: Scan,
+    info: &mut ImageInfo,
+) -> Result<(), Stop> {
+    // Headers are read a word at a time: whole u32 loads, no byte shuffling (the
+    // bootloader that runs this must fit a 4 KB sector).
+    let head = reader.read_u32()?;
+    let entry = reader.read_u32()?;
+    let [magic, marker, mode, size_freq] = head.to_le_bytes();
+    if magic != MAGIC_V2 {
+        return Err(reader.fail(ImageError::BadMagic(magic)));
     }
-    if header[1] != V2_MARKER {
-        return Err(ImageError::BadV2Marker(header[1]));
+    if marker != V2_MARKER {
+        return Err(reader.fail(ImageError::BadV2Marker(marker)));
     }
-    let params = FlashParams::from_header_bytes(header[2], header[3])?;
-    let entry = word(&header, 4);
+    let params = FlashParams::from_header_bytes(mode, size_freq).map_err(|error| reader.fail(error))?;
 
     // The IROM segment: its load address is written as 0 and means nothing.
-    let irom_header: [u8; 8] = reader.read_array()?;
-    let irom_len = word(&irom_header, 4);
+    reader.read_u32()?;
+    let irom_len = reader.read_u32()?;
     if !irom_len.is_multiple_of(IROM_ALIGN) {
-        return Err(ImageError::IromLength(irom_len));
+        return Err(reader.fail(ImageError::IromLength(irom_len)));
     }
     reader.need(irom_len)?;
     let mut descriptor = None;
     let mut irom_left = irom_len;
     if irom_len >= descriptor::SIZE as u32 {
-        let bytes: [u8; descriptor::SIZE] = reader.read_array()?;
-        irom_left -= descriptor::SIZE as u32;
-        if bytes[..4] == descriptor::MAGIC.to_le_bytes() {
-            descriptor = Some(Descriptor::parse(&bytes).map_err(ImageError::BadDescriptor)?);
+        let magic = reader.read_u32()?;
+        let link_addr = reader.read_u32()?;
+        irom_left -= 8;
+        if magic == descriptor::MAGIC {
+            descriptor = Some(if scan == Scan::Boot {
+                Descriptor::linked_at(link_addr)
+            } else {
+                let mut bytes = [0u8; descriptor::SIZE];
+                bytes[..4].copy_from_slice(&magic.to_le_bytes());
+                bytes[4..8].copy_from_slice(&link_addr.to_le_bytes());
+                reader.read_into(&mut bytes[8..])?;
+                irom_left -= descriptor::SIZE as u32 - 8;
+                Descriptor::parse(&bytes).map_err(|error| reader.fail(ImageError::BadDescriptor(error)))?
+            });
         }
     }
-    reader.consume(irom_left, |_| {})?;
+    reader.skip(irom_left)?;
 
-    let second: [u8; 8] = reader.read_array()?;
-    if second[0] != MAGIC_SEGMENTS {
-        return Err(ImageError::BadSegmentMagic(second[0]));
+    let second = reader.read_u32()?;
+    let second_entry = reader.read_u32()?;
+    let [second_magic, count, second_mode, second_size_freq] = second.to_le_bytes();
+    if second_magic != MAGIC_SEGMENTS {
+        return Err(reader.fail(ImageError::BadSegmentMagic(second_magic)));
     }
-    let segment_count = usize::from(second[1]);
+    let segment_count = usize::from(count);
     if segment_count > MAX_RAM_SEGMENTS {
-        return Err(ImageError::TooManySegments(segment_count));
+        return Err(reader.fail(ImageError::TooManySegments(segment_count)));
     }
-    if second[2..] != header[2..] {
-        return Err(ImageError::HeaderMismatch);
+    if (second_mode, second_size_freq, second_entry) != (mode, size_freq, entry) {
+        return Err(reader.fail(ImageError::HeaderMismatch));
     }
 
-    let mut segments = [(0, 0); MAX_RAM_SEGMENTS];
     let mut computed_checksum = CHECKSUM_SEED;
-    for (index, slot) in segments.iter_mut().enumerate().take(segment_count) {
-        let segment_header: [u8; 8] = reader.read_array()?;
-        let (addr, len) = (word(&segment_header, 0), word(&segment_header, 4));
+    for index in 0..segment_count {
+        let addr = reader.read_u32()?;
+        let len = reader.read_u32()?;
         if !len.is_multiple_of(SEGMENT_ALIGN) {
-            return Err(ImageError::SegmentLength { index, len });
+            return Err(reader.fail(ImageError::SegmentLength { index, len }));
         }
-        if MemoryKind::ram_holding(addr, len).is_none() {
-            return Err(ImageError::SegmentOutsideRam { index, addr, len });
+        // Any RAM for an image at rest; to boot, only what a firmware may load: copying it
+        // then overwrites neither the bootloader (cache RAM) nor its stack (DRAM's top).
+        let loadable = match scan {
+            Scan::Exact => MemoryKind::ram_holding(addr, len).is_some(),
+            Scan::Boot => inside(addr, len, DRAM_USABLE) || inside(addr, len, IRAM),
+        };
+        if !loadable {
+            return Err(reader.fail(ImageError::SegmentOutsideRam { index, addr, len }));
         }
-        reader
-            .consume(len, |bytes| computed_checksum = bytes.iter().fold(computed_checksum, |s, b| s ^ b))?;
-        *slot = (addr, len);
+        reader.consume(len, &mut |bytes| {
+            computed_checksum = bytes.iter().fold(computed_checksum, |s, b| s ^ b)
+        })?;
+        info.segments[index] = (addr, len);
     }
 
     let here = reader.offset();
-    reader.consume(checksum_position(here) - here, |_| {})?;
+    reader.skip(checksum_position(here) - here)?;
     let [checksum] = reader.read_array()?;
     let computed_crc = crc_trailer(reader.crc.finish());
-    let crc = le32(reader.read_array()?);
-    if reader.remaining() != 0 {
-        return Err(ImageError::TrailingBytes { expected: reader.offset(), len });
+    let crc = reader.read_u32()?;
+    if scan == Scan::Exact && reader.remaining() != 0 {
+        return Err(reader.fail(ImageError::TrailingBytes { expected: reader.offset(), len }));
     }
-    Ok(ImageInfo {
-        params,
-        entry,
-        irom_len,
-        segments,
-        segment_count,
-        len,
-        checksum,
-        computed_checksum,
-        crc,
-        computed_crc,
-        descriptor,
-    })
+    info.params = params;
+    info.entry = entry;
+    info.irom_len = irom_len;
+    info.segment_count = segment_count;
+    info.len = reader.offset();
+    info.checksum = checksum;
+    info.computed_checksum = computed_checksum;
+    info.crc = crc;
+    info.computed_crc = computed_crc;
+    info.descriptor = descriptor;
+    Ok(())
 }
 
 /// Reads and fully checks the image of `len` bytes at flash `offset`: everything [`scan`]
@@ -295,24 +370,25 @@ pub fn verify_for_slot<F: ReadNorFlash>(
     if len > slot.capacity {
         return Err(ImageError::TooLarge { len, capacity: slot.capacity });
     }
+    let mut info = ImageInfo::default();
     let mut hasher = Sha256::new();
     let mut reader = Reader::new(flash, scratch, slot.offset, len)?;
     if sha256.is_some() {
         reader.sha256 = Some(&mut hasher);
     }
-    let read = read_image(&mut reader);
+    let read = reader.run(|reader| scan_headers(reader, len, Scan::Exact, &mut info));
     if let Some(expected) = sha256 {
         // Bytes that are not the ones the client sent explain any other fault best (a
         // transfer or flash error), so the rest is hashed even when the structure failed.
         if read.is_err() {
             let rest = reader.remaining();
-            reader.consume(rest, |_| {})?;
+            reader.run(|reader| reader.skip(rest))?;
         }
         if sha256_of(&mut hasher) != *expected {
             return Err(ImageError::Sha256Mismatch);
         }
     }
-    let info = read?;
+    read?;
     check_integrity(&info)?;
     let descriptor = info.descriptor.ok_or(ImageError::NoDescriptor)?;
     let expected = slot.irom_link_addr();
@@ -320,6 +396,45 @@ pub fn verify_for_slot<F: ReadNorFlash>(
         return Err(ImageError::WrongSlot { linked: descriptor.link_addr, expected });
     }
     Ok(info)
+}
+
+/// The hasher's digest. Out of line: inlined, SHA-256's padding doubled the agent's poll.
+#[inline(never)]
+fn sha256_of(hasher: &mut Sha256) -> Digest256 {
+    core::mem::take(hasher).finalize().into()
+}
+
+/// What a bootloader checks before it starts the image at flash `offset`, which may take
+/// up to `capacity` bytes (`FlashLayout::rom_capacity`); nobody says how long the image
+/// is, so its headers do. Everything [`inspect`] checks; the descriptor, when the image
+/// carries one, linked for this offset (an image without one, otherwise valid, boots like
+/// rBoot boots it); and every RAM segment inside the memory a firmware may load
+/// (`DRAM_USABLE` and `IRAM`), so copying it overwrites neither the bootloader nor its stack.
+#[inline(never)]
+pub fn verify_bootable<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    capacity: u32,
+    scratch: &mut [u8],
+    info: &mut ImageInfo,
+) -> Result<(), ImageError> {
+    if offset == 0 || offset == u32::MAX {
+        return Err(ImageError::NoRom(offset));
+    }
+    scan_image(flash, offset, capacity, scratch, Scan::Boot, info)?;
+    check_integrity(info)?;
+    if let Some(descriptor) = info.descriptor {
+        let expected = irom_link_addr_for(offset);
+        if descriptor.link_addr != expected {
+            return Err(ImageError::WrongSlot { linked: descriptor.link_addr, expected });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `addr..addr + len` lies inside `range`.
+const fn inside(addr: u32, len: u32, range: core::ops::Range<u32>) -> bool {
+    addr >= range.start && addr <= range.end && len <= range.end - addr
 }
 
 #[cfg(test)]
@@ -494,6 +609,99 @@ mod tests {
         assert_eq!(
             inspect(&mut flash, 0, len, &mut [0; 64]),
             Err(ImageError::Flash(NorFlashErrorKind::NotAligned))
+        );
+    }
+
+    fn bootable<F: ReadNorFlash>(
+        flash: &mut F,
+        offset: u32,
+        capacity: u32,
+        scratch: &mut [u8],
+    ) -> Result<ImageInfo, ImageError> {
+        let mut info = ImageInfo::default();
+        verify_bootable(flash, offset, capacity, scratch, &mut info).map(|()| info)
+    }
+
+    #[test]
+    fn verify_bootable_finds_the_length_from_the_headers() {
+        let layout = DEFAULT_LAYOUT;
+        let user2 = layout.slot(SlotId::User2);
+        let image = sample_image(user2.irom_link_addr());
+        let mut flash = flash_with::<4>(&image, user2.offset as usize, layout.flash_size as usize);
+        let mut scratch = [0u8; 256];
+        let info = bootable(&mut flash, user2.offset, user2.capacity, &mut scratch).unwrap();
+        assert_eq!(info.len, image.len() as u32);
+        let inspected = inspect(&mut flash, user2.offset, image.len() as u32, &mut scratch).unwrap();
+        // Of the descriptor only the link address is read.
+        let read = info.descriptor.unwrap();
+        assert_eq!((read.link_addr, read.name()), (0x4028_2010, ""));
+        assert_eq!(inspected.descriptor.unwrap().name(), "blinky");
+        assert_eq!(ImageInfo { descriptor: None, ..info }, ImageInfo { descriptor: None, ..inspected });
+        // Each RAM segment's data is where ram_segments_at says.
+        let segments: Vec<_> = info.ram_segments_at(user2.offset).collect();
+        assert_eq!(segments.iter().map(|&(_, addr, len)| (addr, len)).collect::<Vec<_>>(), info.segments());
+        let expected: [&[u8]; 3] =
+            [&(0..29u8).chain([0; 3]).collect::<Vec<_>>(), &[0xAA; 6], &[0x11, 0x22, 0x33, 0x44]];
+        for ((at, _, len), data) in segments.into_iter().zip(expected) {
+            let at = (at - user2.offset) as usize;
+            assert_eq!(&image[at..at + data.len()], data);
+            assert_eq!(len as usize, data.len().next_multiple_of(4));
+        }
+
+        // Bounded by the capacity, checked like inspect, descriptor for this offset.
+        let short = image.len() as u32 - 1;
+        assert!(matches!(
+            bootable(&mut flash, user2.offset, short, &mut scratch),
+            Err(ImageError::Truncated { len, .. }) if len == short
+        ));
+        let user1 = layout.slot(SlotId::User1);
+        let mut elsewhere = flash_with::<4>(&image, user1.offset as usize, layout.flash_size as usize);
+        assert_eq!(
+            bootable(&mut elsewhere, user1.offset, user1.capacity, &mut scratch),
+            Err(ImageError::WrongSlot { linked: 0x4028_2010, expected: 0x4020_2010 })
+        );
+        let mut broken = image.clone();
+        broken[100] ^= 1;
+        let mut flash = flash_with::<4>(&broken, user2.offset as usize, layout.flash_size as usize);
+        assert!(matches!(
+            bootable(&mut flash, user2.offset, user2.capacity, &mut scratch),
+            Err(ImageError::CrcMismatch { .. })
+        ));
+        let mut erased = flash_with::<4>(&[], 0, layout.flash_size as usize);
+        assert_eq!(
+            bootable(&mut erased, user2.offset, user2.capacity, &mut scratch),
+            Err(ImageError::BadMagic(0xFF))
+        );
+        assert_eq!(bootable(&mut erased, 0, 0x1000, &mut scratch), Err(ImageError::NoRom(0)));
+    }
+
+    #[test]
+    fn verify_bootable_takes_foreign_images_but_not_segments_over_the_bootloader() {
+        let layout = DEFAULT_LAYOUT;
+        let user1 = layout.slot(SlotId::User1);
+        let mut scratch = [0u8; 64];
+        // No descriptor (an SDK or C build): bootable like rBoot boots it.
+        let foreign =
+            write(DIO_4M_80, 0x4010_0004, &[0x5A; 48], &[Segment { addr: 0x4010_0000, data: &[1; 8] }]);
+        let mut flash = flash_with::<4>(&foreign, user1.offset as usize, layout.flash_size as usize);
+        let info = bootable(&mut flash, user1.offset, user1.capacity, &mut scratch).unwrap();
+        assert_eq!(info.descriptor, None);
+        // A DRAM segment in the ROM's top 16 KB (the stack the copy runs on) is refused.
+        let over_stack = write(
+            DIO_4M_80,
+            0x4010_0004,
+            &irom_for(user1.irom_link_addr(), 0),
+            &[Segment { addr: 0x3FFF_FF00, data: &[1; 16] }],
+        );
+        let mut flash = flash_with::<4>(&over_stack, user1.offset as usize, layout.flash_size as usize);
+        assert_eq!(
+            bootable(&mut flash, user1.offset, user1.capacity, &mut scratch),
+            Err(ImageError::SegmentOutsideRam { index: 0, addr: 0x3FFF_FF00, len: 16 })
+        );
+        let mut flash = flash_with::<4>(&over_stack, user1.offset as usize, layout.flash_size as usize);
+        assert!(
+            inspect(&mut flash, user1.offset, over_stack.len() as u32, &mut scratch).is_ok(),
+            "inspect allows it"
         );
     }
 

@@ -1,10 +1,12 @@
-//! Writes a v2 image: what `cargo tcpflash` makes of an ELF, byte for byte esptool's.
+//! Writes images: the v2 image `cargo tcpflash` makes of an ELF, and the v1 image of a
+//! bootloader, byte for byte what esptool writes.
 
 use crate::crc::Crc32;
 
 use super::{
     CHECKSUM_SEED, FlashParams, HEADER_LEN, IROM_ALIGN, ImageError, MAGIC_SEGMENTS, MAGIC_V2,
-    MAX_RAM_SEGMENTS, MemoryKind, SEGMENT_ALIGN, Segment, V2_MARKER, checksum_position, crc_trailer, padding,
+    MAX_RAM_SEGMENTS, MAX_SEGMENTS, MemoryKind, SEGMENT_ALIGN, Segment, V2_MARKER, checksum_position,
+    crc_trailer, padding,
 };
 
 const ZEROS: [u8; 16] = [0; 16];
@@ -57,6 +59,54 @@ pub fn write_v2(
 
     out.put(&[MAGIC_SEGMENTS, segments.len() as u8, mode, size_freq]);
     out.put(&entry);
+    let checksum = put_segments(&mut out, segments);
+    let pad = checksum_position(out.written) - out.written;
+    out.put(&ZEROS[..pad as usize]);
+    out.put(&[checksum]);
+    let crc = crc_trailer(out.crc.finish());
+    out.put(&crc.to_le_bytes());
+    debug_assert_eq!(out.written, total);
+    Ok(total)
+}
+
+/// Writes a v1 image, what the mask ROM boots from flash 0x0 and `esptool elf2image
+/// --version 1` writes: the 0xE9 header, the segments in the given order (each padded to 4
+/// with zeros), zeros up to the next position that is 15 mod 16, and the checksum byte. No
+/// IROM and no CRC. Where the segments load is the caller's business (a bootloader runs
+/// from RAM an application never uses). Returns the length; nothing is written when the
+/// inputs are refused.
+pub fn write_v1(
+    params: FlashParams,
+    entry: u32,
+    segments: &[Segment<'_>],
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<u32, ImageError> {
+    if segments.len() > MAX_SEGMENTS {
+        return Err(ImageError::TooManySegments(segments.len()));
+    }
+    let mut len = HEADER_LEN;
+    for segment in segments {
+        let data_len = u32::try_from(segment.data.len()).map_err(|_| ImageError::SizeOverflow)?;
+        let padded =
+            data_len.checked_add(padding(data_len, SEGMENT_ALIGN)).ok_or(ImageError::SizeOverflow)?;
+        len = len.checked_add(HEADER_LEN + padded).ok_or(ImageError::SizeOverflow)?;
+    }
+    let total = checksum_position(len).checked_add(1).ok_or(ImageError::SizeOverflow)?;
+
+    let mut out = CountingSink { sink, crc: Crc32::new(), written: 0 };
+    let [mode, size_freq] = params.to_header_bytes();
+    out.put(&[MAGIC_SEGMENTS, segments.len() as u8, mode, size_freq]);
+    out.put(&entry.to_le_bytes());
+    let checksum = put_segments(&mut out, segments);
+    let pad = checksum_position(out.written) - out.written;
+    out.put(&ZEROS[..pad as usize]);
+    out.put(&[checksum]);
+    debug_assert_eq!(out.written, total);
+    Ok(total)
+}
+
+/// Each segment's header and data, padded to 4; returns the XOR checksum of the data.
+fn put_segments(out: &mut CountingSink<'_>, segments: &[Segment<'_>]) -> u8 {
     let mut checksum = CHECKSUM_SEED;
     for segment in segments {
         let pad = padding(segment.data.len() as u32, SEGMENT_ALIGN);
@@ -67,13 +117,7 @@ pub fn write_v2(
         // The zero padding leaves an XOR unchanged.
         checksum = segment.data.iter().fold(checksum, |sum, byte| sum ^ byte);
     }
-    let pad = checksum_position(out.written) - out.written;
-    out.put(&ZEROS[..pad as usize]);
-    out.put(&[checksum]);
-    let crc = crc_trailer(out.crc.finish());
-    out.put(&crc.to_le_bytes());
-    debug_assert_eq!(out.written, total);
-    Ok(total)
+    checksum
 }
 
 /// Passes bytes on while counting them and feeding the CRC.
@@ -98,6 +142,9 @@ impl CountingSink<'_> {
 #[cfg(test)]
 mod tests {
     extern crate std;
+
+    use std::vec;
+    use std::vec::Vec;
 
     use super::*;
     use crate::image::test_support::*;
@@ -126,6 +173,34 @@ mod tests {
         let crc = crc32fast::hash(&image[..208]);
         let trailer = if crc & 0x8000_0000 != 0 { crc ^ 0xFFFF_FFFF } else { crc + 1 };
         assert_eq!(&image[208..], &trailer.to_le_bytes());
+    }
+
+    #[test]
+    fn writes_the_exact_v1_layout() {
+        let mut out = Vec::new();
+        let segments = [
+            Segment { addr: 0x4010_E000, data: &[1, 2, 3, 4, 5, 6] },
+            Segment { addr: 0x3FFF_B000, data: &[0xAA, 0xBB, 0xCC, 0xDD] },
+        ];
+        let len = write_v1(DIO_4M_80, 0x4010_E004, &segments, &mut |b| out.extend_from_slice(b)).unwrap();
+        let mut expected = vec![0xE9, 2, 0x02, 0x4F, 0x04, 0xE0, 0x10, 0x40];
+        expected.extend_from_slice(&[0x00, 0xE0, 0x10, 0x40, 8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 0, 0]);
+        expected.extend_from_slice(&[0x00, 0xB0, 0xFF, 0x3F, 4, 0, 0, 0, 0xAA, 0xBB, 0xCC, 0xDD]);
+        expected.resize(47, 0);
+        expected.push([1u8, 2, 3, 4, 5, 6, 0xAA, 0xBB, 0xCC, 0xDD].iter().fold(0xEF, |a, b| a ^ b));
+        assert_eq!(out, expected);
+        assert_eq!(len, 48);
+
+        // Headers and data end at 24: zeros up to 31, the checksum there. 17 segments are refused.
+        let mut out = Vec::new();
+        write_v1(DIO_4M_80, 0, &[Segment { addr: 0, data: &[9; 8] }], &mut |b| out.extend_from_slice(b))
+            .unwrap();
+        assert_eq!(out.len(), 32);
+        let many = [Segment { addr: 0, data: &[] }; 17];
+        assert_eq!(
+            write_v1(DIO_4M_80, 0, &many, &mut |_| panic!("nothing written")),
+            Err(ImageError::TooManySegments(17))
+        );
     }
 
     #[test]

@@ -18,6 +18,17 @@ main:
 1:  j 1b
     .size main, . - main
 
+/* The start-up code maps the firmware's flash megabyte through the ESP8266 ROM's cache
+   routine before anything else; QEMU's sim machine has neither the ROM nor a flash cache
+   (IROM is plain memory there) and no stack yet: nothing to do. */
+    .section .text.tcpflash_map_flash, "ax"
+    .global tcpflash_map_flash
+    .type tcpflash_map_flash, @function
+    .p2align 2
+tcpflash_map_flash:
+    ret
+    .size tcpflash_map_flash, . - tcpflash_map_flash
+
 /* i32 qemu_simcall(u32 call, u32 a, u32 b, u32 c): the call0 ABI puts the arguments in
    a2..a5, exactly where QEMU's semihosting wants the call number and its arguments, and
    takes the result from a2. */

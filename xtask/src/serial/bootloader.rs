@@ -6,7 +6,7 @@
 //! segment a load address (u32), a length (u32) and the bytes; zeros up to a file position
 //! that is 15 mod 16; one checksum byte, 0xEF XOR every segment byte.
 
-use ota_agent::layout::{BOOT_CONFIG_OFFSET, DRAM, IRAM};
+use ota_agent::layout::{BOOT_CONFIG_OFFSET, CACHE_RAM, DRAM, IRAM};
 
 use ota_agent::image::{CHECKSUM_SEED, MAGIC_SEGMENTS as V1_MAGIC, MAGIC_V2 as V2_MAGIC};
 
@@ -38,7 +38,9 @@ pub enum BootloaderError {
     SegmentCount { count: u8 },
     #[error("segment {index} ({len} bytes at {addr:#010x}) runs past the end of the {file_len}-byte file")]
     Truncated { index: usize, addr: u32, len: u32, file_len: usize },
-    #[error("segment {index} loads {len} bytes at {addr:#010x}, outside the ESP8266's IRAM and DRAM")]
+    #[error(
+        "segment {index} loads {len} bytes at {addr:#010x}, outside the ESP8266's IRAM (cache RAM included) and DRAM"
+    )]
     OutsideRam { index: usize, addr: u32, len: u32 },
     #[error("the file ends before the checksum byte at offset {at:#x}")]
     MissingChecksum { at: usize },
@@ -95,9 +97,11 @@ pub fn check(image: &[u8]) -> Result<BootloaderInfo, BootloaderError> {
     Ok(BootloaderInfo { entry, segments, checksum })
 }
 
+/// Where the mask ROM loads a bootloader: DRAM, IRAM, and the flash cache's RAM right after
+/// IRAM (off at boot), where tcpflash-boot and Arduino's eboot run.
 fn in_ram(addr: u32, len: u32) -> bool {
     let Some(end) = addr.checked_add(len) else { return false };
-    [DRAM, IRAM].iter().any(|range| range.start <= addr && end <= range.end)
+    [DRAM, IRAM.start..CACHE_RAM.end].iter().any(|range| range.start <= addr && end <= range.end)
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -136,6 +140,15 @@ mod tests {
         assert_eq!(info.entry, 0x4010_0004);
         assert_eq!(info.segments, [(0x4010_0000, 8), (0x3FFE_8000, 4)]);
         assert_eq!(info.checksum, 0xEF ^ 1 ^ 2 ^ 3 ^ 4 ^ 5 ^ 6 ^ 7 ^ 8);
+    }
+
+    #[test]
+    fn a_bootloader_in_the_cache_ram_is_accepted() {
+        // tcpflash-boot's code runs at 0x4010E000 (the cache's RAM), its data at DRAM's top.
+        let image = build_v1(0x4010_E004, &[(0x4010_E000, &[1; 64]), (0x3FFF_B000, &[2; 8])]);
+        assert_eq!(check(&image).unwrap().segments, [(0x4010_E000, 64), (0x3FFF_B000, 8)]);
+        let past = build_v1(0x4010_FFF0, &[(0x4010_FFF0, &[1; 32])]);
+        assert!(matches!(check(&past), Err(BootloaderError::OutsideRam { .. })));
     }
 
     #[test]
@@ -198,7 +211,7 @@ mod tests {
                     v[11] = 0x60;
                     v
                 },
-                "outside the ESP8266's IRAM and DRAM",
+                "outside the ESP8266's IRAM (cache RAM included) and DRAM",
             ),
             (good[..good.len() - 1].to_vec(), "ends before the checksum byte at offset 0x2f"),
             (

@@ -2,11 +2,12 @@
 //! cache, so each runs from IRAM with the cache off, then maps back the 1 MB window the
 //! firmware runs from (rBoot's `Cache_Read_Enable_New` convention).
 
-use crate::boot::CONFIG_MAGIC;
+use crate::boot::handoff::{HANDOFF_ADDR, HandOff};
+use crate::boot::{CONFIG_CURRENT_ROM_AT, CONFIG_MAGIC, CONFIG_ROMS_AT};
 use crate::flash::{
     ErrorType, FlashOp, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash, WRITE_SIZE, erase_ops,
 };
-use crate::layout::{BLOCK_SIZE, BOOT_CONFIG_OFFSET, SECTOR_SIZE};
+use crate::layout::{BLOCK_SIZE, BOOT_CONFIG_OFFSET, IROM_WINDOW, SECTOR_SIZE};
 
 use super::rom;
 
@@ -43,12 +44,11 @@ const BOUNCE: usize = 64;
 struct Bounce([u8; BOUNCE]);
 
 impl RomFlash {
-    /// Takes over the flash of a `size`-byte chip. Reads rBoot's config, as rBoot's own
-    /// cache hook does, to learn which megabyte the running firmware is mapped from.
+    /// Takes over the flash of a `size`-byte chip. Learns which megabyte the running
+    /// firmware is mapped from the way its start-up code chose it (the hand-off record, else
+    /// rBoot's config, as rBoot's own cache hook reads it).
     pub fn new(size: u32) -> RomFlash {
-        let mut config = Bounce([0xFF; BOUNCE]);
-        // SAFETY: an aligned DRAM buffer of BOUNCE bytes.
-        let megabyte = unsafe { running_megabyte_iram(&mut config) };
+        let megabyte = running_megabyte();
         RomFlash { size, odd: megabyte % 2, two_mb: megabyte / 2 }
     }
 
@@ -189,24 +189,41 @@ unsafe fn erase_iram(offset: u32, block: bool, odd: u32, two_mb: u32) -> i32 {
     }
 }
 
-/// Which megabyte rBoot mapped: `roms[current_rom] / 1 MB` from its config (no checksum
-/// check, like rBoot's hook). The mapping is unknown until this read, so it is computed and
-/// restored here, with the cache still off.
+/// Which megabyte the start-up code mapped, by its own rule (cargo-tcpflash's
+/// `tcpflash_map_flash`): the offset in tcpflash-boot's hand-off record when it is valid,
+/// else `roms[current_rom] / 1 MB` from rBoot's config (no checksum check, like rBoot's
+/// hook), else 0. Runs while the cache still maps the firmware (RTC memory needs no cache).
+fn running_megabyte() -> u32 {
+    let rtc = HANDOFF_ADDR as *const u32;
+    // SAFETY: RTC user memory, always mapped, read a word at a time.
+    let words = [0, 1, 2, 3].map(|i| unsafe { rtc.add(i).read_volatile() });
+    match HandOff::parse_words(words) {
+        Ok(handoff) => handoff.megabyte(),
+        Err(_) => {
+            let mut config = Bounce([0xFF; BOUNCE]);
+            // SAFETY: an aligned DRAM buffer of BOUNCE bytes.
+            unsafe { config_megabyte_iram(&mut config) }
+        }
+    }
+}
+
+/// `roms[current_rom] / 1 MB` of rBoot's config, or 0. The mapping is unknown until this
+/// read, so it is computed and restored here, with the cache still off.
 #[unsafe(link_section = ".iram0.text")]
 #[inline(never)]
-unsafe fn running_megabyte_iram(config: &mut Bounce) -> u32 {
+unsafe fn config_megabyte_iram(config: &mut Bounce) -> u32 {
     unsafe {
         rom::cache_read_disable();
         let status = rom::spi_read(BOOT_CONFIG_OFFSET, config.0.as_mut_ptr().cast(), 32);
         let bytes = &config.0;
         let mut megabyte = 0;
         if status == 0 && bytes[0] == CONFIG_MAGIC {
-            let at = 8 + 4 * usize::from(bytes[3] & 3);
+            let at = CONFIG_ROMS_AT + 4 * usize::from(bytes[CONFIG_CURRENT_ROM_AT] & 3);
             let rom = u32::from(bytes[at])
                 | u32::from(bytes[at + 1]) << 8
                 | u32::from(bytes[at + 2]) << 16
                 | u32::from(bytes[at + 3]) << 24;
-            megabyte = rom >> 20;
+            megabyte = rom / IROM_WINDOW;
         }
         rom::cache_read_enable(megabyte % 2, megabyte / 2, 1);
         megabyte

@@ -50,11 +50,15 @@ rom_fn!(
     /// Writes `len` bytes (multiple of 4) from the 4-aligned `src` to flash `dest` (4-aligned).
     spi_write = 0x4000_4a4c, fn(dest: u32, src: *const u32, len: u32) -> i32
 );
-rom_fn!(spi_read = 0x4000_4b1c, fn(src: u32, dest: *mut u32, len: u32) -> i32);
+/// Address of `SPIRead`, also used by the start-up code cargo-tcpflash generates.
+pub const SPI_READ: u32 = 0x4000_4b1c;
+rom_fn!(spi_read = SPI_READ, fn(src: u32, dest: *mut u32, len: u32) -> i32);
+/// Address of `Cache_Read_Enable`, also used by the start-up code cargo-tcpflash generates.
+pub const CACHE_READ_ENABLE: u32 = 0x4000_4678;
 rom_fn!(
     /// Maps 1 MB of flash at 0x40200000: megabyte `2 * two_mb + odd` (rBoot's big-flash
     /// `Cache_Read_Enable(mb % 2, mb / 2, 1)`).
-    cache_read_enable = 0x4000_4678, fn(odd: u32, two_mb: u32, enable: u32)
+    cache_read_enable = CACHE_READ_ENABLE, fn(odd: u32, two_mb: u32, enable: u32)
 );
 rom_fn!(
     /// Erases the 64 KB block number `block`.
