@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use miette::Diagnostic;
 use ota_agent::auth::{self, Key};
+use ota_agent::boot::BootStatus;
 use ota_agent::client::{Authentication, Client, ClientError, Event, Step, Transmit};
-use ota_agent::layout::SlotId;
-use ota_agent::protocol::{ERR_PREFIX, REBOOT_DELAY_MS, reason};
+use ota_agent::descriptor::{self, BUILD_ID_LEN, Descriptor};
+use ota_agent::layout::{IMAGE_IROM_OFFSET, SlotId};
+use ota_agent::protocol::{BootReport, ERR_PREFIX, reason};
 use thiserror::Error;
 
 /// Exit statuses, one per kind of failure (listed in `--help`, see `cli::EXIT_CODES`).
@@ -89,6 +91,31 @@ pub struct Pushed {
     pub slot: SlotId,
     pub addr: SocketAddr,
     pub len: u32,
+    /// The pushed image's build id, from its slot descriptor.
+    pub build_id: Option<[u8; BUILD_ID_LEN]>,
+}
+
+/// The device after its reboot: the slot it runs, and how it booted when it can say
+/// (`GetBootState`; agents older than the extension, and the seed's, cannot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Returned {
+    pub slot: SlotId,
+    pub boot: Option<BootReport>,
+}
+
+impl Returned {
+    /// Whether the device runs the firmware that was pushed, as far as it can tell: the
+    /// pushed slot, not reverted (confirmed, or on a trial the check-in just confirmed).
+    pub fn runs(&self, pushed: &Pushed) -> bool {
+        self.slot == pushed.slot && self.boot.is_none_or(|boot| boot.status != BootStatus::Reverted)
+    }
+}
+
+/// The build id in an image's slot descriptor, if it carries one.
+pub fn build_id_of(image: &[u8]) -> Option<[u8; BUILD_ID_LEN]> {
+    let at = IMAGE_IROM_OFFSET as usize;
+    let bytes: &[u8; descriptor::SIZE] = image.get(at..at + descriptor::SIZE)?.try_into().ok()?;
+    Descriptor::parse(bytes).ok().map(|descriptor| descriptor.build_id)
 }
 
 #[derive(Debug, Error, Diagnostic)]
@@ -198,16 +225,24 @@ pub enum PushError {
     NotBack { waited: Duration, last: String },
 
     #[error(
-        "the device came back on the old slot: it reverted (it runs {running} again, the image went to {pushed})"
+        "the new firmware{} did not confirm and the device went back: it runs {running}{} again (the image went to {pushed})",
+        build_text(new_build),
+        build_text(running_build)
     )]
     #[diagnostic(
         code(tcpflash::push::reverted),
         help(
-            "rBoot found the new image bad, or the new firmware reset before it called ota_init() and the old one \
-             was restored; check the device's serial log"
+            "the new firmware reset or hung before it confirmed (with tcpflash-boot it confirms when it answers \
+             this check, or when the application calls the agent's confirm), or the bootloader found the image \
+             bad; check the device's serial log"
         )
     )]
-    Reverted { pushed: SlotId, running: SlotId },
+    Reverted {
+        pushed: SlotId,
+        running: SlotId,
+        new_build: Option<[u8; BUILD_ID_LEN]>,
+        running_build: Option<[u8; BUILD_ID_LEN]>,
+    },
 }
 
 impl PushError {
@@ -228,6 +263,11 @@ impl PushError {
             PushError::Reverted { .. } => exit::REVERTED,
         }
     }
+}
+
+/// ` (build <hex>)`, or nothing when the build is unknown.
+fn build_text(build: &Option<[u8; BUILD_ID_LEN]>) -> String {
+    build.map(|id| format!(" (build {})", hex::encode(id))).unwrap_or_default()
 }
 
 fn secs(duration: Duration) -> String {
@@ -258,26 +298,31 @@ pub fn push(
     let mut conn = Conn::open(target, timeouts)?;
     report(Progress::Connected(conn.addr));
     match conn.converse(Goal::Push { images, key }, report)? {
-        Reached::Pushed { slot, len } => Ok(Pushed { slot, addr: conn.addr, len }),
+        Reached::Pushed { slot, len } => {
+            Ok(Pushed { slot, addr: conn.addr, len, build_id: build_id_of(images[slot.index()]) })
+        }
         Reached::Asked(_) => unreachable!("a push runs to its end"),
     }
 }
 
-/// After a push: waits for the device to reboot, asks `GetNextFlash` again and returns the
-/// slot it runs now (the other one than it asks for). Connection failures, and the
-/// agent's "reboot pending" refusal, are retried until `timeouts.reboot` has passed.
+/// After a push: waits for the device to reboot, asks `GetNextFlash` again (which confirms
+/// a trial that confirms on check-in) and `GetBootState`, and returns the slot it runs now
+/// (the other one than it asks for) and how it booted. Connection failures, and the agent's
+/// "reboot pending" and "busy" refusals, are retried until `timeouts.reboot` has passed.
 pub fn await_return(
     target: &Target,
     timeouts: &Timeouts,
     report: &mut dyn FnMut(Progress<'_>),
-) -> Result<SlotId, PushError> {
+) -> Result<Returned, PushError> {
     report(Progress::AwaitingReboot);
-    std::thread::sleep(Duration::from_millis(REBOOT_DELAY_MS));
+    // A device that reboots once the success line is delivered is back well before the 2 s
+    // the line promises; look early and retry.
+    std::thread::sleep(RETRY_PAUSE);
     let start = Instant::now();
     loop {
         let attempt = Conn::open(target, timeouts).and_then(|mut conn| conn.converse(Goal::Ask, &mut |_| {}));
         let error = match attempt {
-            Ok(Reached::Asked(next)) => return Ok(next.other()),
+            Ok(Reached::Asked(returned)) => return Ok(returned),
             Ok(Reached::Pushed { .. }) => unreachable!("asking does not push"),
             Err(error) if is_transient(&error) => error,
             Err(error) => return Err(error),
@@ -304,13 +349,13 @@ fn is_transient(error: &PushError) -> bool {
 enum Goal<'a> {
     /// The whole protocol, with these images (and the key, if any).
     Push { images: [&'a [u8]; 2], key: Option<&'a Key> },
-    /// Only `OTA` / `GetNextFlash`, then close.
+    /// `OTA` / `GetNextFlash`, then `GetBootState`, then close.
     Ask,
 }
 
 enum Reached {
     Pushed { slot: SlotId, len: u32 },
-    Asked(SlotId),
+    Asked(Returned),
 }
 
 struct Conn {
@@ -319,6 +364,8 @@ struct Conn {
     timeouts: Timeouts,
     /// Where the conversation stands, for messages about timeouts and broken connections.
     step: Step,
+    /// The slot the device asked for, when only asking.
+    asked: Option<SlotId>,
 }
 
 impl Conn {
@@ -332,7 +379,7 @@ impl Conn {
                     stream.set_read_timeout(Some(timeouts.reply)).map_err(io)?;
                     stream.set_write_timeout(Some(timeouts.reply)).map_err(io)?;
                     stream.set_nodelay(true).map_err(io)?;
-                    return Ok(Conn { stream, addr, timeouts: *timeouts, step: Step::NextSlot });
+                    return Ok(Conn { stream, addr, timeouts: *timeouts, step: Step::NextSlot, asked: None });
                 }
                 Err(source) => last = Some(connect_error(addr, source, timeouts.connect)),
             }
@@ -371,6 +418,9 @@ impl Conn {
                     if client.transmit() == Transmit::Nothing {
                         self.step = Step::Verdict;
                         report(Progress::Verifying);
+                        // Nothing more comes: our side closes, so the device commits without
+                        // waiting out its grace for stray bytes.
+                        let _ = self.stream.shutdown(std::net::Shutdown::Write);
                     }
                     // The device may refuse before the image is complete (a flash failure):
                     // look at what it said without waiting.
@@ -430,9 +480,9 @@ impl Conn {
                 report(Progress::Reply(slot.file_name()));
                 match goal {
                     Goal::Ask => {
-                        // Close politely: the agent ends the session when our side closes.
-                        let _ = self.stream.shutdown(std::net::Shutdown::Both);
-                        return Ok(Some(Reached::Asked(slot)));
+                        self.asked = Some(slot);
+                        self.step = Step::BootState;
+                        client.ask_boot_state();
                     }
                     Goal::Push { images, .. } => {
                         let image = images[slot.index()];
@@ -463,6 +513,16 @@ impl Conn {
                 report(Progress::Reply(ota_agent::protocol::SUCCESS));
                 let (_, len) = client.progress();
                 return Ok(Some(Reached::Pushed { slot: client.slot().expect("slot known"), len }));
+            }
+            Event::BootState(boot) => {
+                let slot = self.asked.expect("the slot came first").other();
+                return Ok(Some(Reached::Asked(Returned { slot, boot: Some(boot) })));
+            }
+            // An agent older than `GetBootState` (or the seed's) refuses the line: the slot
+            // it named is all it can say.
+            Event::Failed(ClientError::Device(_)) if matches!(goal, Goal::Ask) && self.asked.is_some() => {
+                let slot = self.asked.expect("checked").other();
+                return Ok(Some(Reached::Asked(Returned { slot, boot: None })));
             }
             Event::Failed(error) => return Err(self.failure(error, client)),
         }
@@ -643,9 +703,16 @@ mod tests {
             PushError::Rejected { reply: String::new(), help: String::new() }.exit_code(),
             exit::REFUSED
         );
+        let reverted = PushError::Reverted {
+            pushed: SlotId::User2,
+            running: SlotId::User1,
+            new_build: Some([0xAB; 8]),
+            running_build: None,
+        };
+        assert_eq!(reverted.exit_code(), exit::REVERTED);
         assert_eq!(
-            PushError::Reverted { pushed: SlotId::User2, running: SlotId::User1 }.exit_code(),
-            exit::REVERTED
+            reverted.to_string(),
+            "the new firmware (build abababababababab) did not confirm and the device went back: it runs user1 again (the image went to user2)"
         );
         let codes = [exit::OTHER, exit::USAGE, exit::BUILD, exit::NETWORK, exit::REFUSED, exit::REVERTED];
         let mut sorted = codes.to_vec();

@@ -131,13 +131,34 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
         println!("pushed {what} to {target}; the device reboots into it (not checked: --no-verify)");
         return Ok(());
     }
-    let running = push::await_return(&target, &timeouts, &mut |p| shown.progress(p))?;
-    if running != pushed.slot {
-        return Err(PushError::Reverted { pushed: pushed.slot, running }.into());
+    let returned = push::await_return(&target, &timeouts, &mut |p| shown.progress(p))?;
+    if !returned.runs(&pushed) {
+        return Err(PushError::Reverted {
+            pushed: pushed.slot,
+            running: returned.slot,
+            new_build: pushed.build_id,
+            running_build: returned.boot.and_then(|boot| boot.build_id),
+        }
+        .into());
     }
-    status("Verified", &format!("the device came back on {}", running));
-    println!("pushed {what} to {target}; the device now runs {running}");
+    let running = returned.slot;
+    status("Verified", &format!("the device came back on {running}"));
+    println!("pushed {what} to {target}; the device now runs {running}{}", boot_words(&returned));
     Ok(())
+}
+
+/// How the device says it booted, for the status line.
+fn boot_words(returned: &push::Returned) -> String {
+    use ota_agent::boot::BootStatus;
+    match returned.boot.map(|boot| boot.status) {
+        Some(BootStatus::Confirmed | BootStatus::Trial { confirmed: true, .. }) => ", confirmed".into(),
+        Some(BootStatus::Trial { attempt, max, .. }) => {
+            format!(", on trial (boot {attempt} of {max}: it goes back unless the firmware confirms itself)")
+        }
+        Some(BootStatus::Untracked) => " (its bootloader keeps no trials)".into(),
+        Some(BootStatus::Fallback) => ", after its preferred slot failed to boot".into(),
+        Some(BootStatus::Reverted) | None => String::new(),
+    }
 }
 
 /// Host from --host, $TCPFLASH_HOST, then the firmware's metadata; port from --port, the

@@ -142,6 +142,18 @@ fn answers(reply: &'static str) -> Script {
     })
 }
 
+/// The device after its reboot: names the slot it would write (`asks`), then answers
+/// `GetBootState` with `boot_state` (an agent older than the extension answers `ERR:`).
+fn returns(asks: &'static str, boot_state: &'static str) -> Script {
+    Box::new(move |mut stream| {
+        let mut reader = opening(&stream);
+        stream.write_all(format!("{asks}\r\n").as_bytes()).unwrap();
+        assert_eq!(line(&mut reader), "GetBootState\r\n");
+        stream.write_all(format!("{boot_state}\r\n").as_bytes()).unwrap();
+        drain(reader);
+    })
+}
+
 fn assert_exit(output: &Output, code: i32) -> String {
     let stderr = flat_stderr(output);
     assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
@@ -288,23 +300,48 @@ fn a_device_dropping_the_connection_mid_image_is_an_interrupted_transfer() {
 }
 
 #[test]
-fn a_device_back_on_the_old_slot_reverted() {
-    let device = fake_device(vec![accepts("user2.bin"), answers("user2.bin\r\n")]);
+fn an_old_agent_back_on_the_old_slot_reverted() {
+    let device = fake_device(vec![accepts("user2.bin"), returns("user2.bin", "ERR: Unexpected header.")]);
     let output = run(&mut push(device.port, &[]));
     let stderr = assert_exit(&output, 6);
-    assert!(stderr.contains("the device came back on the old slot: it reverted"), "{stderr}");
-    assert!(stderr.contains("it runs user1 again, the image went to user2"), "{stderr}");
+    assert!(stderr.contains("did not confirm and the device went back"), "{stderr}");
+    assert!(stderr.contains("it runs user1 again (the image went to user2)"), "{stderr}");
     assert_eq!(device.connections.load(Ordering::SeqCst), 2, "one push, one check");
 }
 
 #[test]
-fn a_device_back_on_the_new_slot_is_a_success() {
-    let device = fake_device(vec![accepts("user1.bin"), answers("user2.bin\r\n")]);
+fn an_old_agent_back_on_the_new_slot_is_a_success() {
+    let device = fake_device(vec![accepts("user1.bin"), returns("user2.bin", "ERR: Unexpected header.")]);
     let output = run(&mut push(device.port, &[]));
     assert_exit(&output, 0);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("pushed user1.bin (example-blinky 0.1.0, build "), "{stdout}");
     assert!(stdout.contains("the device now runs user1"), "{stdout}");
+}
+
+#[test]
+fn a_trial_boot_that_reverted_names_both_builds() {
+    let device = fake_device(vec![
+        accepts("user2.bin"),
+        returns("user2.bin", "BootState: reverted user1 0011223344556677"),
+    ]);
+    let output = run(&mut push(device.port, &[]));
+    let stderr = assert_exit(&output, 6);
+    assert!(stderr.contains("the new firmware (build "), "{stderr}");
+    assert!(stderr.contains("it runs user1 (build 0011223344556677) again"), "{stderr}");
+}
+
+#[test]
+fn a_trial_boot_on_the_new_slot_reports_its_state() {
+    let device = fake_device(vec![
+        accepts("user1.bin"),
+        returns("user2.bin", "BootState: trial user1 0011223344556677 1/3"),
+    ]);
+    let output = run(&mut push(device.port, &[]));
+    assert_exit(&output, 0);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("the device now runs user1"), "{stdout}");
+    assert!(stdout.contains("on trial (boot 1 of 3"), "{stdout}");
 }
 
 #[test]

@@ -107,9 +107,13 @@ impl Watch {
         use ota_agent::session::Phase;
         if !self.started {
             self.started = true;
-            match agent.running_slot() {
-                Some(slot) => say!("boot config selects {slot}; listening on port 65056"),
-                None => say!("no valid boot config; listening on port 65056"),
+            use ota_agent::boot::BootStatus;
+            match agent.running().map(|running| (running.slot, running.status)) {
+                Some((Some(slot), BootStatus::Untracked)) => {
+                    say!("boot config selects {slot}; listening on port 65056")
+                }
+                Some((Some(slot), status)) => say!("tcpflash-boot started {slot} ({status:?}); listening on port 65056"),
+                _ => say!("no valid boot config; listening on port 65056"),
             }
         }
         let session = agent.listener().session();

@@ -20,6 +20,7 @@
 //! | 32 | the image's SHA-256, as in `Sha256: <64 hex>` |
 
 use core::fmt;
+use core::net::IpAddr;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -148,6 +149,72 @@ impl Throttle {
 impl Default for Throttle {
     fn default() -> Self {
         Throttle::new()
+    }
+}
+
+/// How many client addresses the lockout remembers; the one whose last failure is oldest
+/// makes room for a new one.
+pub const LOCKOUT_ENTRIES: usize = 4;
+
+/// Failed proofs lock out the address they came from, not everyone: an owner at another
+/// address can still push while someone else guesses. A small fixed table, no allocation;
+/// a flood from more addresses than it holds evicts the oldest entries (what remains of that
+/// attack is in the README). `None` is the address a driver could not tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Lockouts {
+    entries: [Option<(Option<IpAddr>, Throttle)>; LOCKOUT_ENTRIES],
+}
+
+impl Lockouts {
+    pub const fn new() -> Lockouts {
+        Lockouts { entries: [None; LOCKOUT_ENTRIES] }
+    }
+
+    /// How long `peer` stays locked out, if it is.
+    pub fn locked_for(&self, peer: Option<IpAddr>, now: Instant) -> Option<Duration> {
+        self.entry(peer).and_then(|throttle| throttle.locked_for(now))
+    }
+
+    /// Failed proofs in a row from `peer`.
+    pub fn failures(&self, peer: Option<IpAddr>) -> u32 {
+        self.entry(peer).map_or(0, Throttle::failures)
+    }
+
+    /// A proof from `peer` failed at `now`.
+    pub fn failed(&mut self, peer: Option<IpAddr>, now: Instant, base: Duration) {
+        let index = match self.entries.iter().position(|entry| matches!(entry, Some((at, _)) if *at == peer))
+        {
+            Some(index) => index,
+            None => {
+                // A free entry, else the one whose lockout ends first (its failure is oldest).
+                let index = self
+                    .entries
+                    .iter()
+                    .position(Option::is_none)
+                    .or_else(|| {
+                        (0..LOCKOUT_ENTRIES).min_by_key(|&i| self.entries[i].map(|(_, t)| t.locked_until))
+                    })
+                    .unwrap_or(0);
+                self.entries[index] = Some((peer, Throttle::new()));
+                index
+            }
+        };
+        if let Some((_, throttle)) = &mut self.entries[index] {
+            throttle.failed(now, base);
+        }
+    }
+
+    /// A good proof from `peer` clears its record.
+    pub fn succeeded(&mut self, peer: Option<IpAddr>) {
+        for entry in &mut self.entries {
+            if matches!(entry, Some((at, _)) if *at == peer) {
+                *entry = None;
+            }
+        }
+    }
+
+    fn entry(&self, peer: Option<IpAddr>) -> Option<&Throttle> {
+        self.entries.iter().flatten().find(|(at, _)| *at == peer).map(|(_, throttle)| throttle)
     }
 }
 

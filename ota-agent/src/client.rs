@@ -17,7 +17,7 @@ use core::fmt;
 
 use crate::auth::{self, Digest256, Key};
 use crate::layout::SlotId;
-use crate::protocol::{LineBuf, LineReader, LineTooLong, MAX_REPLY_LINE, Reply, Request};
+use crate::protocol::{BootReport, LineBuf, LineReader, LineTooLong, MAX_REPLY_LINE, Reply, Request};
 
 /// Text from the device (an `ERR:` reason or an unexpected line), kept without allocating.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,8 @@ pub enum Step {
     Success,
     /// Waiting for the reason after `Invalid`.
     Reason,
+    /// Waiting for `BootState:`.
+    BootState,
 }
 
 impl fmt::Display for Step {
@@ -85,6 +87,7 @@ impl fmt::Display for Step {
             Step::Verdict => "waiting for the device to check the image",
             Step::Success => "waiting for the success line",
             Step::Reason => "waiting for the reason the image was refused",
+            Step::BootState => "waiting for the device to say how it booted",
         })
     }
 }
@@ -138,6 +141,9 @@ pub enum Event {
     Invalid,
     /// The device reboots into the new slot in 2 s. The conversation is over.
     Success,
+    /// The device said how it was started (the answer to [`Client::ask_boot_state`]). The
+    /// conversation is over.
+    BootState(BootReport),
     /// The conversation is over and failed.
     Failed(ClientError),
 }
@@ -163,6 +169,7 @@ enum State {
     AwaitVerdict,
     AwaitSuccess,
     AwaitReason,
+    AwaitBootReport,
     Done,
 }
 
@@ -184,6 +191,7 @@ impl From<Reply<'_>> for Owned {
             Reply::Success => Owned::Plain(Reply::Success),
             Reply::Nonce(nonce) => Owned::Plain(Reply::Nonce(nonce)),
             Reply::NoKey => Owned::Plain(Reply::NoKey),
+            Reply::BootState(report) => Owned::Plain(Reply::BootState(report)),
         }
     }
 }
@@ -297,6 +305,18 @@ impl Client {
             self.queue(Request::Sha256(*sha256));
             self.queue(Request::FirmwareLength(len));
             self.state = State::AwaitReady;
+        }
+    }
+
+    /// Answers [`Event::NextSlot`] with a question instead of an image: how the running
+    /// firmware was started ([`Event::BootState`] follows). A device older than the
+    /// extension answers with an `ERR:` line. `GetNextFlash` has already confirmed a trial
+    /// that confirms on check-in.
+    pub fn ask_boot_state(&mut self) {
+        debug_assert_eq!(self.state, State::ChooseImage, "ask_boot_state answers Event::NextSlot");
+        if self.state == State::ChooseImage {
+            self.queue(Request::GetBootState);
+            self.state = State::AwaitBootReport;
         }
     }
 
@@ -433,6 +453,10 @@ impl Client {
                 self.state = State::Done;
                 Event::Success
             }
+            (State::AwaitBootReport, Some(Reply::BootState(report))) => {
+                self.state = State::Done;
+                Event::BootState(report)
+            }
             _ => self.fail(ClientError::Unexpected { line: text, during }),
         }
     }
@@ -452,6 +476,7 @@ impl Client {
             State::AwaitVerdict | State::Done => Step::Verdict,
             State::AwaitSuccess => Step::Success,
             State::AwaitReason => Step::Reason,
+            State::AwaitBootReport => Step::BootState,
         }
     }
 

@@ -14,16 +14,20 @@
 //!   whole line (the seed client reads each reply with one `recv`).
 //! - At most [`FEED_PER_POLL`] bytes reach the session per round, so the network stack runs
 //!   between two flash stalls and the window it frees is advertised.
-//! - When the session is over its connection is closed once the last reply is queued, and
-//!   dropped when the peer does not close in time; a gone connection ends the session (an
-//!   image not yet verified is abandoned).
-//! - After a successful update the device reboots at the time the session says.
+//! - A session that failed gets its `ERR:` line out and its connection dropped at once,
+//!   without waiting for the client; a committed update closes its connection once the
+//!   last reply is queued, and the device reboots as soon as that reply is out (at the
+//!   latest when the session said). A gone connection ends the session (an image not yet
+//!   committed is abandoned).
+
+use core::net::IpAddr;
 
 use smoltcp::time::Instant;
 
 use crate::auth::NONCE_LEN;
+use crate::boot::handoff::HandOff;
+use crate::boot::{CommitError, Running};
 use crate::flash::NorFlash;
-use crate::layout::SlotId;
 use crate::protocol::{MAX_REPLY_LINE, ReplyLine, in_irom};
 use crate::session::{Phase, Session, SessionConfig};
 use crate::writer::{SECTOR, SectorBuffer};
@@ -44,6 +48,13 @@ pub trait Platform {
     /// Fills `buf` with unpredictable bytes (a hardware RNG): each session's nonce, when
     /// the agent has a key. Predictable bytes would let a recorded session be replayed.
     fn fill_random(&mut self, buf: &mut [u8]);
+
+    /// The record tcpflash-boot left for this firmware (RTC memory on an ESP8266), read once
+    /// at start: it says how the firmware was started (a trial?). `None` without
+    /// tcpflash-boot: updates then switch for good, as with rBoot.
+    fn boot_handoff(&mut self) -> Option<HandOff> {
+        None
+    }
 }
 
 /// The primitives of one TCP connection that the rules need; each driver implements it
@@ -61,6 +72,9 @@ pub trait Connection {
 
     /// The peer has closed its sending side and every byte it sent has been received.
     fn peer_closed(&self) -> bool;
+
+    /// Everything queued has left (acknowledged by the peer, where the driver can tell).
+    fn all_sent(&self) -> bool;
 
     /// Closes our side once the queued bytes are out (FIN).
     fn close(&mut self);
@@ -82,16 +96,16 @@ pub enum Admission {
 /// The agent's rules around one [`Session`].
 pub struct Listener<'a> {
     session: Session<'a>,
-    /// The slot the device runs, for the session's `GetNextFlash`.
-    running: Option<SlotId>,
     /// A connection holds the session.
     busy: bool,
     rebooted: bool,
 }
 
 impl<'a> Listener<'a> {
-    pub fn new(config: SessionConfig, sector: &'a mut SectorBuffer, running: Option<SlotId>) -> Listener<'a> {
-        Listener { session: Session::new(config, sector), running, busy: false, rebooted: false }
+    /// The rules for `config`; tell them how the device runs with
+    /// [`Listener::set_running`] before the first connection.
+    pub fn new(config: SessionConfig, sector: &'a mut SectorBuffer) -> Listener<'a> {
+        Listener { session: Session::new(config, sector), busy: false, rebooted: false }
     }
 
     /// The session, for status: progress, the last failure, a pending reboot.
@@ -99,13 +113,18 @@ impl<'a> Listener<'a> {
         &self.session
     }
 
-    pub fn running_slot(&self) -> Option<SlotId> {
-        self.running
+    /// How the device runs (its slot, a trial?, its build), once the driver read it at start.
+    pub fn set_running(&mut self, running: Running) {
+        self.session.set_running(running);
     }
 
-    /// The slot the device runs, once the driver knows it (read from flash at start).
-    pub fn set_running_slot(&mut self, running: Option<SlotId>) {
-        self.running = running;
+    pub fn running(&self) -> &Running {
+        self.session.running()
+    }
+
+    /// Confirms the running firmware when it is on trial; nothing to do otherwise.
+    pub fn confirm<F: NorFlash>(&mut self, flash: &mut F) -> Result<(), CommitError> {
+        self.session.confirm(flash)
     }
 
     /// Whether a connection holds the session.
@@ -113,14 +132,15 @@ impl<'a> Listener<'a> {
         self.busy
     }
 
-    /// A connection was established: it gets the session if none is running. A session
-    /// with a key draws this connection's nonce from the platform.
-    pub fn accept(&mut self, now: Instant, platform: &mut dyn Platform) -> Admission {
+    /// A connection from `peer` (when the driver knows it) was established: it gets the
+    /// session if none is running. A session with a key draws this connection's nonce from
+    /// the platform.
+    pub fn accept(&mut self, now: Instant, peer: Option<IpAddr>, platform: &mut dyn Platform) -> Admission {
         if self.busy {
             return Admission::Refuse;
         }
         self.busy = true;
-        self.session.start(now, self.running);
+        self.session.start(now, peer);
         if self.session.config().key.is_some() {
             let mut nonce = [0u8; NONCE_LEN];
             platform.fill_random(&mut nonce);
@@ -162,13 +182,27 @@ impl<'a> Listener<'a> {
         }
         self.session.poll(now, flash);
         self.send_replies(conn);
+        let replies_out = !self.session.has_reply();
         match self.session.phase() {
-            Phase::Closing if !self.session.has_reply() => conn.close(),
             Phase::Abort => {
                 conn.abort();
                 self.disconnected();
             }
-            Phase::Idle | Phase::Open | Phase::Closing => {}
+            Phase::Closing if replies_out => {
+                conn.close();
+                if conn.all_sent() {
+                    self.session.delivered(now);
+                }
+            }
+            Phase::Dropping if replies_out => {
+                if conn.all_sent() {
+                    conn.abort();
+                    self.disconnected();
+                } else {
+                    conn.close();
+                }
+            }
+            Phase::Idle | Phase::Open | Phase::Closing | Phase::Dropping => {}
         }
     }
 
@@ -233,6 +267,7 @@ mod tests {
         sent: Vec<Vec<u8>>,
         room: bool,
         peer_closed: bool,
+        delivered: bool,
         closed: bool,
         aborted: bool,
     }
@@ -255,6 +290,9 @@ mod tests {
         fn peer_closed(&self) -> bool {
             self.peer_closed && self.inbox.is_empty()
         }
+        fn all_sent(&self) -> bool {
+            self.delivered
+        }
         fn close(&mut self) {
             self.closed = true;
         }
@@ -274,6 +312,15 @@ mod tests {
         }
     }
 
+    fn running_on_user1(mut listener: Listener<'_>) -> Listener<'_> {
+        listener.set_running(Running {
+            slot: Some(crate::layout::SlotId::User1),
+            status: crate::boot::BootStatus::Untracked,
+            build_id: None,
+        });
+        listener
+    }
+
     fn erased() -> RamNor<Vec<u8>> {
         RamNor::new(DEFAULT_LAYOUT.flash_size)
     }
@@ -281,26 +328,24 @@ mod tests {
     #[test]
     fn one_session_at_a_time_and_the_next_client_after_it() {
         let mut sector = [0u8; SECTOR];
-        let mut listener =
-            Listener::new(SessionConfig::new(DEFAULT_LAYOUT), &mut sector, Some(SlotId::User1));
+        let mut listener = running_on_user1(Listener::new(SessionConfig::new(DEFAULT_LAYOUT), &mut sector));
         let now = Instant::from_secs(1);
-        assert_eq!(listener.accept(now, &mut NoBoard), Admission::Serve);
-        assert_eq!(listener.accept(now, &mut NoBoard), Admission::Refuse);
+        assert_eq!(listener.accept(now, None, &mut NoBoard), Admission::Serve);
+        assert_eq!(listener.accept(now, None, &mut NoBoard), Admission::Refuse);
         assert_eq!(Listener::refusal().as_bytes(), b"ERR: Connection Already Exists\r\n");
         assert!(!Listener::refused_expired(now, now + Duration::from_millis(999)));
         assert!(Listener::refused_expired(now, now + REFUSED_LINGER));
         listener.disconnected();
-        assert_eq!(listener.accept(now, &mut NoBoard), Admission::Serve);
+        assert_eq!(listener.accept(now, None, &mut NoBoard), Admission::Serve);
     }
 
     #[test]
     fn replies_wait_for_room_for_a_whole_line_and_go_one_per_write() {
         let mut sector = [0u8; SECTOR];
-        let mut listener =
-            Listener::new(SessionConfig::new(DEFAULT_LAYOUT), &mut sector, Some(SlotId::User1));
+        let mut listener = running_on_user1(Listener::new(SessionConfig::new(DEFAULT_LAYOUT), &mut sector));
         let mut flash = erased();
         let now = Instant::from_secs(1);
-        listener.accept(now, &mut NoBoard);
+        listener.accept(now, None, &mut NoBoard);
         let mut conn = Fake { inbox: b"OTA\r\nGetNextFlash\r\nBogus\r\n".to_vec(), ..Fake::default() };
         listener.serve(now, &mut conn, &mut flash);
         assert!(conn.sent.is_empty(), "no room: nothing sent");
@@ -314,11 +359,10 @@ mod tests {
     #[test]
     fn a_round_feeds_at_most_one_sector_of_image() {
         let mut sector = [0u8; SECTOR];
-        let mut listener =
-            Listener::new(SessionConfig::new(DEFAULT_LAYOUT), &mut sector, Some(SlotId::User1));
+        let mut listener = running_on_user1(Listener::new(SessionConfig::new(DEFAULT_LAYOUT), &mut sector));
         let mut flash = erased();
         let now = Instant::from_secs(1);
-        listener.accept(now, &mut NoBoard);
+        listener.accept(now, None, &mut NoBoard);
         let mut conn = Fake { room: true, ..Fake::default() };
         conn.inbox.extend_from_slice(b"OTA\r\nGetNextFlash\r\nFirmwareLength: 100000\r\n");
         listener.serve(now, &mut conn, &mut flash);
@@ -331,25 +375,32 @@ mod tests {
     }
 
     #[test]
-    fn poll_timeout_is_the_idle_deadline_and_a_silent_client_is_closed_then_dropped() {
+    fn a_silent_client_gets_the_timeout_line_and_is_dropped_without_waiting_for_it() {
         let mut sector = [0u8; SECTOR];
         let config =
             SessionConfig { idle_timeout: Duration::from_secs(5), ..SessionConfig::new(DEFAULT_LAYOUT) };
-        let mut listener = Listener::new(config, &mut sector, Some(SlotId::User1));
+        let mut listener = running_on_user1(Listener::new(config, &mut sector));
         let mut flash = erased();
         let start = Instant::from_secs(10);
         assert_eq!(listener.poll_timeout(), None, "nothing to wait for without a client");
-        listener.accept(start, &mut NoBoard);
+        listener.accept(start, None, &mut NoBoard);
         assert_eq!(listener.poll_timeout(), Some(start + Duration::from_secs(5)));
         let mut conn = Fake { room: true, ..Fake::default() };
         let deadline = listener.poll_timeout().unwrap();
         listener.serve(deadline, &mut conn, &mut flash);
         assert_eq!(conn.sent, [b"ERR: Idle timeout\r\n".to_vec()]);
-        assert!(conn.closed);
-        // The client never closes: dropped at the next deadline.
+        assert!(conn.closed && !conn.aborted, "the line goes out with a FIN");
+        // The line is not acknowledged: dropped after the linger, whatever the client does.
         let deadline = listener.poll_timeout().unwrap();
-        assert_eq!(deadline, start + Duration::from_secs(10));
+        assert_eq!(deadline, start + Duration::from_secs(5) + crate::session::DROP_LINGER);
         listener.serve(deadline, &mut conn, &mut flash);
         assert!(conn.aborted && !listener.is_busy());
+
+        // Acknowledged at once: dropped at once.
+        listener.accept(start, None, &mut NoBoard);
+        let mut conn = Fake { room: true, delivered: true, ..Fake::default() };
+        listener.serve(start + Duration::from_secs(5), &mut conn, &mut flash);
+        assert_eq!(conn.sent, [b"ERR: Idle timeout\r\n".to_vec()]);
+        assert!(conn.aborted && !listener.is_busy(), "free for the next client");
     }
 }

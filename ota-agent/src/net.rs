@@ -36,13 +36,14 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
 use crate::auth::Key;
-use crate::boot;
+use crate::boot::{BootStatus, CommitError, DEFAULT_TRIAL_ATTEMPTS, Running};
 use crate::flash::NorFlash;
 use crate::layout::{FlashLayout, SlotId};
 pub use crate::listener::Platform;
 use crate::listener::{Admission, Connection, Listener};
 use crate::protocol::{DEFAULT_PORT, MAX_REPLY_LINE};
-use crate::session::{DEFAULT_IDLE_TIMEOUT, SessionConfig};
+pub use crate::session::Confirm;
+use crate::session::{DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, SessionConfig};
 use crate::writer::{SECTOR, SectorBuffer};
 
 /// Default receive buffer of the session socket (the TCP window): three sectors. While the
@@ -64,9 +65,18 @@ pub struct AgentConfig {
     pub port: u16,
     /// A silent client is dropped after this long.
     pub idle_timeout: Duration,
-    /// The slot running now. `None` (the default) reads it from rBoot's config at the first
-    /// poll; set it when the platform knows better (rBoot's GPIO or temporary boot).
+    /// A client's header lines must be done within this long of its connection.
+    pub header_timeout: Duration,
+    /// The slot running now. `None` (the default) reads it at the first poll, from
+    /// tcpflash-boot's hand-off record, else rBoot's config; set it when the platform knows
+    /// better (rBoot's GPIO or temporary boot).
     pub running_slot: Option<SlotId>,
+    /// Who confirms a new firmware that runs on trial (with tcpflash-boot): the pushing
+    /// host's check-in after the reboot (the default), or the application
+    /// ([`OtaAgent::confirm`]) once it knows it is healthy.
+    pub confirm: Confirm,
+    /// Boots a new firmware gets to confirm itself before tcpflash-boot goes back.
+    pub trial_attempts: u8,
     /// The pre-shared key: with one, only a client that proves it holds the key can push
     /// ([`crate::auth`]). `None` (the default) lets any client push, as the seed did.
     pub key: Option<&'static Key>,
@@ -78,14 +88,24 @@ impl AgentConfig {
             layout,
             port: DEFAULT_PORT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
             running_slot: None,
+            confirm: Confirm::OnCheckIn,
+            trial_attempts: DEFAULT_TRIAL_ATTEMPTS,
             key: None,
         }
     }
 
     /// The session settings this agent runs with.
     pub fn session(&self) -> SessionConfig {
-        SessionConfig { idle_timeout: self.idle_timeout, key: self.key, ..SessionConfig::new(self.layout) }
+        SessionConfig {
+            idle_timeout: self.idle_timeout,
+            header_timeout: self.header_timeout,
+            key: self.key,
+            confirm: self.confirm,
+            trial_attempts: self.trial_attempts,
+            ..SessionConfig::new(self.layout)
+        }
     }
 }
 
@@ -124,7 +144,9 @@ pub struct OtaAgent<'a> {
     session_socket: SocketHandle,
     reject_socket: SocketHandle,
     port: u16,
+    /// Read at the first poll (it needs the flash and the platform).
     running_known: bool,
+    running_slot: Option<SlotId>,
     /// When the rejecting socket refused its client, to drop one that never closes.
     refused_at: Option<Instant>,
 }
@@ -146,11 +168,12 @@ pub fn ota_init<'a, const RX: usize, const TX: usize>(
         tcp::SocketBuffer::new(&mut reject_tx[..]),
     ));
     OtaAgent {
-        listener: Listener::new(config.session(), sector, config.running_slot),
+        listener: Listener::new(config.session(), sector),
         session_socket,
         reject_socket,
         port: config.port,
-        running_known: config.running_slot.is_some(),
+        running_known: false,
+        running_slot: config.running_slot,
         refused_at: None,
     }
 }
@@ -167,8 +190,12 @@ impl<'a> OtaAgent<'a> {
         platform: &mut P,
     ) {
         if !self.running_known {
-            let running = boot::running_slot(flash, self.listener.session().config().layout);
-            self.listener.set_running_slot(running);
+            let layout = self.listener.session().config().layout;
+            let mut running = Running::read(flash, layout, platform.boot_handoff());
+            if let Some(slot) = self.running_slot {
+                running = Running { slot: Some(slot), status: BootStatus::Untracked, ..running };
+            }
+            self.listener.set_running(running);
             self.running_known = true;
         }
         self.serve_session(now, sockets.get_mut::<tcp::Socket>(self.session_socket), flash, platform);
@@ -198,9 +225,18 @@ impl<'a> OtaAgent<'a> {
         &self.listener
     }
 
-    /// The slot the device runs, once known (after the first poll).
-    pub fn running_slot(&self) -> Option<SlotId> {
-        self.listener.running_slot()
+    /// How the device runs (its slot, a trial?, its build), once known (after the first
+    /// poll).
+    pub fn running(&self) -> Option<&Running> {
+        self.running_known.then(|| self.listener.running())
+    }
+
+    /// Confirms this firmware when it runs on trial (with [`Confirm::ByApplication`], call
+    /// it once the application knows it is healthy); nothing to do otherwise. Until it is
+    /// confirmed, a reset or a crash makes tcpflash-boot count an attempt, and after the
+    /// last one it goes back to the firmware this one replaced.
+    pub fn confirm<F: NorFlash>(&mut self, flash: &mut F) -> Result<(), CommitError> {
+        self.listener.confirm(flash)
     }
 
     /// When the agent next needs a poll although no packet arrives.
@@ -233,7 +269,8 @@ impl<'a> OtaAgent<'a> {
             }
             State::Listen | State::SynReceived | State::SynSent => return,
             State::Established | State::CloseWait
-                if !self.listener.is_busy() && self.listener.accept(now, platform) == Admission::Refuse =>
+                if !self.listener.is_busy()
+                    && self.listener.accept(now, peer_of(socket), platform) == Admission::Refuse =>
             {
                 socket.abort();
                 return;
@@ -273,6 +310,11 @@ impl<'a> OtaAgent<'a> {
     }
 }
 
+/// The client's address, for the per-address lockout.
+fn peer_of(socket: &tcp::Socket<'_>) -> Option<core::net::IpAddr> {
+    socket.remote_endpoint().map(|endpoint| endpoint.addr.into())
+}
+
 /// The session socket as the listener sees it.
 struct SmolConnection<'s, 'b>(&'s mut tcp::Socket<'b>);
 
@@ -296,6 +338,11 @@ impl Connection for SmolConnection<'_, '_> {
 
     fn peer_closed(&self) -> bool {
         !self.0.may_recv() && self.0.recv_queue() == 0
+    }
+
+    /// smoltcp keeps sent bytes until they are acknowledged.
+    fn all_sent(&self) -> bool {
+        self.0.send_queue() == 0
     }
 
     fn close(&mut self) {

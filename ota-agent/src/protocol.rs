@@ -25,15 +25,24 @@
 //! | device -> host | `Nonce: <32 hex>` | a fresh random nonce, for this session only |
 //! | device -> host | `NoKey` | (instead) the device has no key: no authentication needed |
 //! | host -> device | `Auth: <64 hex>` | HMAC-SHA256 with the key over the nonce, slot, length and SHA-256 ([`crate::auth`]) |
+//! | host -> device | `GetBootState` | asks how the running firmware was started |
+//! | device -> host | `BootState: <state> <slot> <build> [<attempt>/<max>]` | `state` is `confirmed`, `trial` (not confirmed yet: boot `attempt` of `max`), `reverted` (a trial ran out of attempts; back on the slot it replaced), `fallback` (the preferred slot did not boot) or `untracked` (not booted by tcpflash-boot: no trials); `build` is the running build id in hex, `-` when unknown |
 //!
 //! A device with a key answers `FirmwareLength` with `Ready` only after a good `Auth` (it
 //! needs `GetNonce`, `Sha256` and `Auth` first); otherwise `ERR: Authentication required`
 //! (nothing tried) or `ERR: Authentication failed` (whatever part was wrong). Failures lock
 //! `GetNonce` for a while: `ERR: Too many failed authentications, retry in <n> s`.
+//!
+//! A device started by tcpflash-boot on a trial confirms itself when a client sends
+//! `GetNextFlash` (the pushing host checks in after the reboot), unless the firmware
+//! confirms itself (`AgentConfig::confirm`); until then it refuses updates with `ERR:
+//! Running firmware is on trial, not confirmed yet`.
 
 use core::fmt;
 
 use crate::auth::{DIGEST_LEN, Digest256, NONCE_LEN, Nonce};
+use crate::boot::BootStatus;
+use crate::descriptor::BUILD_ID_LEN;
 use crate::layout::SlotId;
 use crate::text::{self, Message, Sink};
 
@@ -59,6 +68,10 @@ pub const NONCE: &str = "Nonce: ";
 pub const NO_KEY: &str = "NoKey";
 /// Extension: the host's HMAC-SHA256 follows, as 64 hex digits.
 pub const AUTH: &str = "Auth: ";
+/// Extension: the host asks how the running firmware was started.
+pub const GET_BOOT_STATE: &str = "GetBootState";
+/// Extension: the device's answer to `GetBootState`.
+pub const BOOT_STATE: &str = "BootState: ";
 
 /// The delay `SUCCESS` promises between the reply and the reboot.
 pub const REBOOT_DELAY_MS: u64 = 2000;
@@ -90,6 +103,14 @@ pub mod reason {
     pub const SHA256_MISMATCH: &str = "Image SHA-256 mismatch";
     /// The driver gave the session no random nonce (a bug in the driver, not the client).
     pub const NO_NONCE: &str = "No random nonce available";
+    /// The header lines took longer than the device allows from the connection on.
+    pub const HEADER_TIMEOUT: &str = "Header lines too slow";
+    /// More header bytes than any valid header phase has.
+    pub const TOO_MANY_HEADER_BYTES: &str = "Too many header bytes";
+    /// The image arrived slower than the minimum pace.
+    pub const TOO_SLOW: &str = "Image transfer too slow";
+    /// The running firmware is on trial: an update would overwrite the confirmed one.
+    pub const ON_TRIAL: &str = "Running firmware is on trial, not confirmed yet";
 }
 
 /// The lines above as the device uses them: in IROM, out of its scarce DRAM
@@ -114,8 +135,27 @@ pub mod in_irom {
         pub NONCE = super::NONCE;
         pub NO_KEY = super::NO_KEY;
         pub AUTH = super::AUTH;
+        pub GET_BOOT_STATE = super::GET_BOOT_STATE;
+        pub BOOT_STATE = super::BOOT_STATE;
+        STATE_UNTRACKED = "untracked";
+        STATE_CONFIRMED = "confirmed";
+        STATE_TRIAL = "trial";
+        STATE_REVERTED = "reverted";
+        STATE_FALLBACK = "fallback";
         USER1_BIN = SlotId::User1.file_name();
         USER2_BIN = SlotId::User2.file_name();
+    }
+
+    /// The word `BootState:` names a [`crate::boot::BootStatus`] with.
+    pub fn state_word(status: crate::boot::BootStatus) -> IromText {
+        use crate::boot::BootStatus;
+        match status {
+            BootStatus::Untracked => STATE_UNTRACKED,
+            BootStatus::Confirmed | BootStatus::Trial { confirmed: true, .. } => STATE_CONFIRMED,
+            BootStatus::Trial { .. } => STATE_TRIAL,
+            BootStatus::Reverted => STATE_REVERTED,
+            BootStatus::Fallback => STATE_FALLBACK,
+        }
     }
 
     /// [`SlotId::file_name`].
@@ -148,6 +188,10 @@ pub mod in_irom {
             pub AUTH_LOCKED = reason::AUTH_LOCKED;
             pub SHA256_MISMATCH = reason::SHA256_MISMATCH;
             pub NO_NONCE = reason::NO_NONCE;
+            pub HEADER_TIMEOUT = reason::HEADER_TIMEOUT;
+            pub TOO_MANY_HEADER_BYTES = reason::TOO_MANY_HEADER_BYTES;
+            pub TOO_SLOW = reason::TOO_SLOW;
+            pub ON_TRIAL = reason::ON_TRIAL;
         }
     }
 }
@@ -165,6 +209,8 @@ pub enum Request {
     GetNonce,
     /// Extension: HMAC-SHA256 proving the host holds the key ([`crate::auth::session_mac`]).
     Auth(Digest256),
+    /// Extension: how the running firmware was started.
+    GetBootState,
 }
 
 /// Why a host line is not a [`Request`]. `Display` gives the reason the device sends.
@@ -221,6 +267,9 @@ impl Request {
         if let Some(hex) = in_irom::AUTH.strip_from(line) {
             return parse_digest(hex).map(Request::Auth);
         }
+        if in_irom::GET_BOOT_STATE.is(line) {
+            return Ok(Request::GetBootState);
+        }
         Err(RequestError::Unknown)
     }
 
@@ -243,6 +292,7 @@ impl Request {
                 out.push_text(in_irom::AUTH);
                 push_hex_bytes(out, &tag);
             }
+            Request::GetBootState => out.push_text(in_irom::GET_BOOT_STATE),
         }
         out.push_text(in_irom::LINE_END);
     }
@@ -297,6 +347,46 @@ pub enum Reply<'a> {
     Nonce(Nonce),
     /// Extension: the answer to `GetNonce` from a device without a key.
     NoKey,
+    /// Extension: the answer to `GetBootState`.
+    BootState(BootReport),
+}
+
+/// How the running firmware was started, as `BootState:` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootReport {
+    /// On the wire a trial that is confirmed reads `confirmed` (its attempt is not sent).
+    pub status: BootStatus,
+    pub slot: SlotId,
+    pub build_id: Option<[u8; BUILD_ID_LEN]>,
+}
+
+impl BootReport {
+    /// Parses the text after `BootState: `.
+    fn parse(text: &str) -> Option<BootReport> {
+        let mut words = text.split(' ');
+        let (state, slot, build) = (words.next()?, words.next()?, words.next()?);
+        let slot = SlotId::ALL.into_iter().find(|id| id.name() == slot)?;
+        let build_id = match build {
+            "-" => None,
+            hex => {
+                let mut id = [0u8; BUILD_ID_LEN];
+                crate::hex::decode(hex.as_bytes(), &mut id).ok()?;
+                Some(id)
+            }
+        };
+        let status = match (state, words.next()) {
+            ("untracked", None) => BootStatus::Untracked,
+            ("confirmed", None) => BootStatus::Confirmed,
+            ("reverted", None) => BootStatus::Reverted,
+            ("fallback", None) => BootStatus::Fallback,
+            ("trial", Some(count)) => {
+                let (attempt, max) = count.split_once('/')?;
+                BootStatus::Trial { attempt: attempt.parse().ok()?, max: max.parse().ok()?, confirmed: false }
+            }
+            _ => return None,
+        };
+        words.next().is_none().then_some(BootReport { status, slot, build_id })
+    }
 }
 
 impl<'a> Reply<'a> {
@@ -305,6 +395,9 @@ impl<'a> Reply<'a> {
         let text = core::str::from_utf8(line).ok()?;
         if let Some(reason) = text.strip_prefix(ERR_PREFIX) {
             return Some(Reply::Error(reason));
+        }
+        if let Some(report) = text.strip_prefix(BOOT_STATE) {
+            return BootReport::parse(report).map(Reply::BootState);
         }
         if let Some(hex) = text.strip_prefix(NONCE) {
             let mut nonce = [0u8; NONCE_LEN];
@@ -336,6 +429,7 @@ impl<'a> Reply<'a> {
             Reply::NoKey => in_irom::NO_KEY,
             Reply::Error(reason) => return ReplyLine::error_message(reason),
             Reply::Nonce(nonce) => return nonce_line(&nonce),
+            Reply::BootState(report) => return boot_state_line(&report),
         };
         ReplyLine::line(&text)
     }
@@ -347,6 +441,29 @@ fn nonce_line(nonce: &Nonce) -> ReplyLine {
     let mut line = ReplyLine::new();
     line.push_text(in_irom::NONCE);
     push_hex_bytes(&mut line, nonce);
+    line.push_text(in_irom::LINE_END);
+    line
+}
+
+/// `BootState: <state> <slot> <build> [<attempt>/<max>]` CR LF, without `core::fmt`.
+#[inline(never)]
+fn boot_state_line(report: &BootReport) -> ReplyLine {
+    let mut line = ReplyLine::new();
+    line.push_text(in_irom::BOOT_STATE);
+    line.push_text(in_irom::state_word(report.status));
+    line.push_bytes(b" ");
+    line.push_bytes(report.slot.name().as_bytes());
+    line.push_bytes(b" ");
+    match &report.build_id {
+        Some(id) => push_hex_bytes(&mut line, id),
+        None => line.push_bytes(b"-"),
+    }
+    if let BootStatus::Trial { attempt, max, confirmed: false } = report.status {
+        line.push_bytes(b" ");
+        line.push_dec(attempt.into());
+        line.push_bytes(b"/");
+        line.push_dec(max.into());
+    }
     line.push_text(in_irom::LINE_END);
     line
 }

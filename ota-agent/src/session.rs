@@ -1,53 +1,98 @@
 //! One TCP-OTA conversation as a sans-IO state machine: bytes in, reply lines out, and the
 //! flash work done through an `embedded-storage` `NorFlash`.
 //!
-//! The driver (`crate::net` for smoltcp, the virtual ESP8266 for std sockets) feeds received
-//! bytes with [`Session::receive`], calls [`Session::poll`] after each batch (that is where
-//! a complete image is verified and the boot config switched, and where the idle timeout
-//! fires), sends each [`Session::next_reply`] in one write, and closes the connection when
-//! [`Session::phase`] says so. Segmentation never matters: lines are assembled byte by byte
-//! in a small buffer and the image streams through the sector writer.
+//! The driver (the [`crate::listener::Listener`] for every driver) feeds received bytes with
+//! [`Session::receive`], calls [`Session::poll`] after each batch and when
+//! [`Session::poll_timeout`] says (that is where a complete image is verified, the update
+//! committed and the deadlines enforced), sends each [`Session::next_reply`] in one write,
+//! and treats the connection as [`Session::phase`] says. Segmentation never matters: lines
+//! are assembled byte by byte in a small buffer and the image streams through the sector
+//! writer.
 //!
-//! The boot config is touched only after the whole image was read back from the slot and
-//! verified (`image::verify_for_slot`), so no failure here can switch to a bad image.
+//! The update commits only after the whole image was read back from the slot and verified
+//! (`image::verify_for_slot`), `Flashing` went out, and the client either closed its side or
+//! sent nothing more for [`COMMIT_GRACE`]: a byte beyond `FirmwareLength`, in whatever
+//! segment it arrives, ends the session with an error and nothing switched. Committing is a
+//! trial on a device started by tcpflash-boot, a switch for good on one started by rBoot
+//! ([`crate::boot::commit_update`]).
+//!
+//! Deadlines keep one client from holding the device: the header lines must be done within
+//! [`SessionConfig::header_timeout`] of the connection and within [`MAX_HEADER_BYTES`]; the
+//! image must keep a minimum pace ([`MIN_PACE`] bytes a second, after one idle timeout of
+//! grace); silence ends a session after [`SessionConfig::idle_timeout`]. A session that ends
+//! with `ERR:` asks for its connection to be dropped as soon as that line is out.
 //!
 //! Extension lines belong in the `Headers` state, stored until `FirmwareLength` ends the
-//! headers: `Sha256` (checked against the slot read back from flash before the switch),
-//! and with a key `GetNonce` and `Auth`, checked when `FirmwareLength` arrives, before
-//! `Ready` ([`crate::auth`]). The driver draws the nonce for each session
-//! ([`Session::provide_nonce`]), since only it knows the board's random source.
+//! headers: `Sha256` (checked in the same pass that verifies the slot), `GetBootState`
+//! (answered at once), and with a key `GetNonce` and `Auth`, checked when `FirmwareLength`
+//! arrives, before `Ready` ([`crate::auth`]). Failed proofs lock out the address they came
+//! from. The driver draws the nonce for each session ([`Session::provide_nonce`]), since
+//! only it knows the board's random source.
 
 use core::fmt;
+use core::net::IpAddr;
 
 use smoltcp::time::{Duration, Instant};
 
-use crate::auth::{self, DEFAULT_AUTH_BACKOFF, Digest256, Key, Nonce, Throttle};
-use crate::boot::{BootConfigError, switch_boot_config};
+use crate::auth::{self, DEFAULT_AUTH_BACKOFF, Digest256, Key, Lockouts, Nonce};
+use crate::boot::{self, BootStatus, CommitError, DEFAULT_TRIAL_ATTEMPTS, Running};
 use crate::flash::NorFlash;
 use crate::image::{self, ImageError};
 use crate::irom_text;
 use crate::layout::{FlashLayout, SlotId};
 use crate::protocol::{
-    LineReader, LineTooLong, MAX_REQUEST_LINE, REBOOT_DELAY_MS, Reply, ReplyLine, Request, RequestError,
-    in_irom::reason,
+    BootReport, LineReader, LineTooLong, MAX_REQUEST_LINE, REBOOT_DELAY_MS, Reply, ReplyLine, Request,
+    RequestError, in_irom::reason,
 };
 use crate::text::{self, Arg, Message, Sink};
 use crate::writer::{SectorBuffer, SectorWriter, WriteError};
 
 /// How long a client may stay silent before its session ends.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the header lines may take, from the connection to `Ready`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes of header lines a session takes: every request and extension line once
+/// (about 250 bytes) with room to spare. A client that trickles bytes cannot hold the device.
+pub const MAX_HEADER_BYTES: u32 = 512;
+/// The slowest an image may arrive, in bytes a second averaged from `Ready` on, after one
+/// idle timeout of grace: a 400 KB image then has 400 s plus the grace. Real links run at
+/// 10 KB/s (SLIP at 115200 baud) to several 100 KB/s (WiFi); a client that sends one byte
+/// now and then to defeat the idle timeout is dropped.
+pub const MIN_PACE: u32 = 1024;
+/// After `Flashing`, how long the device waits for the client to close its side or to send
+/// bytes beyond the image before it commits. A client that half-closes after the image
+/// (as `cargo tcpflash` does) skips the wait.
+pub const COMMIT_GRACE: Duration = Duration::from_millis(250);
+/// How long a connection that ended with `ERR:` gets to take the line before it is dropped.
+pub const DROP_LINGER: Duration = Duration::from_secs(1);
+
+/// Who confirms a firmware that runs on trial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirm {
+    /// The pushing host's check-in after the reboot (`GetNextFlash`): a firmware that comes
+    /// up far enough to run the agent and answer is healthy.
+    OnCheckIn,
+    /// The application, when it knows it is healthy (`OtaAgent::confirm`). Until then the
+    /// device refuses updates: one would overwrite the only confirmed firmware.
+    ByApplication,
+}
 
 /// What a session needs to know about the device.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionConfig {
     pub layout: &'static FlashLayout,
-    /// A silent client is dropped after this long; so is one that never closes after the
-    /// last reply.
+    /// A silent client is dropped after this long.
     pub idle_timeout: Duration,
+    /// The header lines must be done within this long of the connection.
+    pub header_timeout: Duration,
     /// With a key, every session must prove it holds it before `Ready`.
     pub key: Option<&'static Key>,
-    /// How long the first failed proof locks authentication; each further one doubles it.
+    /// How long the first failed proof locks its address out; each further one doubles it.
     pub auth_backoff: Duration,
+    /// Who confirms a trial.
+    pub confirm: Confirm,
+    /// Boots a new firmware gets to confirm itself (with tcpflash-boot).
+    pub trial_attempts: u8,
 }
 
 impl SessionConfig {
@@ -55,8 +100,11 @@ impl SessionConfig {
         SessionConfig {
             layout,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
             key: None,
             auth_backoff: DEFAULT_AUTH_BACKOFF,
+            confirm: Confirm::OnCheckIn,
+            trial_attempts: DEFAULT_TRIAL_ATTEMPTS,
         }
     }
 }
@@ -68,9 +116,13 @@ pub enum Phase {
     Idle,
     /// Reading the client's bytes.
     Open,
-    /// The last reply is queued: send the queued replies, then close. Input is discarded.
+    /// The update is committed: send the replies, close our side, and tell
+    /// [`Session::delivered`] once they are out (the device reboots then). Input is discarded.
     Closing,
-    /// The client did not close in time after the last reply: drop the connection.
+    /// The session failed: send the `ERR:` line, close, and drop the connection as soon as
+    /// it is out, without waiting for the client.
+    Dropping,
+    /// Drop the connection now.
     Abort,
 }
 
@@ -86,6 +138,13 @@ pub enum Failure {
         capacity: u32,
     },
     IdleTimeout,
+    /// The header lines took longer than the header timeout.
+    HeaderTimeout,
+    /// More than [`MAX_HEADER_BYTES`] of header lines.
+    TooManyHeaderBytes,
+    /// The image fell behind [`MIN_PACE`].
+    TooSlow,
+    /// Bytes beyond `FirmwareLength`: nothing switched.
     TooManyBytes,
     /// The client stopped sending before the whole image arrived.
     Truncated {
@@ -94,11 +153,13 @@ pub enum Failure {
     },
     RebootPending,
     UnknownRunningSlot,
+    /// The running firmware is on trial and confirms itself ([`Confirm::ByApplication`]).
+    OnTrial,
     /// A device with a key got `FirmwareLength` without `GetNonce`, `Sha256` and `Auth`.
     AuthRequired,
     /// The proof did not match (key, nonce, slot, length or SHA-256: not said which).
     AuthFailed,
-    /// `GetNonce` while failed proofs lock authentication, for this many more seconds.
+    /// `GetNonce` while failed proofs lock this address out, for this many more seconds.
     AuthLocked {
         seconds: u32,
     },
@@ -106,7 +167,8 @@ pub enum Failure {
     NoNonce,
     Write(WriteError),
     Image(ImageError),
-    BootConfig(BootConfigError),
+    /// The switch to the verified image (or a confirmation) could not be written.
+    Commit(CommitError),
 }
 
 irom_text! {
@@ -121,15 +183,19 @@ impl Message for Failure {
             Failure::Request(error) => return error.write_message(out),
             Failure::Write(error) => return error.write_message(out),
             Failure::Image(error) => return error.write_message(out),
-            Failure::BootConfig(error) => return error.write_message(out),
+            Failure::Commit(error) => return error.write_message(out),
             Failure::LineTooLong => reason::LINE_TOO_LONG,
             // The seed's exact words: clients may match on them.
             Failure::LengthTooBig { .. } => reason::LENGTH_TOO_BIG,
             Failure::IdleTimeout => reason::IDLE_TIMEOUT,
+            Failure::HeaderTimeout => reason::HEADER_TIMEOUT,
+            Failure::TooManyHeaderBytes => reason::TOO_MANY_HEADER_BYTES,
+            Failure::TooSlow => reason::TOO_SLOW,
             Failure::TooManyBytes => reason::TOO_MANY_BYTES,
             Failure::Truncated { .. } => reason::TRUNCATED,
             Failure::RebootPending => reason::REBOOT_PENDING,
             Failure::UnknownRunningSlot => reason::UNKNOWN_RUNNING_SLOT,
+            Failure::OnTrial => reason::ON_TRIAL,
             Failure::AuthRequired => reason::AUTH_REQUIRED,
             Failure::AuthFailed => reason::AUTH_FAILED,
             Failure::AuthLocked { .. } => reason::AUTH_LOCKED,
@@ -164,16 +230,25 @@ enum State {
     Receiving {
         target: SlotId,
         len: u32,
+        /// The image must be in by then ([`MIN_PACE`]).
+        deadline: Instant,
     },
-    /// Every byte is in; [`Session::poll`] verifies and switches.
+    /// Every byte is in; [`Session::poll`] verifies.
     Complete {
         target: SlotId,
         len: u32,
     },
+    /// Verified, `Flashing` queued: committed on the client's close or after the grace.
+    Verified {
+        target: SlotId,
+        since: Instant,
+    },
     Closing {
         since: Instant,
     },
-    /// Closing took longer than the idle timeout.
+    Dropping {
+        since: Instant,
+    },
     Abort,
 }
 
@@ -188,6 +263,7 @@ enum Outgoing {
     /// The session's nonce (kept in the session: a nonce here would widen every entry).
     Nonce,
     NoKey,
+    BootState,
     Error(Failure),
 }
 
@@ -211,15 +287,21 @@ pub struct Session<'a> {
     lines: LineReader<{ MAX_REQUEST_LINE + 1 }>,
     queue: [Option<Outgoing>; MAX_QUEUED],
     writer: SectorWriter<'a>,
-    running: Option<SlotId>,
+    running: Running,
+    /// The client's address, for the lockout.
+    peer: Option<IpAddr>,
+    connected_at: Instant,
     last_input: Instant,
+    header_bytes: u32,
+    /// The client closed its sending side.
+    input_closed: bool,
     reboot_at: Option<Instant>,
     last_failure: Option<Failure>,
     headers: Headers,
     /// This session's nonce, from the driver; used for one proof at most.
     nonce: Option<Nonce>,
-    /// Outlives sessions, so a client cannot escape the lockout by reconnecting.
-    throttle: Throttle,
+    /// Outlives sessions, so a client cannot escape its lockout by reconnecting.
+    lockouts: Lockouts,
 }
 
 impl<'a> Session<'a> {
@@ -231,13 +313,17 @@ impl<'a> Session<'a> {
             lines: LineReader::new(),
             queue: [None; MAX_QUEUED],
             writer: SectorWriter::new(sector),
-            running: None,
+            running: Running { slot: None, status: BootStatus::Untracked, build_id: None },
+            peer: None,
+            connected_at: Instant::ZERO,
             last_input: Instant::ZERO,
+            header_bytes: 0,
+            input_closed: false,
             reboot_at: None,
             last_failure: None,
             headers: Headers::default(),
             nonce: None,
-            throttle: Throttle::new(),
+            lockouts: Lockouts::new(),
         }
     }
 
@@ -245,13 +331,26 @@ impl<'a> Session<'a> {
         &self.config
     }
 
-    /// A client connected. `running` is the slot the device runs now (`None` when the boot
-    /// config names no slot of the layout: the client is refused at `GetNextFlash`).
-    pub fn start(&mut self, now: Instant, running: Option<SlotId>) {
+    /// How the device runs now ([`Running::read`] at start). With no slot, clients are
+    /// refused at `GetNextFlash`.
+    pub fn set_running(&mut self, running: Running) {
+        self.running = running;
+    }
+
+    pub fn running(&self) -> &Running {
+        &self.running
+    }
+
+    /// A client connected from `peer` (when the driver knows it: the lockout is per
+    /// address).
+    pub fn start(&mut self, now: Instant, peer: Option<IpAddr>) {
         self.lines.clear();
         self.queue = [None; MAX_QUEUED];
-        self.running = running;
+        self.peer = peer;
+        self.connected_at = now;
         self.last_input = now;
+        self.header_bytes = 0;
+        self.input_closed = false;
         self.last_failure = None;
         self.headers = Headers::default();
         self.nonce = None;
@@ -268,8 +367,8 @@ impl<'a> Session<'a> {
         self.nonce = Some(nonce);
     }
 
-    /// The connection is gone (reset, or closed and finished): back to idle. An image not yet
-    /// verified is abandoned, so nothing switches behind the client's back.
+    /// The connection is gone (reset, or closed and finished): back to idle. An image not
+    /// yet committed is abandoned, so nothing switches behind the client's back.
     pub fn reset(&mut self) {
         self.state = State::Idle;
         self.queue = [None; MAX_QUEUED];
@@ -278,17 +377,38 @@ impl<'a> Session<'a> {
         self.nonce = None;
     }
 
-    /// The client closed its sending side. Replies can still go out.
+    /// The client closed its sending side. Replies can still go out; a verified image
+    /// commits at the next [`Session::poll`].
     pub fn input_closed(&mut self, now: Instant) {
+        if self.input_closed {
+            return;
+        }
+        self.input_closed = true;
         match self.state {
             State::Receiving { len, .. } => {
                 let received = len - self.writer.remaining();
                 self.fail(now, Failure::Truncated { received, len });
             }
+            // Nothing asked, nothing to answer: let the connection go.
             State::ExpectOta | State::ExpectGetNextFlash | State::Headers { .. } => {
-                self.state = State::Closing { since: now };
+                self.state = State::Dropping { since: now };
             }
-            State::Idle | State::Complete { .. } | State::Closing { .. } | State::Abort => {}
+            State::Idle
+            | State::Complete { .. }
+            | State::Verified { .. }
+            | State::Closing { .. }
+            | State::Dropping { .. }
+            | State::Abort => {}
+        }
+    }
+
+    /// The replies of a committed update are out (sent and, where the driver can tell,
+    /// acknowledged): the device need not wait any longer to reboot.
+    pub fn delivered(&mut self, now: Instant) {
+        if let (State::Closing { .. }, Some(at)) = (self.state, self.reboot_at)
+            && !self.has_reply()
+        {
+            self.reboot_at = Some(at.min(now));
         }
     }
 
@@ -296,6 +416,7 @@ impl<'a> Session<'a> {
         match self.state {
             State::Idle => Phase::Idle,
             State::Closing { .. } => Phase::Closing,
+            State::Dropping { .. } => Phase::Dropping,
             State::Abort => Phase::Abort,
             _ => Phase::Open,
         }
@@ -315,9 +436,14 @@ impl<'a> Session<'a> {
         self.last_input = now;
         match self.state {
             State::Idle => 0,
-            State::Closing { .. } | State::Abort => data.len(),
+            State::Closing { .. } | State::Dropping { .. } | State::Abort => data.len(),
             State::ExpectOta | State::ExpectGetNextFlash | State::Headers { .. } => {
                 let (consumed, line) = self.lines.feed(data);
+                self.header_bytes = self.header_bytes.saturating_add(consumed as u32);
+                if self.header_bytes > MAX_HEADER_BYTES {
+                    self.fail(now, Failure::TooManyHeaderBytes);
+                    return consumed;
+                }
                 let request = match line {
                     None => return consumed,
                     Some(Ok(line)) => Request::parse(line),
@@ -326,10 +452,10 @@ impl<'a> Session<'a> {
                         return consumed;
                     }
                 };
-                self.on_request(now, request);
+                self.on_request(now, request, flash);
                 consumed
             }
-            State::Receiving { target, len } => {
+            State::Receiving { target, len, .. } => {
                 let take = data.len().min(self.writer.remaining() as usize);
                 if let Err(error) = self.writer.write(flash, &data[..take]) {
                     self.fail(now, Failure::Write(error));
@@ -340,29 +466,47 @@ impl<'a> Session<'a> {
                 }
                 take
             }
-            State::Complete { .. } => {
+            // Anything beyond the image, before the commit: nothing switches.
+            State::Complete { .. } | State::Verified { .. } => {
                 self.fail(now, Failure::TooManyBytes);
                 data.len()
             }
         }
     }
 
-    /// Finishes a complete image (write the last sector, verify, switch the boot config) and
-    /// enforces the idle timeout. Call after each batch of received bytes and periodically.
+    /// Verifies a complete image, commits a verified one, and enforces the deadlines. Call
+    /// after each batch of received bytes and whenever [`Session::poll_timeout`] comes.
     #[inline(never)]
     pub fn poll<F: NorFlash>(&mut self, now: Instant, flash: &mut F) {
+        let idle = self.config.idle_timeout;
         match self.state {
-            State::Complete { target, len } => self.finish(now, flash, target, len),
-            State::ExpectOta
-            | State::ExpectGetNextFlash
-            | State::Headers { .. }
-            | State::Receiving { .. } => {
-                if now >= self.last_input + self.config.idle_timeout {
+            State::Complete { target, len } => self.verify(now, flash, target, len),
+            State::Verified { target, since } => {
+                if self.input_closed || now >= since + COMMIT_GRACE {
+                    self.commit(now, flash, target);
+                }
+            }
+            State::ExpectOta | State::ExpectGetNextFlash | State::Headers { .. } => {
+                if now >= self.connected_at + self.config.header_timeout {
+                    self.fail(now, Failure::HeaderTimeout);
+                } else if now >= self.last_input + idle {
                     self.fail(now, Failure::IdleTimeout);
                 }
             }
+            State::Receiving { deadline, .. } => {
+                if now >= self.last_input + idle {
+                    self.fail(now, Failure::IdleTimeout);
+                } else if now >= deadline {
+                    self.fail(now, Failure::TooSlow);
+                }
+            }
             State::Closing { since } => {
-                if now >= since + self.config.idle_timeout {
+                if now >= since + idle {
+                    self.state = State::Abort;
+                }
+            }
+            State::Dropping { since } => {
+                if now >= since + DROP_LINGER {
                     self.state = State::Abort;
                 }
             }
@@ -370,18 +514,20 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// When [`Session::poll`] must run next although no byte arrives (a timeout, or an
+    /// When [`Session::poll`] must run next although no byte arrives (a deadline, or an
     /// image complete and waiting to be verified), quinn-proto style: drivers need not
     /// guess deadlines. `None` while nothing is pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let idle = self.config.idle_timeout;
         let session = match self.state {
             State::Complete { .. } => Some(self.last_input),
-            State::ExpectOta
-            | State::ExpectGetNextFlash
-            | State::Headers { .. }
-            | State::Receiving { .. } => Some(self.last_input + idle),
+            State::Verified { since, .. } => Some(since + COMMIT_GRACE),
+            State::ExpectOta | State::ExpectGetNextFlash | State::Headers { .. } => {
+                Some((self.last_input + idle).min(self.connected_at + self.config.header_timeout))
+            }
+            State::Receiving { deadline, .. } => Some((self.last_input + idle).min(deadline)),
             State::Closing { since } => Some(since + idle),
+            State::Dropping { since } => Some(since + DROP_LINGER),
             State::Idle | State::Abort => None,
         };
         match (session, self.reboot_at) {
@@ -402,6 +548,7 @@ impl<'a> Session<'a> {
             Outgoing::Success => Reply::Success.encode(),
             Outgoing::Nonce => Reply::Nonce(self.nonce.unwrap_or_default()).encode(),
             Outgoing::NoKey => Reply::NoKey.encode(),
+            Outgoing::BootState => Reply::BootState(self.boot_report()).encode(),
             Outgoing::Error(failure) => ReplyLine::error_message(&failure),
         })
     }
@@ -411,7 +558,7 @@ impl<'a> Session<'a> {
         self.queue[0].is_some()
     }
 
-    /// When the device should reboot into the new slot, once an update succeeded.
+    /// When the device should reboot into the new slot, once an update is committed.
     pub fn reboot_at(&self) -> Option<Instant> {
         self.reboot_at
     }
@@ -419,16 +566,17 @@ impl<'a> Session<'a> {
     /// The slot the current or last client was told to send.
     pub fn target(&self) -> Option<SlotId> {
         match self.state {
-            State::Headers { target } | State::Receiving { target, .. } | State::Complete { target, .. } => {
-                Some(target)
-            }
-            _ => self.running.map(SlotId::other),
+            State::Headers { target }
+            | State::Receiving { target, .. }
+            | State::Complete { target, .. }
+            | State::Verified { target, .. } => Some(target),
+            _ => self.running.slot.map(SlotId::other),
         }
     }
 
-    /// Failed proofs in a row (authentication locks for longer with each).
-    pub fn auth_failures(&self) -> u32 {
-        self.throttle.failures()
+    /// Failed proofs in a row from `peer` (its lockout grows with each).
+    pub fn auth_failures(&self, peer: Option<IpAddr>) -> u32 {
+        self.lockouts.failures(peer)
     }
 
     /// Why the last session failed, for the device's log.
@@ -445,19 +593,39 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Confirms the running firmware when it is on trial (what the application calls with
+    /// [`Confirm::ByApplication`]; on check-in the session does it itself). Nothing to do
+    /// otherwise.
+    pub fn confirm<F: NorFlash>(&mut self, flash: &mut F) -> Result<(), CommitError> {
+        let (BootStatus::Trial { attempt, max, confirmed: false }, Some(running)) =
+            (self.running.status, self.running.slot)
+        else {
+            return Ok(());
+        };
+        boot::confirm_running(flash, self.config.layout, running, self.writer.buffer())?;
+        self.running.status = BootStatus::Trial { attempt, max, confirmed: true };
+        Ok(())
+    }
+
+    fn boot_report(&self) -> BootReport {
+        BootReport {
+            status: self.running.status,
+            slot: self.running.slot.unwrap_or(SlotId::User1),
+            build_id: self.running.build_id,
+        }
+    }
+
     #[inline(never)]
-    fn on_request(&mut self, now: Instant, request: Result<Request, RequestError>) {
+    fn on_request<F: NorFlash>(
+        &mut self,
+        now: Instant,
+        request: Result<Request, RequestError>,
+        flash: &mut F,
+    ) {
         let protocol_error = Failure::Request(RequestError::Unknown);
         match (self.state, request) {
             (State::ExpectOta, Ok(Request::Ota)) => self.state = State::ExpectGetNextFlash,
-            (State::ExpectGetNextFlash, Ok(Request::GetNextFlash)) => match self.running {
-                Some(running) => {
-                    let target = running.other();
-                    self.push(Outgoing::NextSlot(target));
-                    self.state = State::Headers { target };
-                }
-                None => self.fail(now, Failure::UnknownRunningSlot),
-            },
+            (State::ExpectGetNextFlash, Ok(Request::GetNextFlash)) => self.on_get_next_flash(now, flash),
             (State::Headers { .. }, Ok(Request::Sha256(digest))) if self.headers.sha256.is_none() => {
                 self.headers.sha256 = Some(digest);
             }
@@ -469,6 +637,7 @@ impl<'a> Session<'a> {
             {
                 self.headers.tag = Some(tag);
             }
+            (State::Headers { .. }, Ok(Request::GetBootState)) => self.push(Outgoing::BootState),
             (State::Headers { target }, Ok(Request::FirmwareLength(len))) => {
                 if let Some(key) = self.config.key
                     && let Err(failure) = self.authenticate(now, key, target, len)
@@ -481,7 +650,8 @@ impl<'a> Session<'a> {
                 }
                 self.writer.begin_in_slot(slot, len);
                 self.push(Outgoing::Ready);
-                self.state = State::Receiving { target, len };
+                let allowed = Duration::from_secs(u64::from(len / MIN_PACE)) + self.config.idle_timeout;
+                self.state = State::Receiving { target, len, deadline: now + allowed };
             }
             // A malformed length is reported as such; any other line out of place is not
             // the protocol.
@@ -490,13 +660,32 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Answers `GetNonce`: `NoKey`, the nonce, or why not (locked, no nonce drawn).
+    /// Answers `GetNextFlash`: the slot not running. A firmware on trial confirms here when
+    /// the check-in confirms it; one that confirms itself and has not yet refuses the push.
+    fn on_get_next_flash<F: NorFlash>(&mut self, now: Instant, flash: &mut F) {
+        let Some(running) = self.running.slot else {
+            return self.fail(now, Failure::UnknownRunningSlot);
+        };
+        if self.running.status.unconfirmed_trial() {
+            if self.config.confirm == Confirm::ByApplication {
+                return self.fail(now, Failure::OnTrial);
+            }
+            if let Err(error) = self.confirm(flash) {
+                return self.fail(now, Failure::Commit(error));
+            }
+        }
+        let target = running.other();
+        self.push(Outgoing::NextSlot(target));
+        self.state = State::Headers { target };
+    }
+
+    /// Answers `GetNonce`: `NoKey`, the nonce, or why not (locked out, no nonce drawn).
     fn give_nonce(&mut self, now: Instant) {
         self.headers.nonce_asked = true;
         if self.config.key.is_none() {
             return self.push(Outgoing::NoKey);
         }
-        if let Some(left) = self.throttle.locked_for(now) {
+        if let Some(left) = self.lockouts.locked_for(self.peer, now) {
             let seconds = u32::try_from(left.total_millis().div_ceil(1000)).unwrap_or(u32::MAX);
             return self.fail(now, Failure::AuthLocked { seconds });
         }
@@ -513,17 +702,18 @@ impl<'a> Session<'a> {
             return Err(Failure::AuthRequired);
         };
         if auth::verify_session_mac(key, &nonce, target, len, &sha256, &tag) {
-            self.throttle.succeeded();
+            self.lockouts.succeeded(self.peer);
             Ok(())
         } else {
-            self.throttle.failed(now, self.config.auth_backoff);
+            self.lockouts.failed(self.peer, now, self.config.auth_backoff);
             Err(Failure::AuthFailed)
         }
     }
 
-    fn finish<F: NorFlash>(&mut self, now: Instant, flash: &mut F, target: SlotId, len: u32) {
-        let layout = self.config.layout;
-        let slot = layout.slot(target);
+    /// The whole image is in: write the last sector, read the slot back and verify it (its
+    /// SHA-256 in the same pass), then `Flashing` and the wait before the commit.
+    fn verify<F: NorFlash>(&mut self, now: Instant, flash: &mut F, target: SlotId, len: u32) {
+        let slot = self.config.layout.slot(target);
         if let Err(error) = self.writer.finish(flash) {
             return self.fail(now, Failure::Write(error));
         }
@@ -531,23 +721,38 @@ impl<'a> Session<'a> {
         if let Err(error) = image::verify_for_slot(flash, slot, len, self.writer.buffer(), sha256) {
             return self.fail(now, Failure::Image(error));
         }
-        if let Err(error) = switch_boot_config(flash, layout, target, self.writer.buffer()) {
-            return self.fail(now, Failure::BootConfig(error));
-        }
         self.push(Outgoing::Flashing);
+        self.state = State::Verified { target, since: now };
+        if self.input_closed {
+            // The client already closed: nothing more can come.
+            self.commit(now, flash, target);
+        }
+    }
+
+    /// Makes the verified image the one that boots next (a trial with tcpflash-boot).
+    fn commit<F: NorFlash>(&mut self, now: Instant, flash: &mut F, target: SlotId) {
+        let running = self.running.slot.unwrap_or(target.other());
+        let (layout, status, attempts) =
+            (self.config.layout, self.running.status, self.config.trial_attempts);
+        if let Err(error) =
+            boot::commit_update(flash, layout, running, target, status, attempts, self.writer.buffer())
+        {
+            return self.fail(now, Failure::Commit(error));
+        }
         self.push(Outgoing::Success);
         self.reboot_at = Some(now + Duration::from_millis(REBOOT_DELAY_MS));
         self.state = State::Closing { since: now };
     }
 
-    /// Queues `ERR: <failure>` (after `Invalid` once the image phase began) and closes.
+    /// Queues `ERR: <failure>` (after `Invalid` while the image was still coming in) and asks
+    /// for the connection to be dropped once it is out.
     fn fail(&mut self, now: Instant, failure: Failure) {
         if matches!(self.state, State::Receiving { .. } | State::Complete { .. }) {
             self.push(Outgoing::Invalid);
         }
         self.push(Outgoing::Error(failure));
         self.last_failure = Some(failure);
-        self.state = State::Closing { since: now };
+        self.state = State::Dropping { since: now };
     }
 
     fn push(&mut self, reply: Outgoing) {

@@ -67,7 +67,8 @@ impl Device {
     fn connect(&mut self) {
         self.session.reset();
         let running = running_slot(&mut self.flash, LAYOUT);
-        self.session.start(self.now, running);
+        self.session.set_running(ota_agent::boot::Running::untracked(running));
+        self.session.start(self.now, None);
         self.nonces += 1;
         self.nonce = [self.nonces; NONCE_LEN];
         self.nonce[0] = 0xA0;
@@ -95,6 +96,8 @@ impl Device {
             self.session.poll(self.now, &mut self.flash);
             self.drain();
         }
+        settle(&mut self.session, &mut self.now, &mut self.flash);
+        self.drain();
     }
 
     fn close_input(&mut self) {
@@ -206,7 +209,7 @@ fn the_right_key_pushes_under_any_segmentation_with_the_exact_lines() {
         assert_eq!(device.replies(), format!("{replies}{}", SUCCESS.escape_ascii()), "{segmentation:?}");
         assert_eq!(slot_bytes(&device.flash, SlotId::User2, image.len()), &image[..]);
         assert_eq!(running_slot(&mut device.flash, LAYOUT), Some(SlotId::User2));
-        assert_eq!(device.session.auth_failures(), 0);
+        assert_eq!(device.session.auth_failures(None), 0);
     }
 }
 
@@ -222,8 +225,8 @@ fn a_wrong_key_is_refused_before_ready_and_the_flash_is_untouched() {
     assert_eq!(events[..1], [Event::NextSlot(SlotId::User2)]);
     assert!(!device.replies().contains("Ready"));
     assert!(device.flash.bytes() == before.bytes(), "a refused push writes nothing");
-    assert_eq!(device.session.phase(), Phase::Closing);
-    assert_eq!(device.session.auth_failures(), 1);
+    assert_eq!(device.session.phase(), Phase::Dropping);
+    assert_eq!(device.session.auth_failures(None), 1);
 }
 
 #[test]
@@ -241,7 +244,7 @@ fn without_a_key_the_seed_bytes_hear_authentication_required() {
         device.close_input();
         assert_eq!(device.replies(), "user2.bin\\r\\nERR: Authentication required\\r\\n", "{segmentation:?}");
         assert!(device.flash.bytes() == before.bytes());
-        assert_eq!(device.session.auth_failures(), 0, "not trying is not a failed proof");
+        assert_eq!(device.session.auth_failures(None), 0, "not trying is not a failed proof");
     }
     // Our client without a key: the SHA-256 alone is not enough either.
     let mut device = Device::new(Some(KEY));
@@ -284,7 +287,8 @@ fn a_nonce_proves_one_attempt_only_and_never_outlives_its_session() {
     let mut device = Device::new(Some(KEY));
     // Without a nonce from the driver, nothing can authenticate: `start` forgets the last
     // session's (here one never asked for), so a stale nonce is never given out.
-    device.session.start(device.now, Some(SlotId::User1));
+    device.session.set_running(ota_agent::boot::Running::untracked(Some(SlotId::User1)));
+    device.session.start(device.now, None);
     device.send(b"OTA\r\nGetNextFlash\r\nGetNonce\r\n", Segmentation::Whole);
     assert_eq!(device.replies(), "user2.bin\\r\\nERR: No random nonce available\\r\\n");
 
@@ -455,11 +459,11 @@ fn the_auth_exchange_cut_at_any_byte_answers_nothing_more_and_the_next_push_work
         device.close_input();
         let replies = device.replies();
         assert!(!replies.contains("Ready") && !replies.contains("ERR"), "cut at {cut}: {replies}");
-        assert_eq!(device.session.phase(), Phase::Closing, "cut at {cut}");
+        assert_eq!(device.session.phase(), Phase::Dropping, "cut at {cut}");
         assert!(device.flash.bytes() == before.bytes(), "cut at {cut}");
         assert!(!events.contains(&Event::Ready), "cut at {cut}");
     }
-    assert_eq!(device.session.auth_failures(), 0);
+    assert_eq!(device.session.auth_failures(None), 0);
     device.connect();
     let mut client = Client::with_key(&KEY);
     let (events, _) = push(&mut device, &mut client, &images, Segmentation::Whole, &mut no_tamper());
@@ -533,7 +537,7 @@ fn failed_proofs_lock_get_nonce_for_a_doubling_delay_and_a_good_one_resets_it() 
     assert!(!device.replies().contains("Nonce"));
     device.now = failed_at + Duration::from_millis(9_500);
     assert_eq!(device_error(&attempt(&mut device, &KEY)), "Too many failed authentications, retry in 1 s");
-    assert_eq!(device.session.auth_failures(), 1, "a locked request is not another failure");
+    assert_eq!(device.session.auth_failures(None), 1, "a locked request is not another failure");
 
     // After the delay, a second failure locks for twice as long.
     device.now = failed_at + Duration::from_secs(10);
@@ -550,7 +554,7 @@ fn failed_proofs_lock_get_nonce_for_a_doubling_delay_and_a_good_one_resets_it() 
     // The right key once the lock is over: pushed, and the count starts over.
     let events = attempt(&mut device, &KEY);
     assert_eq!(events.last(), Some(&Event::Success), "{events:?}");
-    assert_eq!(device.session.auth_failures(), 0);
+    assert_eq!(device.session.auth_failures(None), 0);
 }
 
 #[test]
@@ -565,12 +569,12 @@ fn a_good_proof_clears_the_failure_count() {
         push(&mut device, &mut client, &images, Segmentation::Whole, &mut no_tamper());
         device.now += Duration::from_secs(64);
     }
-    assert_eq!(device.session.auth_failures(), 3);
+    assert_eq!(device.session.auth_failures(None), 3);
     device.connect();
     let mut client = Client::with_key(&KEY);
     let (events, _) = push(&mut device, &mut client, &images, Segmentation::Whole, &mut no_tamper());
     assert_eq!(events.last(), Some(&Event::Success));
-    assert_eq!(device.session.auth_failures(), 0);
+    assert_eq!(device.session.auth_failures(None), 0);
 }
 
 #[test]
@@ -643,9 +647,9 @@ fn extension_lines_out_of_place_or_malformed_are_refused() {
             device.send(input.as_bytes(), segmentation);
             let expected = expected.replace("NONCE", &hex(&device.nonce));
             assert_eq!(device.replies(), expected, "{input:?} {segmentation:?}");
-            assert_eq!(device.session.phase(), Phase::Closing, "{input:?}");
+            assert_eq!(device.session.phase(), Phase::Dropping, "{input:?}");
             assert!(device.flash.bytes() == before.bytes());
-            assert_eq!(device.session.auth_failures(), 0, "{input:?}: no proof was checked");
+            assert_eq!(device.session.auth_failures(None), 0, "{input:?}: no proof was checked");
         }
     }
 }

@@ -173,9 +173,10 @@ fn push_in_memory(
     let mut flash = factory_flash(running);
     let mut sector = [0u8; SECTOR];
     let mut session = Session::new(SessionConfig::new(LAYOUT), &mut sector);
-    let now = Instant::from_secs(1);
+    let mut now = Instant::from_secs(1);
     let running = running_slot(&mut flash, LAYOUT);
-    session.start(now, running);
+    session.set_running(ota_agent::boot::Running::untracked(running));
+    session.start(now, None);
     let mut client = Client::new();
     let mut events = Vec::new();
     let mut to_host = Vec::new();
@@ -201,6 +202,7 @@ fn push_in_memory(
             }
             session.poll(now, &mut flash);
         }
+        settle(&mut session, &mut now, &mut flash);
         while let Some(line) = session.next_reply() {
             to_host.extend_from_slice(line.as_bytes());
         }

@@ -9,7 +9,7 @@ use ota_agent::boot::{BootConfig, BootMode};
 use ota_agent::flash::{NorFlash, RamNor};
 use ota_agent::layout::{BOOT_CONFIG_OFFSET, SlotId};
 use ota_agent::protocol::MAX_REQUEST_LINE;
-use ota_agent::session::{Phase, Session, SessionConfig};
+use ota_agent::session::{DROP_LINGER, MAX_HEADER_BYTES, Phase, Session, SessionConfig};
 use ota_agent::writer::SECTOR;
 use smoltcp::time::{Duration, Instant};
 
@@ -35,7 +35,8 @@ impl Device {
         let mut session = Session::new(config, sector);
         let now = Instant::from_secs(100);
         let running = running_slot(&mut flash, LAYOUT);
-        session.start(now, running);
+        session.set_running(ota_agent::boot::Running::untracked(running));
+        session.start(now, None);
         Device { session, flash, now, writes: Vec::new() }
     }
 
@@ -63,6 +64,8 @@ impl Device {
         for piece in segmentation.split(data) {
             self.segment(piece);
         }
+        settle(&mut self.session, &mut self.now, &mut self.flash);
+        self.drain();
     }
 
     fn replies(&self) -> Vec<u8> {
@@ -151,6 +154,8 @@ fn a_header_line_split_anywhere_is_reassembled() {
         let mut device = Device::new(factory_flash(SlotId::User1));
         device.segment(&message[..cut]);
         device.segment(&message[cut..]);
+        settle(&mut device.session, &mut device.now, &mut device.flash);
+        device.drain();
         assert_eq!(device.replies(), SUCCESS_REPLIES, "cut at {cut}");
     }
 }
@@ -255,7 +260,7 @@ fn header_errors_answer_with_the_seed_reasons_and_touch_nothing() {
                 "input {:?} {segmentation:?}",
                 input.escape_ascii().to_string()
             );
-            assert_eq!(device.session.phase(), Phase::Closing);
+            assert_eq!(device.session.phase(), Phase::Dropping);
             // More bytes after the error are discarded and answer nothing.
             device.send(b"OTA\r\nGetNextFlash\r\n", segmentation);
             assert_eq!(device.replies(), expected);
@@ -303,7 +308,7 @@ fn refusal(device: &Device, before: &RamNor<Vec<u8>>) -> String {
         "running slot changed"
     );
     assert_eq!(device.session.reboot_at(), None);
-    assert_eq!(device.session.phase(), Phase::Closing);
+    assert_eq!(device.session.phase(), Phase::Dropping);
     String::from_utf8(after_ready.to_vec()).unwrap()
 }
 
@@ -397,17 +402,28 @@ fn bytes_beyond_the_announced_length_are_refused_never_written() {
         "extra bytes written"
     );
 
-    // Arriving after the image was already verified: discarded, the update stands, nothing
-    // is written past the image.
-    let (device, _) = push_bytes(image.len(), &sent, Segmentation::OneByte);
-    assert_eq!(device.replies(), SUCCESS_REPLIES);
+    // Arriving in later segments, after the image was verified: refused before the commit,
+    // whichever segment brings them; nothing switched, nothing written past the image.
+    let (device, before) = push_bytes(image.len(), &sent, Segmentation::OneByte);
+    assert_eq!(
+        String::from_utf8(device.replies()).unwrap(),
+        "user2.bin\r\nReady\r\nFlashing\r\nERR: More bytes than FirmwareLength\r\n"
+    );
+    assert_eq!(config_bytes(&device.flash), config_bytes(&before), "nothing switched");
     assert!(device.flash.bytes()[slot + image.len()..end].iter().all(|&b| b == 0xFF));
+
+    // Arriving after the success line: the update stands, the bytes are discarded.
+    let mut device = Device::new(before.clone());
+    device.send(&push_message(image.len(), &image), Segmentation::Whole);
+    assert_eq!(device.replies(), SUCCESS_REPLIES);
+    device.send(b"EXTRA", Segmentation::Whole);
+    assert_eq!(device.replies(), SUCCESS_REPLIES, "nothing more said");
+    assert_eq!(device.session.phase(), Phase::Closing);
+    assert_eq!(config_bytes(&device.flash), BootConfig::for_layout(LAYOUT, SlotId::User2).to_bytes());
 }
 
 #[test]
 fn the_idle_timeout_ends_a_stalled_session_at_every_step() {
-    let image = image_for(SlotId::User2, 3000, 13);
-    let header = format!("FirmwareLength: {}\r\n", image.len());
     let stalls: [(&[u8], &[u8]); 5] = [
         (b"", b"ERR: Idle timeout\r\n"),
         (b"OT", b"ERR: Idle timeout\r\n"),
@@ -415,37 +431,97 @@ fn the_idle_timeout_ends_a_stalled_session_at_every_step() {
         (b"OTA\r\nGetNextFlash\r\n", b"user2.bin\r\nERR: Idle timeout\r\n"),
         (b"OTA\r\nGetNextFlash\r\nFirmwareLength: 3", b"user2.bin\r\nERR: Idle timeout\r\n"),
     ];
+    // A header timeout longer than the idle timeout, so silence is what ends these.
+    let config = SessionConfig { header_timeout: Duration::from_secs(60), ..SessionConfig::new(LAYOUT) };
     for (input, expected) in stalls {
         let before = factory_flash(SlotId::User1);
-        let mut device = Device::new(before.clone());
+        let mut device = Device::with_config(before.clone(), config);
         device.send(input, Segmentation::Whole);
         device.advance(Duration::from_millis(29_999));
         assert_eq!(device.session.phase(), Phase::Open);
         device.advance(Duration::from_millis(1));
         assert_eq!(device.replies(), expected, "{:?}", input.escape_ascii().to_string());
-        assert_eq!(device.session.phase(), Phase::Closing);
+        assert_eq!(device.session.phase(), Phase::Dropping);
         assert!(device.flash.bytes() == before.bytes());
     }
 
-    // In the middle of the image; every byte restarts the clock.
+    // In the middle of the image; each piece restarts the clock. (A large image, so its
+    // minimum pace leaves room for the stall.)
+    let image = image_for(SlotId::User2, 60_000, 13);
     let mut message = HELLO.to_vec();
-    message.extend_from_slice(header.as_bytes());
+    message.extend_from_slice(format!("FirmwareLength: {}\r\n", image.len()).as_bytes());
     message.extend_from_slice(&image[..2000]);
     let before = factory_flash(SlotId::User1);
     let mut device = Device::new(before.clone());
     for piece in message.chunks(100) {
         device.segment(piece);
-        device.advance(Duration::from_secs(20));
+        device.advance(Duration::from_millis(500));
     }
+    device.advance(Duration::from_secs(29));
     assert_eq!(device.session.phase(), Phase::Open);
-    device.advance(Duration::from_secs(10));
+    device.advance(Duration::from_millis(500));
     assert_eq!(refusal(&device, &before), "Invalid\r\nERR: Idle timeout\r\n");
 
-    // A client that never closes after the last reply is dropped after another timeout.
-    device.advance(Duration::from_millis(29_999));
-    assert_eq!(device.session.phase(), Phase::Closing);
+    // The connection is dropped once the line is out, at the latest a moment later: the
+    // device does not wait for the client to close.
+    device.advance(DROP_LINGER - Duration::from_millis(1));
+    assert_eq!(device.session.phase(), Phase::Dropping);
     device.advance(Duration::from_millis(1));
     assert_eq!(device.session.phase(), Phase::Abort);
+}
+
+#[test]
+fn a_client_that_trickles_its_header_lines_is_dropped_at_the_header_timeout() {
+    // One byte every 5 s keeps the idle timeout away but not the header deadline.
+    let before = factory_flash(SlotId::User1);
+    let mut device = Device::new(before.clone());
+    for &byte in b"OTA\r\nGetNextFlash\r\nFirmw" {
+        if device.session.phase() != Phase::Open {
+            break;
+        }
+        device.send(&[byte], Segmentation::Whole);
+        device.advance(Duration::from_secs(2));
+    }
+    assert_eq!(String::from_utf8(device.replies()).unwrap(), "ERR: Header lines too slow\r\n");
+    assert_eq!(device.now, Instant::from_secs(100 + 10), "exactly at the deadline");
+    assert_eq!(device.session.phase(), Phase::Dropping);
+    assert!(device.flash.bytes() == before.bytes());
+}
+
+#[test]
+fn header_lines_beyond_the_byte_limit_are_refused() {
+    let before = factory_flash(SlotId::User1);
+    let mut device = Device::new(before.clone());
+    // Well-formed lines, none of them the one that ends the headers.
+    let mut input = b"OTA\r\nGetNextFlash\r\n".to_vec();
+    while input.len() <= MAX_HEADER_BYTES as usize {
+        input.extend_from_slice(b"GetBootState\r\n");
+    }
+    device.send(&input, Segmentation::Whole);
+    let replies = String::from_utf8(device.replies()).unwrap();
+    assert!(replies.ends_with("ERR: Too many header bytes\r\n"), "{replies}");
+    assert_eq!(device.session.phase(), Phase::Dropping);
+    assert!(device.flash.bytes() == before.bytes());
+}
+
+#[test]
+fn an_image_slower_than_the_minimum_pace_is_refused() {
+    // 40 KB may take 30 s of grace plus 40 s; sent at 0.5 KB/s it falls behind.
+    let image = image_for(SlotId::User2, 40_000, 14);
+    let before = factory_flash(SlotId::User1);
+    let mut device = Device::new(before.clone());
+    device.send(&push_message(image.len(), &[]), Segmentation::Whole);
+    let ready_at = device.now;
+    let allowed = Duration::from_secs(30 + image.len() as u64 / 1024);
+    for piece in image.chunks(512) {
+        device.send(piece, Segmentation::Whole);
+        device.advance(Duration::from_secs(1));
+        if device.session.phase() != Phase::Open {
+            break;
+        }
+    }
+    assert_eq!(refusal(&device, &before), "Invalid\r\nERR: Image transfer too slow\r\n");
+    assert!(device.now >= ready_at + allowed && device.now < ready_at + allowed + Duration::from_secs(2));
 }
 
 #[test]
@@ -470,7 +546,8 @@ fn after_success_a_new_client_hears_that_a_reboot_is_pending() {
     assert_eq!(device.session.phase(), Phase::Idle);
     device.writes.clear();
     let now = device.now;
-    device.session.start(now, Some(SlotId::User1));
+    device.session.set_running(ota_agent::boot::Running::untracked(Some(SlotId::User1)));
+    device.session.start(now, None);
     device.send(HELLO, Segmentation::Whole);
     assert_eq!(device.replies(), b"ERR: An update is done, reboot pending\r\n");
     assert_eq!(config_bytes(&device.flash), config);
@@ -487,7 +564,8 @@ fn a_session_reset_mid_transfer_leaves_the_config_alone_and_the_next_one_works()
     assert_eq!(config_bytes(&device.flash), config_bytes(&before));
     // Even with every byte in, a reset before `poll` abandons the image.
     let now = device.now;
-    device.session.start(now, Some(SlotId::User1));
+    device.session.set_running(ota_agent::boot::Running::untracked(Some(SlotId::User1)));
+    device.session.start(now, None);
     for byte in &message {
         let _ = device.session.receive(now, std::slice::from_ref(byte), &mut device.flash);
         device.drain();
@@ -497,7 +575,8 @@ fn a_session_reset_mid_transfer_leaves_the_config_alone_and_the_next_one_works()
     assert_eq!(config_bytes(&device.flash), config_bytes(&before));
 
     device.writes.clear();
-    device.session.start(now, Some(SlotId::User1));
+    device.session.set_running(ota_agent::boot::Running::untracked(Some(SlotId::User1)));
+    device.session.start(now, None);
     device.send(&message, Segmentation::Random { seed: 15, max: 3000 });
     assert_eq!(device.replies(), SUCCESS_REPLIES);
 }
@@ -576,7 +655,12 @@ fn a_flash_failure_at_any_operation_never_claims_success_or_leaves_a_wrong_switc
         device.flash.cut_power_at(at);
         device.send(&message, Segmentation::Random { seed: cut, max: 2000 });
         let answer = String::from_utf8(device.replies()).unwrap();
-        assert!(answer.starts_with("user2.bin\r\nReady\r\nInvalid\r\nERR: "), "cut {cut}: {answer:?}");
+        // A failure before the image is verified, or while the switch is written after it.
+        assert!(
+            answer.starts_with("user2.bin\r\nReady\r\nInvalid\r\nERR: ")
+                || answer.starts_with("user2.bin\r\nReady\r\nFlashing\r\nERR: boot config "),
+            "cut {cut}: {answer:?}"
+        );
         assert!(answer.ends_with("\r\n") && answer.matches("\r\n").count() == 4, "cut {cut}: {answer:?}");
         assert_eq!(device.session.reboot_at(), None);
         let config = config_bytes(&device.flash);

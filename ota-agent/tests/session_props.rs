@@ -22,7 +22,8 @@ fn run(flash: &mut RamNor<Vec<u8>>, input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>
     let mut session = Session::new(SessionConfig::new(LAYOUT), &mut sector);
     let mut now = Instant::from_secs(1);
     let running = running_slot(flash, LAYOUT);
-    session.start(now, running);
+    session.set_running(ota_agent::boot::Running::untracked(running));
+    session.start(now, None);
     let mut lines = Vec::new();
     let mut rest = input;
     let mut sizes = cuts.iter().copied().chain(std::iter::repeat(usize::MAX));

@@ -15,6 +15,7 @@ use cargo_tcpflash::cli::BuildArgs;
 use clap::{Args, Subcommand};
 use miette::Diagnostic;
 use ota_agent::auth::{self, Key, KeyFileError};
+use ota_agent::boot::BootStatus;
 use ota_agent::image::FlashSize;
 use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, LAYOUTS, SlotId};
 use ota_agent::protocol::DEFAULT_PORT;
@@ -320,19 +321,36 @@ pub fn device_status_json(status: &DeviceStatus) -> Value {
         }),
         Err(error) => json!({ "valid": false, "error": error.to_string() }),
     };
-    let (boot, bricked) = match &status.boot {
-        Ok(boot) => (json!({ "rom": boot.rom, "offset": boot.offset }), Value::Null),
-        Err(bricked) => (Value::Null, Value::String(bricked.to_string())),
+    let (boot, bricked) = match &status.started {
+        Ok(launched) => {
+            let handoff = launched.handoff;
+            let console = &launched.console;
+            (json!({ "rom": handoff.rom, "offset": handoff.offset, "console": console }), Value::Null)
+        }
+        Err(halted) => (Value::Null, Value::String(halted.to_string())),
     };
+    let trial = status.running.map(|running| boot_status_json(running.status));
     json!({
         "layout": status.layout.name,
         "booted_slot": name(status.booted_slot()),
         "next_slot": name(status.next_slot()),
         "bricked": bricked,
         "boot": boot,
+        "boot_status": trial,
         "config": config,
         "slots": slots,
     })
+}
+
+/// `{"state": "trial", "attempt": 1, "max": 3, "confirmed": false}` and the like.
+fn boot_status_json(status: BootStatus) -> Value {
+    let state = ota_agent::protocol::in_irom::state_word(status).to_string();
+    match status {
+        BootStatus::Trial { attempt, max, confirmed } => {
+            json!({ "state": state, "attempt": attempt, "max": max, "confirmed": confirmed })
+        }
+        _ => json!({ "state": state }),
+    }
 }
 
 fn slot_json(slot: &SlotStatus) -> Value {
@@ -423,7 +441,8 @@ mod tests {
         let value = device_status_json(&DeviceStatus::of(chip.bytes(), DEFAULT_LAYOUT));
         assert_eq!(value["booted_slot"], Value::Null);
         assert_eq!(value["next_slot"], Value::Null);
-        assert!(value["bricked"].as_str().unwrap().contains("no bootloader"), "{value}");
+        assert!(value["bricked"].as_str().unwrap().contains("no bootloader at 0x0"), "{value}");
+        assert_eq!(value["boot_status"], Value::Null);
         assert_eq!(value["slots"]["user1"]["valid"], false);
         assert_eq!(value["slots"]["user2"]["version"], Value::Null);
         assert_eq!(value["config"]["valid"], false);

@@ -88,7 +88,7 @@ fn example_blinky_on_the_qemu_board_takes_a_push_over_tcp_and_resets() {
     let resetting = board.wait_line("resetting", done + 1, PATIENCE).unwrap();
     let rebooted = board.wait_line("listening on port", resetting, PATIENCE).unwrap();
     let back = push::await_return(&target, &timeouts, &mut |_| {}).unwrap();
-    assert_eq!(back, SlotId::User2, "the agent reads the boot config it switched");
+    assert_eq!(back.slot, SlotId::User2, "the agent reads the boot config it switched");
     let lines = board.lines();
     let texts: Vec<&str> = lines.iter().map(|line| line.text.as_str()).collect();
     assert_eq!(

@@ -23,7 +23,8 @@ fuzz_target!(|data: &[u8]| {
     let mut sector = [0u8; SECTOR];
     let mut session = Session::new(SessionConfig::new(LAYOUT), &mut sector);
     let mut now = Instant::from_secs(1);
-    session.start(now, Some(SlotId::User1));
+    session.set_running(ota_agent::boot::Running::untracked(Some(SlotId::User1)));
+    session.start(now, None);
     let mut lines = Vec::new();
     for mut chunk in input.chunks(piece) {
         while !chunk.is_empty() && session.phase() != Phase::Idle {

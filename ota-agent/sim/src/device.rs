@@ -1,5 +1,6 @@
-//! The virtual ESP8266: rBoot's decision at power-on, then the real [`Session`] served on a
-//! real `std::net` listener, and a reboot through rBoot again when an update is done.
+//! The virtual ESP8266: tcpflash-boot's decision at power-on (the bootloader's own code:
+//! [`crate::boot`]), then the agent's rules ([`Listener`]) served on a real `std::net`
+//! listener, and a reboot through the bootloader again when an update is done.
 //!
 //! One thread, no async: the loop accepts, reads with a short timeout, feeds the session,
 //! sends each reply line in one write, and checks the stop flag between steps. A flash
@@ -16,9 +17,10 @@ use std::time::Duration as StdDuration;
 use smoltcp::time::{Duration, Instant};
 
 use super::status::{Identity, SlotStatus, inspect_slot};
-use crate::rboot::{self, Boot, BootEvent, Bricked};
+use crate::boot::{self, HaltReason, Halted, Launched};
 use ota_agent::auth::{DEFAULT_AUTH_BACKOFF, Key};
-use ota_agent::descriptor::{self, Descriptor};
+use ota_agent::boot::Running;
+use ota_agent::descriptor::{self, BUILD_ID_LEN, Descriptor};
 use ota_agent::flash::NorFlash;
 use ota_agent::layout::{FlashLayout, IMAGE_IROM_OFFSET, SlotId};
 use ota_agent::listener::{Admission, Connection, Listener, Platform};
@@ -34,15 +36,21 @@ const WRITE_TIMEOUT: StdDuration = StdDuration::from_secs(5);
 /// What the virtual device reports, one line each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceEvent {
-    /// rBoot handed over to a ROM; the agent runs from it.
+    /// tcpflash-boot handed over to a rom; the agent runs from it.
     Booted {
         slot: Option<SlotId>,
         rom: u8,
         offset: u32,
         firmware: Option<Descriptor>,
     },
-    /// Something rBoot did before booting (default config, a bad ROM, a config rewrite).
-    Boot(BootEvent),
+    /// A line tcpflash-boot printed on its console.
+    Bootloader(String),
+    /// The firmware just booted was declared to crash before it confirms
+    /// ([`VirtualDevice::declare_crashing`]): the device resets.
+    Crashed {
+        slot: Option<SlotId>,
+        firmware: Option<Descriptor>,
+    },
     Connected(SocketAddr),
     /// A second client while one is served: it got `ERR: Connection Already Exists`.
     Refused(SocketAddr),
@@ -66,7 +74,19 @@ impl fmt::Display for DeviceEvent {
                 "booted rom {rom} at {offset:#x}, not a slot of this layout ({})",
                 Identity(firmware.as_ref())
             ),
-            DeviceEvent::Boot(event) => write!(f, "{event}"),
+            DeviceEvent::Bootloader(line) => f.write_str(line),
+            DeviceEvent::Crashed { slot, firmware } => match slot {
+                Some(slot) => write!(
+                    f,
+                    "{slot} ({}) crashed before it confirmed; resetting",
+                    Identity(firmware.as_ref())
+                ),
+                None => write!(
+                    f,
+                    "the firmware ({}) crashed before it confirmed; resetting",
+                    Identity(firmware.as_ref())
+                ),
+            },
             DeviceEvent::Connected(peer) => write!(f, "client {peer} connected"),
             DeviceEvent::Refused(peer) => write!(f, "client {peer} refused: another push is in progress"),
             DeviceEvent::Replied(line) => write!(f, "reply: {line}"),
@@ -80,8 +100,8 @@ impl fmt::Display for DeviceEvent {
 /// Why serving ended other than by the stop flag.
 #[derive(Debug)]
 pub enum ServeError {
-    /// rBoot found nothing to boot: the device needs a serial install.
-    Bricked(Bricked),
+    /// tcpflash-boot found nothing to boot: the device needs a serial install.
+    Bricked(Halted),
     Io(io::Error),
 }
 
@@ -123,7 +143,13 @@ pub struct VirtualDevice<F: NorFlash> {
     idle_timeout: StdDuration,
     key: Option<&'static Key>,
     auth_backoff: StdDuration,
+    /// Builds that crash right after they start, before they confirm (the fault switch).
+    crashing: Vec<[u8; BUILD_ID_LEN]>,
 }
+
+/// Boots in a row after which the device gives up (a bootloader that keeps booting a
+/// crashing firmware, which tcpflash-boot never does: it reverts after the trial's attempts).
+const MAX_BOOTS: u32 = 64;
 
 enum AgentExit {
     Reboot,
@@ -137,7 +163,14 @@ impl<F: NorFlash> VirtualDevice<F> {
         }
         let idle = StdDuration::from_micros(DEFAULT_IDLE_TIMEOUT.total_micros());
         let backoff = StdDuration::from_micros(DEFAULT_AUTH_BACKOFF.total_micros());
-        Ok(VirtualDevice { flash, layout, idle_timeout: idle, key: None, auth_backoff: backoff })
+        Ok(VirtualDevice {
+            flash,
+            layout,
+            idle_timeout: idle,
+            key: None,
+            auth_backoff: backoff,
+            crashing: Vec::new(),
+        })
     }
 
     /// How long the agent waits for a silent client (the agent's default: 30 s).
@@ -158,6 +191,13 @@ impl<F: NorFlash> VirtualDevice<F> {
         self.auth_backoff = backoff;
     }
 
+    /// The fault switch: a firmware of this build crashes right after it starts, before it
+    /// can confirm (as `example-blinky`'s `panic-at-boot` does on a board). The device resets
+    /// at once, and tcpflash-boot counts the attempt.
+    pub fn declare_crashing(&mut self, build_id: [u8; BUILD_ID_LEN]) {
+        self.crashing.push(build_id);
+    }
+
     pub fn flash(&self) -> &F {
         &self.flash
     }
@@ -170,24 +210,34 @@ impl<F: NorFlash> VirtualDevice<F> {
         self.layout
     }
 
-    /// Power on: rBoot decides (and may rewrite its config), and the firmware it picked runs.
-    pub fn power_on(&mut self, log: &mut dyn FnMut(&DeviceEvent)) -> Result<Boot, Bricked> {
-        let boot = rboot::boot(&mut self.flash)?;
-        for event in &boot.events {
-            log(&DeviceEvent::Boot(*event));
+    /// Power on: tcpflash-boot decides (and counts a trial's attempt), and the firmware it
+    /// picked runs; one declared to crash resets at once, and the bootloader runs again.
+    pub fn power_on(&mut self, log: &mut dyn FnMut(&DeviceEvent)) -> Result<Launched, Halted> {
+        for _ in 0..MAX_BOOTS {
+            let launched = boot::boot(&mut self.flash);
+            let console = match &launched {
+                Ok(launched) => &launched.console,
+                Err(halted) => &halted.console,
+            };
+            for line in console {
+                log(&DeviceEvent::Bootloader(line.clone()));
+            }
+            let launched = launched?;
+            let offset = launched.handoff.offset;
+            let mut bytes = [0u8; descriptor::SIZE];
+            let firmware = match self.flash.read(offset.wrapping_add(IMAGE_IROM_OFFSET), &mut bytes) {
+                Ok(()) => Descriptor::parse(&bytes).ok(),
+                Err(_) => None,
+            };
+            let slot = launched.slot(self.layout);
+            if firmware.is_some_and(|firmware| self.crashing.contains(&firmware.build_id)) {
+                log(&DeviceEvent::Crashed { slot, firmware });
+                continue;
+            }
+            log(&DeviceEvent::Booted { slot, rom: launched.handoff.rom, offset, firmware });
+            return Ok(launched);
         }
-        let mut bytes = [0u8; descriptor::SIZE];
-        let firmware = match self.flash.read(boot.offset.wrapping_add(IMAGE_IROM_OFFSET), &mut bytes) {
-            Ok(()) => Descriptor::parse(&bytes).ok(),
-            Err(_) => None,
-        };
-        log(&DeviceEvent::Booted {
-            slot: boot.slot(self.layout),
-            rom: boot.rom,
-            offset: boot.offset,
-            firmware,
-        });
-        Ok(boot)
+        Err(Halted { reason: HaltReason::CrashLoop { boots: MAX_BOOTS }, console: Vec::new() })
     }
 
     /// Boots and serves `listener` until `stop` is set, rebooting after each update.
@@ -199,8 +249,8 @@ impl<F: NorFlash> VirtualDevice<F> {
     ) -> Result<(), ServeError> {
         listener.set_nonblocking(true).map_err(ServeError::Io)?;
         loop {
-            let boot = self.power_on(log).map_err(ServeError::Bricked)?;
-            let running = boot.slot(self.layout);
+            let launched = self.power_on(log).map_err(ServeError::Bricked)?;
+            let running = Running::read(&mut self.flash, self.layout, Some(launched.handoff));
             let exit = self.run_agent(listener, running, stop, log).map_err(ServeError::Io)?;
             match exit {
                 AgentExit::Reboot => log(&DeviceEvent::Rebooting),
@@ -214,7 +264,7 @@ impl<F: NorFlash> VirtualDevice<F> {
     fn run_agent(
         &mut self,
         listener: &TcpListener,
-        running: Option<SlotId>,
+        running: Running,
         stop: &AtomicBool,
         log: &mut dyn FnMut(&DeviceEvent),
     ) -> io::Result<AgentExit> {
@@ -225,7 +275,8 @@ impl<F: NorFlash> VirtualDevice<F> {
             auth_backoff: Duration::from_micros(self.auth_backoff.as_micros() as u64),
             ..SessionConfig::new(self.layout)
         };
-        let mut rules = Listener::new(config, &mut sector, running);
+        let mut rules = Listener::new(config, &mut sector);
+        rules.set_running(running);
         let clock = std::time::Instant::now();
         let now = || Instant::from_micros(clock.elapsed().as_micros() as i64);
         let mut client: Option<Client> = None;
@@ -246,7 +297,7 @@ impl<F: NorFlash> VirtualDevice<F> {
                     self.serve_current(&mut client, &mut rules, now(), log);
                 }
                 match accepted {
-                    Ok((stream, peer)) => match rules.accept(now(), &mut OsRandom) {
+                    Ok((stream, peer)) => match rules.accept(now(), Some(peer.ip()), &mut OsRandom) {
                         Admission::Serve => match Client::new(stream, peer) {
                             Ok(new) => {
                                 log(&DeviceEvent::Connected(peer));
@@ -382,6 +433,11 @@ impl Connection for StdConnection<'_, '_> {
         self.client.eof && self.client.pending.is_empty()
     }
 
+    /// Written lines are in the kernel's buffer, which delivers them even after a close.
+    fn all_sent(&self) -> bool {
+        true
+    }
+
     fn close(&mut self) {
         // Our side is shut after the last reply; the client's remaining bytes are read and
         // dropped until it closes too, so it gets every reply rather than a reset.
@@ -506,7 +562,8 @@ mod tests {
         let at = LAYOUT.slot(SlotId::User2).offset as usize;
         assert_eq!(&flash.bytes()[at..at + image.len()], &image[..]);
         let log = log.lock().unwrap();
-        assert_eq!(log[0], "booted user1 (fw 1.0.0, build 0101010101010101)");
+        assert_eq!(log[0], "tcpflash-boot: rom 0 @ 0x00002000: confirmed");
+        assert_eq!(log[1], "booted user1 (fw 1.0.0, build 0101010101010101)");
         let replies: Vec<&str> = log.iter().filter_map(|l| l.strip_prefix("reply: ")).collect();
         assert_eq!(replies, ["user2.bin", "Ready", "Flashing", "Flash upgrade success. Rebooting in 2s."]);
         assert_eq!(log.iter().filter(|l| *l == "rebooting").count(), 1);
@@ -518,9 +575,63 @@ mod tests {
         let flash = flash_with(Some(BootConfig::for_layout(LAYOUT, SlotId::User1)), [false, false]);
         let (_, log, thread) = serve_in_thread(flash, stop);
         let (result, _) = thread.join().unwrap();
-        let Err(ServeError::Bricked(Bricked::NoGoodRom { events })) = result else { panic!("{result:?}") };
-        assert_eq!(events.len(), 2, "both ROMs were tried");
+        let Err(ServeError::Bricked(halted)) = result else { panic!("{result:?}") };
+        assert_eq!(
+            halted.console,
+            [
+                "tcpflash-boot: rom 0 @ 0x00002000: empty",
+                "tcpflash-boot: rom 1 @ 0x00082000: empty",
+                "tcpflash-boot: no bootable rom, halted"
+            ],
+            "both roms were tried"
+        );
+        assert_eq!(
+            halted.to_string(),
+            "tcpflash-boot found no bootable slot (rom 0 @ 0x00002000: empty; rom 1 @ 0x00082000: empty)"
+        );
         assert!(log.lock().unwrap().iter().all(|line| !line.starts_with("booted")));
+    }
+
+    #[test]
+    fn a_trial_that_crashes_is_booted_its_attempts_then_the_device_goes_back() {
+        let mut flash = flash_with(Some(BootConfig::for_layout(LAYOUT, SlotId::User1)), [true, true]);
+        flash.allow_bit_clearing();
+        let mut sector = [0; SECTOR];
+        let confirmed = ota_agent::boot::BootStatus::Confirmed;
+        ota_agent::boot::commit_update(
+            &mut flash,
+            LAYOUT,
+            SlotId::User1,
+            SlotId::User2,
+            confirmed,
+            3,
+            &mut sector,
+        )
+        .unwrap();
+        let mut device = VirtualDevice::new(flash, LAYOUT).unwrap();
+        device.declare_crashing([2; 8]);
+        let mut log = Vec::new();
+        let launched = device.power_on(&mut |event| log.push(event.to_string())).unwrap();
+        assert_eq!(launched.slot(LAYOUT), Some(SlotId::User1));
+        assert_eq!(launched.handoff.kind, ota_agent::boot::handoff::HandOffKind::Reverted);
+        let crash = "user2 (fw 1.0.0, build 0202020202020202) crashed before it confirmed; resetting";
+        assert_eq!(
+            log,
+            [
+                "tcpflash-boot: rom 1 @ 0x00082000: trial 1/3",
+                crash,
+                "tcpflash-boot: rom 1 @ 0x00082000: trial 2/3",
+                crash,
+                "tcpflash-boot: rom 1 @ 0x00082000: trial 3/3",
+                crash,
+                "tcpflash-boot: rom 0 @ 0x00002000: trial not confirmed, reverted",
+                "booted user1 (fw 1.0.0, build 0101010101010101)",
+            ]
+        );
+        // The next power-on stays on the confirmed slot and counts nothing more.
+        let mut again = Vec::new();
+        device.power_on(&mut |event| again.push(event.to_string())).unwrap();
+        assert_eq!(again[0], "tcpflash-boot: rom 0 @ 0x00002000: trial not confirmed, reverted");
     }
 
     #[test]

@@ -107,7 +107,10 @@ impl FileFlash {
         if data.is_empty() || data.len() % SECTOR_SIZE as usize != 0 {
             return Err(OpenError::NotSectors { path: path.to_path_buf(), len: data.len() as u64 });
         }
-        Ok(FileFlash { chip: RamNor::from_storage(data), file, path: path.to_path_buf() })
+        let mut chip = RamNor::from_storage(data);
+        // A real chip: tcpflash-boot counts attempts by clearing more bits of one word.
+        chip.allow_bit_clearing();
+        Ok(FileFlash { chip, file, path: path.to_path_buf() })
     }
 
     /// Creates a flash file of `size` bytes: an erased chip with `regions` (name, offset,

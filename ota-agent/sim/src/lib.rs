@@ -10,6 +10,7 @@
 //!
 //! `cargo xtask sim` is the command-line front end.
 
+pub mod boot;
 mod device;
 mod file_flash;
 #[cfg(test)]
@@ -20,7 +21,7 @@ pub mod timed;
 pub mod timed_push;
 pub mod wire;
 
+pub use boot::{HaltReason, Halted, Launched};
 pub use device::{DeviceEvent, ServeError, SizeMismatch, VirtualDevice};
 pub use file_flash::{FileFlash, FileFlashError, OpenError};
-pub use rboot::{Boot, BootEvent, Bricked};
 pub use status::{DeviceStatus, Identity, SlotStatus, inspect_slot};

@@ -1,11 +1,11 @@
 //! What a flash holds, as a person (or `cargo xtask sim status`) wants to see it: which
-//! slot rBoot boots, and for each slot whether the agent would accept its image and which
-//! firmware it is.
+//! slot tcpflash-boot starts next and how (confirmed, on trial, reverted), and for each slot
+//! whether the agent would accept its image and which firmware it is.
 
 use std::fmt;
 
-use crate::rboot::{self, Boot, Bricked};
-use ota_agent::boot::{BootConfig, CONFIG_LEN, ConfigError};
+use crate::boot::{self, Halted, Launched};
+use ota_agent::boot::{BootConfig, CONFIG_LEN, ConfigError, Running};
 use ota_agent::descriptor::{self, Descriptor};
 use ota_agent::flash::{RamNor, ReadNorFlash};
 use ota_agent::image::{self, ImageError, ImageInfo};
@@ -79,29 +79,34 @@ pub struct DeviceStatus {
     pub layout: &'static FlashLayout,
     /// The config as stored (before rBoot would fix it).
     pub config: Result<BootConfig, ConfigError>,
-    /// What rBoot would boot now.
-    pub boot: Result<Boot, Bricked>,
+    /// What tcpflash-boot would start at the next power-on (it counts a trial's attempt).
+    pub started: Result<Launched, Halted>,
+    /// How the firmware it starts sees itself (trial, confirmed...).
+    pub running: Option<Running>,
     pub slots: [SlotStatus; 2],
 }
 
 impl DeviceStatus {
-    /// Reads `bytes` (a flash image) without changing it: rBoot runs on a copy.
+    /// Reads `bytes` (a flash image) without changing it: the bootloader runs on a copy.
     pub fn of(bytes: &[u8], layout: &'static FlashLayout) -> DeviceStatus {
         let mut copy = RamNor::from_storage(bytes.to_vec());
+        copy.allow_bit_clearing();
         let mut head = [0u8; CONFIG_LEN];
         let config = match copy.read(BOOT_CONFIG_OFFSET, &mut head) {
             Ok(()) => BootConfig::parse(&head),
             Err(_) => Err(ConfigError::BadMagic(0xFF)),
         };
         let slots = layout.slots.map(|slot| inspect_slot(&mut copy, &slot));
-        let boot = rboot::boot(&mut copy);
-        DeviceStatus { layout, config, boot, slots }
+        let started = boot::boot(&mut copy);
+        let running =
+            started.as_ref().ok().map(|launched| Running::read(&mut copy, layout, Some(launched.handoff)));
+        DeviceStatus { layout, config, started, running, slots }
     }
 
-    /// The slot the device boots (and runs, once it has rebooted), if rBoot boots one of
-    /// the layout's slots.
+    /// The slot the device boots (and runs, once it has rebooted), if tcpflash-boot starts
+    /// one of the layout's slots.
     pub fn booted_slot(&self) -> Option<SlotId> {
-        self.boot.as_ref().ok().and_then(|boot| boot.slot(self.layout))
+        self.started.as_ref().ok().and_then(|launched| launched.slot(self.layout))
     }
 
     /// The slot the next push goes to.

@@ -123,11 +123,19 @@ trait DeviceAgent {
     fn receive(&mut self, now: Instant, data: &[u8], flash: &mut TimedFlash<RamNor<Vec<u8>>>) -> usize;
     fn poll(&mut self, now: Instant, flash: &mut TimedFlash<RamNor<Vec<u8>>>);
     fn next_reply(&mut self) -> Option<ReplyLine>;
+    /// The client closed its sending side (after the whole image).
+    fn input_closed(&mut self, now: Instant);
 }
 
 impl DeviceAgent for Session<'_> {
     fn start(&mut self, now: Instant, running: SlotId) {
-        Session::start(self, now, Some(running))
+        let status = ota_agent::boot::BootStatus::Untracked;
+        self.set_running(ota_agent::boot::Running { slot: Some(running), status, build_id: None });
+        Session::start(self, now, None)
+    }
+
+    fn input_closed(&mut self, now: Instant) {
+        Session::input_closed(self, now)
     }
 
     fn receive(&mut self, now: Instant, data: &[u8], flash: &mut TimedFlash<RamNor<Vec<u8>>>) -> usize {
@@ -198,6 +206,8 @@ impl<'a> SeedAgent<'a> {
 
 impl DeviceAgent for SeedAgent<'_> {
     fn start(&mut self, _now: Instant, _running: SlotId) {}
+
+    fn input_closed(&mut self, _now: Instant) {}
 
     fn receive(&mut self, _now: Instant, data: &[u8], flash: &mut TimedFlash<RamNor<Vec<u8>>>) -> usize {
         match self.state {
@@ -313,6 +323,10 @@ struct Simulation<'m, 'f, A> {
     stack_due: bool,
     /// Where the image starts in `stream`, once the client sends it.
     image_at: Option<usize>,
+    /// The client half-closed after the last image byte (as `cargo tcpflash` does); the FIN
+    /// rides on the last segment.
+    fin: bool,
+    fin_seen: bool,
 }
 
 impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
@@ -336,6 +350,8 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
             device_free: 0,
             stack_due: false,
             image_at: None,
+            fin: false,
+            fin_seen: false,
         }
     }
 
@@ -349,6 +365,8 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
         let mut first_image_byte = None;
         for _ in 0..MAX_EVENTS {
             self.pump(&mut client, images);
+            let (sent, len) = client.progress();
+            self.fin |= checked && len > 0 && sent == len;
             self.send_segments(now, half_rtt);
             let device_at = self.device_has_work().then_some(self.device_free.max(now));
             let next =
@@ -388,7 +406,7 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
                         Some(Event::Ready) => self.image_at = Some(self.stream.len()),
                         Some(Event::Success) => return Ok((now, first_image_byte.unwrap_or(now))),
                         Some(Event::Failed(error)) => return Err(ModelError::Failed(Box::new(error))),
-                        Some(Event::Flashing | Event::Invalid) | None => {}
+                        Some(Event::Flashing | Event::Invalid | Event::BootState(_)) | None => {}
                     }
                 }
             }
@@ -435,7 +453,12 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
     }
 
     fn device_has_work(&self) -> bool {
-        self.stack_due || self.received > self.consumed || self.received > self.acked
+        self.stack_due || self.received > self.consumed || self.received > self.acked || self.fin_due()
+    }
+
+    /// The client's FIN has arrived (with the last byte) and the device has not seen it yet.
+    fn fin_due(&self) -> bool {
+        self.fin && !self.fin_seen && self.received == self.stream.len() && self.sent == self.stream.len()
     }
 
     /// One turn of the device's main loop at `now`: the stack acknowledges and sends the
@@ -444,10 +467,18 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
     fn device_cycle(&mut self, now: u64, half_rtt: u64) {
         self.run_stack(now, half_rtt);
         self.stack_due = false;
+        let at = instant(now);
         if self.received == self.consumed {
+            if self.fin_due() {
+                self.fin_seen = true;
+                self.agent.input_closed(at);
+                self.agent.poll(at, self.flash);
+                self.collect_replies();
+                self.device_free = now + self.flash.take_busy().as_nanos() as u64;
+                self.stack_due = true;
+            }
             return;
         }
-        let at = instant(now);
         let mut budget = self.model.device.feed_per_poll;
         loop {
             self.collect_replies();
@@ -461,6 +492,10 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
             if taken == 0 && self.agent_has_no_reply() {
                 break;
             }
+        }
+        if self.fin_due() && self.consumed == self.received {
+            self.fin_seen = true;
+            self.agent.input_closed(at);
         }
         self.agent.poll(at, self.flash);
         self.collect_replies();
@@ -662,6 +697,11 @@ mod tests {
             bytes = &bytes[taken..];
         }
         session.poll(now, flash);
+        // The client half-closes after its last byte: the agent commits then.
+        if session.phase() == Phase::Open {
+            session.input_closed(now);
+            session.poll(now, flash);
+        }
     }
 
     fn request(image: &[u8]) -> Vec<u8> {
@@ -683,7 +723,8 @@ mod tests {
         // A clean run shows where the first block erase is.
         let mut dry = ota_agent::flash::Recording::new(factory.clone());
         let mut session = Session::new(SessionConfig::new(LAYOUT), &mut sector);
-        session.start(now, Some(SlotId::User1));
+        session.set_running(ota_agent::boot::Running::untracked(Some(SlotId::User1)));
+        session.start(now, None);
         feed(&mut session, &mut dry, now, &request(&image));
         let log = dry.take_log();
         let first_block = log.iter().position(|op| matches!(op, FlashOp::EraseBlock(_))).unwrap();
@@ -692,7 +733,8 @@ mod tests {
         let mut flash = factory.clone();
         flash.cut_power_at(first_block as u64);
         let mut session = Session::new(SessionConfig::new(LAYOUT), &mut sector);
-        session.start(now, Some(SlotId::User1));
+        session.set_running(ota_agent::boot::Running::untracked(Some(SlotId::User1)));
+        session.start(now, None);
         feed(&mut session, &mut flash, now, &request(&image));
         assert!(flash.power_lost());
         flash.restore_power();
@@ -705,7 +747,8 @@ mod tests {
 
         // The next push succeeds over the half-erased block.
         let mut session = Session::new(SessionConfig::new(LAYOUT), &mut sector);
-        session.start(now, Some(SlotId::User1));
+        session.set_running(ota_agent::boot::Running::untracked(Some(SlotId::User1)));
+        session.start(now, None);
         feed(&mut session, &mut flash, now, &request(&image));
         assert_eq!(rboot::boot(&mut flash).unwrap().slot(LAYOUT), Some(SlotId::User2));
         let at = user2.offset as usize;

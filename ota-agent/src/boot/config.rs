@@ -254,9 +254,8 @@ pub fn running_slot<F: ReadNorFlash>(flash: &mut F, layout: &FlashLayout) -> Opt
 /// The config's first word, written last.
 const MAGIC_WORD: usize = 4;
 
-/// Points the boot config at `target` the way rBoot rewrites it: read the whole sector,
-/// change the config at its start (every other field and byte preserved), erase, write the
-/// sector back (its first word last), and read the config back to be sure.
+/// Points the boot config at `target` the way rBoot rewrites it (every other field
+/// preserved), with [`write_config`].
 pub fn switch_boot_config<F: NorFlash>(
     flash: &mut F,
     layout: &FlashLayout,
@@ -267,6 +266,27 @@ pub fn switch_boot_config<F: NorFlash>(
     let head: &[u8; CONFIG_LEN] = sector[..CONFIG_LEN].try_into().expect("sector holds a config");
     let mut config = BootConfig::parse(head).unwrap_or_else(|_| BootConfig::rboot_default(layout.flash_size));
     config.select(layout, target);
+    write_config_sector(flash, &config, sector)
+}
+
+/// Writes `config` the way rBoot rewrites its sector: read the whole sector, put the config
+/// at its start (every other byte preserved), erase, write the sector back (its first word
+/// last), and read the config back to be sure.
+pub fn write_config<F: NorFlash>(
+    flash: &mut F,
+    config: &BootConfig,
+    sector: &mut SectorBuffer,
+) -> Result<(), BootConfigError> {
+    flash.read(BOOT_CONFIG_OFFSET, sector).map_err(|_| BootConfigError::Read)?;
+    write_config_sector(flash, config, sector)
+}
+
+/// [`write_config`] with `sector` already holding the config sector as it is in flash.
+fn write_config_sector<F: NorFlash>(
+    flash: &mut F,
+    config: &BootConfig,
+    sector: &mut SectorBuffer,
+) -> Result<(), BootConfigError> {
     let bytes = config.to_bytes();
     sector[..CONFIG_STRUCT_LEN].copy_from_slice(&bytes);
     flash.erase(BOOT_CONFIG_OFFSET, BOOT_CONFIG_OFFSET + SECTOR_SIZE).map_err(|_| BootConfigError::Erase)?;

@@ -150,6 +150,18 @@ pub const fn check(magic: u32, info: u32, offset: u32) -> u32 {
     !(magic ^ info ^ offset)
 }
 
+/// The record tcpflash-boot left at [`HANDOFF_ADDR`], if a valid one is there (RTC user
+/// memory on an ESP8266, system RAM on QEMU's XTFPGA board: both keep it across a reset).
+#[cfg(target_arch = "xtensa")]
+#[allow(unsafe_code)] // a fixed, always-mapped memory address
+pub fn read_handoff() -> Option<HandOff> {
+    let base = HANDOFF_ADDR as *const u32;
+    // SAFETY: HANDOFF_ADDR is word-aligned RAM on every board this crate builds for, read
+    // with 32-bit loads as RTC memory requires.
+    let words = core::array::from_fn(|i| unsafe { base.add(i).read_volatile() });
+    HandOff::parse_words(words).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,8 @@ pub mod config;
 pub mod decision;
 pub mod handoff;
 pub mod loader;
+pub mod status;
 pub mod trial;
 
 pub use config::*;
+pub use status::{BootStatus, CommitError, DEFAULT_TRIAL_ATTEMPTS, Running, commit_update, confirm_running};

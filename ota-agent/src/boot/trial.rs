@@ -27,7 +27,9 @@ use core::fmt;
 
 use crate::crc::crc32;
 use crate::flash::{NorFlash, NorFlashError, NorFlashErrorKind};
+use crate::irom_text;
 use crate::layout::{FlashLayout, SECTOR_SIZE};
+use crate::text::{Message, Sink};
 
 /// `TCFT` in flash byte order.
 pub const TRIAL_MAGIC: [u8; 4] = *b"TCFT";
@@ -216,6 +218,27 @@ pub enum TrialWriteError {
     Mismatch,
     /// There is no valid record to count an attempt in or to confirm.
     NoRecord(TrialError),
+}
+
+irom_text! {
+    STATE_READ = "boot state read failed";
+    STATE_ERASE = "boot state erase failed";
+    STATE_WRITE = "boot state write failed";
+    STATE_MISMATCH = "trial record reads back wrong after writing";
+    NO_RECORD = "no trial record";
+}
+
+/// The short words the agent sends after `ERR: ` (no `core::fmt` on the device).
+impl Message for TrialWriteError {
+    fn write_message<S: Sink + ?Sized>(&self, out: &mut S) {
+        out.push_text(match self {
+            TrialWriteError::Read(_) => STATE_READ,
+            TrialWriteError::Erase(_) => STATE_ERASE,
+            TrialWriteError::Program(_) => STATE_WRITE,
+            TrialWriteError::Mismatch => STATE_MISMATCH,
+            TrialWriteError::NoRecord(_) => NO_RECORD,
+        });
+    }
 }
 
 impl fmt::Display for TrialWriteError {

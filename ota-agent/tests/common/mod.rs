@@ -7,6 +7,8 @@ use ota_agent::descriptor::Descriptor;
 use ota_agent::flash::{NorFlash, RamNor};
 use ota_agent::image::{self, FlashParams, Segment};
 use ota_agent::layout::{BOOT_CONFIG_OFFSET, DEFAULT_LAYOUT, FlashLayout, SlotId};
+use ota_agent::session::{COMMIT_GRACE, Session};
+use smoltcp::time::Instant;
 
 pub const LAYOUT: &FlashLayout = DEFAULT_LAYOUT;
 
@@ -68,6 +70,21 @@ pub fn factory_flash(running: SlotId) -> RamNor<Vec<u8>> {
 /// An erased chip of the layout's size.
 pub fn erased_flash() -> RamNor<Vec<u8>> {
     RamNor::from_storage(vec![0xFF; LAYOUT.flash_size as usize])
+}
+
+/// Lets the session's near deadlines pass, as time passes on a device whose client sends
+/// nothing more: a complete image is verified and, after the grace for stray bytes,
+/// committed. Deadlines further away (idle, header timeouts) are left alone.
+pub fn settle(session: &mut Session<'_>, now: &mut Instant, flash: &mut RamNor<Vec<u8>>) {
+    for _ in 0..4 {
+        match session.poll_timeout() {
+            Some(at) if at <= *now + COMMIT_GRACE => {
+                *now = (*now).max(at);
+                session.poll(*now, flash);
+            }
+            _ => return,
+        }
+    }
 }
 
 /// The boot config as stored (28 bytes).

@@ -12,9 +12,10 @@
 use core::fmt;
 
 use ota_agent::boot::running_slot;
+use ota_agent::boot::{BootStatus, Running};
 use ota_agent::flash::{NorFlash, NorFlashError, NorFlashErrorKind};
 use ota_agent::layout::SlotId;
-use ota_agent::session::{Phase, Session, SessionConfig};
+use ota_agent::session::{COMMIT_GRACE, Phase, Session, SessionConfig};
 use ota_agent::writer::{SECTOR, SectorBuffer};
 use smoltcp::time::{Duration, Instant};
 
@@ -76,6 +77,7 @@ pub const fn phase_code(phase: Phase) -> u8 {
         Phase::Open => 1,
         Phase::Closing => 2,
         Phase::Abort => 3,
+        Phase::Dropping => 4,
     }
 }
 
@@ -85,6 +87,7 @@ pub const fn phase_from_code(code: u8) -> Option<Phase> {
         1 => Some(Phase::Open),
         2 => Some(Phase::Closing),
         3 => Some(Phase::Abort),
+        4 => Some(Phase::Dropping),
         _ => None,
     }
 }
@@ -230,7 +233,9 @@ pub fn run<S: Source, F: NorFlash>(
     let step = Duration::from_millis(1);
     let mut now = Instant::from_millis(0);
     let mut session = Session::new(SessionConfig::new(&LAYOUT), sector);
-    session.start(now, running_slot(flash, &LAYOUT));
+    let running = running_slot(flash, &LAYOUT);
+    session.set_running(Running { slot: running, status: BootStatus::Untracked, build_id: None });
+    session.start(now, None);
     loop {
         let mut tag = [0u8; 1];
         source.read_exact(&mut tag)?;
@@ -255,6 +260,10 @@ pub fn run<S: Source, F: NorFlash>(
             other => return Err(ScriptError::UnknownEvent(other)),
         }
     }
+    // The client sends nothing more: a verified image commits once the grace has passed.
+    session.poll(now, flash);
+    send_replies(&mut session, out);
+    now += COMMIT_GRACE;
     session.poll(now, flash);
     send_replies(&mut session, out);
 

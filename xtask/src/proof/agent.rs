@@ -39,7 +39,8 @@ impl<'s> Agent<'s> {
     /// A client connects.
     pub fn accept(&mut self) {
         self.replies.clear();
-        self.session.start(self.now, self.running);
+        self.session.set_running(ota_agent::boot::Running::untracked(self.running));
+        self.session.start(self.now, None);
     }
 
     /// The connection is gone (closed on both sides, or reset): the agent listens again.

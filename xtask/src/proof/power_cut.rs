@@ -25,7 +25,8 @@ use ota_agent::boot::CONFIG_STRUCT_LEN;
 use ota_agent::flash::{FlashOp, NorFlash, RamNor, Recording};
 use ota_agent::layout::{BOOT_CONFIG_OFFSET, SECTOR_SIZE, SlotId};
 use ota_agent::writer::SECTOR;
-use tcpflash_sim::{Boot, Bricked, inspect_slot, rboot};
+use tcpflash_sim::inspect_slot;
+use tcpflash_sim::rboot::{self, Boot, Bricked};
 
 use super::Blinky;
 use super::agent::{Agent, client_push, succeeded};

@@ -33,6 +33,10 @@ impl crate::net::Platform for Esp8266 {
             chunk.copy_from_slice(&word[..chunk.len()]);
         }
     }
+
+    fn boot_handoff(&mut self) -> Option<crate::boot::handoff::HandOff> {
+        crate::boot::handoff::read_handoff()
+    }
 }
 
 /// The hardware random number generator: a fresh 32-bit value at each read. Espressif's

@@ -123,4 +123,8 @@ impl crate::net::Platform for Xtfpga {
             chunk.copy_from_slice(&out[..chunk.len()]);
         }
     }
+
+    fn boot_handoff(&mut self) -> Option<crate::boot::handoff::HandOff> {
+        crate::boot::handoff::read_handoff()
+    }
 }

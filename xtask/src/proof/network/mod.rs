@@ -165,8 +165,11 @@ pub(super) fn replies_when_stalled(target: SlotId, header: usize, sent: usize) -
     if sent >= header {
         out.extend_from_slice(Reply::Ready.encode().as_bytes());
         out.extend_from_slice(Reply::Invalid.encode().as_bytes());
+        out.extend_from_slice(ReplyLine::error_message(&Failure::IdleTimeout).as_bytes());
+    } else {
+        // The request lines have their own, shorter bound.
+        out.extend_from_slice(ReplyLine::error_message(&Failure::HeaderTimeout).as_bytes());
     }
-    out.extend_from_slice(ReplyLine::error_message(&Failure::IdleTimeout).as_bytes());
     out
 }
 
@@ -245,7 +248,11 @@ mod tests {
             replies_when_closed(SlotId::User1, header, 5000, header + 7),
             b"user1.bin\r\nReady\r\nInvalid\r\nERR: Connection closed before the whole image arrived (7 of 5000 bytes)\r\n"
         );
-        assert_eq!(replies_when_stalled(SlotId::User2, header, 0), b"ERR: Idle timeout\r\n");
+        assert_eq!(replies_when_stalled(SlotId::User2, header, 0), b"ERR: Header lines too slow\r\n");
+        assert_eq!(
+            replies_when_stalled(SlotId::User2, header, header),
+            b"user2.bin\r\nReady\r\nInvalid\r\nERR: Idle timeout\r\n"
+        );
     }
 
     #[test]

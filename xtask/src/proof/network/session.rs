@@ -92,7 +92,7 @@ pub(super) fn cases(blinky: &Blinky, options: &NetOptions, report: &mut NetRepor
             let replies = String::from_utf8_lossy(agent.replies()).into_owned();
             let last = replies.lines().last().unwrap_or("");
             match last.strip_prefix("ERR: ") {
-                Some(reason) if !reason.is_empty() && agent.phase() == Phase::Closing => Ok(()),
+                Some(reason) if !reason.is_empty() && agent.phase() == Phase::Dropping => Ok(()),
                 _ => Err(format!("session: garbage at byte {at}: no error reply, got {replies:?}")),
             }
         });
@@ -107,8 +107,11 @@ pub(super) fn cases(blinky: &Blinky, options: &NetOptions, report: &mut NetRepor
             agent.wait(flash, IDLE_TIMEOUT);
             let expected = replies_when_stalled(target, header.len(), sent);
             expect_replies(&format!("session: silent after {sent} bytes"), agent.replies(), &expected)?;
-            if agent.phase() != Phase::Closing {
-                return Err(format!("session: silent after {sent} bytes: not closing ({:?})", agent.phase()));
+            if agent.phase() != Phase::Dropping {
+                return Err(format!(
+                    "session: silent after {sent} bytes: not dropping ({:?})",
+                    agent.phase()
+                ));
             }
             Ok(())
         });

@@ -153,11 +153,11 @@ impl<'b> Rig<'b> {
         };
         let pushed = host_push::push(&target, self.blinky.image_refs(), None, &timeouts, &mut |_| {})
             .map_err(|e| format!("the following push failed: {e}"))?;
-        let now_running = host_push::await_return(&target, &timeouts, &mut |_| {})
+        let returned = host_push::await_return(&target, &timeouts, &mut |_| {})
             .map_err(|e| format!("the device did not come back after the following push: {e}"))?;
-        if now_running != pushed.slot {
+        if !returned.runs(&pushed) {
             return Err(format!(
-                "after the following push the device runs {now_running}, not {}",
+                "after the following push the device runs {returned:?}, not {}",
                 pushed.slot
             ));
         }

@@ -1,0 +1,131 @@
+//! tcpflash-boot on the virtual device: the bootloader's own flow (`ota_agent::boot::loader`,
+//! the same decision, checks and attempt counting as the lx106 build) over the device's
+//! flash. Nothing is copied (the firmware runs as host code) and the console lines become
+//! log lines.
+#![allow(unsafe_code)] // BootBoard's copy and jump are unsafe to call; here they do nothing
+
+use std::fmt;
+
+use ota_agent::boot::handoff::HandOff;
+use ota_agent::boot::loader::{self, BoardError, BootBoard, Halt, LoaderBuffers};
+use ota_agent::flash::NorFlash;
+use ota_agent::image;
+use ota_agent::layout::{FlashLayout, SlotId};
+
+/// What tcpflash-boot started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launched {
+    /// The record the firmware gets: the rom, its offset, how it was chosen.
+    pub handoff: HandOff,
+    pub entry: u32,
+    /// The bootloader's console lines.
+    pub console: Vec<String>,
+}
+
+impl Launched {
+    /// The slot it started, when the offset is one of the layout's slots.
+    pub fn slot(&self, layout: &FlashLayout) -> Option<SlotId> {
+        layout.slot_at(self.handoff.offset)
+    }
+}
+
+/// Nothing was started: the device waits for a serial install.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Halted {
+    pub reason: HaltReason,
+    /// The bootloader's console lines, which say why rom by rom.
+    pub console: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HaltReason {
+    /// The mask ROM found no bootloader image in sector 0 (its first byte is not 0xE9).
+    NoBootloader { found: u8 },
+    /// tcpflash-boot found no slot it may boot.
+    NoBootableSlot,
+    /// tcpflash-boot could not read or copy the image.
+    FlashFailed,
+    /// Every boot in a row crashed (the virtual device's fault switch).
+    CrashLoop { boots: u32 },
+}
+
+impl fmt::Display for Halted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason {
+            HaltReason::NoBootloader { found } => {
+                write!(
+                    f,
+                    "no bootloader at 0x0 (first byte {found:#04x}, not {:#04x})",
+                    image::MAGIC_SEGMENTS
+                )
+            }
+            HaltReason::NoBootableSlot => {
+                f.write_str("tcpflash-boot found no bootable slot")?;
+                let roms: Vec<&str> = self
+                    .console
+                    .iter()
+                    .filter_map(|line| line.strip_prefix(CONSOLE_PREFIX))
+                    .filter(|line| line.starts_with("rom "))
+                    .collect();
+                if !roms.is_empty() {
+                    write!(f, " ({})", roms.join("; "))?;
+                }
+                Ok(())
+            }
+            HaltReason::FlashFailed => f.write_str("tcpflash-boot could not read or copy the image"),
+            HaltReason::CrashLoop { boots } => write!(f, "the firmware crashed {boots} boots in a row"),
+        }
+    }
+}
+
+impl std::error::Error for Halted {}
+
+/// How tcpflash-boot's console lines start.
+const CONSOLE_PREFIX: &str = "tcpflash-boot: ";
+
+/// The mask ROM, then tcpflash-boot, over `flash` (it may program one attempt bit).
+pub fn boot<F: NorFlash>(flash: &mut F) -> Result<Launched, Halted> {
+    let mut first = [0u8; 4];
+    let found = flash.read(0, &mut first).map(|()| first[0]).unwrap_or(0xFF);
+    if found != image::MAGIC_SEGMENTS {
+        return Err(Halted { reason: HaltReason::NoBootloader { found }, console: Vec::new() });
+    }
+    let mut board = SimBoard { flash, console: Vec::new() };
+    let mut buffers = Box::new(LoaderBuffers::new());
+    let result = loader::load(&mut board, &mut buffers);
+    let console = String::from_utf8_lossy(&board.console).lines().map(str::to_owned).collect();
+    match result {
+        Ok(launch) => Ok(Launched { handoff: launch.handoff, entry: launch.entry, console }),
+        Err(Halt::NoBootableSlot) => Err(Halted { reason: HaltReason::NoBootableSlot, console }),
+        Err(Halt::CopyFailed) => Err(Halted { reason: HaltReason::FlashFailed, console }),
+    }
+}
+
+/// The device's flash as tcpflash-boot's board.
+struct SimBoard<'f, F> {
+    flash: &'f mut F,
+    console: Vec<u8>,
+}
+
+impl<F: NorFlash> BootBoard for SimBoard<'_, F> {
+    fn read_flash(&mut self, offset: u32, buf: &mut [u8]) -> Result<(), BoardError> {
+        self.flash.read(offset, buf).map_err(|_| BoardError)
+    }
+
+    fn program_word(&mut self, offset: u32, word: u32) -> Result<(), BoardError> {
+        self.flash.write(offset, &word.to_le_bytes()).map_err(|_| BoardError)
+    }
+
+    fn print_byte(&mut self, byte: u8) {
+        self.console.push(byte);
+    }
+
+    /// The firmware runs as host code: there is no RAM to load. The segments were checked.
+    unsafe fn copy_segment(&mut self, _offset: u32, _addr: u32, _len: u32) -> Result<(), BoardError> {
+        Ok(())
+    }
+
+    unsafe fn jump(&mut self, _handoff: &HandOff, _entry: u32) -> ! {
+        unreachable!("the virtual device starts its agent itself")
+    }
+}
