@@ -159,10 +159,30 @@ pub const LOCKOUT_ENTRIES: usize = 4;
 /// Failed proofs lock out the address they came from, not everyone: an owner at another
 /// address can still push while someone else guesses. A small fixed table, no allocation;
 /// a flood from more addresses than it holds evicts the oldest entries (what remains of that
-/// attack is in the README). `None` is the address a driver could not tell.
+/// attack is in the README). Addresses are kept as [`PeerKey`]s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Lockouts {
-    entries: [Option<(Option<IpAddr>, Throttle)>; LOCKOUT_ENTRIES],
+    entries: [Option<(PeerKey, Throttle)>; LOCKOUT_ENTRIES],
+}
+
+/// A client address as the lockout table keeps it: an IPv4 address as its 32 bits, an
+/// IPv6 one folded to 32 (two addresses may share an entry: they then share a lockout),
+/// 0 for an address the driver could not tell. Four bytes compare in a few instructions,
+/// where `IpAddr` costs the agent's IROM a comparison of two enums at every use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PeerKey(u32);
+
+impl PeerKey {
+    pub fn of(peer: Option<IpAddr>) -> PeerKey {
+        PeerKey(match peer {
+            None => 0,
+            Some(IpAddr::V4(v4)) => u32::from(v4),
+            Some(IpAddr::V6(v6)) => {
+                let bits = u128::from(v6);
+                (bits as u32) ^ ((bits >> 32) as u32) ^ ((bits >> 64) as u32) ^ ((bits >> 96) as u32)
+            }
+        })
+    }
 }
 
 impl Lockouts {
@@ -171,17 +191,17 @@ impl Lockouts {
     }
 
     /// How long `peer` stays locked out, if it is.
-    pub fn locked_for(&self, peer: Option<IpAddr>, now: Instant) -> Option<Duration> {
+    pub fn locked_for(&self, peer: PeerKey, now: Instant) -> Option<Duration> {
         self.entry(peer).and_then(|throttle| throttle.locked_for(now))
     }
 
     /// Failed proofs in a row from `peer`.
-    pub fn failures(&self, peer: Option<IpAddr>) -> u32 {
+    pub fn failures(&self, peer: PeerKey) -> u32 {
         self.entry(peer).map_or(0, Throttle::failures)
     }
 
     /// A proof from `peer` failed at `now`.
-    pub fn failed(&mut self, peer: Option<IpAddr>, now: Instant, base: Duration) {
+    pub fn failed(&mut self, peer: PeerKey, now: Instant, base: Duration) {
         let index = match self.entries.iter().position(|entry| matches!(entry, Some((at, _)) if *at == peer))
         {
             Some(index) => index,
@@ -205,7 +225,7 @@ impl Lockouts {
     }
 
     /// A good proof from `peer` clears its record.
-    pub fn succeeded(&mut self, peer: Option<IpAddr>) {
+    pub fn succeeded(&mut self, peer: PeerKey) {
         for entry in &mut self.entries {
             if matches!(entry, Some((at, _)) if *at == peer) {
                 *entry = None;
@@ -213,7 +233,7 @@ impl Lockouts {
         }
     }
 
-    fn entry(&self, peer: Option<IpAddr>) -> Option<&Throttle> {
+    fn entry(&self, peer: PeerKey) -> Option<&Throttle> {
         self.entries.iter().flatten().find(|(at, _)| *at == peer).map(|(_, throttle)| throttle)
     }
 }
@@ -266,6 +286,44 @@ mod tests {
     use super::*;
 
     const KEY: Key = *b"0123456789abcdef0123456789abcdef";
+
+    fn v4(last: u8) -> PeerKey {
+        PeerKey::of(Some(IpAddr::V4(core::net::Ipv4Addr::new(127, 0, 0, last))))
+    }
+
+    #[test]
+    fn peer_keys_tell_addresses_apart() {
+        assert_eq!(v4(1), PeerKey(0x7F00_0001));
+        assert_ne!(v4(1), v4(2));
+        assert_eq!(PeerKey::of(None), PeerKey(0));
+        let v6 = |last: u16| {
+            PeerKey::of(Some(IpAddr::V6(core::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, last))))
+        };
+        assert_ne!(v6(1), v6(2));
+        assert_eq!(v6(1), PeerKey(0xfe80_0000 ^ 1));
+    }
+
+    #[test]
+    fn a_lockout_holds_its_address_only_and_the_oldest_entry_makes_room() {
+        let base = Duration::from_secs(1);
+        let t0 = Instant::from_secs(100);
+        let mut lockouts = Lockouts::new();
+        lockouts.failed(v4(2), t0, base);
+        assert_eq!(lockouts.locked_for(v4(2), t0), Some(base));
+        assert_eq!(lockouts.locked_for(v4(1), t0), None, "another address is not locked out");
+        lockouts.failed(v4(2), t0, base);
+        assert_eq!(lockouts.failures(v4(2)), 2);
+        // Four more addresses fail later: the table holds four, v4(2)'s record goes first.
+        for (i, last) in (3..7).enumerate() {
+            lockouts.failed(v4(last), t0 + Duration::from_secs(10 + i as u64), base);
+        }
+        assert_eq!(lockouts.failures(v4(2)), 0, "evicted");
+        assert_eq!(lockouts.failures(v4(3)), 1);
+        assert_eq!(lockouts.failures(v4(6)), 1);
+        lockouts.succeeded(v4(6));
+        assert_eq!(lockouts.failures(v4(6)), 0);
+        assert_eq!(lockouts.failures(v4(5)), 1);
+    }
 
     #[test]
     fn the_session_mac_is_hmac_sha256_over_the_documented_bytes() {

@@ -34,7 +34,7 @@ use core::net::IpAddr;
 
 use smoltcp::time::{Duration, Instant};
 
-use crate::auth::{self, DEFAULT_AUTH_BACKOFF, Digest256, Key, Lockouts, Nonce};
+use crate::auth::{self, DEFAULT_AUTH_BACKOFF, Digest256, Key, Lockouts, Nonce, PeerKey};
 use crate::boot::{self, BootStatus, CommitError, DEFAULT_TRIAL_ATTEMPTS, Running};
 use crate::flash::NorFlash;
 use crate::image::{self, ImageError};
@@ -289,7 +289,7 @@ pub struct Session<'a> {
     writer: SectorWriter<'a>,
     running: Running,
     /// The client's address, for the lockout.
-    peer: Option<IpAddr>,
+    peer: PeerKey,
     connected_at: Instant,
     last_input: Instant,
     header_bytes: u32,
@@ -314,7 +314,7 @@ impl<'a> Session<'a> {
             queue: [None; MAX_QUEUED],
             writer: SectorWriter::new(sector),
             running: Running { slot: None, status: BootStatus::Untracked, build_id: None },
-            peer: None,
+            peer: PeerKey::default(),
             connected_at: Instant::ZERO,
             last_input: Instant::ZERO,
             header_bytes: 0,
@@ -346,7 +346,7 @@ impl<'a> Session<'a> {
     pub fn start(&mut self, now: Instant, peer: Option<IpAddr>) {
         self.lines.clear();
         self.queue = [None; MAX_QUEUED];
-        self.peer = peer;
+        self.peer = PeerKey::of(peer);
         self.connected_at = now;
         self.last_input = now;
         self.header_bytes = 0;
@@ -452,7 +452,9 @@ impl<'a> Session<'a> {
                         return consumed;
                     }
                 };
-                self.on_request(now, request, flash);
+                if self.on_request(now, request) {
+                    self.check_in(now, flash);
+                }
                 consumed
             }
             State::Receiving { target, len, .. } => {
@@ -576,7 +578,7 @@ impl<'a> Session<'a> {
 
     /// Failed proofs in a row from `peer` (its lockout grows with each).
     pub fn auth_failures(&self, peer: Option<IpAddr>) -> u32 {
-        self.lockouts.failures(peer)
+        self.lockouts.failures(PeerKey::of(peer))
     }
 
     /// Why the last session failed, for the device's log.
@@ -615,17 +617,15 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Takes one request line; true when it was an accepted `GetNextFlash`, which
+    /// [`Session::check_in`] answers (it may write the confirmation: not generic here, so
+    /// this code exists once whatever the flash type).
     #[inline(never)]
-    fn on_request<F: NorFlash>(
-        &mut self,
-        now: Instant,
-        request: Result<Request, RequestError>,
-        flash: &mut F,
-    ) {
+    fn on_request(&mut self, now: Instant, request: Result<Request, RequestError>) -> bool {
         let protocol_error = Failure::Request(RequestError::Unknown);
         match (self.state, request) {
             (State::ExpectOta, Ok(Request::Ota)) => self.state = State::ExpectGetNextFlash,
-            (State::ExpectGetNextFlash, Ok(Request::GetNextFlash)) => self.on_get_next_flash(now, flash),
+            (State::ExpectGetNextFlash, Ok(Request::GetNextFlash)) => return self.may_check_in(now),
             (State::Headers { .. }, Ok(Request::Sha256(digest))) if self.headers.sha256.is_none() => {
                 self.headers.sha256 = Some(digest);
             }
@@ -642,11 +642,13 @@ impl<'a> Session<'a> {
                 if let Some(key) = self.config.key
                     && let Err(failure) = self.authenticate(now, key, target, len)
                 {
-                    return self.fail(now, failure);
+                    self.fail(now, failure);
+                    return false;
                 }
                 let slot = self.config.layout.slot(target);
                 if len > slot.capacity {
-                    return self.fail(now, Failure::LengthTooBig { len, capacity: slot.capacity });
+                    self.fail(now, Failure::LengthTooBig { len, capacity: slot.capacity });
+                    return false;
                 }
                 self.writer.begin_in_slot(slot, len);
                 self.push(Outgoing::Ready);
@@ -658,23 +660,30 @@ impl<'a> Session<'a> {
             (State::Headers { .. }, Err(error)) => self.fail(now, Failure::Request(error)),
             _ => self.fail(now, protocol_error),
         }
+        false
     }
 
-    /// Answers `GetNextFlash`: the slot not running. A firmware on trial confirms here when
-    /// the check-in confirms it; one that confirms itself and has not yet refuses the push.
-    fn on_get_next_flash<F: NorFlash>(&mut self, now: Instant, flash: &mut F) {
-        let Some(running) = self.running.slot else {
-            return self.fail(now, Failure::UnknownRunningSlot);
-        };
-        if self.running.status.unconfirmed_trial() {
-            if self.config.confirm == Confirm::ByApplication {
-                return self.fail(now, Failure::OnTrial);
-            }
-            if let Err(error) = self.confirm(flash) {
-                return self.fail(now, Failure::Commit(error));
-            }
+    /// Whether `GetNextFlash` can be answered: a running slot is known, and a firmware on
+    /// trial that must confirm itself has.
+    fn may_check_in(&mut self, now: Instant) -> bool {
+        if self.running.slot.is_none() {
+            self.fail(now, Failure::UnknownRunningSlot);
+            return false;
         }
-        let target = running.other();
+        if self.running.status.unconfirmed_trial() && self.config.confirm == Confirm::ByApplication {
+            self.fail(now, Failure::OnTrial);
+            return false;
+        }
+        true
+    }
+
+    /// Answers `GetNextFlash`: the slot not running. A firmware on trial confirms here (the
+    /// pushing host checking in after the reboot is the sign it is healthy).
+    fn check_in<F: NorFlash>(&mut self, now: Instant, flash: &mut F) {
+        if let Err(error) = self.confirm(flash) {
+            return self.fail(now, Failure::Commit(error));
+        }
+        let target = self.running.slot.expect("may_check_in checked").other();
         self.push(Outgoing::NextSlot(target));
         self.state = State::Headers { target };
     }

@@ -255,33 +255,45 @@ pub fn running_slot<F: ReadNorFlash>(flash: &mut F, layout: &FlashLayout) -> Opt
 const MAGIC_WORD: usize = 4;
 
 /// Points the boot config at `target` the way rBoot rewrites it (every other field
-/// preserved), with [`write_config`].
+/// preserved), with [`point_config`].
 pub fn switch_boot_config<F: NorFlash>(
     flash: &mut F,
     layout: &FlashLayout,
     target: SlotId,
     sector: &mut SectorBuffer,
 ) -> Result<(), BootConfigError> {
+    point_config(flash, layout, None, target, sector).map(|_| ())
+}
+
+/// Makes the boot config list `listed` (when given) and name `current`, starting from the
+/// config in flash (rBoot's default for the flash size when it is not valid). Nothing is
+/// written when it already does; else the sector is rewritten the way rBoot does it: the
+/// whole sector read, the config put at its start (every other byte preserved), erased,
+/// written back with its first word last, and the config read back to be sure. Returns the
+/// config as it now is.
+#[inline(never)]
+pub fn point_config<F: NorFlash>(
+    flash: &mut F,
+    layout: &FlashLayout,
+    listed: Option<SlotId>,
+    current: SlotId,
+    sector: &mut SectorBuffer,
+) -> Result<BootConfig, BootConfigError> {
     flash.read(BOOT_CONFIG_OFFSET, sector).map_err(|_| BootConfigError::Read)?;
     let head: &[u8; CONFIG_LEN] = sector[..CONFIG_LEN].try_into().expect("sector holds a config");
-    let mut config = BootConfig::parse(head).unwrap_or_else(|_| BootConfig::rboot_default(layout.flash_size));
-    config.select(layout, target);
-    write_config_sector(flash, &config, sector)
+    let stored = BootConfig::parse(head).ok();
+    let mut config = stored.unwrap_or_else(|| BootConfig::rboot_default(layout.flash_size));
+    if let Some(listed) = listed {
+        config.select(layout, listed);
+    }
+    config.select(layout, current);
+    if stored != Some(config) {
+        write_config_sector(flash, &config, sector)?;
+    }
+    Ok(config)
 }
 
-/// Writes `config` the way rBoot rewrites its sector: read the whole sector, put the config
-/// at its start (every other byte preserved), erase, write the sector back (its first word
-/// last), and read the config back to be sure.
-pub fn write_config<F: NorFlash>(
-    flash: &mut F,
-    config: &BootConfig,
-    sector: &mut SectorBuffer,
-) -> Result<(), BootConfigError> {
-    flash.read(BOOT_CONFIG_OFFSET, sector).map_err(|_| BootConfigError::Read)?;
-    write_config_sector(flash, config, sector)
-}
-
-/// [`write_config`] with `sector` already holding the config sector as it is in flash.
+/// Writes `config` over the config sector that `sector` holds as it is in flash.
 fn write_config_sector<F: NorFlash>(
     flash: &mut F,
     config: &BootConfig,
@@ -378,5 +390,31 @@ mod tests {
         single.roms[1] = 0;
         single.select(DEFAULT_LAYOUT, SlotId::User2);
         assert_eq!((single.count, single.current_rom, single.roms[1]), (2, 1, 0x82000));
+    }
+
+    #[test]
+    fn point_config_writes_only_a_change_and_lists_both_slots() {
+        use crate::flash::{FlashOp, RamNor, Recording};
+        let mut flash = Recording::new(RamNor::new(DEFAULT_LAYOUT.flash_size));
+        let mut sector = [0u8; crate::writer::SECTOR];
+        // A blank sector: rBoot's default, pointed at user1, is written once.
+        let config =
+            point_config(&mut flash, DEFAULT_LAYOUT, Some(SlotId::User2), SlotId::User1, &mut sector)
+                .unwrap();
+        assert_eq!(config, BootConfig::for_layout(DEFAULT_LAYOUT, SlotId::User1));
+        let log = flash.take_log();
+        assert!(log.contains(&FlashOp::EraseSector(BOOT_CONFIG_OFFSET)), "{log:?}");
+        // The same again: read, nothing written.
+        point_config(&mut flash, DEFAULT_LAYOUT, Some(SlotId::User2), SlotId::User1, &mut sector).unwrap();
+        assert_eq!(flash.take_log(), [], "nothing erased or programmed");
+        // A switch writes, and the bytes after the config survive it.
+        flash.inner.write(BOOT_CONFIG_OFFSET + 0x100, &[0xA5; 4]).unwrap();
+        switch_boot_config(&mut flash, DEFAULT_LAYOUT, SlotId::User2, &mut sector).unwrap();
+        let bytes = &flash.inner.bytes()[BOOT_CONFIG_OFFSET as usize..];
+        assert_eq!(
+            bytes[..CONFIG_STRUCT_LEN],
+            BootConfig::for_layout(DEFAULT_LAYOUT, SlotId::User2).to_bytes()
+        );
+        assert_eq!(bytes[0x100..0x104], [0xA5; 4]);
     }
 }

@@ -15,12 +15,12 @@
 
 use core::fmt;
 
-use super::config::{BootConfig, BootConfigError, CONFIG_LEN, CONFIG_STRUCT_LEN, write_config};
+use super::config::{BootConfigError, point_config};
 use super::handoff::{HandOff, HandOffKind};
 use super::trial::{self, TRIAL_LEN, Trial, TrialRecord, TrialWriteError};
 use crate::descriptor::{self, BUILD_ID_LEN, Descriptor};
 use crate::flash::{NorFlash, ReadNorFlash};
-use crate::layout::{BOOT_CONFIG_OFFSET, FlashLayout, IMAGE_IROM_OFFSET, SlotId};
+use crate::layout::{FlashLayout, IMAGE_IROM_OFFSET, SlotId};
 use crate::text::{Message, Sink};
 use crate::writer::SectorBuffer;
 
@@ -135,15 +135,11 @@ pub fn commit_update<F: NorFlash>(
     sector: &mut SectorBuffer,
 ) -> Result<(), CommitError> {
     if !status.tracked() {
-        return super::switch_boot_config(flash, layout, target, sector).map_err(CommitError::Config);
+        return point_config(flash, layout, None, target, sector).map(|_| ()).map_err(CommitError::Config);
     }
-    let mut config = read_config(flash, layout, sector).map_err(CommitError::Config)?;
-    let before = config;
-    config.select(layout, target);
-    config.select(layout, running);
-    if config != before {
-        write_config(flash, &config, sector).map_err(CommitError::Config)?;
-    }
+    // The trial names both roms by their index in the config: both must be listed, and the
+    // config names the confirmed one until the trial is confirmed.
+    let config = point_config(flash, layout, Some(target), running, sector).map_err(CommitError::Config)?;
     let index = |slot: SlotId| {
         let offset = layout.slot(slot).offset;
         config.roms.iter().position(|&rom| rom == offset).unwrap_or(0) as u8
@@ -168,23 +164,7 @@ pub fn confirm_running<F: NorFlash>(
     sector: &mut SectorBuffer,
 ) -> Result<(), CommitError> {
     trial::confirm(flash, layout).map_err(CommitError::Trial)?;
-    let config = read_config(flash, layout, sector).map_err(CommitError::Config)?;
-    if config.current_slot(layout) != Some(running) {
-        super::switch_boot_config(flash, layout, running, sector).map_err(CommitError::Config)?;
-    }
-    Ok(())
-}
-
-/// The config as the bootloader uses it: parsed, or rBoot's default for the flash size.
-fn read_config<F: ReadNorFlash>(
-    flash: &mut F,
-    layout: &FlashLayout,
-    sector: &mut SectorBuffer,
-) -> Result<BootConfig, BootConfigError> {
-    let bytes = &mut sector[..CONFIG_STRUCT_LEN];
-    flash.read(BOOT_CONFIG_OFFSET, bytes).map_err(|_| BootConfigError::Read)?;
-    let head: &[u8; CONFIG_LEN] = bytes[..CONFIG_LEN].try_into().expect("28 bytes hold 25");
-    Ok(BootConfig::parse(head).unwrap_or_else(|_| BootConfig::rboot_default(layout.flash_size)))
+    point_config(flash, layout, None, running, sector).map(|_| ()).map_err(CommitError::Config)
 }
 
 fn read_trial<F: ReadNorFlash>(flash: &mut F, layout: &FlashLayout) -> Option<Trial> {
