@@ -655,6 +655,16 @@ fn device_help(reason: &str) -> String {
         "the device's rBoot config names a ROM that is not one of the layout's slots: reinstall it with `cargo xtask serial-flash`"
     } else if reason == reason::IDLE_TIMEOUT {
         "the device gave up waiting for data: the network stalled; push again"
+    } else if reason == reason::HEADER_TIMEOUT {
+        "the device bounds the request lines to a few seconds and they came too slowly: the network \
+         stalled; push again"
+    } else if reason == reason::TOO_SLOW {
+        "the image came slower than the device's minimum pace (1 KB/s): the network is too slow or \
+         stalled; push again on a better link"
+    } else if reason == reason::ON_TRIAL {
+        "the device runs a new firmware on trial that has not confirmed itself yet, and its slot's old \
+         firmware is the way back: wait until the firmware confirms (it calls the agent's confirm), or \
+         reset the device until tcpflash-boot goes back, then push again"
     } else if reason == reason::AUTH_REQUIRED {
         "the device's firmware was built with a key: pass the same key file with --key-file PATH (or set \
          TCPFLASH_KEY_FILE)"

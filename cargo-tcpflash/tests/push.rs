@@ -452,3 +452,13 @@ fn a_key_file_that_is_missing_or_not_a_key_is_a_usage_error_naming_the_fix() {
     assert!(stderr.contains("head -c 32 /dev/urandom"), "{stderr}");
     assert_eq!(device.connections.load(Ordering::SeqCst), 0, "nothing is sent without a usable key");
 }
+
+#[test]
+fn a_device_on_an_unconfirmed_trial_refuses_and_the_help_says_why() {
+    let device =
+        fake_device(vec![answers("user1.bin\r\nERR: Running firmware is on trial, not confirmed yet\r\n")]);
+    let output = run(&mut push(device.port, &[]));
+    let stderr = assert_exit(&output, 5);
+    assert!(stderr.contains("ERR: Running firmware is on trial, not confirmed yet"), "{stderr}");
+    assert!(stderr.contains("has not confirmed itself yet"), "{stderr}");
+}

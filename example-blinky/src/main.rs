@@ -44,7 +44,7 @@ unsafe extern "C" {
 #[allow(unsafe_code)] // the entry the start-up code calls by name
 #[unsafe(no_mangle)]
 pub extern "C" fn main() -> ! {
-    let (mut clock, mut led, mut device) = board::init();
+    let (mut clock, mut led, mut device, mut watchdog) = board::init();
     say!(
         "{} {} on {}: booted, IROM linked at {:#010x}",
         env!("CARGO_PKG_NAME"),
@@ -52,6 +52,10 @@ pub extern "C" fn main() -> ! {
         board::NAME,
         &raw const TCPFLASH_DESCRIPTOR as usize
     );
+    // A firmware that fails before it confirms, for tests of trial boots: tcpflash-boot
+    // boots it its attempts, then goes back to the firmware it replaced.
+    #[cfg(feature = "panic-at-boot")]
+    panic!("panic-at-boot: this build fails on purpose before it confirms");
 
     let mut iface = Interface::new(board::interface_config(), &mut device, clock.now());
     iface.update_ip_addrs(|addrs| {
@@ -77,6 +81,9 @@ pub extern "C" fn main() -> ! {
 
     let mut next_blink = Instant::ZERO;
     loop {
+        // Each pass is short (the agent's longest step is well under a second): a firmware
+        // stuck anywhere is reset by the watchdog.
+        watchdog.feed();
         let now = clock.now();
         #[cfg(feature = "ota")]
         {
@@ -136,8 +143,10 @@ impl Watch {
     }
 }
 
+/// Says why and resets: the bootloader runs again (and counts a trial's attempt), instead
+/// of a board that hangs until someone power-cycles it.
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    say!("panic: {info}");
-    loop {}
+    say!("panic: {info}; resetting");
+    board::reset()
 }

@@ -639,6 +639,11 @@ impl<'a> Session<'a> {
             }
             (State::Headers { .. }, Ok(Request::GetBootState)) => self.push(Outgoing::BootState),
             (State::Headers { target }, Ok(Request::FirmwareLength(len))) => {
+                // Replacing a firmware that has not confirmed itself would lose the way back.
+                if self.running.status.unconfirmed_trial() {
+                    self.fail(now, Failure::OnTrial);
+                    return false;
+                }
                 if let Some(key) = self.config.key
                     && let Err(failure) = self.authenticate(now, key, target, len)
                 {
@@ -663,24 +668,22 @@ impl<'a> Session<'a> {
         false
     }
 
-    /// Whether `GetNextFlash` can be answered: a running slot is known, and a firmware on
-    /// trial that must confirm itself has.
+    /// Whether `GetNextFlash` can be answered: a running slot is known.
     fn may_check_in(&mut self, now: Instant) -> bool {
         if self.running.slot.is_none() {
             self.fail(now, Failure::UnknownRunningSlot);
             return false;
         }
-        if self.running.status.unconfirmed_trial() && self.config.confirm == Confirm::ByApplication {
-            self.fail(now, Failure::OnTrial);
-            return false;
-        }
         true
     }
 
-    /// Answers `GetNextFlash`: the slot not running. A firmware on trial confirms here (the
-    /// pushing host checking in after the reboot is the sign it is healthy).
+    /// Answers `GetNextFlash`: the slot not running. A firmware on trial that confirms on
+    /// check-in confirms here (the pushing host checking in after the reboot is the sign it
+    /// is healthy); one that confirms itself is only asked, and refuses a push until then.
     fn check_in<F: NorFlash>(&mut self, now: Instant, flash: &mut F) {
-        if let Err(error) = self.confirm(flash) {
+        if self.config.confirm == Confirm::OnCheckIn
+            && let Err(error) = self.confirm(flash)
+        {
             return self.fail(now, Failure::Commit(error));
         }
         let target = self.running.slot.expect("may_check_in checked").other();

@@ -16,6 +16,7 @@ use clap::{Args, Subcommand};
 use miette::Diagnostic;
 use ota_agent::auth::{self, Key, KeyFileError};
 use ota_agent::boot::BootStatus;
+use ota_agent::descriptor::BUILD_ID_LEN;
 use ota_agent::image::FlashSize;
 use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, LAYOUTS, SlotId};
 use ota_agent::protocol::DEFAULT_PORT;
@@ -85,8 +86,20 @@ pub struct ServeArgs {
     /// deterministic numbers on a modelled link, see `cargo xtask bench`.
     #[arg(long)]
     pub timed: bool,
+    /// A fault switch for tests of trial boots: the firmware with this build id (16 hex
+    /// digits, as `cargo tcpflash` prints it) crashes at each start, before it confirms, and
+    /// the device resets. Repeat for several builds.
+    #[arg(long, value_name = "BUILD_ID", value_parser = parse_build_id)]
+    pub crashing: Vec<[u8; BUILD_ID_LEN]>,
     #[command(flatten)]
     pub build: BuildArgs,
+}
+
+fn parse_build_id(text: &str) -> Result<[u8; BUILD_ID_LEN], String> {
+    let mut id = [0u8; BUILD_ID_LEN];
+    ota_agent::hex::decode(text.as_bytes(), &mut id)
+        .map_err(|_| format!("a build id is {} hex digits, not `{text}`", 2 * BUILD_ID_LEN))?;
+    Ok(id)
 }
 
 #[derive(Debug, Args)]
@@ -134,10 +147,10 @@ pub enum SimError {
     },
     #[error("cannot install the Ctrl-C/SIGTERM handler")]
     Signals(#[source] std::io::Error),
-    #[error("--idle-timeout must be a positive number of seconds, not {value}")]
+    #[error("--idle-timeout must be more than 0 and at most {MAX_SECONDS} seconds (a day), not {value}")]
     #[diagnostic(help("for example --idle-timeout 30"))]
     BadTimeout { value: f64 },
-    #[error("--auth-backoff must be a positive number of seconds, not {value}")]
+    #[error("--auth-backoff must be more than 0 and at most 3600 seconds, not {value}")]
     #[diagnostic(help("for example --auth-backoff 1"))]
     BadBackoff { value: f64 },
     #[error("cannot read the key file {}", path.display())]
@@ -159,6 +172,10 @@ pub enum SimError {
     Serve(ServeError),
 }
 
+/// The longest idle timeout: a day (longer ones would overflow the agent's clock arithmetic
+/// and mean nothing for a device anyway).
+const MAX_SECONDS: f64 = 86_400.0;
+
 /// Runs `cargo xtask sim ...`.
 pub fn run(args: &SimArgs) -> Result<(), SimError> {
     match &args.command {
@@ -173,7 +190,7 @@ pub fn run(args: &SimArgs) -> Result<(), SimError> {
 /// Opens (or factory-installs) the flash, listens, and serves until Ctrl-C or SIGTERM.
 pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
     let path = args.flash.clone().expect("clap requires --flash");
-    if !(args.idle_timeout > 0.0 && args.idle_timeout.is_finite()) {
+    if !(args.idle_timeout > 0.0 && args.idle_timeout <= MAX_SECONDS) {
         return Err(SimError::BadTimeout { value: args.idle_timeout });
     }
     if !(args.auth_backoff > 0.0 && args.auth_backoff <= 3600.0) {
@@ -189,6 +206,9 @@ pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
     device.set_auth_backoff(std::time::Duration::from_secs_f64(args.auth_backoff));
     if let Some(key) = key {
         device.set_key(key);
+    }
+    for &build_id in &args.crashing {
+        device.declare_crashing(build_id);
     }
 
     // A signal only sets the flag; the device checks it between flash operations.

@@ -7,8 +7,8 @@ use ota_agent::boards::xtfpga::{self, OpenEth, Uart};
 use smoltcp::iface::Config;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, Ipv4Address};
 
-pub use xtfpga::Clock;
 pub use xtfpga::OpenEth as Net;
+pub use xtfpga::{Clock, reset};
 
 pub const NAME: &str = "qemu";
 /// QEMU's user-mode network: the guest and the gateway (the host).
@@ -17,8 +17,15 @@ pub const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
 /// A locally administered address (the MAC has none until it is given one).
 const MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x12, 0x34, 0x56];
 
-pub fn init() -> (Clock, Led, Net) {
-    (Clock::new(), Led { on: false }, OpenEth::new(MAC))
+pub fn init() -> (Clock, Led, Net, Watchdog) {
+    (Clock::new(), Led { on: false }, OpenEth::new(MAC), Watchdog)
+}
+
+/// The XTFPGA board has no watchdog.
+pub struct Watchdog;
+
+impl Watchdog {
+    pub fn feed(&mut self) {}
 }
 
 pub fn interface_config() -> Config {

@@ -11,7 +11,7 @@ use ota_agent::boards::esp8266;
 use smoltcp::iface::Config;
 use smoltcp::wire::{HardwareAddress, Ipv4Address};
 
-pub use esp8266::Clock;
+pub use esp8266::{Clock, Watchdog, reset};
 pub use led::Led;
 pub use slip_uart::SlipUart as Net;
 
@@ -21,11 +21,11 @@ pub const DEVICE_IP: Ipv4Address = Ipv4Address::new(192, 168, 190, 2);
 pub const GATEWAY: Ipv4Address = Ipv4Address::new(192, 168, 190, 1);
 const BAUD: u32 = 115_200;
 
-/// Clocks, LED and network up.
-pub fn init() -> (Clock, Led, Net) {
-    esp8266::disable_watchdog();
+/// Watchdog, clocks, LED and network up.
+pub fn init() -> (Clock, Led, Net, Watchdog) {
+    let watchdog = Watchdog::start();
     esp8266::init_80mhz();
-    (Clock::new(), Led::gpio2(), Net::new(BAUD))
+    (Clock::new(), Led::gpio2(), Net::new(BAUD), watchdog)
 }
 
 /// SLIP carries bare IP packets.

@@ -10,11 +10,15 @@ pub mod clock;
 #[cfg(target_arch = "xtensa")]
 pub mod flash;
 pub mod rom;
+#[cfg(target_arch = "xtensa")]
+pub mod watchdog;
 
 #[cfg(target_arch = "xtensa")]
 pub use clock::{Clock, init_80mhz};
 #[cfg(target_arch = "xtensa")]
 pub use flash::RomFlash;
+#[cfg(target_arch = "xtensa")]
+pub use watchdog::Watchdog;
 
 /// Reboots through the ROM, so rBoot runs again and starts the slot its config names.
 #[cfg(target_arch = "xtensa")]
@@ -23,8 +27,7 @@ pub struct Esp8266;
 #[cfg(target_arch = "xtensa")]
 impl crate::net::Platform for Esp8266 {
     fn reboot(&mut self) {
-        // SAFETY: the ROM's reset routine; nothing runs after it.
-        unsafe { rom::software_reset() };
+        reset()
     }
 
     fn fill_random(&mut self, buf: &mut [u8]) {
@@ -51,10 +54,19 @@ fn hardware_random() -> u32 {
     unsafe { RANDOM_REGISTER.read_volatile() }
 }
 
-/// Turns off the hardware watchdog the ROM leaves running; a firmware that wants it feeds
-/// it itself.
+/// Turns off the hardware watchdog the ROM leaves running. A firmware that does this loses
+/// the way back from a hang: prefer [`Watchdog::start`] and feed it.
 #[cfg(target_arch = "xtensa")]
 pub fn disable_watchdog() {
     // SAFETY: ROM routine without preconditions.
     unsafe { rom::ets_wdt_disable() };
+}
+
+/// Restarts the chip through the ROM (tcpflash-boot runs again): what a panic handler
+/// should end with, so a firmware that fails is not stuck until someone power-cycles it.
+#[cfg(target_arch = "xtensa")]
+pub fn reset() -> ! {
+    // SAFETY: the ROM's reset routine; nothing runs after it.
+    unsafe { rom::software_reset() };
+    loop {}
 }
