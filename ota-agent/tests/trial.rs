@@ -136,13 +136,14 @@ fn a_firmware_that_confirms_itself_refuses_pushes_until_it_has() {
     assert!(!trial_of(&mut flash).confirmed);
 
     // The application confirms; then the push goes through and starts a trial of user1.
-    let mut sector = [0u8; SECTOR];
-    let mut session = Session::new(config, &mut sector);
-    session.set_running(running);
-    session.confirm(&mut flash).unwrap();
+    let confirmed = {
+        let mut sector = [0u8; SECTOR];
+        let mut session = Session::new(config, &mut sector);
+        session.set_running(running);
+        session.confirm(&mut flash).unwrap();
+        *session.running()
+    };
     assert!(trial_of(&mut flash).confirmed);
-    let confirmed = *session.running();
-    drop(session);
     let (replies, _, _) = converse(&mut flash, config, confirmed, &push_lines(&image));
     assert!(replies.ends_with("Flash upgrade success. Rebooting in 2s.\r\n"), "{replies}");
     let trial = trial_of(&mut flash);
