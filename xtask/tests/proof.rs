@@ -49,7 +49,16 @@ fn the_proof_ends_with_one_line_of_figures_and_finds_nothing() {
     let names: Vec<&str> = figures.iter().map(|(name, _)| *name).collect();
     assert_eq!(
         names,
-        ["cut_points", "cut_failures", "net_cases", "net_failures", "qemu_cases", "qemu_failures"]
+        [
+            "cut_points",
+            "cut_failures",
+            "trial_cut_points",
+            "trial_cut_failures",
+            "net_cases",
+            "net_failures",
+            "qemu_cases",
+            "qemu_failures"
+        ]
     );
     assert_eq!(report.failures(), 0, "{text}");
     assert!(figures.iter().filter(|(name, _)| name.ends_with("_failures")).all(|(_, n)| *n == 0), "{last}");
@@ -70,6 +79,22 @@ fn every_power_cut_of_a_real_update_boots_the_old_or_the_new_image() {
         assert!(update.rboot_cuts > 0 && update.config_tears > 0, "{cuts}");
     }
     assert!(cuts.cut_points() > 2 * 100);
+}
+
+#[test]
+fn every_power_cut_of_a_trial_update_and_its_confirmation_boots_a_good_image() {
+    let cuts = &report().trial_cuts;
+    assert!(cuts.failures.is_empty(), "{cuts}");
+    let names: Vec<&str> = cuts.steps.iter().map(|step| step.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["user1 -> user2 (trial)", "user2 on trial, check-in confirms", "user2 confirmed -> user1 (trial)"]
+    );
+    let [update, confirm, again] = &cuts.steps[..] else { unreachable!() };
+    // The real image: erases, ~200 page programs, the config and the trial record.
+    assert!(update.agent_ops > 100 && again.agent_ops > 100, "{cuts}");
+    assert!(confirm.agent_ops >= 2 && confirm.boot_cuts > 0, "{cuts}");
+    assert_eq!(confirm.booted_old, 0, "a check-in never goes back: {cuts}");
 }
 
 #[test]

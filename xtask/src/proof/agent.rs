@@ -4,6 +4,7 @@
 //! push costs no socket and no waiting.
 
 use ota_agent::auth;
+use ota_agent::boot::Running;
 use ota_agent::client::{Client, Event, Transmit};
 use ota_agent::flash::NorFlash;
 use ota_agent::layout::{FlashLayout, SlotId};
@@ -20,7 +21,6 @@ pub const IDLE_TIMEOUT: Duration = ota_agent::session::DEFAULT_IDLE_TIMEOUT;
 pub struct Agent<'s> {
     pub session: Session<'s>,
     pub now: Instant,
-    running: Option<SlotId>,
     /// Everything the agent sent on the current connection.
     replies: Vec<u8>,
 }
@@ -32,15 +32,25 @@ impl<'s> Agent<'s> {
         layout: &'static FlashLayout,
         running: Option<SlotId>,
     ) -> Agent<'s> {
-        let session = Session::new(SessionConfig::new(layout), sector);
-        Agent { session, now: Instant::from_secs(1), running, replies: Vec::new() }
+        Agent::booted(sector, layout, Running::untracked(running))
+    }
+
+    /// The agent of a firmware started as `running` says (tcpflash-boot's hand-off).
+    pub fn booted(sector: &'s mut SectorBuffer, layout: &'static FlashLayout, running: Running) -> Agent<'s> {
+        let mut session = Session::new(SessionConfig::new(layout), sector);
+        session.set_running(running);
+        Agent { session, now: Instant::from_secs(1), replies: Vec::new() }
     }
 
     /// A client connects.
     pub fn accept(&mut self) {
         self.replies.clear();
-        self.session.set_running(ota_agent::boot::Running::untracked(self.running));
         self.session.start(self.now, None);
+    }
+
+    /// How the firmware runs now (a check-in may have confirmed it).
+    pub fn running(&self) -> Running {
+        *self.session.running()
     }
 
     /// The connection is gone (closed on both sides, or reset): the agent listens again.
@@ -167,6 +177,17 @@ pub fn client_push<F: NorFlash>(
     }
     agent.disconnect();
     events
+}
+
+/// The pushing host's check-in after the reboot, as `cargo tcpflash` makes it: `OTA`,
+/// `GetNextFlash`, `GetBootState`, close. Returns the replies.
+pub fn check_in<F: NorFlash>(agent: &mut Agent<'_>, flash: &mut F) -> Vec<u8> {
+    agent.accept();
+    agent.send(flash, b"OTA\r\nGetNextFlash\r\nGetBootState\r\n");
+    agent.input_closed(flash);
+    let replies = agent.replies().to_vec();
+    agent.disconnect();
+    replies
 }
 
 /// Whether `events` are those of a push that landed.

@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod network;
 pub mod power_cut;
+pub mod trial_cut;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -130,6 +131,7 @@ pub fn default_target_dir() -> PathBuf {
 /// Everything `cargo xtask proof` found.
 pub struct ProofReport {
     pub cuts: power_cut::CutReport,
+    pub trial_cuts: trial_cut::TrialCutReport,
     pub net: network::NetReport,
     pub qemu: Result<qemu::Report, QemuError>,
 }
@@ -145,15 +147,21 @@ impl ProofReport {
     }
 
     pub fn failures(&self) -> usize {
-        self.cuts.failures.len() + self.net.failures.len() + self.qemu_failures()
+        self.cuts.failures.len()
+            + self.trial_cuts.failures.len()
+            + self.net.failures.len()
+            + self.qemu_failures()
     }
 
     /// The one line the proof ends with.
     pub fn summary(&self) -> String {
         format!(
-            "proof: cut_points={} cut_failures={} net_cases={} net_failures={} qemu_cases={} qemu_failures={}",
+            "proof: cut_points={} cut_failures={} trial_cut_points={} trial_cut_failures={} net_cases={} \
+             net_failures={} qemu_cases={} qemu_failures={}",
             self.cuts.cut_points(),
             self.cuts.failures.len(),
+            self.trial_cuts.cut_points(),
+            self.trial_cuts.failures.len(),
             self.net.cases(),
             self.net.failures.len(),
             self.qemu_cases(),
@@ -166,6 +174,8 @@ impl fmt::Display for ProofReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "== power cuts")?;
         write!(f, "{}", self.cuts)?;
+        writeln!(f, "== power cuts on trial boots (tcpflash-boot)")?;
+        write!(f, "{}", self.trial_cuts)?;
         writeln!(f, "== network faults")?;
         write!(f, "{}", self.net)?;
         writeln!(f, "== QEMU")?;
@@ -191,6 +201,12 @@ pub fn run(blinky: &Blinky, progress: &mut dyn FnMut(&str)) -> ProofReport {
     let start = std::time::Instant::now();
     let cuts = power_cut::campaign(blinky);
     timed("power cuts", progress, start);
+    progress(
+        "trial power cuts: an update, its trial boot and the confirmation under tcpflash-boot, cut at every flash operation",
+    );
+    let start = std::time::Instant::now();
+    let trial_cuts = trial_cut::campaign(blinky);
+    timed("trial power cuts", progress, start);
     progress("network faults: session, virtual ESP8266 on 127.0.0.1, smoltcp over a faulty wire");
     let start = std::time::Instant::now();
     let net = network::campaign(blinky, &network::NetOptions::default());
@@ -199,5 +215,5 @@ pub fn run(blinky: &Blinky, progress: &mut dyn FnMut(&str)) -> ProofReport {
     let start = std::time::Instant::now();
     let qemu = qemu::run_all(&qemu::program_manifest(), qemu::CASE_TIMEOUT);
     timed("QEMU", progress, start);
-    ProofReport { cuts, net, qemu }
+    ProofReport { cuts, trial_cuts, net, qemu }
 }
