@@ -114,7 +114,8 @@ Exit status:
   4  network: name not resolved, connection refused, timeout, transfer interrupted,
      device did not come back after rebooting
   5  the device refused: an `ERR:` line, `Invalid` image, or a reply that is not the protocol
-  6  the device came back on the old slot: it reverted";
+  6  the device came back on the old slot: it reverted
+130  stopped by Ctrl-C (the connection is reset; the message says what the device does)";
 
 /// Push options: used when no subcommand is given.
 #[derive(Debug, Args)]
@@ -123,7 +124,7 @@ pub struct PushArgs {
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
     /// TCP port of the device's agent (default: [package.metadata.tcpflash] port, then 65056).
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
     /// The device's key file (32 random bytes or 64 hex digits): proves to a device built
     /// with a key that this push may replace its firmware, and is built into the new firmware.

@@ -4,7 +4,8 @@
 //! device to come back after its reboot.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use miette::Diagnostic;
@@ -24,12 +25,20 @@ pub mod exit {
     pub const NETWORK: i32 = 4;
     pub const REFUSED: i32 = 5;
     pub const REVERTED: i32 = 6;
+    /// Stopped by Ctrl-C (128 + SIGINT, as shells report it).
+    pub const CANCELLED: i32 = 130;
 }
 
 /// The largest piece of image handed to one `write` call.
 const WRITE_CHUNK: usize = 16 * 1024;
 /// Pause between attempts to reach a rebooting device.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// The socket's send buffer (Linux doubles it). The device's window is 12 KB, so more
+/// buffering gains nothing; what it buys instead: the progress bar counts bytes the device
+/// took, not bytes the kernel queued, and Ctrl-C leaves little in flight.
+const SEND_BUFFER: usize = 16 * 1024;
+/// How often a blocked read or write looks at the cancel flag.
+const CANCEL_TICK: Duration = Duration::from_millis(100);
 
 /// How long to wait for what.
 #[derive(Clone, Copy, Debug)]
@@ -52,11 +61,13 @@ pub struct Target {
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // An address prints as a socket address (`[::1]:65056`), a name with what it resolved to.
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return write!(f, "{}", SocketAddr::new(ip, self.port));
+        }
         match self.addrs.first() {
-            Some(addr) if addr.ip().to_string() != self.host => {
-                write!(f, "{}:{} ({addr})", self.host, self.port)
-            }
-            _ => write!(f, "{}:{}", self.host, self.port),
+            Some(addr) => write!(f, "{}:{} ({addr})", self.host, self.port),
+            None => write!(f, "{}:{}", self.host, self.port),
         }
     }
 }
@@ -174,14 +185,22 @@ pub enum PushError {
     Timeout { addr: SocketAddr, during: Step, timeout: Duration },
 
     #[error("the transfer to {addr} was interrupted: {what}")]
-    #[diagnostic(
-        code(tcpflash::push::interrupted),
-        help(
-            "the device keeps running its current firmware (it switches only after checking the whole image); \
-             check its power and network, then push again"
-        )
-    )]
-    Interrupted { addr: SocketAddr, what: String },
+    #[diagnostic(code(tcpflash::push::interrupted))]
+    Interrupted {
+        addr: SocketAddr,
+        what: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("stopped (Ctrl-C) {stage}")]
+    #[diagnostic(code(tcpflash::push::cancelled))]
+    Cancelled {
+        addr: SocketAddr,
+        stage: CancelStage,
+        #[help]
+        help: String,
+    },
 
     #[error("the device at {addr} closed the connection while {during}")]
     #[diagnostic(
@@ -214,15 +233,13 @@ pub enum PushError {
     Unexpected { line: String, during: Step },
 
     #[error("the device did not answer within {} s after rebooting ({last})", secs(*waited))]
-    #[diagnostic(
-        code(tcpflash::push::not_back),
-        help(
-            "the device accepted the image and rebooted; if the new firmware does not call ota_init() it cannot \
-             answer, so check its serial log. Raise --reboot-timeout for a slow network, or skip this check \
-             with --no-verify"
-        )
-    )]
-    NotBack { waited: Duration, last: String },
+    #[diagnostic(code(tcpflash::push::not_back))]
+    NotBack {
+        waited: Duration,
+        last: String,
+        #[help]
+        help: String,
+    },
 
     #[error(
         "the new firmware{} did not confirm and the device went back: it runs {running}{} again (the image went to {pushed})",
@@ -261,6 +278,50 @@ impl PushError {
                 exit::REFUSED
             }
             PushError::Reverted { .. } => exit::REVERTED,
+            PushError::Cancelled { .. } => exit::CANCELLED,
+        }
+    }
+}
+
+/// Where a push stood when Ctrl-C stopped it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelStage {
+    /// No image byte had gone out.
+    BeforeImage,
+    /// Part of the image had gone out.
+    Partial { slot: SlotId, sent: u32, len: u32 },
+    /// Every image byte had gone out (to the kernel, at least): the device may have it all.
+    AllSent { slot: SlotId, len: u32 },
+}
+
+impl std::fmt::Display for CancelStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            CancelStage::BeforeImage => f.write_str("before any image byte was sent"),
+            CancelStage::Partial { slot, sent, len } => {
+                write!(f, "after {sent} of {len} bytes of {}", slot.file_name())
+            }
+            CancelStage::AllSent { slot, len } => {
+                write!(f, "after all {len} bytes of {} were sent", slot.file_name())
+            }
+        }
+    }
+}
+
+impl CancelStage {
+    /// What the device does now, as far as the stage tells.
+    fn help(&self) -> String {
+        match self {
+            CancelStage::BeforeImage | CancelStage::Partial { .. } => {
+                "the connection was reset before the image \
+                 was complete: the device drops what it received and keeps its firmware"
+                    .into()
+            }
+            CancelStage::AllSent { .. } => {
+                "the device had the whole image and may install it: push again, or \
+                 check which slot it runs with another push"
+                    .into()
+            }
         }
     }
 }
@@ -288,14 +349,18 @@ pub fn resolve(host: &str, port: u16) -> Result<Target, PushError> {
 /// Pushes the image the device asks for: `images` holds user1's and user2's, in that order.
 /// The image's SHA-256 always goes along (the device checks the slot against it before it
 /// switches); with `key`, the push proves it holds the device's key.
+///
+/// Setting `cancel` stops the push within a tenth of a second: the connection is reset (not
+/// closed), so bytes the kernel still holds never reach the device.
 pub fn push(
     target: &Target,
     images: [&[u8]; 2],
     key: Option<&Key>,
     timeouts: &Timeouts,
+    cancel: &AtomicBool,
     report: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Pushed, PushError> {
-    let mut conn = Conn::open(target, timeouts)?;
+    let mut conn = Conn::open(target, timeouts, cancel)?;
     report(Progress::Connected(conn.addr));
     match conn.converse(Goal::Push { images, key }, report)? {
         Reached::Pushed { slot, len } => {
@@ -312,6 +377,7 @@ pub fn push(
 pub fn await_return(
     target: &Target,
     timeouts: &Timeouts,
+    cancel: &AtomicBool,
     report: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Returned, PushError> {
     report(Progress::AwaitingReboot);
@@ -320,7 +386,8 @@ pub fn await_return(
     std::thread::sleep(RETRY_PAUSE);
     let start = Instant::now();
     loop {
-        let attempt = Conn::open(target, timeouts).and_then(|mut conn| conn.converse(Goal::Ask, &mut |_| {}));
+        let attempt =
+            Conn::open(target, timeouts, cancel).and_then(|mut conn| conn.converse(Goal::Ask, &mut |_| {}));
         let error = match attempt {
             Ok(Reached::Asked(returned)) => return Ok(returned),
             Ok(Reached::Pushed { .. }) => unreachable!("asking does not push"),
@@ -328,11 +395,26 @@ pub fn await_return(
             Err(error) => return Err(error),
         };
         if start.elapsed() >= timeouts.reboot {
-            return Err(PushError::NotBack { waited: start.elapsed(), last: error.to_string() });
+            return Err(not_back(start.elapsed(), &error));
         }
         report(Progress::Retrying);
         std::thread::sleep(RETRY_PAUSE);
     }
+}
+
+/// The device did not answer as it should within the reboot timeout; `last` is why the last
+/// attempt failed.
+fn not_back(waited: Duration, last: &PushError) -> PushError {
+    let busy = matches!(last, PushError::Device { line, .. } if line.ends_with(reason::BUSY));
+    let help = if busy {
+        "the device is back and answers, but another client held its agent the whole time (it serves one \
+         at a time): wait for that client to finish, then push again or check with another push"
+    } else {
+        "the device accepted the image and rebooted; if the new firmware does not call ota_init() it cannot \
+         answer, so check its serial log. Raise --reboot-timeout for a slow network, or skip this check \
+         with --no-verify"
+    };
+    PushError::NotBack { waited, last: last.to_string(), help: help.into() }
 }
 
 /// Errors that a rebooting device produces on its way back.
@@ -358,28 +440,34 @@ enum Reached {
     Asked(Returned),
 }
 
-struct Conn {
+struct Conn<'c> {
     stream: TcpStream,
     addr: SocketAddr,
     timeouts: Timeouts,
+    cancel: &'c AtomicBool,
     /// Where the conversation stands, for messages about timeouts and broken connections.
     step: Step,
     /// The slot the device asked for, when only asking.
     asked: Option<SlotId>,
 }
 
-impl Conn {
+impl<'c> Conn<'c> {
     /// Connects to the first address that answers.
-    fn open(target: &Target, timeouts: &Timeouts) -> Result<Conn, PushError> {
+    fn open(target: &Target, timeouts: &Timeouts, cancel: &'c AtomicBool) -> Result<Conn<'c>, PushError> {
         let mut last = None;
         for &addr in &target.addrs {
             match TcpStream::connect_timeout(&addr, timeouts.connect) {
                 Ok(stream) => {
                     let io = |source| PushError::Connect { addr, source };
-                    stream.set_read_timeout(Some(timeouts.reply)).map_err(io)?;
-                    stream.set_write_timeout(Some(timeouts.reply)).map_err(io)?;
+                    // Short socket timeouts: a blocked read or write looks at `cancel` each
+                    // tick, and gives up at the reply timeout.
+                    let tick = Some(CANCEL_TICK.min(timeouts.reply).max(Duration::from_millis(1)));
+                    stream.set_read_timeout(tick).map_err(io)?;
+                    stream.set_write_timeout(tick).map_err(io)?;
                     stream.set_nodelay(true).map_err(io)?;
-                    return Ok(Conn { stream, addr, timeouts: *timeouts, step: Step::NextSlot, asked: None });
+                    socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER).map_err(io)?;
+                    let step = Step::NextSlot;
+                    return Ok(Conn { stream, addr, timeouts: *timeouts, cancel, step, asked: None });
                 }
                 Err(source) => last = Some(connect_error(addr, source, timeouts.connect)),
             }
@@ -432,7 +520,7 @@ impl Conn {
                 }
                 Transmit::Nothing => {}
             }
-            let n = self.read(&mut buf)?;
+            let n = self.read(&mut buf, &client)?;
             let reached = if n == 0 {
                 let event = client.closed();
                 match event {
@@ -494,10 +582,11 @@ impl Conn {
             }
             Event::Ready => {
                 self.step = Step::Image;
-                report(Progress::Reply(ota_agent::protocol::READY));
+                // Whether the push is authenticated comes first: it is about the whole push.
                 if let Goal::Push { key: Some(_), .. } = goal {
                     report(Progress::Authentication(client.authentication()));
                 }
+                report(Progress::Reply(ota_agent::protocol::READY));
                 let (_, len) = client.progress();
                 report(Progress::Sending { slot: client.slot().expect("slot known"), len });
             }
@@ -534,7 +623,7 @@ impl Conn {
         let addr = self.addr;
         match error {
             ClientError::ImageRejected(reason) => {
-                let reason = reason.to_string();
+                let reason = printable(&reason.to_string());
                 let reply = if reason.is_empty() {
                     format!("{}, then the connection closed", ota_agent::protocol::INVALID)
                 } else {
@@ -544,7 +633,8 @@ impl Conn {
             }
             ClientError::Device(reason) => {
                 let reason = reason.to_string();
-                PushError::Device { line: format!("{ERR_PREFIX}{reason}"), help: device_help(&reason) }
+                let line = format!("{ERR_PREFIX}{}", printable(&reason));
+                PushError::Device { line, help: device_help(&reason) }
             }
             ClientError::Unexpected { line, during } => {
                 PushError::Unexpected { line: line.to_string(), during }
@@ -553,35 +643,64 @@ impl Conn {
                 PushError::Unexpected { line: "a line longer than any TCP-OTA reply".into(), during }
             }
             ClientError::Closed { during: during @ (Step::Image | Step::Verdict | Step::Success) } => {
-                PushError::Interrupted { addr, what: interrupted_what(during, client) }
+                interrupted(addr, during, client)
             }
             ClientError::Closed { during } => PushError::Closed { addr, during },
         }
     }
 
+    /// Writes some of `bytes`, waiting up to the reply timeout for the device to take them.
     fn write(&mut self, bytes: &[u8], client: &Client) -> Result<usize, PushError> {
+        let deadline = Instant::now() + self.timeouts.reply;
         loop {
+            self.check_cancel(client)?;
             match self.stream.write(bytes) {
                 Ok(0) => return Err(self.lost(client)),
                 Ok(n) => return Ok(n),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) if is_timeout(&error) => return Err(self.timed_out()),
+                Err(error) if is_timeout(&error) => {
+                    if Instant::now() >= deadline {
+                        return Err(self.timed_out());
+                    }
+                }
                 Err(_) => return Err(self.lost(client)),
             }
         }
     }
 
     /// Waits up to the reply timeout for bytes; 0 means the device closed.
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, PushError> {
+    fn read(&mut self, buf: &mut [u8], client: &Client) -> Result<usize, PushError> {
+        let deadline = Instant::now() + self.timeouts.reply;
         loop {
+            self.check_cancel(client)?;
             match self.stream.read(buf) {
                 Ok(n) => return Ok(n),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) if is_timeout(&error) => return Err(self.timed_out()),
+                Err(error) if is_timeout(&error) => {
+                    if Instant::now() >= deadline {
+                        return Err(self.timed_out());
+                    }
+                }
                 // A reset reads like a close: the client says what that means at this step.
                 Err(_) => return Ok(0),
             }
         }
+    }
+
+    /// Stops here when `cancel` is set: the connection is reset (SO_LINGER 0 makes the close
+    /// a reset), so whatever the kernel has not sent yet is dropped, not delivered.
+    fn check_cancel(&mut self, client: &Client) -> Result<(), PushError> {
+        if !self.cancel.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+        let (sent, len) = client.progress();
+        let stage = match client.slot() {
+            Some(slot) if len > 0 && sent == len => CancelStage::AllSent { slot, len },
+            Some(slot) if sent > 0 => CancelStage::Partial { slot, sent, len },
+            _ => CancelStage::BeforeImage,
+        };
+        Err(PushError::Cancelled { addr: self.addr, stage, help: stage.help() })
     }
 
     /// Bytes already received, without waiting.
@@ -612,12 +731,38 @@ impl Conn {
 
     fn lost(&self, client: &Client) -> PushError {
         match self.step {
-            during @ (Step::Image | Step::Verdict | Step::Success) => {
-                PushError::Interrupted { addr: self.addr, what: interrupted_what(during, client) }
-            }
+            during @ (Step::Image | Step::Verdict | Step::Success) => interrupted(self.addr, during, client),
             during => PushError::Closed { addr: self.addr, during },
         }
     }
+}
+
+/// The connection broke during the image or after it; what the device does depends on
+/// whether it got every byte.
+fn interrupted(addr: SocketAddr, during: Step, client: &Client) -> PushError {
+    let help = if during == Step::Image {
+        "the device keeps running its current firmware (it switches only after checking the whole image); \
+         check its power and network, then push again"
+    } else {
+        "every byte was sent, so the device may have had the whole image and installed it (it installs a \
+         verified image when the connection closes); push again: it asks for the slot it does not run, which \
+         tells where it is"
+    };
+    PushError::Interrupted { addr, what: interrupted_what(during, client), help: help.into() }
+}
+
+/// `text` from a device, safe for a terminal: control characters (escape sequences that
+/// clear the screen, recolour it or set the window title; C1 controls too) are shown escaped.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn interrupted_what(during: Step, client: &Client) -> String {
@@ -724,8 +869,17 @@ mod tests {
             reverted.to_string(),
             "the new firmware (build abababababababab) did not confirm and the device went back: it runs user1 again (the image went to user2)"
         );
-        let codes = [exit::OTHER, exit::USAGE, exit::BUILD, exit::NETWORK, exit::REFUSED, exit::REVERTED];
+        let codes = [
+            exit::OTHER,
+            exit::USAGE,
+            exit::BUILD,
+            exit::NETWORK,
+            exit::REFUSED,
+            exit::REVERTED,
+            exit::CANCELLED,
+        ];
         let mut sorted = codes.to_vec();
+        sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), codes.len());
     }
@@ -743,5 +897,35 @@ mod tests {
         assert!(!is_transient(&device(reason::LENGTH_TOO_BIG)));
         assert!(is_transient(&PushError::Refused { addr: "127.0.0.1:1".parse().unwrap() }));
         assert!(!is_transient(&PushError::Unexpected { line: "x".into(), during: Step::NextSlot }));
+    }
+
+    #[test]
+    fn a_device_busy_after_its_reboot_is_not_said_to_lack_the_agent() {
+        let busy = PushError::Device { line: format!("ERR: {}", reason::BUSY), help: String::new() };
+        let PushError::NotBack { help, last, .. } = not_back(Duration::from_secs(30), &busy) else {
+            panic!()
+        };
+        assert!(help.contains("another client held its agent"), "{help}");
+        assert!(!help.contains("ota_init"), "{help}");
+        assert_eq!(last, "the device answered: ERR: Connection Already Exists");
+        let refused = PushError::Refused { addr: "127.0.0.1:1".parse().unwrap() };
+        let PushError::NotBack { help, .. } = not_back(Duration::from_secs(30), &refused) else { panic!() };
+        assert!(help.contains("ota_init()"), "{help}");
+    }
+
+    #[test]
+    fn addresses_print_as_socket_addresses() {
+        assert_eq!(resolve("::1", 47001).unwrap().to_string(), "[::1]:47001");
+        assert_eq!(resolve("127.0.0.1", 47001).unwrap().to_string(), "127.0.0.1:47001");
+        assert_eq!(
+            resolve("localhost", 47001).unwrap().to_string().split(' ').next(),
+            Some("localhost:47001")
+        );
+    }
+
+    #[test]
+    fn device_text_is_printable() {
+        assert_eq!(printable("ok \x1b[2J\u{9b}1m\x07 é"), "ok \\u{1b}[2J\\u{9b}1m\\u{7} é");
+        assert_eq!(printable("tab\there"), "tab\\there");
     }
 }

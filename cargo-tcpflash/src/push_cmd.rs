@@ -4,8 +4,11 @@
 //! per kind of failure (`cli::EXIT_CODES`).
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use miette::Diagnostic;
@@ -17,7 +20,7 @@ use thiserror::Error;
 
 use crate::build::{self, BuildError, Firmware, FirmwarePackage, status};
 use crate::cli::PushArgs;
-use crate::push::{self, Progress, PushError, Timeouts, exit};
+use crate::push::{self, CancelStage, Progress, PushError, Timeouts, exit};
 
 /// The environment variable naming the device when `--host` is not given.
 pub const HOST_ENV: &str = "TCPFLASH_HOST";
@@ -45,7 +48,7 @@ pub enum PushCmdError {
         source: std::io::Error,
     },
 
-    #[error("{} is not a key file: {source}", path.display())]
+    #[error("{} is not a key file: {reason}", path.display())]
     #[diagnostic(
         code(tcpflash::push::key_format),
         help(
@@ -53,7 +56,24 @@ pub enum PushCmdError {
              (`openssl rand -hex 32 > tcpflash.key`); the firmware must be built with the same file"
         )
     )]
-    KeyFileFormat { path: PathBuf, source: KeyFileError },
+    KeyFileFormat { path: PathBuf, reason: KeyFileError },
+
+    #[error("--host `{host}` carries a port")]
+    #[diagnostic(
+        code(tcpflash::push::host_with_port),
+        help("give the port on its own: --host {} --port {port}", bare_host(host))
+    )]
+    HostWithPort { host: String, port: u16 },
+
+    #[error("stopped (Ctrl-C) after all {len} bytes of {} were sent: {outcome}", slot.file_name())]
+    #[diagnostic(code(tcpflash::push::cancelled))]
+    CancelledAfterImage {
+        slot: SlotId,
+        len: u32,
+        outcome: String,
+        #[help]
+        help: Option<String>,
+    },
 
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -69,7 +89,9 @@ impl PushCmdError {
         match self {
             PushCmdError::NoHost
             | PushCmdError::KeyFileUnreadable { .. }
-            | PushCmdError::KeyFileFormat { .. } => exit::USAGE,
+            | PushCmdError::KeyFileFormat { .. }
+            | PushCmdError::HostWithPort { .. } => exit::USAGE,
+            PushCmdError::CancelledAfterImage { .. } => exit::CANCELLED,
             PushCmdError::Build(_) => exit::BUILD,
             PushCmdError::Push(error) => error.exit_code(),
         }
@@ -115,11 +137,26 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
         Timeouts { connect: args.connect_timeout, reply: args.timeout, reboot: args.reboot_timeout };
 
     status("Pushing", &format!("{} {} to {target}", firmware.package.name, firmware.package.version));
+    // From here Ctrl-C stops the push cleanly (the connection is reset, and we say what the
+    // device does); a second Ctrl-C quits at once.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        exit::CANCELLED,
+        Arc::clone(&cancel),
+    );
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
     let mut shown = Shown::default();
-    let pushed =
-        push::push(&target, [&images[0], &images[1]], key.as_ref(), &timeouts, &mut |p| shown.progress(p));
+    let pushed = push::push(&target, [&images[0], &images[1]], key.as_ref(), &timeouts, &cancel, &mut |p| {
+        shown.progress(p)
+    });
     shown.finish();
-    let pushed = pushed?;
+    let pushed = match pushed {
+        Err(PushError::Cancelled { stage: CancelStage::AllSent { slot, len }, .. }) => {
+            return Err(after_cancel(&target, &timeouts, slot, len, &mut shown));
+        }
+        other => other?,
+    };
     let what = format!(
         "{} ({} {}, build {})",
         pushed.slot.file_name(),
@@ -131,7 +168,7 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
         println!("pushed {what} to {target}; the device reboots into it (not checked: --no-verify)");
         return Ok(());
     }
-    let returned = push::await_return(&target, &timeouts, &mut |p| shown.progress(p))?;
+    let returned = push::await_return(&target, &timeouts, &cancel, &mut |p| shown.progress(p))?;
     if !returned.runs(&pushed) {
         return Err(PushError::Reverted {
             pushed: pushed.slot,
@@ -161,17 +198,77 @@ fn boot_words(returned: &push::Returned) -> String {
     }
 }
 
+/// How long the check after a Ctrl-C waits for the device.
+const CANCEL_CHECK: Duration = Duration::from_secs(10);
+
+/// Ctrl-C came after the whole image went out: the device may install it. Looks (for a
+/// short while) at which slot it runs, and says so.
+fn after_cancel(
+    target: &push::Target,
+    timeouts: &Timeouts,
+    slot: SlotId,
+    len: u32,
+    shown: &mut Shown,
+) -> PushCmdError {
+    status("Checking", &format!("which firmware the device runs (up to {} s)", CANCEL_CHECK.as_secs()));
+    let timeouts = Timeouts { reboot: CANCEL_CHECK, ..*timeouts };
+    // This check has its own flag: the first Ctrl-C is spent; a second one quits.
+    let never = AtomicBool::new(false);
+    let (outcome, help) = match push::await_return(target, &timeouts, &never, &mut |p| shown.progress(p)) {
+        Ok(returned) if returned.slot == slot => {
+            (format!("the device installed it anyway and now runs {slot}"), None)
+        }
+        Ok(returned) => (format!("the device did not install it and still runs {}", returned.slot), None),
+        Err(error) => (
+            format!(
+                "the device had the whole image and may install it; it did not answer within {} s",
+                CANCEL_CHECK.as_secs()
+            ),
+            Some(format!(
+                "{error}; push again later: the device asks for the slot it does not run, which tells where it is"
+            )),
+        ),
+    };
+    PushCmdError::CancelledAfterImage { slot, len, outcome, help }
+}
+
+/// The host part of `host:port` (brackets of an IPv6 address removed).
+fn bare_host(host: &str) -> String {
+    match host.parse::<SocketAddr>() {
+        Ok(addr) => addr.ip().to_string(),
+        Err(_) => host.rsplit_once(':').map_or(host, |(name, _)| name).to_owned(),
+    }
+}
+
+/// A `--host` that carries a port (`10.0.1.4:65056`, `[::1]:65056`, `name:65056`): the port
+/// goes in `--port`. A bare IPv6 address (`::1`) is a host.
+fn port_in_host(host: &str) -> Option<u16> {
+    if let Ok(addr) = host.parse::<SocketAddr>() {
+        return Some(addr.port());
+    }
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let (name, port) = host.rsplit_once(':')?;
+    (!name.is_empty() && !name.contains(':')).then(|| port.parse().ok()).flatten()
+}
+
 /// Host from --host, $TCPFLASH_HOST, then the firmware's metadata; port from --port, the
 /// metadata, then the agent's default.
 fn destination(args: &PushArgs) -> Result<(String, u16), PushCmdError> {
     let env_host = std::env::var(HOST_ENV).ok().filter(|host| !host.trim().is_empty());
     let given = args.host.clone().or(env_host);
+    if let Some(host) = &given
+        && let Some(port) = port_in_host(host)
+    {
+        return Err(PushCmdError::HostWithPort { host: host.clone(), port });
+    }
     if let (Some(host), Some(port)) = (&given, args.port) {
         return Ok((host.clone(), port));
     }
     let metadata = FirmwarePackage::locate(&args.build)?.metadata;
     let host = given.or(metadata.host).ok_or(PushCmdError::NoHost)?;
-    Ok((host, args.port.or(metadata.port).unwrap_or(DEFAULT_PORT)))
+    Ok((host, args.port.or(metadata.port.map(std::num::NonZeroU16::get)).unwrap_or(DEFAULT_PORT)))
 }
 
 /// Reads the key file.
@@ -179,7 +276,7 @@ fn load_key(path: &Path) -> Result<Key, PushCmdError> {
     let unreadable = |source| PushCmdError::KeyFileUnreadable { path: path.to_owned(), source };
     let bytes = std::fs::read(path).map_err(unreadable)?;
     let key = auth::parse_key(&bytes)
-        .map_err(|source| PushCmdError::KeyFileFormat { path: path.to_owned(), source })?;
+        .map_err(|reason| PushCmdError::KeyFileFormat { path: path.to_owned(), reason })?;
     Ok(key)
 }
 
@@ -192,6 +289,8 @@ fn read_image(firmware: &Firmware, slot: SlotId) -> Result<Vec<u8>, BuildError> 
 #[derive(Default)]
 struct Shown {
     bar: Option<ProgressBar>,
+    /// The transfer under way: its image and length, and when it started.
+    sending: Option<(SlotId, u32, Instant)>,
 }
 
 impl Shown {
@@ -208,8 +307,13 @@ impl Shown {
             ),
             Progress::Reply(line) => self.println("Device", line),
             Progress::Sending { slot, len } => {
-                self.println("Sending", &format!("{} ({len} bytes)", slot.file_name()));
-                self.bar = Some(progress_bar(u64::from(len)));
+                let bar = progress_bar(u64::from(len), slot);
+                // On a terminal the bar is the "Sending" line; in a log, one line says it.
+                if bar.is_hidden() {
+                    status("Sending", &format!("{} ({len} bytes)", slot.file_name()));
+                }
+                self.bar = Some(bar);
+                self.sending = Some((slot, len, Instant::now()));
             }
             Progress::Sent(n) => {
                 if let Some(bar) = &self.bar {
@@ -234,16 +338,21 @@ impl Shown {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        if let Some((slot, len, since)) = self.sending.take() {
+            let took = since.elapsed().as_secs_f64();
+            status("Sent", &format!("{} ({len} bytes) in {took:.1} s", slot.file_name()));
+        }
     }
 }
 
 /// Bytes sent and the rate; drawn only when stderr is a terminal.
-fn progress_bar(total: u64) -> ProgressBar {
+fn progress_bar(total: u64, slot: SlotId) -> ProgressBar {
     let bar = crate::progress::byte_bar(
         total,
-        "{prefix:>12.cyan.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ({eta})",
+        "{prefix:>12.cyan.bold} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ({eta})",
     );
     bar.set_prefix("Sending");
+    bar.set_message(slot.file_name());
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
 }

@@ -62,7 +62,10 @@ struct FakeDevice {
 type Script = Box<dyn FnOnce(TcpStream) + Send>;
 
 fn fake_device(scripts: Vec<Script>) -> FakeDevice {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    fake_device_on(TcpListener::bind("127.0.0.1:0").unwrap(), scripts)
+}
+
+fn fake_device_on(listener: TcpListener, scripts: Vec<Script>) -> FakeDevice {
     let port = listener.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&connections);
@@ -92,7 +95,12 @@ fn line(reader: &mut impl BufRead) -> String {
 
 /// Reads the opening lines; returns the reader for more.
 fn opening(stream: &TcpStream) -> BufReader<TcpStream> {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    opening_with(stream, 8 * 1024)
+}
+
+/// [`opening`] with a reader that buffers at most `capacity` bytes ahead.
+fn opening_with(stream: &TcpStream, capacity: usize) -> BufReader<TcpStream> {
+    let mut reader = BufReader::with_capacity(capacity, stream.try_clone().unwrap());
     assert_eq!(line(&mut reader), "OTA\r\n");
     assert_eq!(line(&mut reader), "GetNextFlash\r\n");
     reader
@@ -446,9 +454,11 @@ fn a_key_file_that_is_missing_or_not_a_key_is_a_usage_error_naming_the_fix() {
     command.env("TCPFLASH_KEY_FILE", &bad);
     let stderr = assert_exit(&run(&mut command), 2);
     assert!(
-        stderr.contains("is not a key file: a key file holds 32 random bytes or 64 hex digits"),
+        stderr.contains("is not a key file: it holds 10 bytes, 9 without the whitespace around them"),
         "{stderr}"
     );
+    // The sentence is said once, not again as a cause.
+    assert_eq!(stderr.matches("it holds").count(), 1, "{stderr}");
     assert!(stderr.contains("head -c 32 /dev/urandom"), "{stderr}");
     assert_eq!(device.connections.load(Ordering::SeqCst), 0, "nothing is sent without a usable key");
 }
@@ -461,4 +471,151 @@ fn a_device_on_an_unconfirmed_trial_refuses_and_the_help_says_why() {
     let stderr = assert_exit(&output, 5);
     assert!(stderr.contains("ERR: Running firmware is on trial, not confirmed yet"), "{stderr}");
     assert!(stderr.contains("has not confirmed itself yet"), "{stderr}");
+}
+
+/// A listener whose connections have a small receive buffer: a client writing to a device
+/// that stops reading blocks after a few kilobytes, mid-image.
+fn small_window_listener() -> TcpListener {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(4).unwrap();
+    socket.into()
+}
+
+/// What the device saw of a connection the client gave up on.
+#[derive(Debug)]
+struct Seen {
+    image_bytes: usize,
+    len: usize,
+    reset: bool,
+}
+
+/// Reads the rest of a connection: how many bytes came, and whether it ended in a reset.
+fn read_to_end_or_reset(mut reader: impl Read) -> (usize, bool) {
+    let mut total = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return (total, false),
+            Ok(n) => total += n,
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return (total, true),
+            Err(error) => panic!("{error}"),
+        }
+    }
+}
+
+/// A device that answers up to `Ready` (or not, with `ready` false), reads `image_bytes`
+/// of the image (all of it with `usize::MAX`) and then waits: it tells `at_point` where it
+/// stands, and `seen` what it saw by the end. It keeps its end open after the client's
+/// close, until the test is done.
+fn stops_at(
+    ready: bool,
+    image_bytes: usize,
+    at_point: std::sync::mpsc::Sender<()>,
+    seen: std::sync::mpsc::Sender<Seen>,
+) -> Script {
+    Box::new(move |mut stream| {
+        // Buffering little here, so a device that stops reading stops the client soon.
+        let mut reader = opening_with(&stream, 64);
+        stream.write_all(b"user2.bin\r\n").unwrap();
+        let (_, len) = headers(&mut reader);
+        if ready {
+            stream.write_all(b"Ready\r\n").unwrap();
+        }
+        let mut image = vec![0u8; image_bytes.min(len)];
+        reader.read_exact(&mut image).unwrap();
+        // Let the client fill what the connection buffers, then say where we are.
+        std::thread::sleep(Duration::from_millis(300));
+        at_point.send(()).unwrap();
+        // The test sends SIGINT now; the client looks at it within 0.1 s, blocked as it is.
+        std::thread::sleep(Duration::from_secs(1));
+        let (more, reset) = read_to_end_or_reset(reader);
+        seen.send(Seen { image_bytes: image.len() + more, len, reset }).unwrap();
+        // Closing now would end the client's wait before its Ctrl-C: stay until it is gone.
+        std::thread::sleep(PATIENCE);
+        drop(stream);
+    })
+}
+
+/// Runs a push, sends it SIGINT once the device reaches its point, returns its output.
+fn interrupted_push(device: &FakeDevice, at_point: std::sync::mpsc::Receiver<()>) -> Output {
+    let child = push(device.port, &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    at_point.recv_timeout(PATIENCE).expect("the push reached the device's point");
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn ctrl_c_before_the_image_resets_and_says_the_device_keeps_its_firmware() {
+    let (point_tx, point) = std::sync::mpsc::channel();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    let device = fake_device(vec![stops_at(false, 0, point_tx, seen_tx)]);
+    let output = interrupted_push(&device, point);
+    let stderr = assert_exit(&output, 130);
+    assert!(stderr.contains("stopped (Ctrl-C) before any image byte was sent"), "{stderr}");
+    assert!(stderr.contains("the device drops what it received and keeps its firmware"), "{stderr}");
+    let seen = seen.recv_timeout(PATIENCE).unwrap();
+    assert!(seen.reset && seen.image_bytes == 0, "{seen:?}");
+}
+
+#[test]
+fn ctrl_c_mid_image_resets_so_the_rest_never_arrives() {
+    let (point_tx, point) = std::sync::mpsc::channel();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    let device = fake_device_on(small_window_listener(), vec![stops_at(true, 1000, point_tx, seen_tx)]);
+    let output = interrupted_push(&device, point);
+    let stderr = assert_exit(&output, 130);
+    assert!(stderr.contains("stopped (Ctrl-C) after "), "{stderr}");
+    assert!(stderr.contains(" bytes of user2.bin"), "{stderr}");
+    assert!(stderr.contains("the device drops what it received and keeps its firmware"), "{stderr}");
+    let seen = seen.recv_timeout(PATIENCE).unwrap();
+    // What the device got ends in a reset, short of the image: it can never install it.
+    assert!(seen.reset && seen.image_bytes < seen.len, "{seen:?}");
+}
+
+#[test]
+fn ctrl_c_after_the_last_byte_checks_what_the_device_runs() {
+    let (point_tx, point) = std::sync::mpsc::channel();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    // The device got everything, did not install it, and answers the check from user1.
+    let device = fake_device(vec![
+        stops_at(true, usize::MAX, point_tx, seen_tx),
+        returns("user2.bin", "BootState: confirmed user1 -"),
+    ]);
+    let output = interrupted_push(&device, point);
+    let stderr = assert_exit(&output, 130);
+    assert!(stderr.contains("were sent: the device did not install it and still runs user1"), "{stderr}");
+    let seen = seen.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(seen.image_bytes, seen.len, "{seen:?}");
+    assert!(!seen.reset, "the client's FIN came first: {seen:?}");
+    assert_eq!(device.connections.load(Ordering::SeqCst), 2, "the push and the check");
+}
+
+#[test]
+fn a_device_s_escape_sequences_never_reach_the_terminal_raw() {
+    let device = fake_device(vec![answers("user2.bin\r\nERR: \x1b[2J\x1b]0;owned\x07 \u{9b}31m boom\r\n")]);
+    let output = run(&mut push(device.port, &[]));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    for raw in ['\x1b', '\x07', '\u{9b}'] {
+        assert!(!stderr.contains(raw), "{raw:?} reached the terminal: {stderr:?}");
+    }
+    assert!(stderr.contains("ERR: \\u{1b}[2J\\u{1b}]0;owned\\u{7} \\u{9b}31m boom"), "{stderr}");
+}
+
+#[test]
+fn a_host_with_a_port_or_port_0_is_refused_before_building() {
+    let output = run(tcpflash(&["--host", "127.0.0.1:47001", "--manifest-path"]).arg(blinky()));
+    let stderr = assert_exit(&output, 2);
+    assert!(stderr.contains("--host `127.0.0.1:47001` carries a port"), "{stderr}");
+    assert!(stderr.contains("--host 127.0.0.1 --port 47001"), "{stderr}");
+    assert!(!stderr.contains("Compiling") && !stderr.contains("Linking"), "{stderr}");
+    let output = run(tcpflash(&["--host", "[::1]:47001", "--manifest-path"]).arg(blinky()));
+    assert!(assert_exit(&output, 2).contains("--host ::1 --port 47001"));
+    let output = run(tcpflash(&["--host", "127.0.0.1", "--port", "0", "--manifest-path"]).arg(blinky()));
+    let stderr = assert_exit(&output, 2);
+    assert!(stderr.contains("0 is not in 1..=65535"), "{stderr}");
 }

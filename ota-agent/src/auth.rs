@@ -241,8 +241,9 @@ impl Lockouts {
 /// Why a key file is not a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyFileError {
-    /// Neither 32 bytes nor 64 hex digits (surrounding whitespace aside).
-    WrongLength { len: usize },
+    /// Neither exactly 32 bytes nor 64 hex digits (surrounding whitespace aside): the
+    /// file's length, and its length without the surrounding whitespace.
+    WrongLength { len: usize, trimmed: usize },
     /// 64 characters, but this one (0-based) is not a hex digit.
     NotHex { at: usize },
 }
@@ -250,10 +251,16 @@ pub enum KeyFileError {
 impl fmt::Display for KeyFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            KeyFileError::WrongLength { len } => write!(
-                f,
-                "a key file holds 32 random bytes or 64 hex digits, this one {len} bytes (whitespace aside)"
-            ),
+            KeyFileError::WrongLength { len, trimmed } => {
+                write!(f, "it holds {len} bytes")?;
+                if trimmed != len {
+                    write!(f, ", {trimmed} without the whitespace around them")?;
+                }
+                if len == KEY_LEN + 1 {
+                    f.write_str(" (32 raw bytes and a newline? a raw key is exactly 32 bytes)")?;
+                }
+                Ok(())
+            }
             KeyFileError::NotHex { at } => {
                 write!(f, "character {} of the 64 is not a hex digit", at + 1)
             }
@@ -271,7 +278,7 @@ pub fn parse_key(file: &[u8]) -> Result<Key, KeyFileError> {
     }
     let text = file.trim_ascii();
     if text.len() != 2 * KEY_LEN {
-        return Err(KeyFileError::WrongLength { len: text.len() });
+        return Err(KeyFileError::WrongLength { len: file.len(), trimmed: text.len() });
     }
     let mut key = [0u8; KEY_LEN];
     crate::hex::decode(text, &mut key).map_err(|at| KeyFileError::NotHex { at })?;
@@ -401,15 +408,20 @@ mod tests {
         assert_eq!(parse_key(hex.as_bytes()).unwrap().to_vec(), raw);
         let lower = std::format!("  {}\n", hex.to_lowercase());
         assert_eq!(parse_key(lower.as_bytes()).unwrap().to_vec(), raw);
-        assert_eq!(parse_key(b"abc"), Err(KeyFileError::WrongLength { len: 3 }));
-        assert_eq!(parse_key(&[0u8; 33]), Err(KeyFileError::WrongLength { len: 33 }));
+        assert_eq!(parse_key(b"abc"), Err(KeyFileError::WrongLength { len: 3, trimmed: 3 }));
+        assert_eq!(parse_key(&[0u8; 33]), Err(KeyFileError::WrongLength { len: 33, trimmed: 33 }));
+        let mut with_newline = std::vec![0x80u8; 32];
+        with_newline.push(b'\n');
+        let error = parse_key(&with_newline).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "it holds 33 bytes, 32 without the whitespace around them (32 raw bytes and a newline? a raw key is \
+             exactly 32 bytes)"
+        );
         let mut bad = hex.clone().into_bytes();
         bad[17] = b'g';
         assert_eq!(parse_key(&bad), Err(KeyFileError::NotHex { at: 17 }));
         assert_eq!(KeyFileError::NotHex { at: 17 }.to_string(), "character 18 of the 64 is not a hex digit");
-        assert_eq!(
-            KeyFileError::WrongLength { len: 3 }.to_string(),
-            "a key file holds 32 random bytes or 64 hex digits, this one 3 bytes (whitespace aside)"
-        );
+        assert_eq!(KeyFileError::WrongLength { len: 3, trimmed: 3 }.to_string(), "it holds 3 bytes");
     }
 }

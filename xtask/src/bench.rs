@@ -368,7 +368,7 @@ fn measure_clients(
     for _ in 0..rounds {
         wait_for_boot(boots, booted)?;
         let start = Instant::now();
-        push::push(&target, [&images[0], &images[1]], None, &timeouts, &mut |_| {})?;
+        push::push(&target, [&images[0], &images[1]], None, &timeouts, &Default::default(), &mut |_| {})?;
         ours.push(start.elapsed());
         booted += 1;
 

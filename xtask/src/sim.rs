@@ -44,10 +44,12 @@ pub struct SimArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
-    /// Print one JSON line: `booted_slot` (what rBoot boots from this flash: the slot the
-    /// device runs since its last reboot), `next_slot` (where a push goes), `bricked`, the
-    /// boot config, and per slot `valid` (the agent's full check), `error`, `len`,
-    /// `rboot_ok`, `name`, `version` and `build_id`.
+    /// Print one JSON line: `booted_slot` (what tcpflash-boot starts from this flash at the
+    /// next power-on), `next_slot` (where a push goes), `bricked`, `boot` (rom, offset, the
+    /// bootloader's lines), `boot_status` (confirmed, trial with its attempt, reverted...),
+    /// the boot config, and per slot `valid` (the agent's full check), `error`, `len`,
+    /// `rboot_ok`, `name`, `version` and `build_id`. Exits with an error when the flash boots
+    /// nothing (after printing the status).
     Status(StatusArgs),
 }
 
@@ -160,16 +162,21 @@ pub enum SimError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} is not a key file: {source}", path.display())]
+    #[error("{} is not a key file: {reason}", path.display())]
     #[diagnostic(help(
         "a key file holds 32 random bytes (`head -c 32 /dev/urandom > tcpflash.key`) or 64 hex digits"
     ))]
-    KeyFileFormat { path: PathBuf, source: KeyFileError },
+    KeyFileFormat { path: PathBuf, reason: KeyFileError },
     #[error("the virtual ESP8266 stopped: {0}")]
     #[diagnostic(help(
         "a real board in this state needs `cargo xtask serial-flash`; for the virtual one, delete the flash file to start over"
     ))]
     Serve(ServeError),
+    #[error("the flash {} boots nothing: {reason}", path.display())]
+    #[diagnostic(help(
+        "the status above says why slot by slot; a real board in this state needs `cargo xtask serial-flash`"
+    ))]
+    Bricked { path: PathBuf, reason: String },
 }
 
 /// The longest idle timeout: a day (longer ones would overflow the agent's clock arithmetic
@@ -180,8 +187,15 @@ const MAX_SECONDS: f64 = 86_400.0;
 pub fn run(args: &SimArgs) -> Result<(), SimError> {
     match &args.command {
         Some(SimCommand::Status(status)) => {
-            println!("{}", status_json(&status.flash, status.layout.as_deref())?);
-            Ok(())
+            let json = status_json(&status.flash, status.layout.as_deref())?;
+            println!("{json}");
+            // The status is printed either way; a flash that boots nothing is a failure.
+            match json["bricked"].as_str() {
+                Some(reason) => {
+                    Err(SimError::Bricked { path: status.flash.clone(), reason: reason.to_owned() })
+                }
+                None => Ok(()),
+            }
         }
         None => serve(&args.serve),
     }
@@ -251,7 +265,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
 fn read_key(path: &Path) -> Result<Key, SimError> {
     let bytes =
         std::fs::read(path).map_err(|source| SimError::KeyFileUnreadable { path: path.into(), source })?;
-    auth::parse_key(&bytes).map_err(|source| SimError::KeyFileFormat { path: path.into(), source })
+    auth::parse_key(&bytes).map_err(|reason| SimError::KeyFileFormat { path: path.into(), reason })
 }
 
 /// The flash file and its layout; a missing file gets the factory install first.

@@ -70,13 +70,19 @@ fn example_blinky_on_the_qemu_board_takes_a_push_over_tcp_and_resets() {
     let mut replies = Vec::new();
     let mut sending = None;
     let started = Instant::now();
-    let pushed =
-        push::push(&target, [&images[0], &images[1]], None, &timeouts, &mut |progress| match progress {
+    let pushed = push::push(
+        &target,
+        [&images[0], &images[1]],
+        None,
+        &timeouts,
+        &Default::default(),
+        &mut |progress| match progress {
             Progress::Reply(line) => replies.push(line.to_string()),
             Progress::Sending { .. } => sending = Some(Instant::now()),
             _ => {}
-        })
-        .unwrap_or_else(|error| panic!("{:?}\nUART: {:#?}", miette::Report::new(error), board.texts()));
+        },
+    )
+    .unwrap_or_else(|error| panic!("{:?}\nUART: {:#?}", miette::Report::new(error), board.texts()));
     let push_time = started.elapsed();
     let transfer_time = sending.expect("the image was sent").elapsed();
     assert_eq!(pushed.slot, SlotId::User2);
@@ -87,7 +93,7 @@ fn example_blinky_on_the_qemu_board_takes_a_push_over_tcp_and_resets() {
     let done = board.wait_line("update done", listening, PATIENCE).unwrap();
     let resetting = board.wait_line("resetting", done + 1, PATIENCE).unwrap();
     let rebooted = board.wait_line("listening on port", resetting, PATIENCE).unwrap();
-    let back = push::await_return(&target, &timeouts, &mut |_| {}).unwrap();
+    let back = push::await_return(&target, &timeouts, &Default::default(), &mut |_| {}).unwrap();
     assert_eq!(back.slot, SlotId::User2, "the agent reads the boot config it switched");
     let lines = board.lines();
     let texts: Vec<&str> = lines.iter().map(|line| line.text.as_str()).collect();

@@ -22,7 +22,8 @@ pub struct TcpflashMetadata {
     pub flash_size: Option<String>,
     pub flash_freq: Option<String>,
     pub host: Option<String>,
-    pub port: Option<u16>,
+    /// Never 0 (refused as the metadata is read).
+    pub port: Option<std::num::NonZeroU16>,
     /// Hand-written assembly files to link in, relative to the firmware's Cargo.toml: rustc
     /// refuses `asm!` for lx106, so instructions it cannot emit (e.g. `simcall`) live there.
     #[serde(default)]
@@ -355,7 +356,8 @@ mod tests {
                 .unwrap();
         assert_eq!(good.layout.as_deref(), Some("2MB"));
         assert_eq!(good.flash_mode.as_deref(), Some("dio"));
-        assert_eq!(good.port, Some(1234));
+        assert_eq!(good.port.map(std::num::NonZeroU16::get), Some(1234));
+        assert!(serde_json::from_str::<TcpflashMetadata>(r#"{"port":0}"#).is_err(), "port 0 is refused");
         assert!(good.asm.is_empty());
         let with_asm: TcpflashMetadata = serde_json::from_str(r#"{"asm":["src/start.s"]}"#).unwrap();
         assert_eq!(with_asm.asm, [PathBuf::from("src/start.s")]);

@@ -151,9 +151,16 @@ impl<'b> Rig<'b> {
             reply: StdDuration::from_secs(10),
             reboot: StdDuration::from_secs(15),
         };
-        let pushed = host_push::push(&target, self.blinky.image_refs(), None, &timeouts, &mut |_| {})
-            .map_err(|e| format!("the following push failed: {e}"))?;
-        let returned = host_push::await_return(&target, &timeouts, &mut |_| {})
+        let pushed = host_push::push(
+            &target,
+            self.blinky.image_refs(),
+            None,
+            &timeouts,
+            &Default::default(),
+            &mut |_| {},
+        )
+        .map_err(|e| format!("the following push failed: {e}"))?;
+        let returned = host_push::await_return(&target, &timeouts, &Default::default(), &mut |_| {})
             .map_err(|e| format!("the device did not come back after the following push: {e}"))?;
         if !returned.runs(&pushed) {
             return Err(format!(
