@@ -2,24 +2,23 @@
 //! routines), on another board (a memory-mapped flash) and in host tests (a RAM flash).
 //!
 //! [`load`] reads rBoot's config and the trial record, runs [`decide`] with each candidate
-//! checked by [`image::verify_bootable`], programs the attempt bit of a trial boot, prints a
-//! console line for each rom it refuses (why) and one for the rom it boots, and copies the
-//! chosen image's RAM segments; the caller then hands over with [`BootBoard::jump`]. It
-//! writes nothing but the attempt bit.
+//! checked by [`image::check_bootable`] (which boots exactly what the validator's
+//! `verify_bootable` accepts), programs the attempt bit of a trial boot, prints a console
+//! line for each rom it refuses and one for the rom it boots, and copies the chosen image's
+//! RAM segments; the caller then hands over with [`BootBoard::jump`]. It writes nothing but
+//! the attempt bit.
 //!
 //! Once copying starts, the firmware's DRAM segments may overwrite the bootloader's own
 //! `.rodata`, `.data` and `.bss`: from there on only the stack (which no firmware segment
-//! may cover, see `verify_bootable`) and registers are used, and nothing is printed.
+//! may cover, see `image::loadable_at_boot`) and registers are used, and nothing is printed.
 #![allow(unsafe_code)] // copying segments over RAM and jumping into them is what a loader does
-
-use core::mem::MaybeUninit;
 
 use crate::boot::config::{CONFIG_STRUCT_LEN, rboot_flash_size};
 use crate::boot::decision::{Boot, BootKind, TrialStatus, decide};
 use crate::boot::handoff::HandOff;
 use crate::boot::trial::{ATTEMPTS_AT, TRIAL_LEN, next_attempts_word};
 use crate::flash::{ErrorType, NorFlashError, NorFlashErrorKind, ReadNorFlash};
-use crate::image::{self, ImageError, ImageInfo};
+use crate::image::{self, BOOT_SCRATCH, SegmentTable};
 use crate::layout::{BOOT_CONFIG_OFFSET, FlashLayout, rom_capacity};
 
 /// A board operation failed (the ROM returned an error, or the flash is out of reach).
@@ -67,27 +66,24 @@ pub trait BootBoard {
 #[repr(C, align(4))]
 pub struct WordAligned<const N: usize>(pub [u8; N]);
 
-/// Scratch the image check reads through: 128 SPI reads for a 64 KB block.
-pub const SCRATCH_LEN: usize = 512;
-
 /// The loader's buffers, which the caller keeps off the stack (`.bss` on a board: no image
 /// bytes, short stack offsets). Not used once copying starts, so the firmware's DRAM
 /// segments may overwrite them.
 pub struct LoaderBuffers {
-    scratch: WordAligned<SCRATCH_LEN>,
+    scratch: WordAligned<BOOT_SCRATCH>,
     config: WordAligned<CONFIG_STRUCT_LEN>,
     trial: WordAligned<TRIAL_LEN>,
-    info: MaybeUninit<ImageInfo>,
+    table: SegmentTable,
 }
 
 impl LoaderBuffers {
     /// All zero, so a `static` of it lands in `.bss`.
     pub const fn new() -> LoaderBuffers {
         LoaderBuffers {
-            scratch: WordAligned([0; SCRATCH_LEN]),
+            scratch: WordAligned([0; BOOT_SCRATCH]),
             config: WordAligned([0; CONFIG_STRUCT_LEN]),
             trial: WordAligned([0; TRIAL_LEN]),
-            info: MaybeUninit::zeroed(),
+            table: SegmentTable::EMPTY,
         }
     }
 }
@@ -148,25 +144,22 @@ impl<B: BootBoard> ReadNorFlash for BoardFlash<'_, B> {
 /// Decides, counts the attempt, prints the line and copies the segments.
 pub fn load<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Launch, Halt> {
     let boot = choose(board, buffers)?;
-    // SAFETY: `choose` returned a rom, so the image it checked last (this one) filled it.
-    let info = unsafe { buffers.info.assume_init_ref() };
     // From here on only the stack: the firmware's DRAM segments may overwrite `buffers`.
-    let (entry, irom_len, count, segments) = (info.entry, info.irom_len, info.segment_count, info.segments);
-    let info = ImageInfo { entry, irom_len, segment_count: count, segments, ..ImageInfo::default() };
-    for (from, addr, len) in info.ram_segments_at(boot.offset) {
-        // SAFETY: `verify_bootable` keeps every segment inside the firmware's IRAM and DRAM,
+    // The image `choose` checked last, the one that boots, filled the table.
+    let table = buffers.table;
+    for (from, addr, len) in table.ram_segments_at(boot.offset) {
+        // SAFETY: `check_bootable` keeps every segment inside the firmware's IRAM and DRAM,
         // away from this code (cache RAM) and its stack (the ROM's, DRAM's top).
         unsafe { board.copy_segment(from, addr, len) }.map_err(|BoardError| Halt::CopyFailed)?;
     }
-    Ok(Launch { entry: info.entry, handoff: boot.handoff() })
+    Ok(Launch { entry: table.entry, handoff: boot.handoff() })
 }
 
 /// Everything before the copy: reads, decides, counts the attempt, prints the line. The
-/// chosen image's `ImageInfo` is left in `buffers.info`.
+/// chosen image's segment table is left in `buffers.table`.
 #[inline(never)]
 fn choose<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Boot, Halt> {
-    let LoaderBuffers { scratch, config, trial, info } = buffers;
-    let info = info.write(ImageInfo::default());
+    let LoaderBuffers { scratch, config, trial, table } = buffers;
     let flash_size = board.flash_size();
     let state = FlashLayout::rboot("", flash_size).boot_state_offset();
     // Unreadable reads as erased: no config (rBoot's default), no trial.
@@ -183,11 +176,11 @@ fn choose<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Bo
         let decision = decide(&config.0, &trial.0, flash_size, &mut |rom: u8, offset: u32| {
             let mut flash = BoardFlash { board: &mut *board, size: flash_size };
             let capacity = rom_capacity(flash_size, offset);
-            let result = image::verify_bootable(&mut flash, offset, capacity, &mut scratch.0, info);
-            if let Err(error) = result {
-                say(board, rom, offset, reason(&error)).end();
+            let bootable = image::check_bootable(&mut flash, offset, capacity, &mut scratch.0, table);
+            if !bootable {
+                say(board, rom, offset, b"not bootable").end();
             }
-            result.is_ok()
+            bootable
         });
         let Some(boot) = decision.boot else {
             if let TrialStatus::Exhausted { trial_rom, .. } = decision.events.trial {
@@ -285,18 +278,6 @@ fn kind_word(kind: BootKind) -> &'static [u8] {
         BootKind::Trial { .. } => b"trial ",
         BootKind::Reverted => b"trial not confirmed, reverted",
         BootKind::Fallback => b"fallback",
-    }
-}
-
-/// A few words on why a rom cannot boot (every other refusal is "bad image").
-fn reason(error: &ImageError) -> &'static [u8] {
-    match error {
-        ImageError::BadMagic(0xFF) => b"empty",
-        ImageError::Truncated { .. } => b"truncated",
-        ImageError::ChecksumMismatch { .. } => b"bad checksum",
-        ImageError::CrcMismatch { .. } => b"bad CRC",
-        ImageError::WrongSlot { .. } => b"linked for another slot",
-        _ => b"bad image",
     }
 }
 
@@ -511,7 +492,7 @@ mod tests {
         assert!(board.programs.is_empty(), "no attempt counted for a slot that does not boot");
         assert_eq!(
             board.console(),
-            "tcpflash-boot: rom 1 @ 0x00082000: bad CRC\r\ntcpflash-boot: rom 0 @ 0x00002000: fallback\r\n",
+            "tcpflash-boot: rom 1 @ 0x00082000: not bootable\r\ntcpflash-boot: rom 0 @ 0x00002000: fallback\r\n",
             "the line of the rom that cannot boot comes first"
         );
     }
@@ -523,8 +504,8 @@ mod tests {
         assert_eq!(load(&mut board, &mut LoaderBuffers::new()), Err(Halt::NoBootableSlot));
         assert_eq!(
             board.console(),
-            "tcpflash-boot: rom 0 @ 0x00002000: empty\r\n\
-             tcpflash-boot: rom 1 @ 0x00082000: bad CRC\r\n\
+            "tcpflash-boot: rom 0 @ 0x00002000: not bootable\r\n\
+             tcpflash-boot: rom 1 @ 0x00082000: not bootable\r\n\
              tcpflash-boot: no bootable rom, halted\r\n"
         );
         assert!(board.copies.is_empty());
