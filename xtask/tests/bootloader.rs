@@ -10,9 +10,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use cargo_tcpflash::elf2image;
-use xmas_elf::symbol_table::Entry;
 use ota_agent::image::FlashParams;
 use ota_agent::layout::{BOOTLOADER_DRAM, BOOTLOADER_IRAM, BOOTLOADER_MAX_LEN};
+use xmas_elf::symbol_table::Entry;
 use xtask::footprint::{BootloaderSize, bootloader_manifest, measure_bootloader};
 
 /// esptool's v1 conversion (it writes `<prefix>0x00000.bin`).
