@@ -66,11 +66,12 @@ impl Firmware {
 #[derive(Debug, Clone)]
 pub struct Bootloader {
     pub package: FirmwarePackage,
+    pub board: Board,
     pub params: FlashParams,
     pub elf: PathBuf,
     pub bin: PathBuf,
     pub map: PathBuf,
-    /// Bytes of the image, header included (at most `BOOTLOADER_MAX_LEN`).
+    /// Bytes of the image, header included (at most `BOOTLOADER_MAX_LEN` on an ESP8266).
     pub image_len: u32,
     pub timings: BuildTimings,
 }
@@ -541,7 +542,10 @@ fn link_bootloader(args: &BuildArgs, package: FirmwarePackage) -> Result<Bootloa
     for (from, to) in [(&elf_staged, &elf), (&map_staged, &map)] {
         publish(from, to)?;
     }
-    if let Err(too_large) = elf2image::check_bootloader_fits(image.len() as u64) {
+    // Sector 0 bounds a bootloader only where a mask ROM loads it from there.
+    if compiled.board.bootloader_in_sector_0()
+        && let Err(too_large) = elf2image::check_bootloader_fits(image.len() as u64)
+    {
         let _ = std::fs::remove_file(&bin);
         return Err(too_large.into());
     }
@@ -549,7 +553,8 @@ fn link_bootloader(args: &BuildArgs, package: FirmwarePackage) -> Result<Bootloa
     std::fs::write(&bin_staged, &image).map_err(|source| BuildError::Io { path: bin.clone(), source })?;
     publish(&bin_staged, &bin)?;
     let timings = compiled.timings();
-    Ok(Bootloader { package, params, elf, bin, map, image_len: image.len() as u32, timings })
+    let board = compiled.board;
+    Ok(Bootloader { package, board, params, elf, bin, map, image_len: image.len() as u32, timings })
 }
 
 /// The files of `[package.metadata.tcpflash] asm`, resolved against the package and read.

@@ -27,6 +27,10 @@ pub const BOOT_SCRATCH: usize = 512;
 /// moves words), so the flash's `READ_SIZE` must divide it and its size be a multiple.
 const READ_ALIGN: u32 = 4;
 
+// The check reads the descriptor's head as words: magic, link address, build id.
+const _: () =
+    assert!(descriptor::LINK_ADDR_AT == 4 && descriptor::BUILD_ID_AT == 8 && descriptor::BUILD_ID_LEN == 8);
+
 /// Reads an image at most up to `end`, through `buf`.
 struct BootReader<'a, F> {
     flash: &'a mut F,
@@ -39,16 +43,22 @@ struct BootReader<'a, F> {
     crc: Crc32,
     /// The XOR checksum of the bytes taken with `sum`.
     sum: u8,
+    /// The image ran past `end` or the flash failed: nothing more is read, and the image
+    /// cannot boot.
+    failed: bool,
 }
 
 impl<F: ReadNorFlash> BootReader<'_, F> {
     /// Takes the next `n` bytes: all into the CRC, into the checksum too when `sum`. Returns
-    /// the last four as a little-endian word (a byte taken alone is its top byte); `None`
-    /// when the image would run past `end` or the flash fails. One copy for every read.
+    /// the last four as a little-endian word (a byte taken alone is its top byte). When the
+    /// image would run past `end` or the flash fails, the reader fails for good and returns
+    /// 0 from then on: the caller checks `failed` once, at the end, instead of after every
+    /// read (each check cost the bootloader's sector bytes). One copy for every read.
     #[inline(never)]
-    fn take(&mut self, n: u32, sum: bool) -> Option<u32> {
-        if n > self.end - self.pos {
-            return None;
+    fn take(&mut self, n: u32, sum: bool) -> u32 {
+        if self.failed || n > self.end - self.pos {
+            self.failed = true;
+            return 0;
         }
         let stop = self.pos + n;
         let mut word = 0;
@@ -57,7 +67,10 @@ impl<F: ReadNorFlash> BootReader<'_, F> {
                 // `end` is at most the flash's size, a multiple of READ_ALIGN: so is `len`.
                 let at = self.pos - self.pos % READ_ALIGN;
                 let len = (self.end - at).min(BOOT_SCRATCH as u32).next_multiple_of(READ_ALIGN);
-                self.flash.read(at, &mut self.buf[..len as usize]).ok()?;
+                if self.flash.read(at, &mut self.buf[..len as usize]).is_err() {
+                    self.failed = true;
+                    return 0;
+                }
                 self.buf_at = at;
                 self.buf_end = at + len;
             }
@@ -69,17 +82,17 @@ impl<F: ReadNorFlash> BootReader<'_, F> {
             word = word >> 8 | u32::from(byte) << 24;
             self.pos += 1;
         }
-        Some(word)
+        word
     }
 
-    fn word(&mut self) -> Option<u32> {
+    fn word(&mut self) -> u32 {
         self.take(4, false)
     }
 }
 
 /// Whether the image at flash `offset`, which may take up to `capacity` bytes, can boot:
 /// every check of [`verify_bootable`](super::verify_bootable). When it can, `table` holds
-/// its entry, IROM length and RAM segments; else some of it may have changed.
+/// its entry, IROM length, RAM segments and build id; else some of it may have changed.
 #[inline(never)]
 pub fn check_bootable<F: ReadNorFlash>(
     flash: &mut F,
@@ -102,71 +115,75 @@ pub fn check_bootable<F: ReadNorFlash>(
         end,
         crc: Crc32::new(),
         sum: CHECKSUM_SEED,
+        failed: false,
     };
-    check(&mut reader, offset, table).is_some()
+    check(&mut reader, offset, table) && !reader.failed
 }
 
-fn check<F: ReadNorFlash>(
-    reader: &mut BootReader<'_, F>,
-    offset: u32,
-    table: &mut SegmentTable,
-) -> Option<()> {
-    let head = reader.word()?;
-    let entry = reader.word()?;
+/// The checks, in the image's order. Values read after the reader failed are 0: whatever
+/// is decided from them, the caller refuses the image.
+fn check<F: ReadNorFlash>(reader: &mut BootReader<'_, F>, offset: u32, table: &mut SegmentTable) -> bool {
+    let head = reader.word();
+    let entry = reader.word();
     let [magic, marker, mode, size_freq] = head.to_le_bytes();
-    if magic != MAGIC_V2 || marker != V2_MARKER {
-        return None;
+    if magic != MAGIC_V2 || marker != V2_MARKER || FlashParams::from_header_bytes(mode, size_freq).is_err() {
+        return false;
     }
-    FlashParams::from_header_bytes(mode, size_freq).ok()?;
 
     // The IROM segment: load address (meaningless), length, then the descriptor if any.
-    reader.word()?;
-    let irom_len = reader.word()?;
+    reader.word();
+    let irom_len = reader.word();
     if !irom_len.is_multiple_of(IROM_ALIGN) {
-        return None;
+        return false;
     }
     let mut irom_left = irom_len;
+    let mut build_id = None;
     if irom_len >= descriptor::SIZE as u32 {
-        let magic = reader.word()?;
-        let link_addr = reader.word()?;
+        let magic = reader.word();
+        let link_addr = reader.word();
         irom_left -= 8;
-        if magic == descriptor::MAGIC && link_addr != irom_link_addr_for(offset) {
-            return None;
+        if magic == descriptor::MAGIC {
+            if link_addr != irom_link_addr_for(offset) {
+                return false;
+            }
+            build_id = Some([reader.word(), reader.word()]);
+            irom_left -= descriptor::BUILD_ID_LEN as u32;
         }
     }
-    reader.take(irom_left, false)?;
+    reader.take(irom_left, false);
 
     // The second header repeats the first's mode, size, frequency and entry.
-    let second = reader.word()?;
+    let second = reader.word();
     let [second_magic, count, ..] = second.to_le_bytes();
     if second_magic != MAGIC_SEGMENTS
         || usize::from(count) > MAX_RAM_SEGMENTS
         || second >> 16 != head >> 16
-        || reader.word()? != entry
+        || reader.word() != entry
     {
-        return None;
+        return false;
     }
     for segment in &mut table.segments[..usize::from(count)] {
-        let addr = reader.word()?;
-        let len = reader.word()?;
+        let addr = reader.word();
+        let len = reader.word();
         if !len.is_multiple_of(SEGMENT_ALIGN) || !loadable_at_boot(addr, len) {
-            return None;
+            return false;
         }
-        reader.take(len, true)?;
+        reader.take(len, true);
         *segment = (addr, len);
     }
 
     let here = reader.pos - offset;
-    reader.take(checksum_position(here) - here, false)?;
-    let checksum = reader.take(1, false)? >> 24;
+    reader.take(checksum_position(here) - here, false);
+    let checksum = reader.take(1, false) >> 24;
     let crc = crc_trailer(reader.crc.finish());
-    if checksum != u32::from(reader.sum) || reader.word()? != crc {
-        return None;
+    if checksum != u32::from(reader.sum) || reader.word() != crc {
+        return false;
     }
     table.entry = entry;
     table.irom_len = irom_len;
     table.segment_count = u32::from(count);
-    Some(())
+    table.build_id = build_id;
+    true
 }
 
 #[cfg(test)]
@@ -203,13 +220,21 @@ mod tests {
         (ok.then_some(compact), verified.ok().map(|()| full))
     }
 
-    /// What the loader uses, as the compact check and as the validator found it.
-    fn table(table: &SegmentTable) -> (u32, u32, Vec<(u32, u32)>) {
-        (table.entry, table.irom_len, table.segments().to_vec())
+    type Table = (u32, u32, Vec<(u32, u32)>, Option<[u8; 8]>);
+
+    /// What the loader uses, as the compact check found it.
+    fn table(table: &SegmentTable) -> Table {
+        (table.entry, table.irom_len, table.segments().to_vec(), table.build_id_bytes())
     }
 
-    fn info_table(info: &ImageInfo) -> (u32, u32, Vec<(u32, u32)>) {
-        (info.entry, info.irom_len, info.segments().to_vec())
+    /// The same, from the validator's findings on the image at `offset` of `flash` (it reads
+    /// only the descriptor's link address for a boot: the build id comes from the bytes).
+    fn info_table(info: &ImageInfo, flash: &[u8], offset: u32) -> Table {
+        let build_id = info.descriptor.map(|_| {
+            let at = offset as usize + 16 + descriptor::BUILD_ID_AT;
+            flash[at..at + 8].try_into().unwrap()
+        });
+        (info.entry, info.irom_len, info.segments().to_vec(), build_id)
     }
 
     fn placed(image: &[u8], offset: u32, size: usize) -> Vec<u8> {
@@ -226,11 +251,9 @@ mod tests {
         let (compact, full) =
             both(&flash, user2.offset, rom_capacity(DEFAULT_LAYOUT.flash_size, user2.offset));
         let (compact, full) = (compact.expect("bootable"), full.expect("verify_bootable agrees"));
-        assert_eq!(
-            table(&compact),
-            (0x4010_0004, 112, vec![(0x4010_0000, 32), (0x3FFE_8000, 8), (0x3FFE_8008, 4)])
-        );
-        assert_eq!(table(&compact), info_table(&full));
+        let segments = vec![(0x4010_0000, 32), (0x3FFE_8000, 8), (0x3FFE_8008, 4)];
+        assert_eq!(table(&compact), (0x4010_0004, 112, segments, Some(*b"buildid!")));
+        assert_eq!(table(&compact), info_table(&full, &flash, user2.offset));
     }
 
     #[test]
@@ -497,7 +520,7 @@ mod tests {
             let (compact, full) = both(&flash, offset, capacity);
             prop_assert_eq!(compact.is_some(), full.is_some(), "edits {:?}", edits);
             if let (Some(compact), Some(full)) = (compact, full) {
-                prop_assert_eq!(table(&compact), info_table(&full));
+                prop_assert_eq!(table(&compact), info_table(&full, &flash, offset));
             }
         }
 
@@ -512,7 +535,7 @@ mod tests {
             let (compact, full) = both(&flash, offset, rom_capacity(size, offset));
             prop_assert_eq!(compact.is_some(), full.is_some(), "{:?}", raw);
             if let (Some(compact), Some(full)) = (compact, full) {
-                prop_assert_eq!(table(&compact), info_table(&full));
+                prop_assert_eq!(table(&compact), info_table(&full, &flash, offset));
             }
         }
     }

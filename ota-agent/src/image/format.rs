@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::descriptor::Descriptor;
+use crate::descriptor::{BUILD_ID_LEN, Descriptor};
 use crate::layout::{DRAM, DRAM_USABLE, IRAM, IROM};
 
 use super::ImageError;
@@ -280,8 +280,8 @@ impl ImageInfo {
 }
 
 /// What a bootloader needs of an image it boots: where to start it and what to copy where
-/// (what [`check_bootable`](super::check_bootable) fills in). All zero is a valid (empty)
-/// table, so a `static` of it costs no image bytes.
+/// (what [`check_bootable`](super::check_bootable) fills in). [`SegmentTable::EMPTY`] is
+/// all zero, so a `static` of it costs no image bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SegmentTable {
     pub entry: u32,
@@ -290,15 +290,34 @@ pub struct SegmentTable {
     pub segment_count: u32,
     /// The RAM segments' addresses and lengths, `segment_count` of them.
     pub segments: [(u32, u32); MAX_RAM_SEGMENTS],
+    /// The slot descriptor's build id when the image carries a descriptor (the
+    /// bootloader's line says which build it starts), as the two little-endian words its
+    /// eight bytes make: words are what the bootloader reads and prints cheaply.
+    pub build_id: Option<[u32; 2]>,
 }
 
 impl SegmentTable {
-    pub const EMPTY: SegmentTable =
-        SegmentTable { entry: 0, irom_len: 0, segment_count: 0, segments: [(0, 0); MAX_RAM_SEGMENTS] };
+    pub const EMPTY: SegmentTable = SegmentTable {
+        entry: 0,
+        irom_len: 0,
+        segment_count: 0,
+        segments: [(0, 0); MAX_RAM_SEGMENTS],
+        build_id: None,
+    };
 
     /// `(address, length)` of each RAM segment, in image order.
     pub fn segments(&self) -> &[(u32, u32)] {
         &self.segments[..self.segment_count as usize]
+    }
+
+    /// The build id's bytes, in their order.
+    pub fn build_id_bytes(&self) -> Option<[u8; BUILD_ID_LEN]> {
+        self.build_id.map(|[low, high]| {
+            let mut bytes = [0; BUILD_ID_LEN];
+            bytes[..4].copy_from_slice(&low.to_le_bytes());
+            bytes[4..].copy_from_slice(&high.to_le_bytes());
+            bytes
+        })
     }
 
     /// As [`ImageInfo::ram_segments_at`].
