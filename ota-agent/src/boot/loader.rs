@@ -224,7 +224,7 @@ fn choose<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Bo
         let Some(boot) = decision.boot else {
             if let TrialStatus::Exhausted { trial_rom, .. } = decision.events.trial {
                 let offset = decision.config.roms[usize::from(trial_rom)];
-                say(board, trial_rom, offset, b"trial not confirmed").end();
+                say(board, trial_rom, offset, NOT_CONFIRMED).end();
             }
             Console(board).text(PREFIX).text(b"no bootable rom, halted").end();
             return Err(Halt::NoBootableSlot);
@@ -328,11 +328,16 @@ fn say<'b, B: BootBoard>(board: &'b mut B, rom: u8, offset: u32, what: &[u8]) ->
     out
 }
 
+/// What a reverted boot says; its start also says why an exhausted trial's rom is skipped
+/// (one text: the sector counts every byte).
+const REVERTED: &[u8] = b"trial not confirmed, reverted";
+const NOT_CONFIRMED: &[u8] = REVERTED.split_at(b"trial not confirmed".len()).0;
+
 fn kind_word(kind: BootKind) -> &'static [u8] {
     match kind {
         BootKind::Confirmed => b"confirmed",
         BootKind::Trial { .. } => b"trial ",
-        BootKind::Reverted => b"trial not confirmed, reverted",
+        BootKind::Reverted => REVERTED,
         BootKind::Fallback => b"fallback",
     }
 }
