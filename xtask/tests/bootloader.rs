@@ -72,6 +72,22 @@ fn tcpflash_boot_fits_sector_0_and_serial_flash_takes_it() {
     let elf = std::fs::read(&size.elf).unwrap();
     assert_eq!(bin, elf2image::elf_to_bootloader_image(&elf, FlashParams::default()).unwrap());
     xtask::serial::bootloader::check(&bin).expect("serial-flash accepts it for 0x0");
+    // The report says where the bytes are: the v1 image's parts add up, and the largest
+    // functions are named.
+    let report = size.report();
+    let padding = size.image_len - 24 - size.code - size.data;
+    assert!((1..=16).contains(&padding), "{report}");
+    assert!(
+        report.contains(&format!(
+            "image: headers 24 + code {} + data {} + padding and checksum {padding}",
+            size.code, size.data
+        )),
+        "{report}"
+    );
+    assert_eq!(size.largest.len(), 8, "{report}");
+    assert!(size.largest.windows(2).all(|pair| pair[0].1 >= pair[1].1), "{report}");
+    assert!(size.largest.iter().any(|(name, _)| name == "ota_agent::boot::decision::decide"), "{report}");
+    println!("{report}");
 }
 
 /// Bootloaders build with the immediate-abort panic strategy: a failed bounds check traps
