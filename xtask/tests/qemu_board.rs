@@ -24,6 +24,8 @@ use ota_agent::flash::RamNor;
 use ota_agent::image::{ImageInfo, Segment, verify_bootable, write_v2};
 use ota_agent::layout::{BOOT_CONFIG_OFFSET, FlashLayout, SlotId, rom_capacity};
 use ota_agent::protocol::{INVALID, SUCCESS};
+use ota_agent::writer::SECTOR;
+use xtask::proof::agent::{Agent, client_push, succeeded};
 use xtask::qemu_board::{self, HostBoot, QemuBoard, check_boot};
 
 /// Generous: a slow CI machine must fail on a bug, not on speed.
@@ -131,15 +133,29 @@ fn idle(board: &mut QemuBoard) {
     }
 }
 
-/// A push that lands: the replies, the flash byte for byte, the reboot through tcpflash-boot
-/// into the pushed build, and `GetNextFlash` naming the other slot. Returns where the UART
+/// The same push through the agent's host build, on a copy of `flash`, for a firmware
+/// running `running`: the flash it leaves and whether it succeeded.
+fn reference_push(flash: &[u8], running: SlotId, images: [&[u8]; 2]) -> (Vec<u8>, bool) {
+    let mut reference = RamNor::from_storage(flash.to_vec());
+    let mut sector = [0u8; SECTOR];
+    let mut agent = Agent::new(&mut sector, builds().firmware.layout, Some(running));
+    let events = client_push(&mut agent, &mut reference, images, true);
+    (reference.bytes().to_vec(), succeeded(&events))
+}
+
+/// A push that lands: the replies, the flash byte for byte (the image, and all of it against
+/// the same push through the agent's host build), the 2 s reset delay, the reboot through
+/// tcpflash-boot into the pushed build, and `GetNextFlash` naming the other slot. Returns where the UART
 /// lines of the new boot end.
 fn push_and_reboot(board: &mut QemuBoard, flash_path: &Path, slot: SlotId, from: usize) -> usize {
     let builds = builds();
     let layout = builds.firmware.layout;
+    let images = [builds.images[0].as_slice(), builds.images[1].as_slice()];
+    let (reference, landed) = reference_push(&std::fs::read(flash_path).unwrap(), slot.other(), images);
+    assert!(landed, "the host build takes the push");
     let target = push::resolve("127.0.0.1", board.port).unwrap();
     let started = Instant::now();
-    let (pushed, replies) = push_images(&target, [&builds.images[0], &builds.images[1]], &mut |_| {});
+    let (pushed, replies) = push_images(&target, images, &mut |_| {});
     let pushed =
         pushed.unwrap_or_else(|error| panic!("{:?}\nUART: {:#?}", miette::Report::new(error), board.texts()));
     let push_time = started.elapsed();
@@ -151,7 +167,15 @@ fn push_and_reboot(board: &mut QemuBoard, flash_path: &Path, slot: SlotId, from:
     let image = &builds.images[slot.index()];
     let at = layout.slot(slot).offset as usize;
     assert!(before[at..at + image.len()] == image[..], "{slot} at its offset, byte for byte");
-    let reset = board.wait_line("resetting", from, PATIENCE).unwrap();
+    assert_same_flash(&before, &reference, "against the host build's push");
+    let done = board.wait_line("update done", from, PATIENCE).unwrap();
+    let reset = board.wait_line("resetting", done + 1, PATIENCE).unwrap();
+    let lines = board.lines();
+    let delay = lines[reset].at - lines[done].at;
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(6)).contains(&delay),
+        "the 2 s reboot delay took {delay:?}: the CCOUNT clock runs at the wrong rate"
+    );
     let (end, host) = booted(board, reset, &before);
     let handoff = host.result.as_ref().expect("the pushed slot boots").handoff;
     assert_eq!(handoff.offset, layout.slot(slot).offset, "the bootloader starts the pushed slot");
@@ -204,6 +228,8 @@ fn pushes_reboot_through_tcpflash_boot_and_survive_bad_images_and_power_cuts() {
     let before = std::fs::read(&flash_path).unwrap();
     let mut broken = builds.images[1].clone();
     broken[0x400] ^= 0x10; // inside IROM: only the CRC notices
+    let (reference, landed) = reference_push(&before, SlotId::User1, [&builds.images[0], &broken]);
+    assert!(!landed, "the host build refuses it too");
     let target = push::resolve("127.0.0.1", board.port).unwrap();
     let (result, replies) = push_images(&target, [&builds.images[0], &broken], &mut |_| {});
     assert!(result.is_err(), "a corrupted image is refused");
@@ -213,6 +239,7 @@ fn pushes_reboot_through_tcpflash_boot_and_survive_bad_images_and_power_cuts() {
     let since = &board.texts()[listening..];
     assert!(!since.iter().any(|line| line.starts_with(qemu_board::BOOT_PREFIX)), "no reset: {since:#?}");
     let after = std::fs::read(&flash_path).unwrap();
+    assert_same_flash(&after, &reference, "after the refused push, against the host build's");
     let state = layout.boot_state_offset() as usize;
     assert_eq!(after[..0x2000], before[..0x2000], "sector 0 and the boot config are untouched");
     assert_eq!(after[state..state + TRIAL_LEN], before[state..state + TRIAL_LEN], "no trial began");
