@@ -112,3 +112,14 @@ impl std::fmt::Display for Board {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_esp8266_bootloader_must_fit_sector_0() {
+        assert!(Board::Esp8266.bootloader_in_sector_0());
+        assert!(!Board::Qemu.bootloader_in_sector_0());
+    }
+}

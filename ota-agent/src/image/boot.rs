@@ -101,6 +101,7 @@ pub fn check_bootable<F: ReadNorFlash>(
     scratch: &mut [u8; BOOT_SCRATCH],
     table: &mut SegmentTable,
 ) -> bool {
+    const { assert!((READ_ALIGN as usize).is_multiple_of(F::READ_SIZE), "reads are word-aligned words") };
     let flash_size = u32::try_from(flash.capacity()).unwrap_or(u32::MAX);
     // Offset 0 is rBoot's "no rom here" (its other marker, u32::MAX, lies past any flash).
     let Some(end) = offset.checked_add(capacity).filter(|&end| end <= flash_size && offset != 0) else {
