@@ -42,17 +42,24 @@ pub fn summary(firmware: &Firmware) -> String {
     text
 }
 
-/// The image's path and how much of sector 0 it takes.
+/// The image's path and how much of sector 0 it takes (where it must fit sector 0).
 pub fn bootloader_summary(bootloader: &Bootloader) -> String {
+    let size = if bootloader.board.bootloader_in_sector_0() {
+        format!(
+            "{} of {BOOTLOADER_MAX_LEN} bytes, {:.1}% of sector 0",
+            bootloader.image_len,
+            100.0 * f64::from(bootloader.image_len) / f64::from(BOOTLOADER_MAX_LEN)
+        )
+    } else {
+        format!("{} bytes, board {}: no sector-0 limit", bootloader.image_len, bootloader.board)
+    };
     format!(
-        "{} {} (bootloader), flash {} {} {}\n  image: {} ({} of {BOOTLOADER_MAX_LEN} bytes, {:.1}% of sector 0)\n",
+        "{} {} (bootloader), flash {} {} {}\n  image: {} ({size})\n",
         bootloader.package.name,
         bootloader.package.version,
         bootloader.params.mode,
         bootloader.params.size,
         bootloader.params.freq,
         bootloader.bin.display(),
-        bootloader.image_len,
-        100.0 * f64::from(bootloader.image_len) / f64::from(BOOTLOADER_MAX_LEN),
     )
 }

@@ -19,7 +19,8 @@ pub const NAME_LEN: usize = 32;
 const MAGIC_AT: usize = 0;
 /// Offset of the link address: the start-up code fills it with a relocation to itself.
 pub const LINK_ADDR_AT: usize = 4;
-const BUILD_ID_AT: usize = 8;
+/// Offset of the build id, right after the link address.
+pub const BUILD_ID_AT: usize = 8;
 const VERSION_AT: usize = BUILD_ID_AT + BUILD_ID_LEN;
 const NAME_AT: usize = VERSION_AT + VERSION_LEN;
 

@@ -115,8 +115,14 @@ pub struct BootloaderSize {
     pub code: u64,
     pub data: u64,
     pub bss: u64,
+    /// The largest functions and constants in the image, largest first (demangled names,
+    /// bytes): where to look when it grows.
+    pub largest: Vec<(String, u64)>,
     pub elf: PathBuf,
 }
+
+/// How many of the largest symbols the report lists.
+const LARGEST: usize = 8;
 
 impl BootloaderSize {
     pub fn fits(&self) -> bool {
@@ -129,10 +135,27 @@ impl BootloaderSize {
         } else {
             format!("{} bytes OVER", self.image_len - u64::from(BOOTLOADER_MAX_LEN))
         };
+        // The v1 image: header, one 8-byte header per segment (code, data), the bytes, and
+        // the padding up to the checksum byte.
+        let headers = 8 + 8 * u64::from(self.code > 0) + 8 * u64::from(self.data > 0);
+        let padding = self.image_len.saturating_sub(headers + self.code + self.data);
+        let largest: Vec<String> = self.largest.iter().map(|(name, size)| format!("{name} {size}")).collect();
         format!(
             "tcpflash-boot: {} of {BOOTLOADER_MAX_LEN} bytes of sector 0 ({verdict}): code {}, data {}, bss {} (not in the image)\n\
+             \x20 image: headers {headers} + code {} + data {} + padding and checksum {padding}\n\
+             \x20 largest: {}\n\
              bootloader: image={} budget={BOOTLOADER_MAX_LEN} code={} data={} bss={}\n",
-            self.image_len, self.code, self.data, self.bss, self.image_len, self.code, self.data, self.bss,
+            self.image_len,
+            self.code,
+            self.data,
+            self.bss,
+            self.code,
+            self.data,
+            largest.join(", "),
+            self.image_len,
+            self.code,
+            self.data,
+            self.bss,
         )
     }
 }
@@ -154,5 +177,39 @@ pub fn measure_bootloader(manifest: PathBuf) -> Result<BootloaderSize, Footprint
         .map_err(|e| FootprintError::Elf(format!("cannot read {}: {e}", elf.display())))?;
     let file = ElfFile::new(&bytes).map_err(|e| FootprintError::Elf(format!("{}: {e}", elf.display())))?;
     let size = |name: &str| file.find_section_by_name(name).map_or(0, |s| s.size());
-    Ok(BootloaderSize { image_len, code: size(".iram0.text"), data: size(".data"), bss: size(".bss"), elf })
+    let largest = largest_symbols(&file, LARGEST);
+    Ok(BootloaderSize {
+        image_len,
+        code: size(".iram0.text"),
+        data: size(".data"),
+        bss: size(".bss"),
+        largest,
+        elf,
+    })
+}
+
+/// The `count` largest symbols that take image bytes (code and initialised data, not
+/// `.bss`), largest first, with demangled names.
+fn largest_symbols(file: &ElfFile<'_>, count: usize) -> Vec<(String, u64)> {
+    use xmas_elf::sections::{SectionData, ShType};
+    use xmas_elf::symbol_table::Entry;
+    let in_image = |index: u16| {
+        file.section_header(index).is_ok_and(|section| section.get_type() == Ok(ShType::ProgBits))
+    };
+    let mut symbols: Vec<(String, u64)> = file
+        .section_iter()
+        .filter_map(|section| match section.get_data(file) {
+            Ok(SectionData::SymbolTable32(symbols)) => Some(symbols),
+            _ => None,
+        })
+        .flatten()
+        .filter(|symbol| symbol.size() > 0 && in_image(symbol.shndx()))
+        .filter_map(|symbol| {
+            let name = symbol.get_name(file).ok()?;
+            Some((format!("{:#}", rustc_demangle::demangle(name)), symbol.size()))
+        })
+        .collect();
+    symbols.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    symbols.truncate(count);
+    symbols
 }

@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use cargo_tcpflash::elf2image;
 use ota_agent::image::FlashParams;
 use ota_agent::layout::{BOOTLOADER_DRAM, BOOTLOADER_IRAM, BOOTLOADER_MAX_LEN};
+use xmas_elf::symbol_table::Entry;
 use xtask::footprint::{BootloaderSize, bootloader_manifest, measure_bootloader};
 
 /// esptool's v1 conversion (it writes `<prefix>0x00000.bin`).
@@ -60,10 +61,8 @@ fn tcpflash_boot_is_esptools_v1_image_of_its_elf() {
     }
 }
 
-/// The budget: sector 0, header included. Ignored while tcpflash-boot does not fit (see the
-/// README's "tcpflash-boot" section for the figures); run it with `--ignored`.
+/// The budget: sector 0, header included.
 #[test]
-#[ignore = "tcpflash-boot does not fit sector 0 yet (5728 of 4096 bytes): cargo xtask footprint shows the figures"]
 fn tcpflash_boot_fits_sector_0_and_serial_flash_takes_it() {
     let size = built();
     assert!(size.fits(), "{}", size.report());
@@ -73,4 +72,38 @@ fn tcpflash_boot_fits_sector_0_and_serial_flash_takes_it() {
     let elf = std::fs::read(&size.elf).unwrap();
     assert_eq!(bin, elf2image::elf_to_bootloader_image(&elf, FlashParams::default()).unwrap());
     xtask::serial::bootloader::check(&bin).expect("serial-flash accepts it for 0x0");
+    // The report says where the bytes are: the v1 image's parts add up, and the largest
+    // functions are named.
+    let report = size.report();
+    let padding = size.image_len - 24 - size.code - size.data;
+    assert!((1..=16).contains(&padding), "{report}");
+    assert!(
+        report.contains(&format!(
+            "image: headers 24 + code {} + data {} + padding and checksum {padding}",
+            size.code, size.data
+        )),
+        "{report}"
+    );
+    assert_eq!(size.largest.len(), 8, "{report}");
+    assert!(size.largest.windows(2).all(|pair| pair[0].1 >= pair[1].1), "{report}");
+    assert!(size.largest.iter().any(|(name, _)| name == "ota_agent::boot::decision::decide"), "{report}");
+    println!("{report}");
+}
+
+/// Bootloaders build with the immediate-abort panic strategy: a failed bounds check traps
+/// where it happens, so none of `core`'s panic machinery (or its location data) is linked.
+#[test]
+fn tcpflash_boot_carries_no_panic_machinery() {
+    let size = built();
+    let bytes = std::fs::read(&size.elf).unwrap();
+    let elf = xmas_elf::ElfFile::new(&bytes).unwrap();
+    let mut names = Vec::new();
+    for section in elf.section_iter() {
+        if let Ok(xmas_elf::sections::SectionData::SymbolTable32(symbols)) = section.get_data(&elf) {
+            names.extend(symbols.iter().filter_map(|symbol| symbol.get_name(&elf).ok()));
+        }
+    }
+    assert!(names.contains(&"main"), "the symbol table is read: {names:?}");
+    let panicking: Vec<_> = names.iter().filter(|name| name.contains("panicking")).collect();
+    assert!(panicking.is_empty(), "core's panic routines linked: {panicking:?}");
 }

@@ -61,6 +61,14 @@ impl Board {
         }
     }
 
+    /// Whether a bootloader must fit sector 0 (4096 bytes with its header): on an ESP8266
+    /// the mask ROM loads it from there. QEMU's board has room (its stand-in for the mask
+    /// ROM loads whatever v1 image flash 0x0 holds), so its build of a bootloader may carry
+    /// what the sector could not.
+    pub fn bootloader_in_sector_0(self) -> bool {
+        self == Board::Esp8266
+    }
+
     /// Literals the entry code below needs.
     pub(super) fn entry_literals(self) -> String {
         match self {
@@ -102,5 +110,16 @@ impl Board {
 impl std::fmt::Display for Board {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_esp8266_bootloader_must_fit_sector_0() {
+        assert!(Board::Esp8266.bootloader_in_sector_0());
+        assert!(!Board::Qemu.bootloader_in_sector_0());
     }
 }

@@ -259,7 +259,7 @@ pub fn compile(
         // Whole-program assembly needs one codegen unit after fat LTO.
         .args(["--config", &format!("profile.{profile}.lto=\"fat\"")])
         .args(["--config", &format!("profile.{profile}.codegen-units=1")])
-        .args(["--config", &format!("profile.{profile}.panic=\"abort\"")])
+        .args(["--config", &format!("profile.{profile}.panic=\"{}\"", panic_strategy(package.metadata.kind))])
         // sha2's compact SHA-256 (ota-agent's image check): the unrolled one is 12 KB of IROM.
         // The board reaches the code as `cfg(tcpflash_board = "...")`.
         .env(
@@ -276,6 +276,9 @@ pub fn compile(
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    if package.metadata.kind == PackageKind::Bootloader {
+        cargo.arg("-Zpanic-immediate-abort");
+    }
     if let Some(key_file) = &args.key_file {
         cargo.env(ota_agent::auth::KEY_FILE_ENV, key_file);
     }
@@ -316,6 +319,16 @@ pub fn compile(
     let compiler_builtins =
         compiler_builtins.ok_or(BuildError::NoArtifact { what: "compiler_builtins' assembly" })?;
     Ok(CompiledAsm { firmware, compiler_builtins })
+}
+
+/// How panics end: a firmware aborts through its panic handler (which may say why); a
+/// bootloader traps at once (`immediate-abort`): no panic location data, no calls into
+/// `core`'s panic machinery, every bounds check a single `ill`. Its sector counts every byte.
+fn panic_strategy(kind: PackageKind) -> &'static str {
+    match kind {
+        PackageKind::Firmware => "abort",
+        PackageKind::Bootloader => "immediate-abort",
+    }
 }
 
 /// Where cargo puts a profile's output (`dev` builds into `debug`).

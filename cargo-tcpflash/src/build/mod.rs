@@ -66,11 +66,12 @@ impl Firmware {
 #[derive(Debug, Clone)]
 pub struct Bootloader {
     pub package: FirmwarePackage,
+    pub board: Board,
     pub params: FlashParams,
     pub elf: PathBuf,
     pub bin: PathBuf,
     pub map: PathBuf,
-    /// Bytes of the image, header included (at most `BOOTLOADER_MAX_LEN`).
+    /// Bytes of the image, header included (at most `BOOTLOADER_MAX_LEN` on an ESP8266).
     pub image_len: u32,
     pub timings: BuildTimings,
 }
@@ -352,6 +353,7 @@ struct Compiled {
     /// start-up code).
     objects: Vec<PathBuf>,
     build_id: [u8; BUILD_ID_LEN],
+    passes: Passes,
     started: Instant,
     compiled_at: Instant,
 }
@@ -405,10 +407,21 @@ fn compile_package(args: &BuildArgs, package: &FirmwarePackage) -> Result<Compil
     for (index, (source, _)) in extra_asm.iter().enumerate() {
         let stem = source.file_stem().unwrap_or_default().to_string_lossy();
         let object = obj_dir.join(format!("asm{index}-{stem}.o"));
-        assemble(&assembler, source, &object)?;
+        assemble(&assembler, source, &object, passes)?;
         objects.push(object);
     }
-    Ok(Compiled { board, board_dir, obj_dir, assembler, linker, objects, build_id, started, compiled_at })
+    Ok(Compiled {
+        board,
+        board_dir,
+        obj_dir,
+        assembler,
+        linker,
+        objects,
+        build_id,
+        passes,
+        started,
+        compiled_at,
+    })
 }
 
 impl Compiled {
@@ -417,7 +430,7 @@ impl Compiled {
         let startup_source = self.obj_dir.join("startup.s");
         let startup_object = self.obj_dir.join("startup.o");
         write_if_changed(&startup_source, startup)?;
-        assemble(&self.assembler, &startup_source, &startup_object)?;
+        assemble(&self.assembler, &startup_source, &startup_object, self.passes)?;
         Ok([startup_object].into_iter().chain(self.objects.iter().cloned()).collect())
     }
 
@@ -529,7 +542,10 @@ fn link_bootloader(args: &BuildArgs, package: FirmwarePackage) -> Result<Bootloa
     for (from, to) in [(&elf_staged, &elf), (&map_staged, &map)] {
         publish(from, to)?;
     }
-    if let Err(too_large) = elf2image::check_bootloader_fits(image.len() as u64) {
+    // Sector 0 bounds a bootloader only where a mask ROM loads it from there.
+    if compiled.board.bootloader_in_sector_0()
+        && let Err(too_large) = elf2image::check_bootloader_fits(image.len() as u64)
+    {
         let _ = std::fs::remove_file(&bin);
         return Err(too_large.into());
     }
@@ -537,7 +553,8 @@ fn link_bootloader(args: &BuildArgs, package: FirmwarePackage) -> Result<Bootloa
     std::fs::write(&bin_staged, &image).map_err(|source| BuildError::Io { path: bin.clone(), source })?;
     publish(&bin_staged, &bin)?;
     let timings = compiled.timings();
-    Ok(Bootloader { package, params, elf, bin, map, image_len: image.len() as u32, timings })
+    let board = compiled.board;
+    Ok(Bootloader { package, board, params, elf, bin, map, image_len: image.len() as u32, timings })
 }
 
 /// The files of `[package.metadata.tcpflash] asm`, resolved against the package and read.
@@ -560,7 +577,8 @@ fn read_extra_asm(package: &FirmwarePackage) -> Result<Vec<(PathBuf, String)>, B
 /// The optional assembly passes a build runs (literal placement and jump tables always).
 #[derive(Debug, Clone, Copy, Default)]
 struct Passes {
-    /// `asm::direct_calls`: for a bootloader, whose 4 KB sector counts every byte.
+    /// `asm::direct_calls` and unpadded branch targets: for a bootloader, whose 4 KB
+    /// sector counts every byte.
     compact: bool,
 }
 
@@ -595,7 +613,7 @@ fn assemble_rustc_output(
         fixed = asm::direct_calls(&fixed);
     }
     write_if_changed(&source, &fixed)?;
-    assemble(assembler, &source, &object)?;
+    assemble(assembler, &source, &object, passes)?;
     // Written after the object: an interrupted build assembles again.
     write_if_changed(&stamp_path, &stamp)?;
     Ok(Assembled { object, digest })
@@ -613,13 +631,16 @@ fn tool_stamp() -> String {
     format!("{} {modified}", env!("CARGO_PKG_VERSION"))
 }
 
-fn assemble(assembler: &Path, source: &Path, object: &Path) -> Result<(), BuildError> {
+fn assemble(assembler: &Path, source: &Path, object: &Path, passes: Passes) -> Result<(), BuildError> {
     let object_staged = staged(object);
-    run_binutil(
-        Command::new(assembler).arg("--text-section-literals").arg(source).arg("-o").arg(&object_staged),
-        AS,
-        source,
-    )?;
+    let mut command = Command::new(assembler);
+    command.arg("--text-section-literals");
+    if passes.compact {
+        // GNU as pads branch targets after jumps to fetch boundaries (`--target-align`, on
+        // by default): speed a bootloader has no use for, at a byte or two per target.
+        command.arg("--no-target-align");
+    }
+    run_binutil(command.arg(source).arg("-o").arg(&object_staged), AS, source)?;
     publish(&object_staged, object)
 }
 

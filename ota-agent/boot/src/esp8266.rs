@@ -4,8 +4,8 @@
 //! cache juggling. Not yet run on a board (see the README).
 
 use ota_agent::boards::esp8266::rom;
-use ota_agent::boot::handoff::{HANDOFF_ADDR, HandOff};
-use ota_agent::boot::loader::{BoardError, BootBoard};
+use ota_agent::boot::handoff::HandOff;
+use ota_agent::boot::loader::{self, BoardError, BootBoard};
 
 /// Writing 0x73 here feeds the hardware watchdog the ROM leaves running (what Sming's
 /// `WDT.alive()` does): checking a slot reads up to a megabyte.
@@ -13,6 +13,11 @@ const WDT_FEED: *mut u32 = 0x6000_0914 as *mut u32;
 const WDT_FEED_VALUE: u32 = 0x73;
 
 pub struct Esp8266;
+
+/// The board tcpflash-boot runs on.
+pub fn board() -> Esp8266 {
+    Esp8266
+}
 
 fn feed_watchdog() {
     // SAFETY: a write-only register, always mapped.
@@ -56,13 +61,7 @@ impl BootBoard for Esp8266 {
     }
 
     unsafe fn jump(&mut self, handoff: &HandOff, entry: u32) -> ! {
-        let rtc = HANDOFF_ADDR as *mut u32;
-        for (i, word) in handoff.to_words().into_iter().enumerate() {
-            // SAFETY: RTC user memory, word by word (it takes only 32-bit accesses).
-            unsafe { rtc.add(i).write_volatile(word) };
-        }
-        // SAFETY: the caller copied the firmware's segments; its entry never returns.
-        let start: extern "C" fn() -> ! = unsafe { core::mem::transmute(entry as usize) };
-        start()
+        // SAFETY: RTC user memory holds the record; the caller copied the firmware.
+        unsafe { loader::hand_over(handoff, entry) }
     }
 }

@@ -6,14 +6,17 @@
 //! then leaves the hand-off record and jumps to the firmware, whose start-up code maps its
 //! flash megabyte. With no bootable slot it says why on UART0 and waits: a reset into the
 //! ROM's download mode still reaches the serial loader.
+//!
+//! Built with `--board qemu` it runs the same flow on QEMU's XTFPGA board (`xtfpga.rs`):
+//! the same code, linked at the same addresses, on that board's flash and UART.
 #![no_std]
 #![no_main]
 
-mod esp8266;
+#[cfg_attr(tcpflash_board = "qemu", path = "xtfpga.rs")]
+#[cfg_attr(not(tcpflash_board = "qemu"), path = "esp8266.rs")]
+mod board;
 
 use ota_agent::boot::loader::{self, BootBoard, LoaderBuffers};
-
-use esp8266::Esp8266;
 
 /// In `.bss`: no bytes in the image, and the stack stays small.
 static mut BUFFERS: LoaderBuffers = LoaderBuffers::new();
@@ -21,7 +24,7 @@ static mut BUFFERS: LoaderBuffers = LoaderBuffers::new();
 /// Called by the start-up code cargo-tcpflash generates for bootloaders.
 #[unsafe(no_mangle)]
 pub extern "C" fn main() -> ! {
-    let mut board = Esp8266;
+    let mut board = board::board();
     // SAFETY: the only reference to BUFFERS; nothing else runs.
     let buffers = unsafe { &mut *(&raw mut BUFFERS) };
     match loader::load(&mut board, buffers) {

@@ -2,25 +2,27 @@
 //! routines), on another board (a memory-mapped flash) and in host tests (a RAM flash).
 //!
 //! [`load`] reads rBoot's config and the trial record, runs [`decide`] with each candidate
-//! checked by [`image::verify_bootable`], programs the attempt bit of a trial boot, prints a
-//! console line for each rom it refuses (why) and one for the rom it boots, and copies the
-//! chosen image's RAM segments; the caller then hands over with [`BootBoard::jump`]. It
-//! writes nothing but the attempt bit.
+//! checked by [`image::check_bootable`] (which boots exactly what the validator's
+//! `verify_bootable` accepts), programs the attempt bit of a trial boot, prints a console
+//! line for each rom it refuses and one for the rom it boots (with the build id of an image
+//! that carries a slot descriptor), and copies the chosen image's RAM segments (and, on a
+//! board without the ESP8266's flash cache, its IROM); the caller then hands over with
+//! [`BootBoard::jump`]. It writes nothing but the attempt bit.
 //!
 //! Once copying starts, the firmware's DRAM segments may overwrite the bootloader's own
 //! `.rodata`, `.data` and `.bss`: from there on only the stack (which no firmware segment
-//! may cover, see `verify_bootable`) and registers are used, and nothing is printed.
+//! may cover, see `image::loadable_at_boot`) and registers are used, and nothing is printed.
 #![allow(unsafe_code)] // copying segments over RAM and jumping into them is what a loader does
-
-use core::mem::MaybeUninit;
 
 use crate::boot::config::{CONFIG_STRUCT_LEN, rboot_flash_size};
 use crate::boot::decision::{Boot, BootKind, TrialStatus, decide};
+#[cfg(target_arch = "xtensa")]
+use crate::boot::handoff::HANDOFF_ADDR;
 use crate::boot::handoff::HandOff;
 use crate::boot::trial::{ATTEMPTS_AT, TRIAL_LEN, next_attempts_word};
 use crate::flash::{ErrorType, NorFlashError, NorFlashErrorKind, ReadNorFlash};
-use crate::image::{self, ImageError, ImageInfo};
-use crate::layout::{BOOT_CONFIG_OFFSET, FlashLayout, rom_capacity};
+use crate::image::{self, BOOT_SCRATCH, SegmentTable};
+use crate::layout::{BOOT_CONFIG_OFFSET, FlashLayout, IMAGE_IROM_OFFSET, irom_link_addr_for, rom_capacity};
 
 /// A board operation failed (the ROM returned an error, or the flash is out of reach).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +50,20 @@ pub trait BootBoard {
     /// bootloader's code or stack.
     unsafe fn copy_segment(&mut self, offset: u32, addr: u32, len: u32) -> Result<(), BoardError>;
 
-    /// Leaves the hand-off record for the firmware and starts it at `entry`.
+    /// Makes the booted image's IROM (`len` bytes at flash `offset`) readable at `addr`,
+    /// where the ESP8266's flash cache would show it ([`irom_link_addr_for`]). On an
+    /// ESP8266 there is nothing to do: the firmware's start-up code maps its megabyte. A
+    /// board without that cache copies the bytes.
+    ///
+    /// # Safety
+    /// As [`BootBoard::copy_segment`].
+    unsafe fn place_irom(&mut self, offset: u32, addr: u32, len: u32) -> Result<(), BoardError> {
+        let _ = (offset, addr, len);
+        Ok(())
+    }
+
+    /// Leaves the hand-off record for the firmware and starts it at `entry` (both boards:
+    /// [`hand_over`]).
     ///
     /// # Safety
     /// The firmware's RAM segments must be in place ([`load`] returned).
@@ -67,27 +82,24 @@ pub trait BootBoard {
 #[repr(C, align(4))]
 pub struct WordAligned<const N: usize>(pub [u8; N]);
 
-/// Scratch the image check reads through: 128 SPI reads for a 64 KB block.
-pub const SCRATCH_LEN: usize = 512;
-
 /// The loader's buffers, which the caller keeps off the stack (`.bss` on a board: no image
 /// bytes, short stack offsets). Not used once copying starts, so the firmware's DRAM
 /// segments may overwrite them.
 pub struct LoaderBuffers {
-    scratch: WordAligned<SCRATCH_LEN>,
+    scratch: WordAligned<BOOT_SCRATCH>,
     config: WordAligned<CONFIG_STRUCT_LEN>,
     trial: WordAligned<TRIAL_LEN>,
-    info: MaybeUninit<ImageInfo>,
+    table: SegmentTable,
 }
 
 impl LoaderBuffers {
     /// All zero, so a `static` of it lands in `.bss`.
     pub const fn new() -> LoaderBuffers {
         LoaderBuffers {
-            scratch: WordAligned([0; SCRATCH_LEN]),
+            scratch: WordAligned([0; BOOT_SCRATCH]),
             config: WordAligned([0; CONFIG_STRUCT_LEN]),
             trial: WordAligned([0; TRIAL_LEN]),
-            info: MaybeUninit::zeroed(),
+            table: SegmentTable::EMPTY,
         }
     }
 }
@@ -148,25 +160,45 @@ impl<B: BootBoard> ReadNorFlash for BoardFlash<'_, B> {
 /// Decides, counts the attempt, prints the line and copies the segments.
 pub fn load<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Launch, Halt> {
     let boot = choose(board, buffers)?;
-    // SAFETY: `choose` returned a rom, so the image it checked last (this one) filled it.
-    let info = unsafe { buffers.info.assume_init_ref() };
     // From here on only the stack: the firmware's DRAM segments may overwrite `buffers`.
-    let (entry, irom_len, count, segments) = (info.entry, info.irom_len, info.segment_count, info.segments);
-    let info = ImageInfo { entry, irom_len, segment_count: count, segments, ..ImageInfo::default() };
-    for (from, addr, len) in info.ram_segments_at(boot.offset) {
-        // SAFETY: `verify_bootable` keeps every segment inside the firmware's IRAM and DRAM,
+    // The image `choose` checked last, the one that boots, filled the table.
+    let table = buffers.table;
+    for (from, addr, len) in table.ram_segments_at(boot.offset) {
+        // SAFETY: `check_bootable` keeps every segment inside the firmware's IRAM and DRAM,
         // away from this code (cache RAM) and its stack (the ROM's, DRAM's top).
         unsafe { board.copy_segment(from, addr, len) }.map_err(|BoardError| Halt::CopyFailed)?;
     }
-    Ok(Launch { entry: info.entry, handoff: boot.handoff() })
+    let irom = boot.offset + IMAGE_IROM_OFFSET;
+    // SAFETY: the image's IROM lies inside the megabyte its offset selects (the check bounds
+    // the image by `rom_capacity`), so it lands inside the IROM window, away from this code.
+    unsafe { board.place_irom(irom, irom_link_addr_for(boot.offset), table.irom_len) }
+        .map_err(|BoardError| Halt::CopyFailed)?;
+    Ok(Launch { entry: table.entry, handoff: boot.handoff() })
+}
+
+/// Writes `handoff` to [`HANDOFF_ADDR`] word by word (RTC user memory on an ESP8266 takes
+/// only 32-bit accesses; system RAM on the QEMU board) and calls `entry`, never to return.
+///
+/// # Safety
+/// Only on the board: `HANDOFF_ADDR` must be writable memory, and `entry` the entry of a
+/// firmware whose segments [`load`] copied.
+#[cfg(target_arch = "xtensa")]
+pub unsafe fn hand_over(handoff: &HandOff, entry: u32) -> ! {
+    let record = HANDOFF_ADDR as *mut u32;
+    for (i, word) in handoff.to_words().into_iter().enumerate() {
+        // SAFETY: the caller vouches for the record's memory.
+        unsafe { record.add(i).write_volatile(word) };
+    }
+    // SAFETY: the caller vouches for the entry; a firmware's entry never returns.
+    let start: extern "C" fn() -> ! = unsafe { core::mem::transmute(entry as usize) };
+    start()
 }
 
 /// Everything before the copy: reads, decides, counts the attempt, prints the line. The
-/// chosen image's `ImageInfo` is left in `buffers.info`.
+/// chosen image's segment table is left in `buffers.table`.
 #[inline(never)]
 fn choose<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Boot, Halt> {
-    let LoaderBuffers { scratch, config, trial, info } = buffers;
-    let info = info.write(ImageInfo::default());
+    let LoaderBuffers { scratch, config, trial, table } = buffers;
     let flash_size = board.flash_size();
     let state = FlashLayout::rboot("", flash_size).boot_state_offset();
     // Unreadable reads as erased: no config (rBoot's default), no trial.
@@ -183,16 +215,16 @@ fn choose<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Bo
         let decision = decide(&config.0, &trial.0, flash_size, &mut |rom: u8, offset: u32| {
             let mut flash = BoardFlash { board: &mut *board, size: flash_size };
             let capacity = rom_capacity(flash_size, offset);
-            let result = image::verify_bootable(&mut flash, offset, capacity, &mut scratch.0, info);
-            if let Err(error) = result {
-                say(board, rom, offset, reason(&error)).end();
+            let bootable = image::check_bootable(&mut flash, offset, capacity, &mut scratch.0, table);
+            if !bootable {
+                say(board, rom, offset, b"not bootable").end();
             }
-            result.is_ok()
+            bootable
         });
         let Some(boot) = decision.boot else {
             if let TrialStatus::Exhausted { trial_rom, .. } = decision.events.trial {
                 let offset = decision.config.roms[usize::from(trial_rom)];
-                say(board, trial_rom, offset, b"trial not confirmed").end();
+                say(board, trial_rom, offset, NOT_CONFIRMED).end();
             }
             Console(board).text(PREFIX).text(b"no bootable rom, halted").end();
             return Err(Halt::NoBootableSlot);
@@ -210,6 +242,9 @@ fn choose<B: BootBoard>(board: &mut B, buffers: &mut LoaderBuffers) -> Result<Bo
         let mut out = say(board, boot.rom, boot.offset, kind_word(boot.kind));
         if let BootKind::Trial { attempt, max } = boot.kind {
             out.dec(attempt).text(b"/").dec(max);
+        }
+        if let Some(id) = &table.build_id {
+            out.text(b", build ").hex_bytes(id);
         }
         out.end();
         return Ok(boot);
@@ -239,7 +274,21 @@ impl<B: BootBoard> Console<'_, B> {
     }
 
     fn hex(&mut self, value: u32) -> &mut Self {
-        self.text(b"0x");
+        self.text(b"0x").digits(value)
+    }
+
+    /// The bytes of little-endian words as hex, in their order (a build id, as `cargo
+    /// tcpflash build` prints it).
+    fn hex_bytes(&mut self, words: &[u32]) -> &mut Self {
+        for &word in words {
+            self.digits(word.swap_bytes());
+        }
+        self
+    }
+
+    /// Eight hex digits, most significant first. One copy for every hex number.
+    #[inline(never)]
+    fn digits(&mut self, value: u32) -> &mut Self {
         for shift in (0..8).rev() {
             let digit = (value >> (4 * shift) & 0xF) as u8;
             self.0.print_byte(if digit < 10 { b'0' + digit } else { b'a' + digit - 10 });
@@ -279,31 +328,111 @@ fn say<'b, B: BootBoard>(board: &'b mut B, rom: u8, offset: u32, what: &[u8]) ->
     out
 }
 
+/// What a reverted boot says; its start also says why an exhausted trial's rom is skipped
+/// (one text: the sector counts every byte).
+const REVERTED: &[u8] = b"trial not confirmed, reverted";
+const NOT_CONFIRMED: &[u8] = REVERTED.split_at(b"trial not confirmed".len()).0;
+
 fn kind_word(kind: BootKind) -> &'static [u8] {
     match kind {
         BootKind::Confirmed => b"confirmed",
         BootKind::Trial { .. } => b"trial ",
-        BootKind::Reverted => b"trial not confirmed, reverted",
+        BootKind::Reverted => REVERTED,
         BootKind::Fallback => b"fallback",
     }
 }
 
-/// A few words on why a rom cannot boot (every other refusal is "bad image").
-fn reason(error: &ImageError) -> &'static [u8] {
-    match error {
-        ImageError::BadMagic(0xFF) => b"empty",
-        ImageError::Truncated { .. } => b"truncated",
-        ImageError::ChecksumMismatch { .. } => b"bad checksum",
-        ImageError::CrcMismatch { .. } => b"bad CRC",
-        ImageError::WrongSlot { .. } => b"linked for another slot",
-        _ => b"bad image",
+/// A board over a flash image in memory: the bootloader's flow on the host, recording what
+/// it prints, copies and programs (there is no CPU to jump with). The tests and the QEMU
+/// board's checks run `load` on it to know what tcpflash-boot must do with a flash.
+#[cfg(any(test, feature = "std"))]
+pub struct HostBoard {
+    pub flash: crate::flash::RamNor<std::vec::Vec<u8>>,
+    pub console: std::vec::Vec<u8>,
+    /// RAM segments copied: load address and bytes.
+    pub copies: std::vec::Vec<(u32, std::vec::Vec<u8>)>,
+    /// The IROM placed: address and bytes.
+    pub irom: Option<(u32, std::vec::Vec<u8>)>,
+    /// Words programmed: flash offset and value.
+    pub programs: std::vec::Vec<(u32, u32)>,
+    /// Makes every program fail (a flash that refuses writes).
+    pub fail_programs: bool,
+}
+
+#[cfg(any(test, feature = "std"))]
+impl HostBoard {
+    /// A board whose flash holds `bytes` (NOR rules: programs only clear bits).
+    pub fn new(bytes: std::vec::Vec<u8>) -> HostBoard {
+        let mut flash = crate::flash::RamNor::from_storage(bytes);
+        flash.allow_bit_clearing();
+        HostBoard {
+            flash,
+            console: std::vec::Vec::new(),
+            copies: std::vec::Vec::new(),
+            irom: None,
+            programs: std::vec::Vec::new(),
+            fail_programs: false,
+        }
+    }
+
+    /// The console output as text.
+    pub fn console_text(&self) -> std::string::String {
+        std::string::String::from_utf8_lossy(&self.console).into_owned()
+    }
+
+    fn read_to_vec(&mut self, offset: u32, len: u32) -> Result<std::vec::Vec<u8>, BoardError> {
+        let mut data = std::vec![0u8; len as usize];
+        self.flash.read(offset, &mut data).map_err(|_| BoardError)?;
+        Ok(data)
+    }
+}
+
+#[cfg(any(test, feature = "std"))]
+impl BootBoard for HostBoard {
+    fn read_flash(&mut self, offset: u32, buf: &mut [u8]) -> Result<(), BoardError> {
+        // What the ESP8266 ROM's SPIRead takes: `load` must never ask for more.
+        assert!(
+            offset.is_multiple_of(4)
+                && buf.len().is_multiple_of(4)
+                && buf.as_ptr().cast::<u32>().is_aligned(),
+            "SPIRead's rules: {offset:#x}, {} bytes",
+            buf.len()
+        );
+        self.flash.read(offset, buf).map_err(|_| BoardError)
+    }
+
+    fn program_word(&mut self, offset: u32, word: u32) -> Result<(), BoardError> {
+        use crate::flash::NorFlash;
+        self.programs.push((offset, word));
+        if self.fail_programs {
+            return Err(BoardError);
+        }
+        self.flash.write(offset, &word.to_le_bytes()).map_err(|_| BoardError)
+    }
+
+    fn print_byte(&mut self, byte: u8) {
+        self.console.push(byte);
+    }
+
+    unsafe fn copy_segment(&mut self, offset: u32, addr: u32, len: u32) -> Result<(), BoardError> {
+        let data = self.read_to_vec(offset, len)?;
+        self.copies.push((addr, data));
+        Ok(())
+    }
+
+    unsafe fn place_irom(&mut self, offset: u32, addr: u32, len: u32) -> Result<(), BoardError> {
+        self.irom = Some((addr, self.read_to_vec(offset, len)?));
+        Ok(())
+    }
+
+    unsafe fn jump(&mut self, _: &HandOff, _: u32) -> ! {
+        panic!("a host board cannot start a firmware: stop at `load`")
     }
 }
 
 #[cfg(test)]
 mod tests {
     extern crate std;
-    use std::string::String;
     use std::vec::Vec;
 
     use super::*;
@@ -314,66 +443,6 @@ mod tests {
     use crate::flash::{NorFlash, RamNor};
     use crate::image::{FlashParams, Segment, write_v2};
     use crate::layout::{DEFAULT_LAYOUT, SlotId};
-
-    /// A board over a RAM flash: records what it prints and copies.
-    struct TestBoard {
-        flash: RamNor<Vec<u8>>,
-        console: Vec<u8>,
-        copies: Vec<(u32, Vec<u8>)>,
-        programs: Vec<(u32, u32)>,
-        fail_programs: bool,
-    }
-
-    impl TestBoard {
-        fn new(flash: RamNor<Vec<u8>>) -> TestBoard {
-            TestBoard {
-                flash,
-                console: Vec::new(),
-                copies: Vec::new(),
-                programs: Vec::new(),
-                fail_programs: false,
-            }
-        }
-
-        fn console(&self) -> String {
-            String::from_utf8(self.console.clone()).unwrap()
-        }
-    }
-
-    impl BootBoard for TestBoard {
-        fn read_flash(&mut self, offset: u32, buf: &mut [u8]) -> Result<(), BoardError> {
-            assert!(
-                offset.is_multiple_of(4)
-                    && buf.len().is_multiple_of(4)
-                    && buf.as_ptr().cast::<u32>().is_aligned(),
-                "SPIRead's rules"
-            );
-            self.flash.read(offset, buf).map_err(|_| BoardError)
-        }
-
-        fn program_word(&mut self, offset: u32, word: u32) -> Result<(), BoardError> {
-            self.programs.push((offset, word));
-            if self.fail_programs {
-                return Err(BoardError);
-            }
-            self.flash.write(offset, &word.to_le_bytes()).map_err(|_| BoardError)
-        }
-
-        fn print_byte(&mut self, byte: u8) {
-            self.console.push(byte);
-        }
-
-        unsafe fn copy_segment(&mut self, offset: u32, addr: u32, len: u32) -> Result<(), BoardError> {
-            let mut data = std::vec![0u8; len as usize];
-            self.flash.read(offset, &mut data).map_err(|_| BoardError)?;
-            self.copies.push((addr, data));
-            Ok(())
-        }
-
-        unsafe fn jump(&mut self, _: &HandOff, _: u32) -> ! {
-            unreachable!("tests stop at load")
-        }
-    }
 
     const IRAM_CODE: [u8; 12] = [0x36, 0x41, 0x00, 0x0c, 0x02, 0x1d, 0xf0, 1, 2, 3, 4, 5];
     const DATA: [u8; 8] = *b"rodata!!";
@@ -391,7 +460,7 @@ mod tests {
     }
 
     /// A 1 MB chip with a bootloader header at 0 (size code 1MB), the config and both slots.
-    fn board(current: SlotId, user2_ok: bool) -> TestBoard {
+    fn board(current: SlotId, user2_ok: bool) -> HostBoard {
         let layout = DEFAULT_LAYOUT;
         let mut flash = RamNor::new(layout.flash_size);
         flash.allow_bit_clearing();
@@ -403,7 +472,7 @@ mod tests {
             user2[90] ^= 0xFF; // in the IROM code: only the CRC notices
         }
         flash.write(0x82000, &padded(user2)).unwrap();
-        TestBoard::new(flash)
+        HostBoard::new(flash.into_storage())
     }
 
     fn padded(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -411,7 +480,7 @@ mod tests {
         bytes
     }
 
-    fn start_trial(board: &mut TestBoard, max: u8) {
+    fn start_trial(board: &mut HostBoard, max: u8) {
         let record = TrialRecord {
             trial_rom: 1,
             fallback_rom: 0,
@@ -422,7 +491,7 @@ mod tests {
         begin_trial(&mut board.flash, DEFAULT_LAYOUT, &record).unwrap();
     }
 
-    fn trial_state(board: &TestBoard) -> Trial {
+    fn trial_state(board: &HostBoard) -> Trial {
         let at = DEFAULT_LAYOUT.boot_state_offset() as usize;
         Trial::parse(board.flash.bytes()[at..at + TRIAL_LEN].try_into().unwrap()).unwrap()
     }
@@ -439,7 +508,14 @@ mod tests {
             }
         );
         assert_eq!(board.copies, [(0x4010_0000, IRAM_CODE.to_vec()), (0x3FFE_8000, DATA.to_vec())]);
-        assert_eq!(board.console(), "tcpflash-boot: rom 1 @ 0x00082000: confirmed\r\n");
+        // Its IROM (padded to 16) where the cache would map user2's megabyte.
+        let image = image_for(0x82000, 0x4010_0002);
+        let irom_len = u32::from_le_bytes(image[12..16].try_into().unwrap()) as usize;
+        assert_eq!(board.irom, Some((0x4028_2010, image[16..16 + irom_len].to_vec())));
+        assert_eq!(
+            board.console_text(),
+            "tcpflash-boot: rom 1 @ 0x00082000: confirmed, build 3132333435363738\r\n"
+        );
         assert!(board.programs.is_empty(), "nothing is written without a trial");
     }
 
@@ -456,8 +532,10 @@ mod tests {
             );
             assert_eq!(launch.entry, 0x4010_0002);
             assert_eq!(
-                board.console(),
-                std::format!("tcpflash-boot: rom 1 @ 0x00082000: trial {attempt}/2\r\n")
+                board.console_text(),
+                std::format!(
+                    "tcpflash-boot: rom 1 @ 0x00082000: trial {attempt}/2, build 3132333435363738\r\n"
+                )
             );
             assert_eq!(trial_state(&board).attempts_used, attempt);
         }
@@ -471,7 +549,10 @@ mod tests {
             HandOff { rom: 0, kind: HandOffKind::Reverted, attempt: 0, offset: 0x2000 }
         );
         assert_eq!(board.copies[0].0, 0x4010_0000);
-        assert_eq!(board.console(), "tcpflash-boot: rom 0 @ 0x00002000: trial not confirmed, reverted\r\n");
+        assert_eq!(
+            board.console_text(),
+            "tcpflash-boot: rom 0 @ 0x00002000: trial not confirmed, reverted, build 3132333435363738\r\n"
+        );
         assert_eq!(board.programs.len(), 2, "a reverted boot counts nothing");
     }
 
@@ -510,8 +591,8 @@ mod tests {
         );
         assert!(board.programs.is_empty(), "no attempt counted for a slot that does not boot");
         assert_eq!(
-            board.console(),
-            "tcpflash-boot: rom 1 @ 0x00082000: bad CRC\r\ntcpflash-boot: rom 0 @ 0x00002000: fallback\r\n",
+            board.console_text(),
+            "tcpflash-boot: rom 1 @ 0x00082000: not bootable\r\ntcpflash-boot: rom 0 @ 0x00002000: fallback, build 3132333435363738\r\n",
             "the line of the rom that cannot boot comes first"
         );
     }
@@ -522,9 +603,9 @@ mod tests {
         board.flash.erase(0x2000, 0x3000).unwrap();
         assert_eq!(load(&mut board, &mut LoaderBuffers::new()), Err(Halt::NoBootableSlot));
         assert_eq!(
-            board.console(),
-            "tcpflash-boot: rom 0 @ 0x00002000: empty\r\n\
-             tcpflash-boot: rom 1 @ 0x00082000: bad CRC\r\n\
+            board.console_text(),
+            "tcpflash-boot: rom 0 @ 0x00002000: not bootable\r\n\
+             tcpflash-boot: rom 1 @ 0x00082000: not bootable\r\n\
              tcpflash-boot: no bootable rom, halted\r\n"
         );
         assert!(board.copies.is_empty());
@@ -534,13 +615,13 @@ mod tests {
         board.flash.erase(0x2000, 0x3000).unwrap();
         assert_eq!(load(&mut board, &mut LoaderBuffers::new()), Err(Halt::NoBootableSlot));
         assert!(
-            board.console().contains("rom 1 @ 0x00082000: trial not confirmed\r\n"),
+            board.console_text().contains("rom 1 @ 0x00082000: trial not confirmed\r\n"),
             "{}",
-            board.console()
+            board.console_text()
         );
     }
 
-    fn board_with_exhausted_trial() -> TestBoard {
+    fn board_with_exhausted_trial() -> HostBoard {
         let mut board = board(SlotId::User1, true);
         start_trial(&mut board, 1);
         crate::boot::trial::count_attempt(&mut board.flash, DEFAULT_LAYOUT).unwrap();
@@ -553,13 +634,32 @@ mod tests {
         board.flash.erase(0x1000, 0x2000).unwrap();
         let launch = load(&mut board, &mut LoaderBuffers::new()).unwrap();
         assert_eq!(launch.handoff.offset, 0x2000);
-        assert_eq!(board.console(), "tcpflash-boot: rom 0 @ 0x00002000: confirmed\r\n");
+        assert_eq!(
+            board.console_text(),
+            "tcpflash-boot: rom 0 @ 0x00002000: confirmed, build 3132333435363738\r\n"
+        );
         assert_eq!(board.flash_size(), 0x10_0000);
     }
 
     #[test]
+    fn an_image_without_descriptor_boots_without_a_build_id() {
+        let mut board = board(SlotId::User1, true);
+        let mut foreign = Vec::new();
+        let segments = [Segment { addr: 0x4010_0000, data: &IRAM_CODE }];
+        write_v2(FlashParams::default(), 0x4010_0000, &[0x5A; 80], &segments, &mut |b| {
+            foreign.extend_from_slice(b)
+        })
+        .unwrap();
+        board.flash.erase(0x2000, 0x3000).unwrap();
+        board.flash.write(0x2000, &padded(foreign)).unwrap();
+        let launch = load(&mut board, &mut LoaderBuffers::new()).unwrap();
+        assert_eq!(launch.handoff.offset, 0x2000);
+        assert_eq!(board.console_text(), "tcpflash-boot: rom 0 @ 0x00002000: confirmed\r\n");
+    }
+
+    #[test]
     fn decimals_and_hex_print_exactly() {
-        let mut board = TestBoard::new(RamNor::new(0x1000));
+        let mut board = HostBoard::new(std::vec![0xFF; 0x1000]);
         Console(&mut board)
             .dec(0)
             .text(b" ")
@@ -569,7 +669,9 @@ mod tests {
             .text(b" ")
             .dec(99)
             .text(b" ")
-            .hex(0xDEAD_BEEF);
-        assert_eq!(board.console(), "0 7 31 99 0xdeadbeef");
+            .hex(0xDEAD_BEEF)
+            .text(b" ")
+            .hex_bytes(&[0xFF00_2A3F, 0x0102_0304]);
+        assert_eq!(board.console_text(), "0 7 31 99 0xdeadbeef 3f2a00ff04030201");
     }
 }

@@ -140,7 +140,7 @@ impl TrialRecord {
 impl Trial {
     /// Reads a record on its own (magic, version, CRC, `max_attempts`); whether it fits the
     /// config is [`Trial::check_roms`]'s business.
-    #[inline(never)]
+    #[inline]
     pub fn parse(bytes: &[u8; TRIAL_LEN]) -> Result<Trial, TrialError> {
         if bytes[..4] != TRIAL_MAGIC {
             return Err(TrialError::BadMagic);

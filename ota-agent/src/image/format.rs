@@ -3,8 +3,8 @@
 
 use core::fmt;
 
-use crate::descriptor::Descriptor;
-use crate::layout::{DRAM, IRAM, IROM};
+use crate::descriptor::{BUILD_ID_LEN, Descriptor};
+use crate::layout::{DRAM, DRAM_USABLE, IRAM, IROM};
 
 use super::ImageError;
 
@@ -86,6 +86,18 @@ impl MemoryKind {
             None
         }
     }
+}
+
+/// Whether a bootloader may load a RAM segment to `addr..addr + len`: inside the DRAM a
+/// firmware may use ([`DRAM_USABLE`]) or IRAM. Copying it then overwrites neither the
+/// bootloader (cache RAM) nor its stack (DRAM's top).
+pub const fn loadable_at_boot(addr: u32, len: u32) -> bool {
+    inside(addr, len, DRAM_USABLE) || inside(addr, len, IRAM)
+}
+
+/// Whether `addr..addr + len` lies inside `range`.
+const fn inside(addr: u32, len: u32, range: core::ops::Range<u32>) -> bool {
+    addr >= range.start && addr <= range.end && len <= range.end - addr
 }
 
 /// Flash parameters stored in header bytes 2 and 3.
@@ -263,14 +275,71 @@ impl ImageInfo {
     /// Each RAM segment as `(flash offset of its data, load address, length)`, for an
     /// image that starts at flash `image_offset`: what a bootloader copies where.
     pub fn ram_segments_at(&self, image_offset: u32) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
-        // Image header, IROM segment header, IROM, the header of the RAM segments.
-        let mut at = image_offset + 3 * HEADER_LEN + self.irom_len;
-        self.segments().iter().map(move |&(addr, len)| {
-            let data = at + HEADER_LEN;
-            at = data + len;
-            (data, addr, len)
+        ram_segments_at(image_offset, self.irom_len, self.segments())
+    }
+}
+
+/// What a bootloader needs of an image it boots: where to start it and what to copy where
+/// (what [`check_bootable`](super::check_bootable) fills in). [`SegmentTable::EMPTY`] is
+/// all zero, so a `static` of it costs no image bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentTable {
+    pub entry: u32,
+    /// IROM bytes as stored (padded to 16).
+    pub irom_len: u32,
+    pub segment_count: u32,
+    /// The RAM segments' addresses and lengths, `segment_count` of them.
+    pub segments: [(u32, u32); MAX_RAM_SEGMENTS],
+    /// The slot descriptor's build id when the image carries a descriptor (the
+    /// bootloader's line says which build it starts), as the two little-endian words its
+    /// eight bytes make: words are what the bootloader reads and prints cheaply.
+    pub build_id: Option<[u32; 2]>,
+}
+
+impl SegmentTable {
+    pub const EMPTY: SegmentTable = SegmentTable {
+        entry: 0,
+        irom_len: 0,
+        segment_count: 0,
+        segments: [(0, 0); MAX_RAM_SEGMENTS],
+        build_id: None,
+    };
+
+    /// `(address, length)` of each RAM segment, in image order.
+    pub fn segments(&self) -> &[(u32, u32)] {
+        &self.segments[..self.segment_count as usize]
+    }
+
+    /// The build id's bytes, in their order.
+    pub fn build_id_bytes(&self) -> Option<[u8; BUILD_ID_LEN]> {
+        self.build_id.map(|[low, high]| {
+            let mut bytes = [0; BUILD_ID_LEN];
+            bytes[..4].copy_from_slice(&low.to_le_bytes());
+            bytes[4..].copy_from_slice(&high.to_le_bytes());
+            bytes
         })
     }
+
+    /// As [`ImageInfo::ram_segments_at`].
+    pub fn ram_segments_at(&self, image_offset: u32) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        ram_segments_at(image_offset, self.irom_len, self.segments())
+    }
+}
+
+/// Where each RAM segment's data lies in an image at flash `image_offset` whose IROM
+/// segment holds `irom_len` bytes: after the image header, the IROM segment's header, IROM
+/// and the second header, each segment's data follows its own 8-byte header.
+fn ram_segments_at(
+    image_offset: u32,
+    irom_len: u32,
+    segments: &[(u32, u32)],
+) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+    let mut at = image_offset + 3 * HEADER_LEN + irom_len;
+    segments.iter().map(move |&(addr, len)| {
+        let data = at + HEADER_LEN;
+        at = data + len;
+        (data, addr, len)
+    })
 }
 
 /// The CRC trailer the ESP8266 SDK bootloader expects, from the zlib CRC-32 `crc` of all

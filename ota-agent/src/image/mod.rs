@@ -5,16 +5,20 @@
 //! - [`format`]: the header fields, the memories segments may target, the layout rules;
 //! - [`error`]: why an image is refused, in the words the agent sends;
 //! - [`writer`]: an image from IROM bytes and RAM segments, streamed into a sink;
+//! - [`boot`]: the bootloader's compact check, which boots exactly what the validator's
+//!   [`verify_bootable`] accepts;
 //! - [`reader`]: the validator, streaming an image from flash through a caller's scratch
 //!   buffer (the agent uses its 4 KB sector buffer), with the SHA-256 in the same pass.
 //!
 //! Neither side allocates.
 
+pub mod boot;
 pub mod error;
 pub mod format;
 pub mod reader;
 pub mod writer;
 
+pub use boot::{BOOT_SCRATCH, check_bootable};
 pub use error::ImageError;
 pub use format::*;
 pub use reader::{Reader, Stop, inspect, scan, verify_bootable, verify_for_slot};

@@ -7,11 +7,12 @@ use crate::auth::Digest256;
 use crate::crc::Crc32;
 use crate::descriptor::{self, Descriptor};
 use crate::flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
-use crate::layout::{DRAM_USABLE, IRAM, Slot, irom_link_addr_for};
+use crate::layout::{Slot, irom_link_addr_for};
 
 use super::{
     CHECKSUM_SEED, FlashParams, IROM_ALIGN, ImageError, ImageInfo, MAGIC_SEGMENTS, MAGIC_V2,
     MAX_RAM_SEGMENTS, MIN_SCRATCH, MemoryKind, SEGMENT_ALIGN, V2_MARKER, checksum_position, crc_trailer,
+    loadable_at_boot,
 };
 
 /// error keeps every `?` of a scan a register test: with the 20-byte [`ImageError`] on
@@ -301,7 +302,7 @@ fn scan_headers<F: ReadNorFlash>(
         // then overwrites neither the bootloader (cache RAM) nor its stack (DRAM's top).
         let loadable = match scan {
             Scan::Exact => MemoryKind::ram_holding(addr, len).is_some(),
-            Scan::Boot => inside(addr, len, DRAM_USABLE) || inside(addr, len, IRAM),
+            Scan::Boot => loadable_at_boot(addr, len),
         };
         if !loadable {
             return Err(reader.fail(ImageError::SegmentOutsideRam { index, addr, len }));
@@ -430,11 +431,6 @@ pub fn verify_bootable<F: ReadNorFlash>(
         }
     }
     Ok(())
-}
-
-/// Whether `addr..addr + len` lies inside `range`.
-const fn inside(addr: u32, len: u32, range: core::ops::Range<u32>) -> bool {
-    addr >= range.start && addr <= range.end && len <= range.end - addr
 }
 
 #[cfg(test)]

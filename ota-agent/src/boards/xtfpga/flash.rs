@@ -10,10 +10,9 @@
 use crate::flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash, WRITE_SIZE};
 use crate::layout::SECTOR_SIZE;
 
-use super::FLASH_SIZE as SIZE;
 use super::ram::BLOCK_BUFFER;
+use super::{FLASH_BASE as BASE, FLASH_SIZE as SIZE};
 
-const BASE: u32 = 0x9800_0000;
 /// The chip's only erase unit.
 pub const CHIP_BLOCK: u32 = 0x1_0000;
 
@@ -114,7 +113,8 @@ fn program(offset: u32, words: &[u16], buffer: u32) -> Result<(), CfiFlashError>
     let mut done = 0;
     while done < words.len() {
         let at = offset + 2 * done as u32;
-        let room = ((buffer - at % buffer) / 2) as usize;
+        // The buffer is a power of two: a mask, not a division (which the lx106 lacks).
+        let room = ((buffer - (at & (buffer - 1))) / 2) as usize;
         let chunk = &words[done..words.len().min(done + room)];
         done += chunk.len();
         if chunk.iter().all(|&word| word == 0xFFFF) {
@@ -165,6 +165,35 @@ impl CfiFlash {
         saved[cleared].fill(0xFFFF);
         erase_block(block)?;
         program(block, saved, self.buffer)
+    }
+}
+
+impl CfiFlash {
+    /// Programs the 4-byte aligned word at `offset` (bits only go from 1 to 0) in one
+    /// buffered program: what a bootloader needs, without `write`'s staging buffer.
+    pub fn program_word(&mut self, offset: u32, value: u32) -> Result<(), CfiFlashError> {
+        if !offset.is_multiple_of(WRITE_SIZE as u32) {
+            return Err(CfiFlashError::NotAligned);
+        }
+        CfiFlash::check(offset, 4)?;
+        program(offset, &[value as u16, (value >> 16) as u16], self.buffer)
+    }
+
+    /// Copies `len` bytes (a multiple of 4) of flash at `offset` to RAM at `to`, one 32-bit
+    /// store per word: what a bootloader does with an image's segments (instruction RAM
+    /// takes only word stores on the lx106). `offset` need not be aligned.
+    ///
+    /// # Safety
+    /// `to..to + len` must be word-aligned memory that nothing running still needs.
+    pub unsafe fn copy_words(&mut self, offset: u32, to: *mut u32, len: u32) -> Result<(), CfiFlashError> {
+        CfiFlash::check(offset, len as usize)?;
+        for i in 0..len / 4 {
+            let mut word = [0u8; 4];
+            self.read(offset + 4 * i, &mut word)?;
+            // SAFETY: inside the caller's range.
+            unsafe { to.add(i as usize).write_volatile(u32::from_le_bytes(word)) };
+        }
+        Ok(())
     }
 }
 

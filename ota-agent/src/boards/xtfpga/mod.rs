@@ -25,6 +25,13 @@ pub const RESET_MAGIC: u32 = 0xdead;
 
 /// The CFI flash: 4 MB (QEMU wants a `-drive if=pflash` file of exactly this size).
 pub const FLASH_SIZE: u32 = 0x40_0000;
+/// Where the flash's array reads (uncached window): flash offset 0.
+pub const FLASH_BASE: u32 = 0x9800_0000;
+/// The 16550 UART's transmit register (register shift 2: the others follow 4 bytes apart).
+pub const UART_BASE: u32 = 0x9D05_0020;
+/// Where the core starts after power-on and after the FPGA reset (sysrom0): QEMU runs a
+/// `-kernel` whose entry is here as it is, with nothing in between.
+pub const RESET_VECTOR: u32 = 0x5000_0000;
 
 /// Board RAM outside the ESP8266 DRAM range (0x3FFE8000..): dataram0's lower 160 KB, which
 /// no firmware section is linked into. The Ethernet MAC's DMA reaches it.

@@ -3,7 +3,8 @@
 
 use core::fmt;
 
-const BASE: u32 = 0x9D05_0020;
+use super::UART_BASE as BASE;
+
 /// Registers are 4 bytes apart (register shift 2).
 const THR: *mut u32 = BASE as *mut u32;
 const LSR: *const u32 = (BASE + 5 * 4) as *const u32;
