@@ -1,10 +1,12 @@
 //! `cargo xtask sim`: the virtual ESP8266 on 127.0.0.1, its flash in a file.
 //!
 //! A new flash file gets the factory install `serial-flash` would write (bootloader at 0x0,
-//! boot config at 0x1000, user1 in the first slot). The virtual device has no real rBoot to
-//! run, so unless `--bootloader` names one, sector 0 holds a small v1 image labelled as the
-//! virtual device's stand-in for rBoot; its header carries the flash size, which the rBoot
-//! model reads as rBoot does. Everything else lives in `tcpflash_sim`.
+//! boot config at 0x1000, user1 in the first slot). The virtual device runs no machine code,
+//! so unless `--bootloader` names an image, sector 0 holds a small v1 image labelled as the
+//! virtual device's stand-in for tcpflash-boot (whose flow the device runs on the host); its
+//! header carries the flash size. With `--bootloader rboot.bin` (any image that does not name
+//! tcpflash-boot) the device runs the rBoot model instead. Everything else lives in
+//! `tcpflash_sim`.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, LAYOUTS, SlotId};
 use ota_agent::protocol::DEFAULT_PORT;
 use serde_json::{Value, json};
 use tcpflash_sim::timed::{FlashTimings, TimedFlash};
-use tcpflash_sim::{DeviceStatus, FileFlash, OpenError, ServeError, SlotStatus, VirtualDevice};
+use tcpflash_sim::{DeviceStatus, FileFlash, OpenError, SecondStage, ServeError, SlotStatus, VirtualDevice};
 use thiserror::Error;
 
 use crate::serial::bootloader;
@@ -31,7 +33,9 @@ use crate::serial::flasher::{self, FlashError};
 /// Entry point of the stand-in bootloader (never run: the boot model stands in for it).
 const STAND_IN_ENTRY: u32 = 0x4010_0000;
 /// What the stand-in bootloader's one segment says, for anyone reading the flash file.
-pub const STAND_IN_LABEL: &[u8] = b"tcpflash virtual ESP8266: stand-in for rBoot, not executable code\0\0";
+/// It names tcpflash-boot, so the virtual device runs tcpflash-boot's flow for it.
+pub const STAND_IN_LABEL: &[u8] =
+    b"tcpflash virtual ESP8266: stand-in for tcpflash-boot (the device runs its flow on the host), not executable code";
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -67,8 +71,9 @@ pub struct ServeArgs {
     /// says which layout the image was built for.
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
-    /// Put this bootloader (an ESP8266 v1 image such as rBoot's rboot.bin) at 0x0 of a new
-    /// flash file instead of the stand-in.
+    /// Put this bootloader at 0x0 of a new flash file instead of the stand-in: tcpflash-boot's
+    /// image (the device runs its flow, as with the stand-in), or any other ESP8266 v1 image
+    /// such as rBoot's rboot.bin (the device then runs the rBoot model: no trial boots).
     #[arg(long, value_name = "FILE")]
     pub bootloader: Option<PathBuf>,
     /// Seconds the agent waits for a silent client before dropping it.
@@ -303,7 +308,7 @@ pub fn factory_install(
     bootloader: Option<(String, Vec<u8>)>,
 ) -> Result<FileFlash, SimError> {
     let (name, bootloader) = bootloader.unwrap_or_else(|| {
-        ("the virtual device's stand-in for rBoot".to_owned(), stand_in_bootloader(layout))
+        ("the virtual device's stand-in for tcpflash-boot".to_owned(), stand_in_bootloader(layout))
     });
     let regions = flasher::plan_install(layout, &name, bootloader, user1)?;
     let parts: Vec<(&str, u32, &[u8])> =
@@ -316,9 +321,10 @@ pub fn factory_install(
     Ok(flash)
 }
 
-/// A v1 image that rBoot's place at 0x0 holds on the virtual device. Its one DRAM segment
-/// is a label saying what it is; header byte 3 carries the layout's flash size, which the
-/// rBoot model (like rBoot) uses for its default config.
+/// A v1 image that tcpflash-boot's place at 0x0 holds on the virtual device. Its one DRAM
+/// segment is a label saying what it is (and naming tcpflash-boot, which is how the device
+/// knows to run its flow); header byte 3 carries the layout's flash size, as a real
+/// bootloader's does.
 pub fn stand_in_bootloader(layout: &FlashLayout) -> Vec<u8> {
     let mut image = bootloader::build_v1(STAND_IN_ENTRY, &[(ota_agent::layout::DRAM.start, STAND_IN_LABEL)]);
     let size = FlashSize::from_name(layout.name).expect("every layout name is an esptool flash size");
@@ -357,9 +363,15 @@ pub fn device_status_json(status: &DeviceStatus) -> Value {
     };
     let (boot, bricked) = match &status.started {
         Ok(launched) => {
-            let handoff = launched.handoff;
+            let stage = match launched.stage {
+                SecondStage::TcpflashBoot => "tcpflash-boot",
+                SecondStage::Rboot => "rBoot",
+            };
             let console = &launched.console;
-            (json!({ "rom": handoff.rom, "offset": handoff.offset, "console": console }), Value::Null)
+            (
+                json!({ "by": stage, "rom": launched.rom, "offset": launched.offset, "console": console }),
+                Value::Null,
+            )
         }
         Err(halted) => (Value::Null, Value::String(halted.to_string())),
     };

@@ -103,6 +103,12 @@ fn assert_same(actual: &[u8], expected: &[u8], base: usize, what: &str) {
     }
 }
 
+/// The tests that build example-blinky write the same files: one at a time.
+fn build_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn all_ff(bytes: &[u8]) -> bool {
     bytes.iter().all(|&b| b == 0xFF)
 }
@@ -170,6 +176,39 @@ fn installs_bootloader_config_and_user1_and_nothing_else() {
 /// Without --image, serial-flash builds the firmware with `cargo tcpflash build`'s code and
 /// installs exactly the user1.bin that build writes.
 #[test]
+fn installs_tcpflash_boot_by_default_and_the_virtual_device_boots_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../example-blinky/Cargo.toml");
+    let fake = FakeRom::esp8266(MB).spawn().unwrap();
+    let args = parse(&["--port", fake.path(), "--manifest-path", manifest.to_str().unwrap(), "--no-reset"]);
+    let installed = {
+        let _build = build_lock();
+        cli::run(&args).expect("serial-flash builds both and installs")
+    };
+    let fake = fake.finish();
+    let flash = fake.flash();
+    // Sector 0 holds tcpflash-boot's image as its build wrote it.
+    let boot = xtask::serial::cli::tcpflash_boot(DEFAULT_LAYOUT, &Default::default()).unwrap();
+    assert_eq!(installed.regions[0], ("bootloader".to_owned(), 0, boot.len()), "{installed}");
+    assert!(boot.len() <= 4096);
+    assert_same(&flash[..boot.len()], &boot, 0, "tcpflash-boot");
+    assert!(all_ff(&flash[boot.len()..0x1000]), "rest of sector 0 erased");
+
+    let dump = dir.path().join("installed.flash");
+    fake.dump(&dump).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["sim", "status", "--flash"])
+        .arg(&dump)
+        .output()
+        .expect("xtask runs");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("one JSON line");
+    assert_eq!(status["boot"]["by"], "tcpflash-boot", "{status}");
+    assert_eq!(status["booted_slot"], "user1", "{status}");
+    assert_eq!(status["boot_status"]["state"], "confirmed", "{status}");
+}
+
+#[test]
 fn builds_the_firmware_and_installs_its_user1() {
     let dir = tempfile::tempdir().unwrap();
     let bootloader_path = v1_bootloader(dir.path());
@@ -184,7 +223,10 @@ fn builds_the_firmware_and_installs_its_user1() {
         manifest.to_str().unwrap(),
         "--no-reset",
     ]);
-    let installed = cli::run(&args).expect("serial-flash builds and installs");
+    let installed = {
+        let _build = build_lock();
+        cli::run(&args).expect("serial-flash builds and installs")
+    };
     let fake = fake.finish();
     assert_eq!(installed.layout.name, "1MB", "the layout of example-blinky's metadata");
     let built = std::fs::read(manifest.parent().unwrap().join("target/tcpflash/1MB/user1.bin")).unwrap();
@@ -204,6 +246,8 @@ fn builds_the_firmware_and_installs_its_user1() {
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("one JSON line");
     assert_eq!(status["booted_slot"], "user1", "{status}");
+    assert_eq!(status["boot"]["by"], "rBoot", "a bootloader that is not tcpflash-boot: {status}");
+    assert_eq!(status["boot_status"]["state"], "untracked", "{status}");
     assert_eq!(status["next_slot"], "user2", "{status}");
     assert_eq!(status["slots"]["user1"]["valid"], true, "{status}");
     assert_eq!(status["slots"]["user1"]["name"], "example-blinky", "{status}");
@@ -428,7 +472,8 @@ fn bad_files_are_refused_before_the_port_is_touched() {
         "user1.bin is 516112 bytes but the user1 slot of the 1MB layout holds 516096 bytes (flash 0x2000..0x80000)"
     );
 
-    // Without --image the firmware is built first; a firmware that cannot be found stops it.
+    // Without --image the firmware must be built: the port is looked at first, so a missing
+    // adapter is reported before a slow build (here the build could not even start).
     let error = error_of(&parse(&[
         "--port",
         missing_port,
@@ -437,8 +482,21 @@ fn bad_files_are_refused_before_the_port_is_touched() {
         "--manifest-path",
         "/no/firmware/Cargo.toml",
     ]));
+    assert_eq!(error.to_string(), format!("no serial port {missing_port}"));
+    // With a port, the build's own error.
+    let fake = FakeRom::esp8266(MB).spawn().unwrap();
+    let error = error_of(&parse(&[
+        "--port",
+        fake.path(),
+        "--no-reset",
+        "--bootloader",
+        &f.bootloader,
+        "--manifest-path",
+        "/no/firmware/Cargo.toml",
+    ]));
     assert!(matches!(error, FlashError::Build(_)), "{error}");
     assert_eq!(error.to_string(), "no Cargo.toml at /no/firmware/Cargo.toml");
+    assert_eq!(flash_begins(&fake.finish()), [], "nothing written");
 
     let error = error_of(&parse(&[
         "--port",

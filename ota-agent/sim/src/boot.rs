@@ -1,31 +1,50 @@
-//! tcpflash-boot on the virtual device: the bootloader's own flow (`ota_agent::boot::loader`,
+//! The virtual device's power-on: the mask ROM finds a second stage in sector 0, and the
+//! device runs the one it finds. tcpflash-boot (its image, or the virtual device's stand-in
+//! for it: both carry its name) runs as the bootloader's own flow (`ota_agent::boot::loader`,
 //! the same decision, checks and attempt counting as the lx106 build) over the device's
-//! flash. Nothing is copied (the firmware runs as host code) and the console lines become
-//! log lines.
+//! flash; any other v1 image is taken for rBoot and runs as the rBoot model, which is there
+//! to prove that rBoot installations keep working. Nothing is copied (the firmware runs as
+//! host code) and the console lines become log lines.
 #![allow(unsafe_code)] // BootBoard's copy and jump are unsafe to call; here they do nothing
 
 use std::fmt;
 
-use ota_agent::boot::handoff::HandOff;
+use ota_agent::boot::handoff::{HandOff, HandOffKind};
 use ota_agent::boot::loader::{self, BoardError, BootBoard, Halt, LoaderBuffers};
 use ota_agent::flash::NorFlash;
 use ota_agent::image;
-use ota_agent::layout::{FlashLayout, SlotId};
+use ota_agent::layout::{FlashLayout, SECTOR_SIZE, SlotId};
 
-/// What tcpflash-boot started.
+/// The second stage sector 0 holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecondStage {
+    TcpflashBoot,
+    Rboot,
+}
+
+/// What the second stage started.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Launched {
-    /// The record the firmware gets: the rom, its offset, how it was chosen.
-    pub handoff: HandOff,
+    pub stage: SecondStage,
+    /// Index in the config's `roms[]`, and the image's flash offset.
+    pub rom: u8,
+    pub offset: u32,
     pub entry: u32,
-    /// The bootloader's console lines.
+    /// tcpflash-boot's record for the firmware (how the rom was chosen); rBoot leaves none.
+    pub handoff: Option<HandOff>,
+    /// The second stage's console lines.
     pub console: Vec<String>,
 }
 
 impl Launched {
     /// The slot it started, when the offset is one of the layout's slots.
     pub fn slot(&self, layout: &FlashLayout) -> Option<SlotId> {
-        layout.slot_at(self.handoff.offset)
+        layout.slot_at(self.offset)
+    }
+
+    /// How it was chosen, as tcpflash-boot's hand-off says (`None` under rBoot).
+    pub fn kind(&self) -> Option<HandOffKind> {
+        self.handoff.map(|handoff| handoff.kind)
     }
 }
 
@@ -47,6 +66,8 @@ pub enum HaltReason {
     FlashFailed,
     /// Every boot in a row crashed (the virtual device's fault switch).
     CrashLoop { boots: u32 },
+    /// The rBoot model found nothing to boot (its lines say why).
+    Rboot,
 }
 
 impl fmt::Display for Halted {
@@ -74,6 +95,7 @@ impl fmt::Display for Halted {
             }
             HaltReason::FlashFailed => f.write_str("tcpflash-boot could not read or copy the image"),
             HaltReason::CrashLoop { boots } => write!(f, "the firmware crashed {boots} boots in a row"),
+            HaltReason::Rboot => write!(f, "rBoot found no good rom: {}", self.console.join("; ")),
         }
     }
 }
@@ -83,19 +105,55 @@ impl std::error::Error for Halted {}
 /// How tcpflash-boot's console lines start.
 const CONSOLE_PREFIX: &str = "tcpflash-boot: ";
 
-/// The mask ROM, then tcpflash-boot, over `flash` (it may program one attempt bit).
-pub fn boot<F: NorFlash>(flash: &mut F) -> Result<Launched, Halted> {
-    let mut first = [0u8; 4];
-    let found = flash.read(0, &mut first).map(|()| first[0]).unwrap_or(0xFF);
+/// The second stage in sector 0: tcpflash-boot when the image carries its name (its console
+/// prefix is in its data), else rBoot.
+pub fn second_stage<F: NorFlash>(flash: &mut F) -> Result<SecondStage, Halted> {
+    let mut sector = vec![0u8; SECTOR_SIZE as usize];
+    let found = flash.read(0, &mut sector).map(|()| sector[0]).unwrap_or(0xFF);
     if found != image::MAGIC_SEGMENTS {
         return Err(Halted { reason: HaltReason::NoBootloader { found }, console: Vec::new() });
     }
+    let named = sector.windows(TCPFLASH_BOOT.len()).any(|window| window == TCPFLASH_BOOT);
+    Ok(if named { SecondStage::TcpflashBoot } else { SecondStage::Rboot })
+}
+
+/// The name tcpflash-boot's image carries.
+const TCPFLASH_BOOT: &[u8] = b"tcpflash-boot";
+
+/// The mask ROM, then the second stage, over `flash` (tcpflash-boot may program one attempt
+/// bit; rBoot may rewrite its config).
+pub fn boot<F: NorFlash>(flash: &mut F) -> Result<Launched, Halted> {
+    match second_stage(flash)? {
+        SecondStage::TcpflashBoot => tcpflash_boot(flash),
+        SecondStage::Rboot => match crate::rboot::boot(flash) {
+            Ok(boot) => Ok(Launched {
+                stage: SecondStage::Rboot,
+                rom: boot.rom,
+                offset: boot.offset,
+                entry: boot.entry,
+                handoff: None,
+                console: boot.events.iter().map(ToString::to_string).collect(),
+            }),
+            Err(bricked) => Err(Halted { reason: HaltReason::Rboot, console: vec![bricked.to_string()] }),
+        },
+    }
+}
+
+/// tcpflash-boot's flow.
+fn tcpflash_boot<F: NorFlash>(flash: &mut F) -> Result<Launched, Halted> {
     let mut board = SimBoard { flash, console: Vec::new() };
     let mut buffers = Box::new(LoaderBuffers::new());
     let result = loader::load(&mut board, &mut buffers);
     let console = String::from_utf8_lossy(&board.console).lines().map(str::to_owned).collect();
     match result {
-        Ok(launch) => Ok(Launched { handoff: launch.handoff, entry: launch.entry, console }),
+        Ok(launch) => Ok(Launched {
+            stage: SecondStage::TcpflashBoot,
+            rom: launch.handoff.rom,
+            offset: launch.handoff.offset,
+            entry: launch.entry,
+            handoff: Some(launch.handoff),
+            console,
+        }),
         Err(Halt::NoBootableSlot) => Err(Halted { reason: HaltReason::NoBootableSlot, console }),
         Err(Halt::CopyFailed) => Err(Halted { reason: HaltReason::FlashFailed, console }),
     }

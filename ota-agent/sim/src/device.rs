@@ -223,7 +223,7 @@ impl<F: NorFlash> VirtualDevice<F> {
                 log(&DeviceEvent::Bootloader(line.clone()));
             }
             let launched = launched?;
-            let offset = launched.handoff.offset;
+            let offset = launched.offset;
             let mut bytes = [0u8; descriptor::SIZE];
             let firmware = match self.flash.read(offset.wrapping_add(IMAGE_IROM_OFFSET), &mut bytes) {
                 Ok(()) => Descriptor::parse(&bytes).ok(),
@@ -234,7 +234,7 @@ impl<F: NorFlash> VirtualDevice<F> {
                 log(&DeviceEvent::Crashed { slot, firmware });
                 continue;
             }
-            log(&DeviceEvent::Booted { slot, rom: launched.handoff.rom, offset, firmware });
+            log(&DeviceEvent::Booted { slot, rom: launched.rom, offset, firmware });
             return Ok(launched);
         }
         Err(Halted { reason: HaltReason::CrashLoop { boots: MAX_BOOTS }, console: Vec::new() })
@@ -250,7 +250,7 @@ impl<F: NorFlash> VirtualDevice<F> {
         listener.set_nonblocking(true).map_err(ServeError::Io)?;
         loop {
             let launched = self.power_on(log).map_err(ServeError::Bricked)?;
-            let running = Running::read(&mut self.flash, self.layout, Some(launched.handoff));
+            let running = Running::read(&mut self.flash, self.layout, launched.handoff);
             let exit = self.run_agent(listener, running, stop, log).map_err(ServeError::Io)?;
             match exit {
                 AgentExit::Reboot => log(&DeviceEvent::Rebooting),
@@ -562,7 +562,7 @@ mod tests {
         let at = LAYOUT.slot(SlotId::User2).offset as usize;
         assert_eq!(&flash.bytes()[at..at + image.len()], &image[..]);
         let log = log.lock().unwrap();
-        assert_eq!(log[0], "tcpflash-boot: rom 0 @ 0x00002000: confirmed");
+        assert_eq!(log[0], "tcpflash-boot: rom 0 @ 0x00002000: confirmed, build 0101010101010101");
         assert_eq!(log[1], "booted user1 (fw 1.0.0, build 0101010101010101)");
         let replies: Vec<&str> = log.iter().filter_map(|l| l.strip_prefix("reply: ")).collect();
         assert_eq!(replies, ["user2.bin", "Ready", "Flashing", "Flash upgrade success. Rebooting in 2s."]);
@@ -579,15 +579,15 @@ mod tests {
         assert_eq!(
             halted.console,
             [
-                "tcpflash-boot: rom 0 @ 0x00002000: empty",
-                "tcpflash-boot: rom 1 @ 0x00082000: empty",
+                "tcpflash-boot: rom 0 @ 0x00002000: not bootable",
+                "tcpflash-boot: rom 1 @ 0x00082000: not bootable",
                 "tcpflash-boot: no bootable rom, halted"
             ],
             "both roms were tried"
         );
         assert_eq!(
             halted.to_string(),
-            "tcpflash-boot found no bootable slot (rom 0 @ 0x00002000: empty; rom 1 @ 0x00082000: empty)"
+            "tcpflash-boot found no bootable slot (rom 0 @ 0x00002000: not bootable; rom 1 @ 0x00082000: not bootable)"
         );
         assert!(log.lock().unwrap().iter().all(|line| !line.starts_with("booted")));
     }
@@ -613,25 +613,65 @@ mod tests {
         let mut log = Vec::new();
         let launched = device.power_on(&mut |event| log.push(event.to_string())).unwrap();
         assert_eq!(launched.slot(LAYOUT), Some(SlotId::User1));
-        assert_eq!(launched.handoff.kind, ota_agent::boot::handoff::HandOffKind::Reverted);
+        assert_eq!(launched.kind(), Some(ota_agent::boot::handoff::HandOffKind::Reverted));
         let crash = "user2 (fw 1.0.0, build 0202020202020202) crashed before it confirmed; resetting";
         assert_eq!(
             log,
             [
-                "tcpflash-boot: rom 1 @ 0x00082000: trial 1/3",
+                "tcpflash-boot: rom 1 @ 0x00082000: trial 1/3, build 0202020202020202",
                 crash,
-                "tcpflash-boot: rom 1 @ 0x00082000: trial 2/3",
+                "tcpflash-boot: rom 1 @ 0x00082000: trial 2/3, build 0202020202020202",
                 crash,
-                "tcpflash-boot: rom 1 @ 0x00082000: trial 3/3",
+                "tcpflash-boot: rom 1 @ 0x00082000: trial 3/3, build 0202020202020202",
                 crash,
-                "tcpflash-boot: rom 0 @ 0x00002000: trial not confirmed, reverted",
+                "tcpflash-boot: rom 0 @ 0x00002000: trial not confirmed, reverted, build 0101010101010101",
                 "booted user1 (fw 1.0.0, build 0101010101010101)",
             ]
         );
         // The next power-on stays on the confirmed slot and counts nothing more.
         let mut again = Vec::new();
         device.power_on(&mut |event| again.push(event.to_string())).unwrap();
-        assert_eq!(again[0], "tcpflash-boot: rom 0 @ 0x00002000: trial not confirmed, reverted");
+        assert_eq!(
+            again[0],
+            "tcpflash-boot: rom 0 @ 0x00002000: trial not confirmed, reverted, build 0101010101010101"
+        );
+    }
+
+    #[test]
+    fn under_rboot_a_push_switches_the_config_for_good_and_no_trial_begins() {
+        use crate::fixtures::{image_for, rboot_bootloader};
+        let mut flash = flash_with(Some(BootConfig::for_layout(LAYOUT, SlotId::User1)), [true, false]);
+        let loader = rboot_bootloader();
+        flash.erase(0, 0x1000).unwrap();
+        flash.write(0, &loader).unwrap();
+        let mut device = VirtualDevice::new(flash, LAYOUT).unwrap();
+        let mut log = Vec::new();
+        let launched = device.power_on(&mut |event| log.push(event.to_string())).unwrap();
+        assert_eq!((launched.stage, launched.handoff), (crate::SecondStage::Rboot, None));
+        assert_eq!(log, ["booted user1 (fw 1.0.0, build 0101010101010101)"]);
+        // The agent of an rBoot installation switches the config itself, as the seed did.
+        let mut flash = device.into_flash();
+        let mut sector = [0; SECTOR];
+        let image = image_for(SlotId::User2, 9);
+        let mut padded = image.clone();
+        padded.resize(image.len().next_multiple_of(4), 0xFF);
+        flash.write(LAYOUT.slot(SlotId::User2).offset, &padded).unwrap();
+        let running = ota_agent::boot::Running::read(&mut flash, LAYOUT, None);
+        assert_eq!(running.status, ota_agent::boot::BootStatus::Untracked);
+        ota_agent::boot::commit_update(
+            &mut flash,
+            LAYOUT,
+            SlotId::User1,
+            SlotId::User2,
+            running.status,
+            3,
+            &mut sector,
+        )
+        .unwrap();
+        let state = LAYOUT.boot_state_offset() as usize;
+        assert!(flash.bytes()[state..state + 32].iter().all(|&b| b == 0xFF), "no trial record");
+        let launched = crate::boot::boot(&mut flash).unwrap();
+        assert_eq!(launched.slot(LAYOUT), Some(SlotId::User2));
     }
 
     #[test]

@@ -8,11 +8,26 @@ use ota_agent::layout::{BOOT_CONFIG_OFFSET, DEFAULT_LAYOUT, FlashLayout, SlotId}
 
 pub const LAYOUT: &FlashLayout = DEFAULT_LAYOUT;
 
-/// A v1 image with the 1 MB size code in byte 3, like the stand-in bootloader.
+/// A v1 image with the 1 MB size code in byte 3 whose one segment names tcpflash-boot, like
+/// the stand-in bootloader: the virtual device runs tcpflash-boot's flow for it.
 pub fn bootloader() -> Vec<u8> {
-    let mut image = vec![0xE9, 1, 0, 0x20, 0, 0, 0x10, 0x40, 0, 0, 0x10, 0x40, 4, 0, 0, 0, 1, 2, 3, 4];
-    image.resize(31, 0);
-    image.push(0xEF ^ 1 ^ 2 ^ 3 ^ 4);
+    v1_image(b"tcpflash-boot stand-in\0\0")
+}
+
+/// A v1 image that does not name tcpflash-boot: the virtual device takes it for rBoot.
+pub fn rboot_bootloader() -> Vec<u8> {
+    v1_image(b"rBoot stand-in\0\0")
+}
+
+/// One segment of `data` (a multiple of 4 bytes) at 0x40100000, the checksum in the last
+/// byte of the 16-byte aligned image.
+fn v1_image(data: &[u8]) -> Vec<u8> {
+    let mut image = vec![0xE9, 1, 0, 0x20, 0, 0, 0x10, 0x40, 0, 0, 0x10, 0x40];
+    image.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    image.extend_from_slice(data);
+    let checksum = data.iter().fold(0xEF, |sum, byte| sum ^ byte);
+    image.resize((image.len() + 1).next_multiple_of(16) - 1, 0);
+    image.push(checksum);
     image
 }
 

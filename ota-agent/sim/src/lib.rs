@@ -21,7 +21,7 @@ pub mod timed;
 pub mod timed_push;
 pub mod wire;
 
-pub use boot::{HaltReason, Halted, Launched};
+pub use boot::{HaltReason, Halted, Launched, SecondStage};
 pub use device::{DeviceEvent, ServeError, SizeMismatch, VirtualDevice};
 pub use file_flash::{FileFlash, FileFlashError, OpenError};
 pub use status::{DeviceStatus, Identity, SlotStatus, inspect_slot};

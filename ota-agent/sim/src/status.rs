@@ -99,7 +99,7 @@ impl DeviceStatus {
         let slots = layout.slots.map(|slot| inspect_slot(&mut copy, &slot));
         let started = boot::boot(&mut copy);
         let running =
-            started.as_ref().ok().map(|launched| Running::read(&mut copy, layout, Some(launched.handoff)));
+            started.as_ref().ok().map(|launched| Running::read(&mut copy, layout, launched.handoff));
         DeviceStatus { layout, config, started, running, slots }
     }
 

@@ -115,7 +115,7 @@ pub fn campaign(blinky: &Blinky) -> TrialCutReport {
 /// Powers `flash` on; the firmware that starts and how it runs.
 fn power_on(flash: &mut RamNor<Vec<u8>>, blinky: &Blinky) -> Result<(Launched, Running), String> {
     let launched = boot::boot(flash).map_err(|halted| format!("bricked: {halted}"))?;
-    let running = Running::read(flash, blinky.layout, Some(launched.handoff));
+    let running = Running::read(flash, blinky.layout, launched.handoff);
     Ok((launched, running))
 }
 
@@ -268,9 +268,8 @@ impl Judge<'_> {
     /// intact, started the way the step allows.
     fn boot(&self, flash: &RamNor<Vec<u8>>, launched: &Launched, running: Running) -> Result<Booted, String> {
         let layout = self.blinky.layout;
-        let slot = launched
-            .slot(layout)
-            .ok_or_else(|| format!("booted {:#x}, not a slot", launched.handoff.offset))?;
+        let slot =
+            launched.slot(layout).ok_or_else(|| format!("booted {:#x}, not a slot", launched.offset))?;
         let mut copy = flash.clone();
         let status = inspect_slot(&mut copy, layout.slot(slot));
         status.check.map_err(|error| format!("booted {slot}, which fails the check: {error}"))?;
@@ -280,10 +279,10 @@ impl Judge<'_> {
             return Err(format!("booted {slot}, whose image is not {} byte for byte", slot.file_name()));
         }
         let booted = if slot == self.old { Booted::Old } else { Booted::New };
-        let kind = launched.handoff.kind;
+        let kind = launched.kind();
         match (self.expect, booted) {
             (Expect::New, Booted::Old) => Err(format!("went back to {slot} ({kind:?}) during a check-in")),
-            (Expect::OldOrTrial, Booted::New) if kind != HandOffKind::Trial => {
+            (Expect::OldOrTrial, Booted::New) if kind != Some(HandOffKind::Trial) => {
                 Err(format!("started the new {slot} as {kind:?}, not on trial"))
             }
             (_, Booted::Old) if running.status.unconfirmed_trial() => {
@@ -312,10 +311,9 @@ impl Judge<'_> {
         let (launched, _) =
             power_on(flash, self.blinky).map_err(|problem| format!("after the next push: {problem}"))?;
         let pushed = running.slot.map(SlotId::other);
-        if launched.slot(self.blinky.layout) != pushed || launched.handoff.kind != HandOffKind::Trial {
+        if launched.slot(self.blinky.layout) != pushed || launched.kind() != Some(HandOffKind::Trial) {
             return Err(format!(
-                "after the next push tcpflash-boot started {:?}, not {pushed:?} on trial",
-                launched.handoff
+                "after the next push the device started {launched:?}, not {pushed:?} on trial"
             ));
         }
         Ok(())
@@ -367,6 +365,6 @@ mod tests {
         let judge = Judge { blinky: &blinky, old: SlotId::User1, expect: Expect::OldOrTrial };
         let (launched, running) = power_on(&mut flash, &blinky).unwrap();
         let problem = judge.boot(&flash, &launched, running).unwrap_err();
-        assert_eq!(problem, "started the new user2 as Confirmed, not on trial");
+        assert_eq!(problem, "started the new user2 as Some(Confirmed), not on trial");
     }
 }

@@ -15,9 +15,11 @@ pub struct SerialFlashArgs {
     /// Serial port of the board's USB-serial adapter, e.g. /dev/ttyUSB0.
     #[arg(long, value_name = "PORT")]
     pub port: String,
-    /// Second-stage bootloader written at 0x0: an ESP8266 v1 image such as rBoot's rboot.bin.
+    /// Second-stage bootloader written at 0x0 (an ESP8266 v1 image such as rBoot's
+    /// rboot.bin). Default: tcpflash-boot, built for the firmware's flash layout (trial boots
+    /// that go back to the old firmware when a new one does not confirm).
     #[arg(long, value_name = "FILE")]
-    pub bootloader: PathBuf,
+    pub bootloader: Option<PathBuf>,
     /// Baud rate to talk to the ROM loader at (it detects the rate from SYNC).
     #[arg(long, default_value_t = 115_200, value_name = "BAUD")]
     pub baud: u32,
@@ -45,21 +47,47 @@ pub struct Installed {
     pub regions: Vec<(String, u32, usize)>,
 }
 
-/// Runs `serial-flash`: everything is checked before the port is opened.
+/// Runs `serial-flash`. Files given on the command line are checked first; then the port
+/// is opened, before anything slow is built (the firmware, tcpflash-boot), so a missing
+/// adapter is found at once; nothing is written until every region has passed its checks.
 pub fn run(args: &SerialFlashArgs) -> Result<Installed, FlashError> {
-    let bootloader = read("bootloader", &args.bootloader)?;
-    let (layout, user1) = match &args.image {
-        Some(path) => (resolve_layout(args.build.layout.as_deref())?, read("image", path)?),
-        // The same build as `cargo tcpflash build`: its layout comes from the firmware's metadata too.
+    let bootloader = match &args.bootloader {
+        Some(path) => Some((path.display().to_string(), read("bootloader", path)?)),
+        None => None,
+    };
+    let image = match &args.image {
+        Some(path) => Some((resolve_layout(args.build.layout.as_deref())?, read("image", path)?)),
+        None => None,
+    };
+    // Everything given: the whole install is checked before the port is touched.
+    let planned = match (&bootloader, &image) {
+        (Some((name, loader)), Some((layout, user1))) => {
+            Some((*layout, flasher::plan_install(layout, name, loader.clone(), user1.clone())?))
+        }
+        _ => None,
+    };
+    let port = flasher::open_port(&args.port, args.baud)?;
+    let (layout, regions) = match planned {
+        Some(planned) => planned,
         None => {
-            let firmware = cargo_tcpflash::build::build(&args.build)?;
-            let user1 = firmware.slot(SlotId::User1);
-            (firmware.layout, read("image", &user1.bin)?)
+            let (layout, user1) = match image {
+                Some(given) => given,
+                // The same build as `cargo tcpflash build`: its layout comes from the firmware's
+                // metadata too.
+                None => {
+                    let firmware = cargo_tcpflash::build::build(&args.build)?;
+                    let user1 = firmware.slot(SlotId::User1);
+                    (firmware.layout, read("image", &user1.bin)?)
+                }
+            };
+            let (name, loader) = match bootloader {
+                Some(given) => given,
+                None => ("tcpflash-boot".to_owned(), tcpflash_boot(layout, &args.build)?),
+            };
+            (layout, flasher::plan_install(layout, &name, loader, user1)?)
         }
     };
-    let regions = flasher::plan_install(layout, &args.bootloader.display().to_string(), bootloader, user1)?;
 
-    let port = flasher::open_port(&args.port, args.baud)?;
     let options = ConnectOptions { reset: !args.no_reset, attempts: args.connect_attempts };
     let mut client = flasher::connect(port, &args.port, options)?;
     let chip = flasher::check_chip(&mut client, &args.port, layout)?;
@@ -72,6 +100,20 @@ pub fn run(args: &SerialFlashArgs) -> Result<Installed, FlashError> {
         flasher::hard_reset(client.port_mut().as_mut());
     }
     Ok(Installed { chip, layout, regions: summary(&regions) })
+}
+
+/// tcpflash-boot (`ota-agent/boot`), built for `layout` with the firmware's flash options.
+pub fn tcpflash_boot(layout: &FlashLayout, firmware: &BuildArgs) -> Result<Vec<u8>, FlashError> {
+    let args = BuildArgs {
+        manifest_path: Some(crate::footprint::bootloader_manifest()),
+        layout: Some(layout.name.to_owned()),
+        flash_mode: firmware.flash_mode.clone(),
+        flash_size: firmware.flash_size.clone(),
+        flash_freq: firmware.flash_freq.clone(),
+        ..BuildArgs::default()
+    };
+    let built = cargo_tcpflash::build::build_bootloader(&args)?;
+    read("bootloader", &built.bin)
 }
 
 fn resolve_layout(name: Option<&str>) -> Result<&'static FlashLayout, FlashError> {
