@@ -244,7 +244,10 @@ impl<'a> Listener<'a> {
     /// Each reply line goes out in one write, while a whole line fits.
     fn send_replies<C: Connection + ?Sized>(&mut self, conn: &mut C) {
         while self.session.has_reply() && conn.can_send_line() {
-            let Some(line) = self.session.next_reply() else { return };
+            let mut line = ReplyLine::new();
+            if !self.session.take_reply(&mut line) {
+                return;
+            }
             debug_assert!(line.len() <= MAX_REPLY_LINE);
             conn.send_line(line.as_bytes());
         }

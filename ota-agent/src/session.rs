@@ -34,15 +34,15 @@ use core::net::IpAddr;
 
 use smoltcp::time::{Duration, Instant};
 
-use crate::auth::{self, DEFAULT_AUTH_BACKOFF, Digest256, Key, Lockouts, Nonce, PeerKey};
+use crate::auth::{self, DEFAULT_AUTH_BACKOFF, Digest256, Key, Lockouts, NONCE_LEN, Nonce, PeerKey};
 use crate::boot::{self, BootStatus, CommitError, DEFAULT_TRIAL_ATTEMPTS, Running};
 use crate::flash::NorFlash;
 use crate::image::{self, ImageError};
 use crate::irom_text;
 use crate::layout::{FlashLayout, SlotId};
 use crate::protocol::{
-    BootReport, LineReader, LineTooLong, MAX_REQUEST_LINE, REBOOT_DELAY_MS, Reply, ReplyLine, Request,
-    RequestError, in_irom::reason,
+    LineReader, LineTooLong, MAX_REQUEST_LINE, REBOOT_DELAY_MS, ReplyLine, Request, RequestError, in_irom,
+    in_irom::reason,
 };
 use crate::text::{self, Arg, Message, Sink};
 use crate::writer::{SectorBuffer, SectorWriter, WriteError};
@@ -264,7 +264,9 @@ enum Outgoing {
     Nonce,
     NoKey,
     BootState,
-    Error(Failure),
+    /// `ERR: ` and [`Session::last_failure`]: a session fails once, so the failure is kept
+    /// there only and an entry stays two bytes.
+    Error,
 }
 
 /// The extension headers of the session so far.
@@ -540,19 +542,42 @@ impl<'a> Session<'a> {
 
     /// The next reply line, to be sent in one write.
     pub fn next_reply(&mut self) -> Option<ReplyLine> {
-        let next = self.queue[0].take()?;
+        let mut line = ReplyLine::new();
+        self.take_reply(&mut line).then_some(line)
+    }
+
+    /// [`Session::next_reply`] written into `line` (empty): the listener's line stays where
+    /// it is. False when no reply is waiting.
+    #[inline(never)]
+    pub(crate) fn take_reply(&mut self, line: &mut ReplyLine) -> bool {
+        let Some(next) = self.queue[0].take() else { return false };
         self.queue.rotate_left(1);
-        Some(match next {
-            Outgoing::NextSlot(slot) => Reply::NextSlot(slot).encode(),
-            Outgoing::Ready => Reply::Ready.encode(),
-            Outgoing::Flashing => Reply::Flashing.encode(),
-            Outgoing::Invalid => Reply::Invalid.encode(),
-            Outgoing::Success => Reply::Success.encode(),
-            Outgoing::Nonce => Reply::Nonce(self.nonce.unwrap_or_default()).encode(),
-            Outgoing::NoKey => Reply::NoKey.encode(),
-            Outgoing::BootState => Reply::BootState(self.boot_report()).encode(),
-            Outgoing::Error(failure) => ReplyLine::error_message(&failure),
-        })
+        let text = match next {
+            Outgoing::NextSlot(slot) => in_irom::file_name(slot),
+            Outgoing::Ready => in_irom::READY,
+            Outgoing::Flashing => in_irom::FLASHING,
+            Outgoing::Invalid => in_irom::INVALID,
+            Outgoing::Success => in_irom::SUCCESS,
+            Outgoing::NoKey => in_irom::NO_KEY,
+            Outgoing::Nonce => {
+                line.put_nonce(self.nonce.as_ref().unwrap_or(&[0; NONCE_LEN]));
+                return true;
+            }
+            Outgoing::BootState => {
+                let running = &self.running;
+                let slot = running.slot.unwrap_or(SlotId::User1);
+                line.put_boot_state(running.status, slot, running.build_id.as_ref());
+                return true;
+            }
+            Outgoing::Error => {
+                // Queued only by `fail`, which sets the failure first.
+                let failure = self.last_failure.unwrap_or(Failure::Request(RequestError::Unknown));
+                line.put_error(&failure);
+                return true;
+            }
+        };
+        line.put_line(&text);
+        true
     }
 
     /// Whether a reply is waiting to be sent.
@@ -607,14 +632,6 @@ impl<'a> Session<'a> {
         boot::confirm_running(flash, self.config.layout, running, self.writer.buffer())?;
         self.running.status = BootStatus::Trial { attempt, max, confirmed: true };
         Ok(())
-    }
-
-    fn boot_report(&self) -> BootReport {
-        BootReport {
-            status: self.running.status,
-            slot: self.running.slot.unwrap_or(SlotId::User1),
-            build_id: self.running.build_id,
-        }
     }
 
     /// Takes one request line; true when it was an accepted `GetNextFlash`, which
@@ -759,8 +776,8 @@ impl<'a> Session<'a> {
         if matches!(self.state, State::Receiving { .. } | State::Complete { .. }) {
             self.push(Outgoing::Invalid);
         }
-        self.push(Outgoing::Error(failure));
         self.last_failure = Some(failure);
+        self.push(Outgoing::Error);
         self.state = State::Dropping { since: now };
     }
 
