@@ -182,6 +182,9 @@ impl<'a> OtaAgent<'a> {
     /// Serves the sockets: accepts, feeds the session, sends replies, closes, re-listens,
     /// and calls `platform.reboot()` when an update is done. Call it after each
     /// `Interface::poll` (or use [`OtaAgent::poll_interface`]).
+    // Out of line: inlined into the application's main loop, every access to the agent
+    // went through main's large stack frame (three instructions each).
+    #[inline(never)]
     pub fn poll<F: NorFlash, P: Platform>(
         &mut self,
         now: Instant,
