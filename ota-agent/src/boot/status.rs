@@ -56,7 +56,9 @@ impl BootStatus {
 }
 
 /// The running firmware: its slot, how it was started, its build.
+// Word-aligned: of bytes only, it was copied into the session a byte at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(align(4))]
 pub struct Running {
     /// `None` when what booted is not a slot of the layout (updates are refused).
     pub slot: Option<SlotId>,
