@@ -28,7 +28,9 @@ use crate::writer::SectorBuffer;
 pub const DEFAULT_TRIAL_ATTEMPTS: u8 = 3;
 
 /// How the running firmware was started.
+// Word-aligned like `Running`: four bytes move as one word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(align(4))]
 pub enum BootStatus {
     /// Not by tcpflash-boot (rBoot, or a bootloader that leaves no hand-off): no trials;
     /// an update switches the config for good.
