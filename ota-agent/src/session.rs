@@ -346,9 +346,15 @@ impl<'a> Session<'a> {
     /// A client connected from `peer` (when the driver knows it: the lockout is per
     /// address).
     pub fn start(&mut self, now: Instant, peer: Option<IpAddr>) {
+        self.start_from(now, PeerKey::of(peer));
+    }
+
+    /// [`Session::start`] with the address already folded: a driver that knows its address
+    /// type converts it where the compiler sees which kinds can occur.
+    pub(crate) fn start_from(&mut self, now: Instant, peer: PeerKey) {
         self.lines.clear();
         self.queue = [None; MAX_QUEUED];
-        self.peer = PeerKey::of(peer);
+        self.peer = peer;
         self.connected_at = now;
         self.last_input = now;
         self.header_bytes = 0;
