@@ -718,7 +718,10 @@ impl<'a> Session<'a> {
             return self.push(Outgoing::NoKey);
         }
         if let Some(left) = self.lockouts.locked_for(self.peer, now) {
-            let seconds = u32::try_from(left.total_millis().div_ceil(1000)).unwrap_or(u32::MAX);
+            // Whole seconds, rounded up; `+ 999` rather than `div_ceil`, whose remainder is a
+            // second 64-bit division here (milliseconds cannot overflow by 999).
+            #[allow(clippy::manual_div_ceil)]
+            let seconds = u32::try_from((left.total_millis() + 999) / 1000).unwrap_or(u32::MAX);
             return self.fail(now, Failure::AuthLocked { seconds });
         }
         match self.nonce {
