@@ -142,6 +142,8 @@ pub mod in_irom {
         STATE_TRIAL = "trial";
         STATE_REVERTED = "reverted";
         STATE_FALLBACK = "fallback";
+        /// ` <attempt>/<max>` after a trial's state.
+        pub(crate) TRIAL_COUNT = " {}/{}";
         USER1_BIN = SlotId::User1.file_name();
         USER2_BIN = SlotId::User2.file_name();
     }
@@ -562,10 +564,10 @@ impl ReplyLine {
             None => self.push_bytes(b"-"),
         }
         if let BootStatus::Trial { attempt, max, confirmed: false } = status {
-            self.push_bytes(b" ");
-            self.push_dec(attempt.into());
-            self.push_bytes(b"/");
-            self.push_dec(max.into());
+            // Through the template code the error lines use (the line is far from full, so
+            // nothing is clipped): no second copy of the decimal digits.
+            let counts = [text::Arg::Dec(attempt.into()), text::Arg::Dec(max.into())];
+            Clipped { line: self }.push_template(in_irom::TRIAL_COUNT, &counts);
         }
         self.push_text(in_irom::LINE_END);
     }
@@ -777,6 +779,32 @@ mod tests {
         assert_eq!(Reply::parse(b"user3.bin"), None);
         assert_eq!(Reply::parse(b"Ready "), None);
         assert_eq!(Reply::parse(b"\xff"), None);
+    }
+
+    #[test]
+    fn boot_state_lines_are_exact_and_round_trip() {
+        let id = Some([0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        let trial = |attempt, max, confirmed| BootStatus::Trial { attempt, max, confirmed };
+        type Case = (BootStatus, SlotId, Option<[u8; BUILD_ID_LEN]>, &'static [u8]);
+        let cases: [Case; 7] = [
+            (BootStatus::Untracked, SlotId::User1, None, b"BootState: untracked user1 -\r\n"),
+            (BootStatus::Confirmed, SlotId::User2, id, b"BootState: confirmed user2 0011223344556677\r\n"),
+            (trial(1, 3, false), SlotId::User1, id, b"BootState: trial user1 0011223344556677 1/3\r\n"),
+            (trial(12, 31, false), SlotId::User2, None, b"BootState: trial user2 - 12/31\r\n"),
+            (trial(2, 3, true), SlotId::User2, None, b"BootState: confirmed user2 -\r\n"),
+            (BootStatus::Reverted, SlotId::User1, None, b"BootState: reverted user1 -\r\n"),
+            (BootStatus::Fallback, SlotId::User2, None, b"BootState: fallback user2 -\r\n"),
+        ];
+        for (status, slot, build_id, bytes) in cases {
+            let report = BootReport { status, slot, build_id };
+            assert_eq!(Reply::BootState(report).encode().as_bytes(), bytes);
+            let mut line = ReplyLine::new();
+            line.put_boot_state(status, slot, build_id.as_ref());
+            assert_eq!(line.as_bytes(), bytes);
+            if !matches!(status, BootStatus::Trial { confirmed: true, .. }) {
+                assert_eq!(Reply::parse(&bytes[..bytes.len() - 2]), Some(Reply::BootState(report)));
+            }
+        }
     }
 
     #[test]
