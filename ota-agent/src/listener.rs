@@ -24,7 +24,7 @@ use core::net::IpAddr;
 
 use smoltcp::time::Instant;
 
-use crate::auth::NONCE_LEN;
+use crate::auth::{NONCE_LEN, PeerKey};
 use crate::boot::handoff::HandOff;
 use crate::boot::{CommitError, Running};
 use crate::flash::NorFlash;
@@ -136,11 +136,22 @@ impl<'a> Listener<'a> {
     /// session if none is running. A session with a key draws this connection's nonce from
     /// the platform.
     pub fn accept(&mut self, now: Instant, peer: Option<IpAddr>, platform: &mut dyn Platform) -> Admission {
+        self.accept_from(now, PeerKey::of(peer), platform)
+    }
+
+    /// [`Listener::accept`] with the address already folded ([`Session::start_from`]).
+    #[inline(never)]
+    pub(crate) fn accept_from(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        platform: &mut dyn Platform,
+    ) -> Admission {
         if self.busy {
             return Admission::Refuse;
         }
         self.busy = true;
-        self.session.start(now, peer);
+        self.session.start_from(now, peer);
         if self.session.config().key.is_some() {
             let mut nonce = [0u8; NONCE_LEN];
             platform.fill_random(&mut nonce);
@@ -244,7 +255,10 @@ impl<'a> Listener<'a> {
     /// Each reply line goes out in one write, while a whole line fits.
     fn send_replies<C: Connection + ?Sized>(&mut self, conn: &mut C) {
         while self.session.has_reply() && conn.can_send_line() {
-            let Some(line) = self.session.next_reply() else { return };
+            let mut line = ReplyLine::new();
+            if !self.session.take_reply(&mut line) {
+                return;
+            }
             debug_assert!(line.len() <= MAX_REPLY_LINE);
             conn.send_line(line.as_bytes());
         }

@@ -35,7 +35,7 @@ use smoltcp::phy::Device;
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
-use crate::auth::Key;
+use crate::auth::{Key, PeerKey};
 use crate::boot::{BootStatus, CommitError, DEFAULT_TRIAL_ATTEMPTS, Running};
 use crate::flash::NorFlash;
 use crate::layout::{FlashLayout, SlotId};
@@ -182,6 +182,9 @@ impl<'a> OtaAgent<'a> {
     /// Serves the sockets: accepts, feeds the session, sends replies, closes, re-listens,
     /// and calls `platform.reboot()` when an update is done. Call it after each
     /// `Interface::poll` (or use [`OtaAgent::poll_interface`]).
+    // Out of line: inlined into the application's main loop, every access to the agent
+    // went through main's large stack frame (three instructions each).
+    #[inline(never)]
     pub fn poll<F: NorFlash, P: Platform>(
         &mut self,
         now: Instant,
@@ -270,7 +273,7 @@ impl<'a> OtaAgent<'a> {
             State::Listen | State::SynReceived | State::SynSent => return,
             State::Established | State::CloseWait
                 if !self.listener.is_busy()
-                    && self.listener.accept(now, peer_of(socket), platform) == Admission::Refuse =>
+                    && self.listener.accept_from(now, peer_of(socket), platform) == Admission::Refuse =>
             {
                 socket.abort();
                 return;
@@ -310,9 +313,10 @@ impl<'a> OtaAgent<'a> {
     }
 }
 
-/// The client's address, for the per-address lockout.
-fn peer_of(socket: &tcp::Socket<'_>) -> Option<core::net::IpAddr> {
-    socket.remote_endpoint().map(|endpoint| endpoint.addr.into())
+/// The client's address, for the per-address lockout; folded here, where only the address
+/// kinds this smoltcp build knows can occur (no IPv6 code without IPv6).
+fn peer_of(socket: &tcp::Socket<'_>) -> PeerKey {
+    PeerKey::of(socket.remote_endpoint().map(|endpoint| endpoint.addr.into()))
 }
 
 /// The session socket as the listener sees it.

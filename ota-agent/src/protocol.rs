@@ -142,6 +142,8 @@ pub mod in_irom {
         STATE_TRIAL = "trial";
         STATE_REVERTED = "reverted";
         STATE_FALLBACK = "fallback";
+        /// ` <attempt>/<max>` after a trial's state.
+        pub(crate) TRIAL_COUNT = " {}/{}";
         USER1_BIN = SlotId::User1.file_name();
         USER2_BIN = SlotId::User2.file_name();
     }
@@ -435,36 +437,17 @@ impl<'a> Reply<'a> {
     }
 }
 
-/// `Nonce: <32 hex>` CR LF. Out of line, so the inlined [`Reply::encode`] stays small.
-#[inline(never)]
+/// `Nonce: <32 hex>` CR LF.
 fn nonce_line(nonce: &Nonce) -> ReplyLine {
     let mut line = ReplyLine::new();
-    line.push_text(in_irom::NONCE);
-    push_hex_bytes(&mut line, nonce);
-    line.push_text(in_irom::LINE_END);
+    line.put_nonce(nonce);
     line
 }
 
 /// `BootState: <state> <slot> <build> [<attempt>/<max>]` CR LF, without `core::fmt`.
-#[inline(never)]
 fn boot_state_line(report: &BootReport) -> ReplyLine {
     let mut line = ReplyLine::new();
-    line.push_text(in_irom::BOOT_STATE);
-    line.push_text(in_irom::state_word(report.status));
-    line.push_bytes(b" ");
-    line.push_bytes(report.slot.name().as_bytes());
-    line.push_bytes(b" ");
-    match &report.build_id {
-        Some(id) => push_hex_bytes(&mut line, id),
-        None => line.push_bytes(b"-"),
-    }
-    if let BootStatus::Trial { attempt, max, confirmed: false } = report.status {
-        line.push_bytes(b" ");
-        line.push_dec(attempt.into());
-        line.push_bytes(b"/");
-        line.push_dec(max.into());
-    }
-    line.push_text(in_irom::LINE_END);
+    line.put_boot_state(report.status, report.slot, report.build_id.as_ref());
     line
 }
 
@@ -537,9 +520,56 @@ impl ReplyLine {
     /// `message` CR LF, cut to one line like [`ReplyLine::error_message`]. Uses no `core::fmt`.
     pub fn line<M: Message + ?Sized>(message: &M) -> ReplyLine {
         let mut line = ReplyLine::new();
-        message.write_message(&mut Clipped { line: &mut line });
-        line.push_text(in_irom::LINE_END);
+        line.put_line(message);
         line
+    }
+
+    /// [`ReplyLine::line`] into this (empty) line: the device renders its replies in place
+    /// rather than move 132-byte lines around.
+    pub(crate) fn put_line<M: Message + ?Sized>(&mut self, message: &M) {
+        message.write_message(&mut Clipped { line: self });
+        self.push_text(in_irom::LINE_END);
+    }
+
+    /// [`ReplyLine::error_message`] into this (empty) line.
+    pub(crate) fn put_error<M: Message + ?Sized>(&mut self, reason: &M) {
+        self.push_text(in_irom::ERR_PREFIX);
+        self.put_line(reason);
+    }
+
+    /// `Nonce: <32 hex>` CR LF into this (empty) line.
+    #[inline(never)]
+    pub(crate) fn put_nonce(&mut self, nonce: &Nonce) {
+        self.push_text(in_irom::NONCE);
+        push_hex_bytes(self, nonce);
+        self.push_text(in_irom::LINE_END);
+    }
+
+    /// `BootState: ...` ([`Reply::BootState`]) into this (empty) line; the fields by
+    /// reference, so the device builds no [`BootReport`].
+    #[inline(never)]
+    pub(crate) fn put_boot_state(
+        &mut self,
+        status: BootStatus,
+        slot: SlotId,
+        build_id: Option<&[u8; BUILD_ID_LEN]>,
+    ) {
+        self.push_text(in_irom::BOOT_STATE);
+        self.push_text(in_irom::state_word(status));
+        self.push_bytes(b" ");
+        self.push_bytes(slot.name().as_bytes());
+        self.push_bytes(b" ");
+        match build_id {
+            Some(id) => push_hex_bytes(self, id),
+            None => self.push_bytes(b"-"),
+        }
+        if let BootStatus::Trial { attempt, max, confirmed: false } = status {
+            // Through the template code the error lines use (the line is far from full, so
+            // nothing is clipped): no second copy of the decimal digits.
+            let counts = [text::Arg::Dec(attempt.into()), text::Arg::Dec(max.into())];
+            Clipped { line: self }.push_template(in_irom::TRIAL_COUNT, &counts);
+        }
+        self.push_text(in_irom::LINE_END);
     }
 
     /// `ERR: <reason>` CR LF. A reason too long for one line is cut; CR and LF inside it
@@ -558,9 +588,7 @@ impl ReplyLine {
     /// `ERR: <reason>` CR LF, cut to one line like [`ReplyLine::error`].
     pub fn error_message<M: Message + ?Sized>(reason: &M) -> ReplyLine {
         let mut line = ReplyLine::new();
-        line.push_text(in_irom::ERR_PREFIX);
-        reason.write_message(&mut Clipped { line: &mut line });
-        line.push_text(in_irom::LINE_END);
+        line.put_error(reason);
         line
     }
 
@@ -751,6 +779,32 @@ mod tests {
         assert_eq!(Reply::parse(b"user3.bin"), None);
         assert_eq!(Reply::parse(b"Ready "), None);
         assert_eq!(Reply::parse(b"\xff"), None);
+    }
+
+    #[test]
+    fn boot_state_lines_are_exact_and_round_trip() {
+        let id = Some([0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        let trial = |attempt, max, confirmed| BootStatus::Trial { attempt, max, confirmed };
+        type Case = (BootStatus, SlotId, Option<[u8; BUILD_ID_LEN]>, &'static [u8]);
+        let cases: [Case; 7] = [
+            (BootStatus::Untracked, SlotId::User1, None, b"BootState: untracked user1 -\r\n"),
+            (BootStatus::Confirmed, SlotId::User2, id, b"BootState: confirmed user2 0011223344556677\r\n"),
+            (trial(1, 3, false), SlotId::User1, id, b"BootState: trial user1 0011223344556677 1/3\r\n"),
+            (trial(12, 31, false), SlotId::User2, None, b"BootState: trial user2 - 12/31\r\n"),
+            (trial(2, 3, true), SlotId::User2, None, b"BootState: confirmed user2 -\r\n"),
+            (BootStatus::Reverted, SlotId::User1, None, b"BootState: reverted user1 -\r\n"),
+            (BootStatus::Fallback, SlotId::User2, None, b"BootState: fallback user2 -\r\n"),
+        ];
+        for (status, slot, build_id, bytes) in cases {
+            let report = BootReport { status, slot, build_id };
+            assert_eq!(Reply::BootState(report).encode().as_bytes(), bytes);
+            let mut line = ReplyLine::new();
+            line.put_boot_state(status, slot, build_id.as_ref());
+            assert_eq!(line.as_bytes(), bytes);
+            if !matches!(status, BootStatus::Trial { confirmed: true, .. }) {
+                assert_eq!(Reply::parse(&bytes[..bytes.len() - 2]), Some(Reply::BootState(report)));
+            }
+        }
     }
 
     #[test]

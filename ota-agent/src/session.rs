@@ -34,15 +34,15 @@ use core::net::IpAddr;
 
 use smoltcp::time::{Duration, Instant};
 
-use crate::auth::{self, DEFAULT_AUTH_BACKOFF, Digest256, Key, Lockouts, Nonce, PeerKey};
+use crate::auth::{self, DEFAULT_AUTH_BACKOFF, Digest256, Key, Lockouts, NONCE_LEN, Nonce, PeerKey};
 use crate::boot::{self, BootStatus, CommitError, DEFAULT_TRIAL_ATTEMPTS, Running};
 use crate::flash::NorFlash;
 use crate::image::{self, ImageError};
 use crate::irom_text;
 use crate::layout::{FlashLayout, SlotId};
 use crate::protocol::{
-    BootReport, LineReader, LineTooLong, MAX_REQUEST_LINE, REBOOT_DELAY_MS, Reply, ReplyLine, Request,
-    RequestError, in_irom::reason,
+    LineReader, LineTooLong, MAX_REQUEST_LINE, REBOOT_DELAY_MS, ReplyLine, Request, RequestError, in_irom,
+    in_irom::reason,
 };
 use crate::text::{self, Arg, Message, Sink};
 use crate::writer::{SectorBuffer, SectorWriter, WriteError};
@@ -218,6 +218,13 @@ impl fmt::Display for Failure {
     }
 }
 
+/// Whether `after` has passed since `since`. Out of line: each 64-bit sum and comparison
+/// inlined was some 40 bytes of IROM, and `Session::poll` has six.
+#[inline(never)]
+fn due(now: Instant, since: Instant, after: Duration) -> bool {
+    now >= since + after
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Idle,
@@ -264,7 +271,9 @@ enum Outgoing {
     Nonce,
     NoKey,
     BootState,
-    Error(Failure),
+    /// `ERR: ` and [`Session::last_failure`]: a session fails once, so the failure is kept
+    /// there only and an entry stays two bytes.
+    Error,
 }
 
 /// The extension headers of the session so far.
@@ -344,9 +353,15 @@ impl<'a> Session<'a> {
     /// A client connected from `peer` (when the driver knows it: the lockout is per
     /// address).
     pub fn start(&mut self, now: Instant, peer: Option<IpAddr>) {
+        self.start_from(now, PeerKey::of(peer));
+    }
+
+    /// [`Session::start`] with the address already folded: a driver that knows its address
+    /// type converts it where the compiler sees which kinds can occur.
+    pub(crate) fn start_from(&mut self, now: Instant, peer: PeerKey) {
         self.lines.clear();
         self.queue = [None; MAX_QUEUED];
-        self.peer = PeerKey::of(peer);
+        self.peer = peer;
         self.connected_at = now;
         self.last_input = now;
         self.header_bytes = 0;
@@ -484,31 +499,31 @@ impl<'a> Session<'a> {
         match self.state {
             State::Complete { target, len } => self.verify(now, flash, target, len),
             State::Verified { target, since } => {
-                if self.input_closed || now >= since + COMMIT_GRACE {
+                if self.input_closed || due(now, since, COMMIT_GRACE) {
                     self.commit(now, flash, target);
                 }
             }
             State::ExpectOta | State::ExpectGetNextFlash | State::Headers { .. } => {
-                if now >= self.connected_at + self.config.header_timeout {
+                if due(now, self.connected_at, self.config.header_timeout) {
                     self.fail(now, Failure::HeaderTimeout);
-                } else if now >= self.last_input + idle {
+                } else if due(now, self.last_input, idle) {
                     self.fail(now, Failure::IdleTimeout);
                 }
             }
             State::Receiving { deadline, .. } => {
-                if now >= self.last_input + idle {
+                if due(now, self.last_input, idle) {
                     self.fail(now, Failure::IdleTimeout);
                 } else if now >= deadline {
                     self.fail(now, Failure::TooSlow);
                 }
             }
             State::Closing { since } => {
-                if now >= since + idle {
+                if due(now, since, idle) {
                     self.state = State::Abort;
                 }
             }
             State::Dropping { since } => {
-                if now >= since + DROP_LINGER {
+                if due(now, since, DROP_LINGER) {
                     self.state = State::Abort;
                 }
             }
@@ -540,19 +555,42 @@ impl<'a> Session<'a> {
 
     /// The next reply line, to be sent in one write.
     pub fn next_reply(&mut self) -> Option<ReplyLine> {
-        let next = self.queue[0].take()?;
+        let mut line = ReplyLine::new();
+        self.take_reply(&mut line).then_some(line)
+    }
+
+    /// [`Session::next_reply`] written into `line` (empty): the listener's line stays where
+    /// it is. False when no reply is waiting.
+    #[inline(never)]
+    pub(crate) fn take_reply(&mut self, line: &mut ReplyLine) -> bool {
+        let Some(next) = self.queue[0].take() else { return false };
         self.queue.rotate_left(1);
-        Some(match next {
-            Outgoing::NextSlot(slot) => Reply::NextSlot(slot).encode(),
-            Outgoing::Ready => Reply::Ready.encode(),
-            Outgoing::Flashing => Reply::Flashing.encode(),
-            Outgoing::Invalid => Reply::Invalid.encode(),
-            Outgoing::Success => Reply::Success.encode(),
-            Outgoing::Nonce => Reply::Nonce(self.nonce.unwrap_or_default()).encode(),
-            Outgoing::NoKey => Reply::NoKey.encode(),
-            Outgoing::BootState => Reply::BootState(self.boot_report()).encode(),
-            Outgoing::Error(failure) => ReplyLine::error_message(&failure),
-        })
+        let text = match next {
+            Outgoing::NextSlot(slot) => in_irom::file_name(slot),
+            Outgoing::Ready => in_irom::READY,
+            Outgoing::Flashing => in_irom::FLASHING,
+            Outgoing::Invalid => in_irom::INVALID,
+            Outgoing::Success => in_irom::SUCCESS,
+            Outgoing::NoKey => in_irom::NO_KEY,
+            Outgoing::Nonce => {
+                line.put_nonce(self.nonce.as_ref().unwrap_or(&[0; NONCE_LEN]));
+                return true;
+            }
+            Outgoing::BootState => {
+                let running = &self.running;
+                let slot = running.slot.unwrap_or(SlotId::User1);
+                line.put_boot_state(running.status, slot, running.build_id.as_ref());
+                return true;
+            }
+            Outgoing::Error => {
+                // Queued only by `fail`, which sets the failure first.
+                let failure = self.last_failure.unwrap_or(Failure::Request(RequestError::Unknown));
+                line.put_error(&failure);
+                return true;
+            }
+        };
+        line.put_line(&text);
+        true
     }
 
     /// Whether a reply is waiting to be sent.
@@ -607,14 +645,6 @@ impl<'a> Session<'a> {
         boot::confirm_running(flash, self.config.layout, running, self.writer.buffer())?;
         self.running.status = BootStatus::Trial { attempt, max, confirmed: true };
         Ok(())
-    }
-
-    fn boot_report(&self) -> BootReport {
-        BootReport {
-            status: self.running.status,
-            slot: self.running.slot.unwrap_or(SlotId::User1),
-            build_id: self.running.build_id,
-        }
     }
 
     /// Takes one request line; true when it was an accepted `GetNextFlash`, which
@@ -698,7 +728,10 @@ impl<'a> Session<'a> {
             return self.push(Outgoing::NoKey);
         }
         if let Some(left) = self.lockouts.locked_for(self.peer, now) {
-            let seconds = u32::try_from(left.total_millis().div_ceil(1000)).unwrap_or(u32::MAX);
+            // Whole seconds, rounded up; `+ 999` rather than `div_ceil`, whose remainder is a
+            // second 64-bit division here (milliseconds cannot overflow by 999).
+            #[allow(clippy::manual_div_ceil)]
+            let seconds = u32::try_from((left.total_millis() + 999) / 1000).unwrap_or(u32::MAX);
             return self.fail(now, Failure::AuthLocked { seconds });
         }
         match self.nonce {
@@ -762,8 +795,8 @@ impl<'a> Session<'a> {
         if matches!(self.state, State::Receiving { .. } | State::Complete { .. }) {
             self.push(Outgoing::Invalid);
         }
-        self.push(Outgoing::Error(failure));
         self.last_failure = Some(failure);
+        self.push(Outgoing::Error);
         self.state = State::Dropping { since: now };
     }
 

@@ -98,7 +98,9 @@ impl IromText {
         (self.word(1 + at / 4) >> (8 * (at % 4))) as u8
     }
 
-    /// Whether `bytes` is exactly this text.
+    /// Whether `bytes` is exactly this text. Out of line: request parsing compares a line
+    /// with several texts, and inlined, each comparison was a loop of its own.
+    #[inline(never)]
     pub fn is(&self, bytes: &[u8]) -> bool {
         bytes.len() == self.len() && bytes.iter().enumerate().all(|(at, &byte)| self.byte(at) == byte)
     }

@@ -28,7 +28,9 @@ use crate::writer::SectorBuffer;
 pub const DEFAULT_TRIAL_ATTEMPTS: u8 = 3;
 
 /// How the running firmware was started.
+// Word-aligned like `Running`: four bytes move as one word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(align(4))]
 pub enum BootStatus {
     /// Not by tcpflash-boot (rBoot, or a bootloader that leaves no hand-off): no trials;
     /// an update switches the config for good.
@@ -56,7 +58,9 @@ impl BootStatus {
 }
 
 /// The running firmware: its slot, how it was started, its build.
+// Word-aligned: of bytes only, it was copied into the session a byte at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(align(4))]
 pub struct Running {
     /// `None` when what booted is not a slot of the layout (updates are refused).
     pub slot: Option<SlotId>,

@@ -385,7 +385,7 @@ pub fn verify_for_slot<F: ReadNorFlash>(
             let rest = reader.remaining();
             reader.run(|reader| reader.skip(rest))?;
         }
-        if sha256_of(&mut hasher) != *expected {
+        if crate::auth::finish_sha256(&mut hasher) != *expected {
             return Err(ImageError::Sha256Mismatch);
         }
     }
@@ -397,12 +397,6 @@ pub fn verify_for_slot<F: ReadNorFlash>(
         return Err(ImageError::WrongSlot { linked: descriptor.link_addr, expected });
     }
     Ok(info)
-}
-
-/// The hasher's digest. Out of line: inlined, SHA-256's padding doubled the agent's poll.
-#[inline(never)]
-fn sha256_of(hasher: &mut Sha256) -> Digest256 {
-    core::mem::take(hasher).finalize().into()
 }
 
 /// What a bootloader checks before it starts the image at flash `offset`, which may take
