@@ -8,10 +8,12 @@ use crate::crc::Crc32;
 use crate::descriptor::{self, Descriptor};
 use crate::flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
 use crate::layout::Slot;
+use crate::layout::sdk::gen_appbin_link_addr;
 
 use super::{
     CHECKSUM_SEED, FlashParams, IROM_ALIGN, ImageError, ImageInfo, MAGIC_SEGMENTS, MAGIC_V2,
     MAX_RAM_SEGMENTS, MIN_SCRATCH, MemoryKind, SEGMENT_ALIGN, V2_MARKER, checksum_position, crc_trailer,
+    sdk_app_number,
 };
 
 fn le32(bytes: [u8; 4]) -> u32 {
@@ -186,7 +188,11 @@ fn read_image<F: ReadNorFlash>(reader: &mut Reader<'_, F>) -> Result<ImageInfo, 
     if header[1] != V2_MARKER {
         return Err(ImageError::BadV2Marker(header[1]));
     }
-    let params = FlashParams::from_header_bytes(header[2], header[3])?;
+    // `gen_appbin.py` writes `00`, app number here; esptool the flash parameters.
+    let sdk_app = sdk_app_number(header[2], header[3]);
+    if sdk_app.is_none() {
+        FlashParams::from_header_bytes(header[2], header[3])?;
+    }
     let entry = word(&header, 4);
 
     // The IROM segment: its load address is written as 0 and means nothing.
@@ -215,9 +221,12 @@ fn read_image<F: ReadNorFlash>(reader: &mut Reader<'_, F>) -> Result<ImageInfo, 
     if segment_count > MAX_RAM_SEGMENTS {
         return Err(ImageError::TooManySegments(segment_count));
     }
-    if second[2..] != header[2..] {
+    // esptool repeats the first header; `gen_appbin.py` has its flash parameters only here.
+    let sdk_app = if second[2..] == header[2..] { None } else { sdk_app };
+    if (sdk_app.is_none() && second[2..] != header[2..]) || word(&second, 4) != entry {
         return Err(ImageError::HeaderMismatch);
     }
+    let params = FlashParams::from_header_bytes(second[2], second[3])?;
 
     let mut segments = [(0, 0); MAX_RAM_SEGMENTS];
     let mut computed_checksum = CHECKSUM_SEED;
@@ -245,6 +254,7 @@ fn read_image<F: ReadNorFlash>(reader: &mut Reader<'_, F>) -> Result<ImageInfo, 
     }
     Ok(ImageInfo {
         params,
+        sdk_app,
         entry,
         irom_len,
         segments,
@@ -314,10 +324,16 @@ pub fn verify_for_slot<F: ReadNorFlash>(
     }
     let info = read?;
     check_integrity(&info)?;
-    let descriptor = info.descriptor.ok_or(ImageError::NoDescriptor)?;
     let expected = slot.irom_link_addr();
-    if descriptor.link_addr != expected {
-        return Err(ImageError::WrongSlot { linked: descriptor.link_addr, expected });
+    let linked = match (info.descriptor, info.sdk_app) {
+        (Some(descriptor), _) => descriptor.link_addr,
+        // An SDK image without our descriptor: its app number and flash map say where the
+        // SDK's linker script put its IROM.
+        (None, Some(app)) => gen_appbin_link_addr(info.params.size, app).ok_or(ImageError::NoDescriptor)?,
+        (None, None) => return Err(ImageError::NoDescriptor),
+    };
+    if linked != expected {
+        return Err(ImageError::WrongSlot { linked, expected });
     }
     Ok(info)
 }
@@ -335,7 +351,7 @@ mod tests {
     use crate::descriptor::DescriptorError;
     use crate::flash::RamNor;
     use crate::image::test_support::*;
-    use crate::image::{FlashMode, Segment};
+    use crate::image::{FlashFreq, FlashMode, FlashSize, Segment};
     use crate::layout::{DEFAULT_LAYOUT, SlotId};
     #[test]
     fn inspect_reads_back_what_was_written() {
@@ -494,6 +510,89 @@ mod tests {
         assert_eq!(
             inspect(&mut flash, 0, len, &mut [0; 64]),
             Err(ImageError::Flash(NorFlashErrorKind::NotAligned))
+        );
+    }
+
+    #[test]
+    fn images_in_the_form_gen_appbin_writes_are_read_with_their_app_number() {
+        let esptool = sample_image(0x4020_2010);
+        for app in [1, 2] {
+            let sdk = gen_appbin_form(&esptool, app);
+            assert_eq!(&sdk[..4], &[0xEA, 0x04, 0x00, app]);
+            let info = inspect_bytes(&sdk).unwrap();
+            assert_eq!(info.sdk_app, Some(app));
+            assert_eq!(info.params, DIO_4M_80, "the flash parameters come from the second header");
+            assert_eq!(info.segments(), inspect_bytes(&esptool).unwrap().segments());
+        }
+        assert_eq!(inspect_bytes(&esptool).unwrap().sdk_app, None);
+        // Other values are esptool's flash parameters, which must then agree.
+        assert_eq!(inspect_bytes(&gen_appbin_form(&esptool, 3)), Err(ImageError::UnknownFlashFreq(3)));
+        assert_eq!(inspect_bytes(&gen_appbin_form(&esptool, 0)), Err(ImageError::HeaderMismatch));
+        // gen_appbin's form with a different entry in the second header is still refused.
+        let mut entry = gen_appbin_form(&esptool, 1);
+        entry[128 + 4] ^= 4;
+        reseal(&mut entry);
+        assert_eq!(inspect_bytes(&entry), Err(ImageError::HeaderMismatch));
+        // esptool's qio / 512KB / 26m header is `00 01` too: both headers agree, so it is
+        // esptool's form.
+        let params =
+            FlashParams { mode: FlashMode::Qio, size: FlashSize::Size512K, freq: FlashFreq::Freq26M };
+        let ambiguous = write(params, 0x4010_0004, &irom_for(0x4020_2010, 12), &[]);
+        assert_eq!(&ambiguous[2..4], &[0, 1]);
+        let info = inspect_bytes(&ambiguous).unwrap();
+        assert_eq!((info.sdk_app, info.params), (None, params));
+    }
+
+    /// A C firmware built by the SDK's Makefile has no tcpflash descriptor: its app number and
+    /// flash map say which slot it was linked for.
+    #[test]
+    fn an_sdk_image_without_descriptor_is_checked_by_its_app_number_and_map() {
+        use crate::layout::sdk::SdkMap;
+        let params = FlashParams { size: FlashSize::Size1M, ..DIO_4M_80 };
+        let segments = [Segment { addr: 0x4010_0000, data: &[1, 2, 3, 4] }];
+        let esptool = write(params, 0x4010_0000, &[0x55; 64], &segments);
+        let map = SdkMap::by_name("sdk-1MB").unwrap();
+        let [user1, user2] = map.layout.slots;
+        let mut scratch = [0u8; 256];
+        for (app, slot, other) in [(1, user1, user2), (2, user2, user1)] {
+            let image = gen_appbin_form(&esptool, app);
+            let len = image.len() as u32;
+            let mut flash = flash_with::<4>(&image, slot.offset as usize, map.layout.flash_size as usize);
+            assert_eq!(
+                verify_for_slot(&mut flash, &slot, len, &mut scratch, None).unwrap().sdk_app,
+                Some(app)
+            );
+            let mut flash = flash_with::<4>(&image, other.offset as usize, map.layout.flash_size as usize);
+            assert_eq!(
+                verify_for_slot(&mut flash, &other, len, &mut scratch, None),
+                Err(ImageError::WrongSlot {
+                    linked: slot.irom_link_addr(),
+                    expected: other.irom_link_addr()
+                })
+            );
+        }
+        // The same image in an rBoot slot: linked elsewhere.
+        let rboot = DEFAULT_LAYOUT.slot(SlotId::User1);
+        let image = gen_appbin_form(&esptool, 1);
+        let mut flash = flash_with::<4>(&image, rboot.offset as usize, 0x10_0000);
+        assert_eq!(
+            verify_for_slot(&mut flash, rboot, image.len() as u32, &mut scratch, None),
+            Err(ImageError::WrongSlot { linked: 0x4020_1010, expected: 0x4020_2010 })
+        );
+        // esptool's form without a descriptor says nothing about its slot.
+        let mut flash = flash_with::<4>(&esptool, user1.offset as usize, 0x10_0000);
+        assert_eq!(
+            verify_for_slot(&mut flash, &user1, esptool.len() as u32, &mut scratch, None),
+            Err(ImageError::NoDescriptor)
+        );
+        // A map the SDK layouts leave out (512 KB) gives no link address either.
+        let small =
+            write(FlashParams { size: FlashSize::Size512K, ..params }, 0x4010_0000, &[0x55; 64], &segments);
+        let image = gen_appbin_form(&small, 1);
+        let mut flash = flash_with::<4>(&image, user1.offset as usize, 0x10_0000);
+        assert_eq!(
+            verify_for_slot(&mut flash, &user1, image.len() as u32, &mut scratch, None),
+            Err(ImageError::NoDescriptor)
         );
     }
 
