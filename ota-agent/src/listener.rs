@@ -37,8 +37,9 @@ pub const REFUSED_LINGER: smoltcp::time::Duration = smoltcp::time::Duration::fro
 
 /// What the listener needs of the board: its random source (nonces) and its reset.
 pub trait Platform {
-    /// Restart into the new firmware. Called once, when the session's reboot time has come;
-    /// normally does not return.
+    /// Restart into the new firmware. Called once, when the session's reboot time has come,
+    /// which only a verified image sets; normally does not return. On an SDK map
+    /// ([`crate::layout::sdk`]) this is also where the slot switches (the SDK's upgrade flag).
     fn reboot(&mut self);
 
     /// Fills `buf` with unpredictable bytes (a hardware RNG): each session's nonce, when

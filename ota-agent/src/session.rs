@@ -531,7 +531,11 @@ impl<'a> Session<'a> {
         if let Err(error) = image::verify_for_slot(flash, slot, len, self.writer.buffer(), sha256) {
             return self.fail(now, Failure::Image(error));
         }
-        if let Err(error) = switch_boot_config(flash, layout, target, self.writer.buffer()) {
+        // An SDK map boots through Espressif's bootloader: the driver's platform switches
+        // with the SDK's upgrade API when it reboots, which happens only from here on.
+        if layout.sdk_map().is_none()
+            && let Err(error) = switch_boot_config(flash, layout, target, self.writer.buffer())
+        {
             return self.fail(now, Failure::BootConfig(error));
         }
         self.push(Outgoing::Flashing);
