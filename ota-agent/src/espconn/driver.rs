@@ -306,10 +306,9 @@ impl<'a, H: Copy> Driver<'a, H> {
     }
 
     fn serve<S: Espconn<Handle = H>, F: NorFlash>(&mut self, now: Instant, sdk: &mut S, flash: &mut F) {
+        // Also while closing: should the SDK never report the disconnect, the session's
+        // deadline turns the close into an abort instead of a timer spinning at 0 ms.
         let Some(conn) = self.session.as_mut() else { return };
-        if conn.closing {
-            return;
-        }
         let mut connection = SdkConnection { conn, ring: &mut self.ring, tx: &mut self.tx, sdk };
         self.listener.serve(now, &mut connection, flash);
     }
