@@ -11,8 +11,12 @@ pub fn run(args: &BuildArgs) -> Result<Firmware, BuildError> {
 
 /// Paths, sizes and how full each slot is.
 pub fn summary(firmware: &Firmware) -> String {
+    let platform = match firmware.platform {
+        crate::build::Platform::BareMetal => String::new(),
+        other => format!(", platform {other}"),
+    };
     let mut text = format!(
-        "{} {} (build {}), layout {}, flash {} {} {}, board {}\n",
+        "{} {} (build {}), layout {}, flash {} {} {}, board {}{platform}\n",
         firmware.package.name,
         firmware.package.version,
         firmware.build_id_hex(),

@@ -61,9 +61,18 @@ pub struct BuildArgs {
     /// else esp8266).
     #[arg(long, value_name = "BOARD")]
     pub board: Option<String>,
-    /// Flash layout: 512KB, 1MB, 2MB or 4MB (default: metadata, else 1MB).
+    /// Flash layout: 512KB, 1MB, 2MB or 4MB (rBoot), or an SDK map for --platform nonos-sdk:
+    /// sdk-1MB, sdk-2MB, sdk-4MB, sdk-2MB-c1, sdk-4MB-c1 (default: metadata, else 1MB).
     #[arg(long, value_name = "LAYOUT")]
     pub layout: Option<String>,
+    /// Platform: bare-metal (the firmware owns the chip, boots through rBoot) or nonos-sdk
+    /// (linked with Espressif's NONOS SDK for WiFi) (default: metadata, else bare-metal).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// The ESP8266 NONOS SDK folder, for --platform nonos-sdk (default: $ESP8266_NONOS_SDK,
+    /// then [package.metadata.tcpflash] sdk).
+    #[arg(long, value_name = "PATH", env = "ESP8266_NONOS_SDK")]
+    pub sdk: Option<PathBuf>,
     /// Flash mode written in the image header: qio, qout, dio or dout.
     #[arg(long, value_name = "MODE")]
     pub flash_mode: Option<String>,

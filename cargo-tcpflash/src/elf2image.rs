@@ -185,6 +185,30 @@ pub fn elf_to_image(elf: &[u8], params: FlashParams) -> Result<Vec<u8>, ElfError
     load(elf)?.to_image(params)
 }
 
+/// The global and weak symbols `elf` (an object or an executable) defines: what the SDK
+/// build makes local in compiler_builtins' object.
+pub fn defined_globals(elf: &[u8]) -> Result<Vec<String>, ElfError> {
+    use xmas_elf::sections::SectionData;
+    use xmas_elf::symbol_table::{Binding, Entry};
+    let copy = elf.to_vec();
+    let file = ElfFile::new(&copy).map_err(|reason| ElfError::NotElf { reason: reason.to_string() })?;
+    let mut names = Vec::new();
+    for section in file.section_iter() {
+        let Ok(SectionData::SymbolTable32(symbols)) = section.get_data(&file) else { continue };
+        for symbol in symbols {
+            let global = matches!(symbol.get_binding(), Ok(Binding::Global | Binding::Weak));
+            if global && symbol.shndx() != 0 {
+                names.push(
+                    symbol.get_name(&file).map_err(|reason| malformed(reason.to_string()))?.to_string(),
+                );
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
 /// Reads the sections esptool would put into the image, and sorts out IROM.
 pub fn load(elf: &[u8]) -> Result<ElfImage, ElfError> {
     // xmas-elf asserts (panics) on headers that are not 4-aligned in memory: a fresh heap

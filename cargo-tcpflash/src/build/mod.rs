@@ -8,6 +8,7 @@ pub mod asm;
 pub mod board;
 pub mod cargo;
 pub mod link;
+pub mod sdk;
 pub mod support;
 
 use std::path::{Path, PathBuf};
@@ -23,11 +24,13 @@ use thiserror::Error;
 
 pub use self::board::Board;
 pub use self::cargo::{FirmwarePackage, TcpflashMetadata};
+pub use self::sdk::{Platform, Sdk};
 use crate::cli::BuildArgs;
 use crate::elf2image;
 
 const AS: &str = "xtensa-lx106-elf-as";
 const LD: &str = "xtensa-lx106-elf-ld";
+const OBJCOPY: &str = "xtensa-lx106-elf-objcopy";
 const BINUTILS_INSTALL: &str = "sudo apt-get install binutils-xtensa-lx106";
 
 /// A finished build: both slots linked and converted.
@@ -35,6 +38,7 @@ const BINUTILS_INSTALL: &str = "sudo apt-get install binutils-xtensa-lx106";
 pub struct Firmware {
     pub package: FirmwarePackage,
     pub board: Board,
+    pub platform: Platform,
     pub layout: &'static FlashLayout,
     pub params: FlashParams,
     pub build_id: [u8; BUILD_ID_LEN],
@@ -133,8 +137,17 @@ pub enum BuildError {
     SeveralBinaries { package: String, bins: String },
 
     #[error("unknown flash layout `{name}`")]
-    #[diagnostic(code(tcpflash::build::layout), help("use one of: 512KB, 1MB, 2MB, 4MB"))]
+    #[diagnostic(
+        code(tcpflash::build::layout),
+        help(
+            "use one of: 512KB, 1MB, 2MB, 4MB (rBoot), sdk-1MB, sdk-2MB, sdk-4MB, sdk-2MB-c1, sdk-4MB-c1 (the SDK's maps)"
+        )
+    )]
     UnknownLayout { name: String },
+
+    #[error("unknown platform `{name}`")]
+    #[diagnostic(code(tcpflash::build::platform), help("use one of: {}", Platform::names()))]
+    UnknownPlatform { name: String },
 
     #[error("unknown board `{name}`")]
     #[diagnostic(code(tcpflash::build::board), help("use one of: {}", Board::names()))]
@@ -202,6 +215,10 @@ pub enum BuildError {
 
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Sdk(#[from] sdk::SdkError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     TooLarge(#[from] elf2image::TooLargeForSlot),
 
     #[error(transparent)]
@@ -226,6 +243,15 @@ pub fn resolve_layout(
         None => Ok(DEFAULT_LAYOUT),
         Some(name) => {
             FlashLayout::by_name(name).ok_or_else(|| BuildError::UnknownLayout { name: name.clone() })
+        }
+    }
+}
+
+pub fn resolve_platform(args: &BuildArgs, metadata: &TcpflashMetadata) -> Result<Platform, BuildError> {
+    match args.platform.as_ref().or(metadata.platform.as_ref()) {
+        None => Ok(Platform::default()),
+        Some(name) => {
+            Platform::from_name(name).ok_or_else(|| BuildError::UnknownPlatform { name: name.clone() })
         }
     }
 }
@@ -258,8 +284,10 @@ pub fn resolve_params(
                 choices: "40m, 26m, 20m, 80m",
             })
         })?;
+    // An SDK map's size code is its map number (`sdk-2MB-c1` is `2MB-c1`).
+    let default_size = layout.sdk_map().map_or(layout.name, |map| map.flash_size().name());
     let size_name =
-        args.flash_size.as_ref().or(metadata.flash_size.as_ref()).map_or(layout.name, String::as_str);
+        args.flash_size.as_ref().or(metadata.flash_size.as_ref()).map_or(default_size, String::as_str);
     let size = FlashSize::from_name(size_name).ok_or_else(|| BuildError::BadFlashParam {
         what: "size",
         value: size_name.to_string(),
@@ -273,6 +301,14 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     let package = FirmwarePackage::locate(args)?;
     let board = resolve_board(args, &package.metadata)?;
     let layout = resolve_layout(args, &package.metadata)?;
+    let platform = resolve_platform(args, &package.metadata)?;
+    sdk::check_combination(platform, layout, board.name())?;
+    let sdk = match platform {
+        Platform::BareMetal => None,
+        Platform::NonosSdk => {
+            Some(Sdk::locate(args.sdk.as_deref(), package.metadata.sdk.as_deref(), package.dir())?)
+        }
+    };
     let params = resolve_params(args, &package.metadata, layout)?;
     let profile = args.profile.clone().unwrap_or_else(|| "release".into());
     let assembler = find_tool(AS)?;
@@ -280,21 +316,30 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     let toolchain = cargo::Toolchain::detect(package.dir())?;
 
     let work_dir = package.target_dir.join("tcpflash");
-    // Another board's objects and images go to a folder of their own.
-    let board_dir = if board == Board::default() { work_dir.clone() } else { work_dir.join(board.name()) };
+    // Another board's (or platform's) objects and images go to a folder of their own.
+    let board_dir = match platform {
+        Platform::NonosSdk => work_dir.join(platform.name()),
+        Platform::BareMetal if board == Board::default() => work_dir.clone(),
+        Platform::BareMetal => work_dir.join(board.name()),
+    };
     let obj_dir = board_dir.join("obj").join(cargo::profile_dir(&profile));
     let out_dir = board_dir.join(layout.name);
     for dir in [&obj_dir, &out_dir] {
         std::fs::create_dir_all(dir).map_err(|source| BuildError::Io { path: dir.clone(), source })?;
     }
-    let target_spec = work_dir.join(format!("{}.json", board.target_name()));
+    let target_name = match platform {
+        Platform::NonosSdk => sdk::TARGET_NAME,
+        Platform::BareMetal => board.target_name(),
+    };
+    let target_spec = work_dir.join(format!("{target_name}.json"));
     write_if_changed(&target_spec, support::target_spec_json())?;
     let shim = work_dir.join("rustc-linker.sh");
     write_if_changed(&shim, support::rustc_linker_shim())?;
     make_executable(&shim)?;
 
     let started = Instant::now();
-    let compiled = cargo::compile(&package, &toolchain, args, board, &profile, &target_spec, &shim)?;
+    let compiled =
+        cargo::compile(&package, &toolchain, args, (board, platform), &profile, &target_spec, &shim)?;
 
     let compiled_at = Instant::now();
     status("Assembling", &format!("{} for lx106", package.name));
@@ -314,13 +359,27 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
         extra_asm.push((source, text.to_string()));
     }
     let build_id = build_id(&package, &[firmware.digest, builtins.digest], &extra_asm);
-    let startup = support::startup_asm(board, &package.name, &package.version, build_id)
-        .map_err(|reason| BuildError::Descriptor { reason })?;
-    let startup_source = obj_dir.join("startup.s");
-    let startup_object = obj_dir.join("startup.o");
+    let startup = match &sdk {
+        None => support::startup_asm(board, &package.name, &package.version, build_id),
+        Some(_) => support::descriptor_asm(&package.name, &package.version, build_id).map(|descriptor| {
+            let map = layout.sdk_map().expect("checked: an SDK map");
+            let (abort_literals, abort_code) = board.abort();
+            descriptor + &sdk::shim_asm(map, &abort_literals, abort_code)
+        }),
+    }
+    .map_err(|reason| BuildError::Descriptor { reason })?;
+    // An SDK build's start-up holds the map's partition table: one per layout.
+    let startup_dir = if sdk.is_some() { &out_dir } else { &obj_dir };
+    let startup_source = startup_dir.join("startup.s");
+    let startup_object = startup_dir.join("startup.o");
     write_if_changed(&startup_source, &startup)?;
     assemble(&assembler, &startup_source, &startup_object)?;
-    let mut objects = vec![startup_object, firmware.object, builtins.object];
+    let rust = match &sdk {
+        None => vec![firmware.object, builtins.object],
+        Some(sdk) => vec![sdk_rust_object(&linker, &firmware.object, &builtins.object, &obj_dir, sdk)?],
+    };
+    let mut objects = vec![startup_object];
+    objects.extend(rust);
     // The firmware's own assembly, as written (its literal pools are its author's business).
     for (index, (source, _)) in extra_asm.iter().enumerate() {
         let stem = source.file_stem().unwrap_or_default().to_string_lossy();
@@ -344,21 +403,28 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
         let elf = out_dir.join(format!("{}.elf", slot.id));
         let map = out_dir.join(format!("{}.map", slot.id));
         let bin = out_dir.join(format!("{}.bin", slot.id));
-        write_if_changed(&script, &link::linker_script(&slot))?;
         let (elf_staged, map_staged) = (staged(&elf), staged(&map));
-        run_binutil(
-            Command::new(&linker)
-                .arg("-T")
-                .arg(&script)
-                .arg("--gc-sections")
-                .arg("-Map")
-                .arg(&map_staged)
-                .arg("-o")
-                .arg(&elf_staged)
-                .args(&objects),
-            LD,
-            &script,
-        )?;
+        let mut command = Command::new(&linker);
+        command
+            .arg("-T")
+            .arg(&script)
+            .arg("--gc-sections")
+            .arg("-Map")
+            .arg(&map_staged)
+            .arg("-o")
+            .arg(&elf_staged);
+        command.args(&objects);
+        match &sdk {
+            None => {
+                write_if_changed(&script, &link::linker_script(&slot))?;
+                run_binutil(&mut command, LD, &script)?;
+            }
+            Some(sdk) => {
+                let map = layout.sdk_map().expect("checked: an SDK map");
+                write_if_changed(&script, &sdk::linker_script(&slot, map, &sdk.rom_table()))?;
+                link_with_sdk(&mut command, sdk, &script)?;
+            }
+        }
         let elf_bytes = std::fs::read(&elf_staged)
             .map_err(|source| BuildError::Io { path: elf_staged.clone(), source })?;
         let image = elf2image::elf_to_image(&elf_bytes, params)?;
@@ -374,7 +440,94 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     let [user1, user2] = slots;
     let slots = [user1?, user2?];
     let timings = BuildTimings { compile: compiled_at - started, after_compile: compiled_at.elapsed() };
-    Ok(Firmware { package, board, layout, params, build_id, out_dir, slots, timings })
+    Ok(Firmware { package, board, platform, layout, params, build_id, out_dir, slots, timings })
+}
+
+/// The firmware and compiler_builtins as one object in the SDK's section names, with every
+/// compiler_builtins symbol made local: the SDK's libraries must get the ROM's and their
+/// libgcc's routines, never ours from flash (DESIGN.md section 9, HAZARD).
+fn sdk_rust_object(
+    linker: &Path,
+    firmware: &Path,
+    builtins: &Path,
+    obj_dir: &Path,
+    sdk: &Sdk,
+) -> Result<PathBuf, BuildError> {
+    let script = obj_dir.join("sdk-merge.ld");
+    write_if_changed(&script, sdk::merge_script())?;
+    let merged = obj_dir.join("rust-sdk.o");
+    let merged_staged = staged(&merged);
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| BuildError::Io { path: path.to_path_buf(), source })
+    };
+    let objcopy = find_tool(OBJCOPY)?;
+    // What the ROM provides, compiler_builtins must not: local before the merge, its copies
+    // satisfy no reference, so the firmware calls the ROM's and the unused copies go.
+    let rom = sdk.rom_symbols().map_err(|source| BuildError::Io { path: sdk.rom_table(), source })?;
+    let rom_list = obj_dir.join("sdk-rom-symbols.txt");
+    write_if_changed(&rom_list, &(rom.join("\n") + "\n"))?;
+    let builtins_sdk = obj_dir.join("compiler_builtins-sdk.o");
+    let builtins_staged = staged(&builtins_sdk);
+    run_binutil(
+        Command::new(&objcopy)
+            .arg(format!("--localize-symbols={}", rom_list.display()))
+            .arg(builtins)
+            .arg(&builtins_staged),
+        OBJCOPY,
+        builtins,
+    )?;
+    publish(&builtins_staged, &builtins_sdk)?;
+    let builtins = builtins_sdk.as_path();
+    // The firmware's own exports (`user_init`, ...) are the roots: whatever of
+    // compiler_builtins they do not reach is dropped here, before the sections merge.
+    let roots = elf2image::defined_globals(&read(firmware)?)?;
+    run_binutil(
+        Command::new(linker)
+            .args(["-r", "--gc-sections"])
+            .args(roots.iter().flat_map(|root| ["-u", root.as_str()]))
+            .arg("-T")
+            .arg(&script)
+            .arg("-o")
+            .arg(&merged_staged)
+            .arg(firmware)
+            .arg(builtins),
+        LD,
+        &script,
+    )?;
+    let globals = elf2image::defined_globals(&read(builtins)?)?;
+    let list = obj_dir.join("sdk-localize.txt");
+    write_if_changed(&list, &(globals.join("\n") + "\n"))?;
+    run_binutil(
+        Command::new(&objcopy).arg(format!("--localize-symbols={}", list.display())).arg(&merged_staged),
+        OBJCOPY,
+        &merged_staged,
+    )?;
+    publish(&merged_staged, &merged)?;
+    Ok(merged)
+}
+
+/// Links against the SDK's libraries; symbols the SDK lacks are named as such.
+fn link_with_sdk(command: &mut Command, sdk: &Sdk, script: &Path) -> Result<(), BuildError> {
+    command
+        .arg("--no-check-sections")
+        .arg("-u")
+        .arg(sdk::ENTRY)
+        .arg("-L")
+        .arg(sdk.lib_dir())
+        .arg("--start-group")
+        .args(sdk::LIBS.iter().map(|lib| format!("-l{lib}")))
+        .arg("--end-group");
+    let output = command.output().map_err(|source| BuildError::Io { path: PathBuf::from(LD), source })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let missing = sdk::undefined_symbols(&stderr);
+    if !missing.is_empty() {
+        let symbols = missing.iter().map(|symbol| format!("`{symbol}`")).collect::<Vec<_>>().join(", ");
+        return Err(sdk::SdkError::MissingSymbols { path: sdk.path.clone(), symbols }.into());
+    }
+    Err(BuildError::Binutils { tool: LD, file: script.to_path_buf(), stderr: first_lines(&stderr, 20) })
 }
 
 /// The files of `[package.metadata.tcpflash] asm`, resolved against the package and read.

@@ -12,7 +12,7 @@ use core::fmt;
 
 use smoltcp::time::Instant;
 
-use super::driver::{Driver, Espconn as EspconnApi, Peer};
+use super::driver::{Driver, DriverBuffers, Espconn as EspconnApi, Peer};
 use super::ffi::{self, EspTcp, Espconn, EtsTimer};
 use super::flash::SdkFlash;
 use crate::image::FlashSize;
@@ -80,6 +80,7 @@ struct State {
 static STATE: SdkCell<State> =
     SdkCell::new(State { driver: None, flash: SdkFlash::new(0), clock: Clock { last: 0, high: 0 } });
 static SECTOR_BUF: SdkCell<SectorBuffer> = SdkCell::new([0; SECTOR]);
+static BUFFERS: SdkCell<DriverBuffers> = SdkCell::new(DriverBuffers::new());
 static SERVER: SdkCell<Espconn> = SdkCell::new(Espconn {
     kind: ffi::ESPCONN_TCP,
     state: 0,
@@ -226,14 +227,15 @@ fn start(config: AgentConfig) -> Result<(), InitError> {
     });
     // SAFETY: called from `user_init` (the SDK's task) before any callback of ours can run,
     // or again from there after the SDK dropped the old listener; the old driver (and its
-    // borrow of the sector buffer) is dropped before the new borrow is made.
+    // borrows of the buffers) is dropped before the new borrows are made.
     unsafe {
         ffi::ets_timer_disarm(TIMER.get());
         let state = &mut *STATE.get();
         state.driver = None;
         state.flash = SdkFlash::new(config.layout.flash_size);
         let sector: &'static mut SectorBuffer = &mut *SECTOR_BUF.get();
-        state.driver = Some(Driver::new(config.session(), sector, running));
+        let buffers: &'static mut DriverBuffers = &mut *BUFFERS.get();
+        state.driver = Some(Driver::new(config.session(), sector, buffers, running));
 
         ffi::ets_timer_setfn(TIMER.get(), on_timer, core::ptr::null_mut());
         let tcp = SERVER_TCP.get();

@@ -28,9 +28,11 @@ use crate::protocol::{MAX_REPLY_LINE, ReplyLine};
 use crate::session::SessionConfig;
 use crate::writer::{SECTOR, SectorBuffer};
 
-/// Bytes of received data the driver buffers: three sectors, as the smoltcp driver's
-/// window, and more than the SDK's largest TCP window (8 × 1460).
-pub const RX: usize = 3 * SECTOR;
+/// Bytes of received data the driver buffers: two sectors, more than the SDK's default
+/// TCP window (4 × 1460), so a whole window can be in flight while the session writes a
+/// sector. With a larger window (`espconn_tcp_set_wnd`) the hold is released only once the
+/// ring is empty, and a window that still does not fit is drained in the callback.
+pub const RX: usize = 2 * SECTOR;
 /// Refused clients tracked at once (the listener allows two connections: the session and
 /// one refused client; the SDK refuses a third at accept).
 pub const MAX_REFUSED: usize = 2;
@@ -91,6 +93,26 @@ struct Refused<H> {
     closing: bool,
 }
 
+/// The driver's memory: the received bytes waiting for the session and the reply line in
+/// flight. Zeroed, so a `static` of it costs no image bytes (`.bss`).
+pub struct DriverBuffers {
+    ring: Ring,
+    /// The reply line in flight (`espconn_send` does not copy).
+    tx: [u8; MAX_REPLY_LINE],
+}
+
+impl DriverBuffers {
+    pub const fn new() -> DriverBuffers {
+        DriverBuffers { ring: Ring::new(), tx: [0; MAX_REPLY_LINE] }
+    }
+}
+
+impl Default for DriverBuffers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The ring of received bytes waiting for the session.
 struct Ring {
     buf: [u8; RX],
@@ -144,23 +166,24 @@ pub struct Driver<'a, H: Copy> {
     listener: Listener<'a>,
     session: Option<SessionConn<H>>,
     refused: [Option<Refused<H>>; MAX_REFUSED],
-    ring: Ring,
-    /// The reply line in flight (`espconn_send` does not copy).
-    tx: [u8; MAX_REPLY_LINE],
+    ring: &'a mut Ring,
+    tx: &'a mut [u8; MAX_REPLY_LINE],
 }
 
 impl<'a, H: Copy> Driver<'a, H> {
     pub fn new(
         config: SessionConfig,
         sector: &'a mut SectorBuffer,
+        buffers: &'a mut DriverBuffers,
         running: Option<SlotId>,
     ) -> Driver<'a, H> {
+        buffers.ring.clear();
         Driver {
             listener: Listener::new(config, sector, running),
             session: None,
             refused: [None, None],
-            ring: Ring::new(),
-            tx: [0; MAX_REPLY_LINE],
+            ring: &mut buffers.ring,
+            tx: &mut buffers.tx,
         }
     }
 
@@ -309,7 +332,7 @@ impl<'a, H: Copy> Driver<'a, H> {
         // Also while closing: should the SDK never report the disconnect, the session's
         // deadline turns the close into an abort instead of a timer spinning at 0 ms.
         let Some(conn) = self.session.as_mut() else { return };
-        let mut connection = SdkConnection { conn, ring: &mut self.ring, tx: &mut self.tx, sdk };
+        let mut connection = SdkConnection { conn, ring: self.ring, tx: self.tx, sdk };
         self.listener.serve(now, &mut connection, flash);
     }
 
@@ -332,7 +355,7 @@ impl<'a, H: Copy> Driver<'a, H> {
     /// Reopens the window (unhold, hold again) while the ring can take a whole window more.
     fn release_window<S: Espconn<Handle = H>>(&mut self, sdk: &mut S) {
         let Some(conn) = self.session.as_mut() else { return };
-        if conn.held && !conn.closing && self.ring.free() >= sdk.window() {
+        if conn.held && !conn.closing && self.ring.free() >= sdk.window().min(RX) {
             sdk.unhold(conn.handle);
             conn.held = sdk.hold(conn.handle) == 0;
         }
@@ -530,8 +553,9 @@ mod tests {
     impl World {
         fn new(hold_works: bool) -> World {
             let sector = std::boxed::Box::leak(std::boxed::Box::new([0u8; SECTOR]));
+            let buffers = std::boxed::Box::leak(std::boxed::Box::new(DriverBuffers::new()));
             World {
-                driver: Driver::new(SessionConfig::new(layout()), sector, Some(SlotId::User1)),
+                driver: Driver::new(SessionConfig::new(layout()), sector, buffers, Some(SlotId::User1)),
                 sdk: Model { hold_works, ..Model::default() },
                 flash: RamNor::new(layout().flash_size),
                 board: Board::default(),

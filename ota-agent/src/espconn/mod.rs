@@ -24,7 +24,7 @@ pub mod ffi;
 pub mod flash;
 
 #[cfg(feature = "nonos-sdk")]
-pub use agent::{InitError, ota_init};
+pub use agent::{InitError, ota_init, ota_init_for_chip};
 #[cfg(feature = "nonos-sdk")]
 pub use flash::SdkFlash;
 
