@@ -28,6 +28,23 @@ pub enum Command {
     Build(BuildArgs),
     /// Convert an ESP8266 ELF into a v2 image, or describe an image (--info).
     Image(ImageArgs),
+    /// Write libota_agent.a and ota_agent.h: the agent for C firmware on the NONOS SDK
+    /// (`void ota_init(void);` in user_init, as the seed's tcp_ota.h).
+    CLib(CLibArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CLibArgs {
+    /// The folder to write libota_agent.a and ota_agent.h into.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// The ESP8266 NONOS SDK folder (its ROM table decides which routines the library
+    /// takes from the ROM).
+    #[arg(long, value_name = "PATH", env = "ESP8266_NONOS_SDK")]
+    pub sdk: Option<PathBuf>,
+    /// Where the library is built.
+    #[arg(long, value_name = "DIRECTORY", default_value = "target")]
+    pub target_dir: PathBuf,
 }
 
 /// Which firmware to build and how; shared by `build` and the push.

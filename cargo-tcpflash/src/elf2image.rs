@@ -209,6 +209,16 @@ pub fn defined_globals(elf: &[u8]) -> Result<Vec<String>, ElfError> {
     Ok(names)
 }
 
+/// Each section's name and size, for size reports.
+pub fn section_sizes(elf: &[u8]) -> Result<Vec<(String, u64)>, ElfError> {
+    let copy = elf.to_vec();
+    let file = ElfFile::new(&copy).map_err(|reason| ElfError::NotElf { reason: reason.to_string() })?;
+    Ok(file
+        .section_iter()
+        .filter_map(|section| Some((section.get_name(&file).ok()?.to_string(), section.size())))
+        .collect())
+}
+
 /// Reads the sections esptool would put into the image, and sorts out IROM.
 pub fn load(elf: &[u8]) -> Result<ElfImage, ElfError> {
     // xmas-elf asserts (panics) on headers that are not 4-aligned in memory: a fresh heap

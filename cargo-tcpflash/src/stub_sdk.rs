@@ -16,12 +16,14 @@ use std::process::Command;
 use ota_agent::image::{MAGIC_SEGMENTS, checksum_position};
 
 /// The stub's sources and the library each becomes.
-const SOURCES: [(&str, &str); 6] = [
+const SOURCES: [(&str, &str); 7] = [
     ("main", include_str!("../stub-sdk/system_stubs.c")),
     ("driver", include_str!("../stub-sdk/entry_stub.c")),
     ("lwip", include_str!("../stub-sdk/net_stubs.c")),
     ("pp", include_str!("../stub-sdk/radio_stubs.c")),
     ("wpa", include_str!("../stub-sdk/random_stub.c")),
+    // What a C project links with `-lc`; Rust firmware has the build's shim instead.
+    ("c", include_str!("../stub-sdk/libc_stubs.c")),
     ("empty", include_str!("../stub-sdk/empty_stub.c")),
 ];
 /// Libraries the link lists that the stub fills with a marker only.

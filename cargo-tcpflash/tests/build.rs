@@ -551,3 +551,98 @@ fn sdk_platform_errors_name_the_fix() {
     let len: u64 = stderr[len_at..].split(' ').next().unwrap().parse().unwrap();
     assert!(len > u64::from(slot.capacity) && len > 512 * 1024, "{stderr}");
 }
+
+/// `cargo tcpflash c-lib`: the library exports only the API (and a weak `abort`), needs
+/// nothing but SDK and ROM functions, and links into a C SDK project (its objects, the
+/// SDK's libraries and libc, and a script with the SDK's placement rules: only
+/// `.irom0.text` in flash) with the agent's code in IROM and no ROM routine redefined.
+#[test]
+fn the_c_library_links_into_a_c_sdk_project_against_the_stub_sdk() {
+    let stub = tempfile::tempdir().unwrap();
+    let sdk = cargo_tcpflash::stub_sdk::build(stub.path()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let target = repo().join("target");
+    let output = run(sdk_build(&repo(), &["c-lib", "-o"])
+        .arg(out.path())
+        .arg("--sdk")
+        .arg(&sdk)
+        .arg("--target-dir")
+        .arg(&target));
+    assert_ok(&output);
+    let header = std::fs::read_to_string(out.path().join("ota_agent.h")).unwrap();
+    assert!(header.contains("\nvoid ota_init(void);\n"), "{header}");
+    assert!(header.contains("\nvoid ota_init_with_key(const unsigned char key[32]);\n"), "{header}");
+
+    let nm = Command::new("xtensa-lx106-elf-nm")
+        .arg("-g")
+        .arg(out.path().join("libota_agent.a"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&nm.stdout);
+    let defined: Vec<&str> =
+        listing.lines().filter(|line| !line.trim_start().starts_with('U') && line.contains(' ')).collect();
+    assert_eq!(defined.len(), 3, "only the API and a weak abort: {defined:?}");
+    assert!(
+        defined.iter().any(|line| line.ends_with(" T ota_init"))
+            && defined.iter().any(|line| line.ends_with(" W abort"))
+    );
+
+    let project = tempfile::tempdir().unwrap();
+    let object = project.path().join("user_main.o");
+    let compiled = Command::new("xtensa-lx106-elf-gcc")
+        .args(["-Os", "-mlongcalls", "-mtext-section-literals", "-c", "-I"])
+        .arg(out.path())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c_ota_project.c"))
+        .arg("-o")
+        .arg(&object)
+        .output()
+        .unwrap();
+    assert!(compiled.status.success(), "{}", String::from_utf8_lossy(&compiled.stderr));
+    let map = ota_agent::layout::sdk::SdkMap::by_name("sdk-1MB").unwrap();
+    let script = project.path().join("app.ld");
+    let rom_table = sdk.join("ld/eagle.rom.addr.v6.ld");
+    std::fs::write(&script, cargo_tcpflash::build::sdk::linker_script(&map.layout.slots[0], map, &rom_table))
+        .unwrap();
+    let elf_path = project.path().join("app.elf");
+    let linked = Command::new("xtensa-lx106-elf-ld")
+        .arg("-T")
+        .arg(&script)
+        .args(["--gc-sections", "--no-check-sections", "-u", "call_user_start1", "-o"])
+        .arg(&elf_path)
+        .arg(&object)
+        .arg("-L")
+        .arg(out.path())
+        .arg("-L")
+        .arg(sdk.join("lib"))
+        .args([
+            "--start-group",
+            "-lota_agent",
+            "-lc",
+            "-lgcc",
+            "-lhal",
+            "-lphy",
+            "-lpp",
+            "-lnet80211",
+            "-llwip",
+        ])
+        .args(["-lwpa", "-lcrypto", "-lmain", "-ldriver", "--end-group"])
+        .output()
+        .unwrap();
+    assert!(
+        linked.status.success(),
+        "unresolved in the C project: {}",
+        String::from_utf8_lossy(&linked.stderr)
+    );
+    let bytes = std::fs::read(&elf_path).unwrap();
+    let elf = ElfFile::new(&bytes).unwrap();
+    let irom = elf.find_section_by_name(".irom0.text").unwrap();
+    let table = symbols(&elf);
+    let ota_init = table.iter().find(|(name, ..)| name == "ota_init").unwrap().1;
+    assert!((irom.address()..irom.address() + irom.size()).contains(&ota_init), "the agent runs from flash");
+    assert!(elf.find_section_by_name(".text").unwrap().size() < 2048, "nothing of the agent in IRAM");
+    let rom: Vec<String> =
+        cargo_tcpflash::build::sdk::rom_symbols(&std::fs::read_to_string(&rom_table).unwrap());
+    for (name, _, shndx, _) in &table {
+        assert!(!rom.contains(name) || *shndx == 0xFFF1, "`{name}` is the ROM's, not defined in the image");
+    }
+}

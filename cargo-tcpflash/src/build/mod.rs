@@ -6,6 +6,7 @@
 
 pub mod asm;
 pub mod board;
+pub mod c_lib;
 pub mod cargo;
 pub mod link;
 pub mod sdk;
