@@ -40,6 +40,8 @@ pub struct Firmware {
     pub package: FirmwarePackage,
     pub board: Board,
     pub platform: Platform,
+    /// The NONOS SDK the firmware was linked with (the `nonos-sdk` platform).
+    pub sdk: Option<Sdk>,
     pub layout: &'static FlashLayout,
     pub params: FlashParams,
     pub build_id: [u8; BUILD_ID_LEN],
@@ -441,7 +443,7 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     let [user1, user2] = slots;
     let slots = [user1?, user2?];
     let timings = BuildTimings { compile: compiled_at - started, after_compile: compiled_at.elapsed() };
-    Ok(Firmware { package, board, platform, layout, params, build_id, out_dir, slots, timings })
+    Ok(Firmware { package, board, platform, sdk, layout, params, build_id, out_dir, slots, timings })
 }
 
 /// The firmware and compiler_builtins as one object in the SDK's section names, with every

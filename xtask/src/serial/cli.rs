@@ -7,7 +7,9 @@ use clap::Args;
 use indicatif::ProgressBar;
 use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, SlotId};
 
-use super::flasher::{self, ConnectOptions, FlashError, Region};
+use cargo_tcpflash::build::Sdk;
+
+use super::flasher::{self, ConnectOptions, FlashError, Region, SdkFiles};
 use super::rom::ChipDescription;
 
 #[derive(Debug, Clone, Args)]
@@ -16,8 +18,10 @@ pub struct SerialFlashArgs {
     #[arg(long, value_name = "PORT")]
     pub port: String,
     /// Second-stage bootloader written at 0x0: an ESP8266 v1 image such as rBoot's rboot.bin.
+    /// Not for an SDK map (`--layout sdk-...`): the SDK's own boot_v1.7.bin goes there,
+    /// with esp_init_data_default_v08.bin and blank.bin, all from the SDK (--sdk).
     #[arg(long, value_name = "FILE")]
-    pub bootloader: PathBuf,
+    pub bootloader: Option<PathBuf>,
     /// Baud rate to talk to the ROM loader at (it detects the rate from SYNC).
     #[arg(long, default_value_t = 115_200, value_name = "BAUD")]
     pub baud: u32,
@@ -47,17 +51,39 @@ pub struct Installed {
 
 /// Runs `serial-flash`: everything is checked before the port is opened.
 pub fn run(args: &SerialFlashArgs) -> Result<Installed, FlashError> {
-    let bootloader = read("bootloader", &args.bootloader)?;
-    let (layout, user1) = match &args.image {
-        Some(path) => (resolve_layout(args.build.layout.as_deref())?, read("image", path)?),
+    let (layout, user1, sdk) = match &args.image {
+        Some(path) => {
+            let layout = resolve_layout(args.build.layout.as_deref())?;
+            let sdk = match layout.sdk_map() {
+                Some(_) => Some(Sdk::locate(args.build.sdk.as_deref(), None, Path::new("."))?),
+                None => None,
+            };
+            (layout, read("image", path)?, sdk)
+        }
         // The same build as `cargo tcpflash build`: its layout comes from the firmware's metadata too.
         None => {
             let firmware = cargo_tcpflash::build::build(&args.build)?;
             let user1 = firmware.slot(SlotId::User1);
-            (firmware.layout, read("image", &user1.bin)?)
+            (firmware.layout, read("image", &user1.bin)?, firmware.sdk.clone())
         }
     };
-    let regions = flasher::plan_install(layout, &args.bootloader.display().to_string(), bootloader, user1)?;
+    let regions = match (layout.sdk_map(), sdk) {
+        (Some(map), Some(sdk)) => {
+            let file = |name: &str| read("SDK file", &sdk.path.join("bin").join(name));
+            let files = SdkFiles {
+                bootloader: file(SdkFiles::BOOTLOADER)?,
+                init_data: file(SdkFiles::INIT_DATA)?,
+                blank: file(SdkFiles::BLANK)?,
+            };
+            let boot_path = sdk.path.join("bin").join(SdkFiles::BOOTLOADER).display().to_string();
+            flasher::plan_sdk_install(map, &boot_path, files, user1)?
+        }
+        _ => {
+            let path = args.bootloader.as_ref().ok_or(FlashError::NoBootloader { layout: layout.name })?;
+            let bootloader = read("bootloader", path)?;
+            flasher::plan_install(layout, &path.display().to_string(), bootloader, user1)?
+        }
+    };
 
     let port = flasher::open_port(&args.port, args.baud)?;
     let options = ConnectOptions { reset: !args.no_reset, attempts: args.connect_attempts };
