@@ -20,7 +20,8 @@
 //!   bytes) is delivered until `espconn_recv_unhold`; the rest waits in the kernel, so the
 //!   client really is held back;
 //! - `os_timer`s fire from the event loop, never inside another callback; arming an armed
-//!   timer or setting its function while armed is a violation;
+//!   timer, setting its function while armed, or a delay outside the documented 5 ms to
+//!   0x68D7A3 ms is a violation;
 //! - `spi_flash_*` want 4-byte aligned buffers and lengths and act on a flash file with NOR
 //!   rules ([`tcpflash_sim::FileFlash`]).
 //!
@@ -698,6 +699,9 @@ pub extern "C" fn ets_timer_arm_new(timer: *mut EtsTimer, time: u32, repeat: boo
         if world.timers.iter().any(|armed| armed.timer == timer) {
             world.violation("os_timer_arm on an armed timer (disarm it first)".into());
             return;
+        }
+        if ms_flag && !(5..=0x68_D7A3).contains(&time) {
+            world.violation(format!("os_timer_arm for {time} ms: the SDK documents 5 to 0x68D7A3"));
         }
         let delay = if ms_flag {
             Duration::from_millis(u64::from(time))

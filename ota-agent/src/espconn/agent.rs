@@ -118,6 +118,9 @@ struct Sdk;
 
 /// The driver arms its timer at least this often, so the clock sees every wrap.
 const MAX_TIMER_MS: u32 = 30 * 60 * 1000;
+/// The shortest `os_timer_arm` delay the SDK documents (5 ms, without
+/// `system_timer_reinit`): "at once" is this soon.
+const MIN_TIMER_MS: u32 = 5;
 
 impl EspconnApi for Sdk {
     type Handle = *mut Espconn;
@@ -159,7 +162,7 @@ impl EspconnApi for Sdk {
         // SAFETY: the static timer, set up by `ota_init`; disarmed before it is re-armed.
         unsafe {
             ffi::ets_timer_disarm(timer);
-            ffi::ets_timer_arm_new(timer, delay_ms.min(MAX_TIMER_MS), false, true);
+            ffi::ets_timer_arm_new(timer, delay_ms.clamp(MIN_TIMER_MS, MAX_TIMER_MS), false, true);
         }
     }
 }
