@@ -28,6 +28,23 @@ pub enum Command {
     Build(BuildArgs),
     /// Convert an ESP8266 ELF into a v2 image, or describe an image (--info).
     Image(ImageArgs),
+    /// Write libota_agent.a and ota_agent.h: the agent for C firmware on the NONOS SDK
+    /// (`void ota_init(void);` in user_init, as the seed's tcp_ota.h).
+    CLib(CLibArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CLibArgs {
+    /// The folder to write libota_agent.a and ota_agent.h into.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// The ESP8266 NONOS SDK folder (its ROM table decides which routines the library
+    /// takes from the ROM).
+    #[arg(long, value_name = "PATH", env = "ESP8266_NONOS_SDK")]
+    pub sdk: Option<PathBuf>,
+    /// Where the library is built.
+    #[arg(long, value_name = "DIRECTORY", default_value = "target")]
+    pub target_dir: PathBuf,
 }
 
 /// Which firmware to build and how; shared by `build` and the push.
@@ -61,9 +78,18 @@ pub struct BuildArgs {
     /// else esp8266).
     #[arg(long, value_name = "BOARD")]
     pub board: Option<String>,
-    /// Flash layout: 512KB, 1MB, 2MB or 4MB (default: metadata, else 1MB).
+    /// Flash layout: 512KB, 1MB, 2MB or 4MB (rBoot), or an SDK map for --platform nonos-sdk:
+    /// sdk-1MB, sdk-2MB, sdk-4MB, sdk-2MB-c1, sdk-4MB-c1 (default: metadata, else 1MB).
     #[arg(long, value_name = "LAYOUT")]
     pub layout: Option<String>,
+    /// Platform: bare-metal (the firmware owns the chip, boots through rBoot) or nonos-sdk
+    /// (linked with Espressif's NONOS SDK for WiFi) (default: metadata, else bare-metal).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// The ESP8266 NONOS SDK folder, for --platform nonos-sdk (default: $ESP8266_NONOS_SDK,
+    /// then [package.metadata.tcpflash] sdk).
+    #[arg(long, value_name = "PATH", env = "ESP8266_NONOS_SDK")]
+    pub sdk: Option<PathBuf>,
     /// Flash mode written in the image header: qio, qout, dio or dout.
     #[arg(long, value_name = "MODE")]
     pub flash_mode: Option<String>,

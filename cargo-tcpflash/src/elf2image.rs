@@ -233,6 +233,40 @@ pub fn load_bootloader(elf: &[u8]) -> Result<BootloaderImage, ElfError> {
     })
 }
 
+/// The global and weak symbols `elf` (an object or an executable) defines: what the SDK
+/// build makes local in compiler_builtins' object.
+pub fn defined_globals(elf: &[u8]) -> Result<Vec<String>, ElfError> {
+    use xmas_elf::sections::SectionData;
+    use xmas_elf::symbol_table::{Binding, Entry};
+    let copy = elf.to_vec();
+    let file = ElfFile::new(&copy).map_err(|reason| ElfError::NotElf { reason: reason.to_string() })?;
+    let mut names = Vec::new();
+    for section in file.section_iter() {
+        let Ok(SectionData::SymbolTable32(symbols)) = section.get_data(&file) else { continue };
+        for symbol in symbols {
+            let global = matches!(symbol.get_binding(), Ok(Binding::Global | Binding::Weak));
+            if global && symbol.shndx() != 0 {
+                names.push(
+                    symbol.get_name(&file).map_err(|reason| malformed(reason.to_string()))?.to_string(),
+                );
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Each section's name and size, for size reports.
+pub fn section_sizes(elf: &[u8]) -> Result<Vec<(String, u64)>, ElfError> {
+    let copy = elf.to_vec();
+    let file = ElfFile::new(&copy).map_err(|reason| ElfError::NotElf { reason: reason.to_string() })?;
+    Ok(file
+        .section_iter()
+        .filter_map(|section| Some((section.get_name(&file).ok()?.to_string(), section.size())))
+        .collect())
+}
+
 /// Reads the sections esptool would put into the image, and sorts out IROM.
 pub fn load(elf: &[u8]) -> Result<ElfImage, ElfError> {
     with_elf(elf, |file, entry| {

@@ -8,6 +8,7 @@ use ota_agent::flash::RamNor;
 use ota_agent::image::{
     self, FlashFreq, FlashMode, FlashParams, FlashSize, ImageError, ImageInfo, MemoryKind,
 };
+use ota_agent::layout::sdk::{SDK_MAPS, SdkMap, gen_appbin_link_addr};
 use ota_agent::layout::{IMAGE_IROM_OFFSET, LAYOUTS};
 use thiserror::Error;
 
@@ -152,6 +153,12 @@ pub fn describe(image: &[u8]) -> (String, Result<(), DescribeError>) {
 fn write_info(out: &mut String, info: &ImageInfo) -> std::fmt::Result {
     let [mode, size_freq] = info.params.to_header_bytes();
     writeln!(out, "v2 image, {} bytes", info.len)?;
+    if let Some(app) = info.sdk_app {
+        writeln!(
+            out,
+            "written by:  the SDK's gen_appbin.py, app {app} (first header bytes 2..3: 00 {app:02x})"
+        )?;
+    }
     writeln!(out, "flash mode:  {} ({mode:#04x})", info.params.mode)?;
     writeln!(out, "flash size:  {} ({:#x})", info.params.size, size_freq >> 4)?;
     writeln!(out, "flash freq:  {} ({:#x})", info.params.freq, size_freq & 0xF)?;
@@ -175,7 +182,15 @@ fn write_info(out: &mut String, info: &ImageInfo) -> std::fmt::Result {
         verdict(info.crc_valid(), info.crc, info.computed_crc, 10)
     )?;
     match &info.descriptor {
-        None => writeln!(out, "descriptor:  none (not built by tcpflash: no slot check possible)")?,
+        None => match info.sdk_app.zip(SdkMap::for_flash_size(info.params.size)) {
+            Some((app, map)) => writeln!(
+                out,
+                "descriptor:  none (an SDK image: its map and app number put IROM at {:#010x}, user{app} of {})",
+                gen_appbin_link_addr(info.params.size, app).unwrap_or_default(),
+                map.layout.name,
+            )?,
+            None => writeln!(out, "descriptor:  none (not built by tcpflash: no slot check possible)")?,
+        },
         Some(descriptor) => {
             writeln!(out, "descriptor:")?;
             writeln!(out, "  name:      {}", descriptor.name())?;
@@ -204,6 +219,7 @@ fn verdict(valid: bool, stored: u32, computed: u32, width: usize) -> String {
 pub fn slots_linked_at(link_addr: u32) -> String {
     let matches: Vec<String> = LAYOUTS
         .iter()
+        .chain(SDK_MAPS.iter().map(|map| &map.layout))
         .flat_map(|layout| layout.slots.iter().map(move |slot| (layout, slot)))
         .filter(|(_, slot)| slot.irom_link_addr() == link_addr)
         .map(|(layout, slot)| format!("{} of {}", slot.id, layout.name))
@@ -223,7 +239,13 @@ mod tests {
             slots_linked_at(0x4020_2010),
             "user1 of 512KB, user1 of 1MB, user1 of 2MB, user2 of 2MB, user1 of 4MB, user2 of 4MB"
         );
-        assert_eq!(slots_linked_at(0x4020_1010), "no slot of any layout");
+        assert_eq!(
+            slots_linked_at(0x4020_1010),
+            "user1 of sdk-1MB, user1 of sdk-2MB, user1 of sdk-4MB, user1 of sdk-2MB-c1, user2 of sdk-2MB-c1, \
+             user1 of sdk-4MB-c1, user2 of sdk-4MB-c1"
+        );
+        assert_eq!(slots_linked_at(0x4028_1010), "user2 of sdk-1MB, user2 of sdk-2MB, user2 of sdk-4MB");
+        assert_eq!(slots_linked_at(0x4030_0000), "no slot of any layout");
     }
 
     #[test]

@@ -8,3 +8,4 @@ pub mod image_cmd;
 pub mod progress;
 pub mod push;
 pub mod push_cmd;
+pub mod stub_sdk;

@@ -7,6 +7,7 @@ fn main() -> miette::Result<()> {
     match cli.command {
         Some(Command::Build(args)) => cargo_tcpflash::build_cmd::run(&args).map(drop).map_err(Into::into),
         Some(Command::Image(args)) => Ok(cargo_tcpflash::image_cmd::run(&args)?),
+        Some(Command::CLib(args)) => cargo_tcpflash::build_cmd::c_lib(&args).map(drop).map_err(Into::into),
         // The push picks its exit status by kind of failure (see --help).
         None => std::process::exit(cargo_tcpflash::push_cmd::run(&cli.push)),
     }

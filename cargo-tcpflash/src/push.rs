@@ -506,9 +506,9 @@ impl<'c> Conn<'c> {
                     if client.transmit() == Transmit::Nothing {
                         self.step = Step::Verdict;
                         report(Progress::Verifying);
-                        // Nothing more comes: our side closes, so the device commits without
-                        // waiting out its grace for stray bytes.
-                        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+                        // No half-close: espconn (the SDK's agents, the seed's) takes a FIN
+                        // for the end of the connection; the device commits after its short
+                        // grace for stray bytes instead.
                     }
                     // The device may refuse before the image is complete (a flash failure):
                     // look at what it said without waiting.

@@ -407,3 +407,320 @@ fn a_bootloader_has_no_slots_to_push() {
     assert!(stderr.contains("`pushed-boot` is a bootloader"), "{stderr}");
     assert!(stderr.contains("serial-flash --bootloader"), "{stderr}");
 }
+
+// ---- the NONOS SDK platform, against the stub SDK --------------------------------------
+
+/// `cargo tcpflash` with the SDK platform's environment under the test's control.
+fn sdk_build(dir: &Path, args: &[&str]) -> Command {
+    let mut command = tcpflash(dir, args);
+    command
+        .env_remove("ESP8266_NONOS_SDK")
+        .env("TCPFLASH_WIFI_SSID", "ci-network")
+        .env("TCPFLASH_WIFI_PASSWORD", "not-printed-8a3f");
+    command
+}
+
+fn symbols(elf: &ElfFile<'_>) -> Vec<(String, u64, u16, bool)> {
+    use xmas_elf::sections::SectionData;
+    use xmas_elf::symbol_table::{Binding, Entry};
+    let section = elf.find_section_by_name(".symtab").unwrap();
+    let Ok(SectionData::SymbolTable32(entries)) = section.get_data(elf) else {
+        panic!("a 32-bit symbol table")
+    };
+    entries
+        .iter()
+        .filter_map(|symbol| {
+            let name = symbol.get_name(elf).ok()?.to_string();
+            let global = matches!(symbol.get_binding(), Ok(Binding::Global | Binding::Weak));
+            Some((name, symbol.value(), symbol.shndx(), global))
+        })
+        .collect()
+}
+
+/// Both slots of every SDK map link against the stub SDK, esptool-identical, with the
+/// descriptor first in IROM at the map's address, IRAM within 32 KB, `call_user_start1`
+/// as the entry, Rust code in IROM, and every ROM routine taken from the ROM: no symbol the
+/// ROM table provides is defined in flash (DESIGN.md section 9's hazard). Then the errors
+/// that need example-blinky: an SDK lacking symbols, and missing WiFi credentials.
+#[test]
+fn every_sdk_map_links_both_slots_against_the_stub_sdk() {
+    let stub = tempfile::tempdir().unwrap();
+    let sdk = cargo_tcpflash::stub_sdk::build(stub.path()).unwrap();
+    let rom: std::collections::HashMap<String, u64> = cargo_tcpflash::build::sdk::rom_symbols(
+        &std::fs::read_to_string(sdk.join("ld/eagle.rom.addr.v6.ld")).unwrap(),
+    )
+    .into_iter()
+    .zip(std::fs::read_to_string(sdk.join("ld/eagle.rom.addr.v6.ld")).unwrap().lines().skip(1).map(|line| {
+        u64::from_str_radix(line.split("0x").nth(1).unwrap().trim_end_matches(" );"), 16).unwrap()
+    }))
+    .collect();
+    for map in &ota_agent::layout::sdk::SDK_MAPS {
+        let layout = &map.layout;
+        let args = [
+            "build",
+            "--manifest-path",
+            "example-blinky/Cargo.toml",
+            "--platform",
+            "nonos-sdk",
+            "--layout",
+            layout.name,
+            "--sdk",
+        ];
+        let output = run(sdk_build(&repo(), &args).arg(&sdk));
+        assert_ok(&output);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let size = map.flash_size().name();
+        assert!(
+            stdout.contains(&format!(
+                ", layout {}, flash qio {size} 40m, board esp8266, platform nonos-sdk",
+                layout.name
+            )),
+            "{stdout}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&output.stderr).contains("not-printed-8a3f"),
+            "the WiFi password is never printed"
+        );
+        let dir = repo().join("example-blinky/target/tcpflash/nonos-sdk").join(layout.name);
+        for slot in layout.slots {
+            let what = format!("{} of {}", slot.id, layout.name);
+            let elf_path = dir.join(format!("{}.elf", slot.id));
+            let ours = std::fs::read(dir.join(format!("{}.bin", slot.id))).unwrap();
+            let theirs = esptool_image(&elf_path, ("qio", size, "40m")).unwrap();
+            assert!(ours == theirs, "{what}: differs from esptool's conversion");
+            assert_eq!(descriptor_of(&ours).link_addr, slot.irom_link_addr(), "{what}");
+
+            let bytes = std::fs::read(&elf_path).unwrap();
+            let elf = ElfFile::new(&bytes).unwrap();
+            let irom = elf.find_section_by_name(".irom0.text").unwrap();
+            assert_eq!(
+                irom.address(),
+                u64::from(slot.irom_link_addr()),
+                "{what}: IROM starts at the map's address"
+            );
+            let table = symbols(&elf);
+            let address =
+                |name: &str| table.iter().find(|(n, _, _, global)| n == name && *global).map(|s| s.1);
+            assert_eq!(
+                address("TCPFLASH_DESCRIPTOR"),
+                Some(irom.address()),
+                "{what}: the descriptor comes first"
+            );
+            assert_eq!(
+                Some(elf.header.pt2.entry_point()),
+                address("call_user_start1"),
+                "{what}: the SDK's entry"
+            );
+            let user_init = address("user_init").unwrap();
+            assert!(
+                (irom.address()..irom.address() + irom.size()).contains(&user_init),
+                "{what}: Rust code in IROM"
+            );
+            let iram: u64 = elf
+                .section_iter()
+                .filter(|s| (0x4010_0000..0x4010_8000).contains(&s.address()) && s.size() > 0)
+                .map(|s| {
+                    assert!(
+                        s.address() + s.size() <= 0x4010_8000,
+                        "{what}: {} leaves IRAM",
+                        s.get_name(&elf).unwrap()
+                    );
+                    s.size()
+                })
+                .sum();
+            assert!(iram <= 32 * 1024, "{what}: {iram} bytes of IRAM");
+            for (name, value, shndx, _) in &table {
+                if let Some(&rom_addr) = rom.get(name) {
+                    assert_eq!(
+                        (*value, *shndx),
+                        (rom_addr, 0xFFF1),
+                        "{what}: `{name}` must be the ROM's ({rom_addr:#x}), not defined in the image"
+                    );
+                }
+            }
+            assert!(table.iter().any(|(name, _, _, _)| name == "__udivsi3"), "the stub's IRAM code divides");
+        }
+    }
+
+    // An SDK whose espconn library lacks the functions the agent calls.
+    let old = tempfile::tempdir().unwrap();
+    let copy = cargo_tcpflash::stub_sdk::build(old.path()).unwrap();
+    std::fs::copy(copy.join("lib/libphy.a"), copy.join("lib/liblwip.a")).unwrap();
+    let args = [
+        "build",
+        "--manifest-path",
+        "example-blinky/Cargo.toml",
+        "--platform",
+        "nonos-sdk",
+        "--layout",
+        "sdk-1MB",
+        "--sdk",
+    ];
+    let output = run(sdk_build(&repo(), &args).arg(&copy));
+    assert!(!output.status.success());
+    let stderr = flat_stderr(&output);
+    assert!(
+        stderr.contains(&format!("the SDK at {} lacks `espconn_abort`, `espconn_accept`", copy.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("use NONOS SDK 3.0.x"), "{stderr}");
+
+    // No WiFi network named: the build says which variables to set, and prints no secret.
+    let output = run(sdk_build(&repo(), &args).arg(&sdk).env_remove("TCPFLASH_WIFI_SSID"));
+    assert!(!output.status.success());
+    let stderr = flat_stderr(&output);
+    assert!(stderr.contains("set TCPFLASH_WIFI_SSID and TCPFLASH_WIFI_PASSWORD"), "{stderr}");
+    assert!(!stderr.contains("not-printed-8a3f"), "{stderr}");
+}
+
+#[test]
+fn sdk_platform_errors_name_the_fix() {
+    let main = format!("{MINIMAL_MAIN}#[unsafe(no_mangle)]\npub extern \"C\" fn user_init() {{}}\n");
+    let dir = fixture("sdk-firmware", &main, None);
+
+    // No SDK given: where to get one.
+    let output = run(sdk_build(dir.path(), &["build", "--platform", "nonos-sdk", "--layout", "sdk-1MB"]));
+    let stderr = flat_stderr(&output);
+    assert!(
+        stderr.contains("the nonos-sdk platform needs Espressif's ESP8266 NONOS SDK, and none was given"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("https://github.com/espressif/ESP8266_NONOS_SDK"), "{stderr}");
+
+    // A folder that is not an SDK: which file is missing (given through the variable).
+    let output = run(sdk_build(dir.path(), &["build", "--platform", "nonos-sdk", "--layout", "sdk-1MB"])
+        .env("ESP8266_NONOS_SDK", dir.path()));
+    let stderr = flat_stderr(&output);
+    // (miette may break the line after a slash)
+    assert!(
+        stderr.replace("/ ", "/").contains("is not an ESP8266 NONOS SDK: it has no ld/eagle.rom.addr.v6.ld"),
+        "{stderr}"
+    );
+
+    // Layout and platform that do not belong together, both ways.
+    let stub = tempfile::tempdir().unwrap();
+    let sdk = cargo_tcpflash::stub_sdk::build(stub.path()).unwrap();
+    let sdk = sdk.to_str().unwrap();
+    let output =
+        run(sdk_build(dir.path(), &["build", "--platform", "nonos-sdk", "--layout", "1MB", "--sdk", sdk]));
+    let stderr = flat_stderr(&output);
+    assert!(stderr.contains("the 1MB layout is not one of the SDK's flash maps"), "{stderr}");
+    let output = run(sdk_build(dir.path(), &["build", "--layout", "sdk-4MB"]));
+    let stderr = flat_stderr(&output);
+    assert!(
+        stderr.contains("the sdk-4MB layout is an SDK flash map") && stderr.contains("--platform nonos-sdk"),
+        "{stderr}"
+    );
+
+    // An image too big for the map's slot: measured against it.
+    let heavy = format!(
+        "{MINIMAL_MAIN}#[unsafe(link_section = \".irom0.text\")]\n#[used]\nstatic BALLAST: [u32; 131072] = [0x5A5A_5A5A; 131072];\n\
+         #[unsafe(no_mangle)]\npub extern \"C\" fn user_init() {{\n    \
+         // SAFETY: an aligned word of a static.\n    \
+         let _ = unsafe {{ core::ptr::read_volatile((&raw const BALLAST).cast::<u32>()) }}; }}\n"
+    );
+    let dir = fixture("heavy-sdk-firmware", &heavy, None);
+    let output = build_fixture(dir.path(), &["--platform", "nonos-sdk", "--layout", "sdk-1MB", "--sdk", sdk]);
+    assert!(!output.status.success());
+    let stderr = flat_stderr(&output);
+    let slot = FlashLayout::by_name("sdk-1MB").unwrap().slots[0];
+    assert!(stderr.contains("too large for user1 by "), "{stderr}");
+    let len_at = stderr.find("image is ").unwrap() + "image is ".len();
+    let len: u64 = stderr[len_at..].split(' ').next().unwrap().parse().unwrap();
+    assert!(len > u64::from(slot.capacity) && len > 512 * 1024, "{stderr}");
+}
+
+/// `cargo tcpflash c-lib`: the library exports only the API (and a weak `abort`), needs
+/// nothing but SDK and ROM functions, and links into a C SDK project (its objects, the
+/// SDK's libraries and libc, and a script with the SDK's placement rules: only
+/// `.irom0.text` in flash) with the agent's code in IROM and no ROM routine redefined.
+#[test]
+fn the_c_library_links_into_a_c_sdk_project_against_the_stub_sdk() {
+    let stub = tempfile::tempdir().unwrap();
+    let sdk = cargo_tcpflash::stub_sdk::build(stub.path()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let target = repo().join("target");
+    let output = run(sdk_build(&repo(), &["c-lib", "-o"])
+        .arg(out.path())
+        .arg("--sdk")
+        .arg(&sdk)
+        .arg("--target-dir")
+        .arg(&target));
+    assert_ok(&output);
+    let header = std::fs::read_to_string(out.path().join("ota_agent.h")).unwrap();
+    assert!(header.contains("\nvoid ota_init(void);\n"), "{header}");
+    assert!(header.contains("\nvoid ota_init_with_key(const unsigned char key[32]);\n"), "{header}");
+
+    let nm = Command::new("xtensa-lx106-elf-nm")
+        .arg("-g")
+        .arg(out.path().join("libota_agent.a"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&nm.stdout);
+    let defined: Vec<&str> =
+        listing.lines().filter(|line| !line.trim_start().starts_with('U') && line.contains(' ')).collect();
+    assert_eq!(defined.len(), 3, "only the API and a weak abort: {defined:?}");
+    assert!(
+        defined.iter().any(|line| line.ends_with(" T ota_init"))
+            && defined.iter().any(|line| line.ends_with(" W abort"))
+    );
+
+    let project = tempfile::tempdir().unwrap();
+    let object = project.path().join("user_main.o");
+    let compiled = Command::new("xtensa-lx106-elf-gcc")
+        .args(["-Os", "-mlongcalls", "-mtext-section-literals", "-c", "-I"])
+        .arg(out.path())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c_ota_project.c"))
+        .arg("-o")
+        .arg(&object)
+        .output()
+        .unwrap();
+    assert!(compiled.status.success(), "{}", String::from_utf8_lossy(&compiled.stderr));
+    let map = ota_agent::layout::sdk::SdkMap::by_name("sdk-1MB").unwrap();
+    let script = project.path().join("app.ld");
+    let rom_table = sdk.join("ld/eagle.rom.addr.v6.ld");
+    std::fs::write(&script, cargo_tcpflash::build::sdk::linker_script(&map.layout.slots[0], map, &rom_table))
+        .unwrap();
+    let elf_path = project.path().join("app.elf");
+    let linked = Command::new("xtensa-lx106-elf-ld")
+        .arg("-T")
+        .arg(&script)
+        .args(["--gc-sections", "--no-check-sections", "-u", "call_user_start1", "-o"])
+        .arg(&elf_path)
+        .arg(&object)
+        .arg("-L")
+        .arg(out.path())
+        .arg("-L")
+        .arg(sdk.join("lib"))
+        .args([
+            "--start-group",
+            "-lota_agent",
+            "-lc",
+            "-lgcc",
+            "-lhal",
+            "-lphy",
+            "-lpp",
+            "-lnet80211",
+            "-llwip",
+        ])
+        .args(["-lwpa", "-lcrypto", "-lmain", "-ldriver", "--end-group"])
+        .output()
+        .unwrap();
+    assert!(
+        linked.status.success(),
+        "unresolved in the C project: {}",
+        String::from_utf8_lossy(&linked.stderr)
+    );
+    let bytes = std::fs::read(&elf_path).unwrap();
+    let elf = ElfFile::new(&bytes).unwrap();
+    let irom = elf.find_section_by_name(".irom0.text").unwrap();
+    let table = symbols(&elf);
+    let ota_init = table.iter().find(|(name, ..)| name == "ota_init").unwrap().1;
+    assert!((irom.address()..irom.address() + irom.size()).contains(&ota_init), "the agent runs from flash");
+    assert!(elf.find_section_by_name(".text").unwrap().size() < 2048, "nothing of the agent in IRAM");
+    let rom: Vec<String> =
+        cargo_tcpflash::build::sdk::rom_symbols(&std::fs::read_to_string(&rom_table).unwrap());
+    for (name, _, shndx, _) in &table {
+        assert!(!rom.contains(name) || *shndx == 0xFFF1, "`{name}` is the ROM's, not defined in the image");
+    }
+}

@@ -320,6 +320,30 @@ fn info_describes_a_valid_image() {
     );
 }
 
+/// An image in the form the SDK's `gen_appbin.py` writes (first header `00`, app number):
+/// read with its flash parameters from the second header, and without a descriptor the
+/// SDK map and app number say where its IROM was linked.
+#[test]
+fn info_describes_an_image_written_by_gen_appbin() {
+    let dir = tempfile::tempdir().unwrap();
+    let elf = compile_fixture(dir.path(), "merge", "merge");
+    let esptool = esptool_image(&elf, ("dio", "1MB", "40m")).unwrap();
+    let path = dir.path().join("user2.bin");
+    std::fs::write(&path, ota_agent::image::samples::gen_appbin_form(&esptool, 2)).unwrap();
+    let output = info(&path);
+    assert!(output.status.success(), "{}", flat_stderr(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[1], "written by:  the SDK's gen_appbin.py, app 2 (first header bytes 2..3: 00 02)");
+    assert_eq!(lines[2], "flash mode:  dio (0x02)");
+    assert_eq!(lines[3], "flash size:  1MB (0x2)");
+    assert!(lines.iter().any(|line| line.starts_with("CRC:") && line.ends_with(" valid")), "{stdout}");
+    assert_eq!(
+        *lines.last().unwrap(),
+        "descriptor:  none (an SDK image: its map and app number put IROM at 0x40281010, user2 of sdk-1MB)"
+    );
+}
+
 #[test]
 fn info_reports_damage() {
     let dir = tempfile::tempdir().unwrap();

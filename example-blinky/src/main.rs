@@ -5,20 +5,33 @@
 //!   WiFi driver; a WiFi driver's smoltcp `Device` plugs into the same `Interface`);
 //! - `qemu`: QEMU's XTFPGA board, its Ethernet MAC on QEMU's user-mode network, its CFI
 //!   flash, and messages on its UART.
+//!
+//! With `--platform nonos-sdk` (`cfg(tcpflash_platform = "nonos-sdk")`) the firmware runs on
+//! Espressif's SDK instead: it joins the WiFi named at build time and the agent listens
+//! there through espconn (`board/nonos_sdk.rs`; the SDK calls its `user_init`).
 #![no_std]
 #![no_main]
 
 use core::panic::PanicInfo;
 
+#[cfg(not(tcpflash_platform = "nonos-sdk"))]
 use ota_agent::static_cell::StaticCell;
+#[cfg(not(tcpflash_platform = "nonos-sdk"))]
 use smoltcp::iface::{Interface, SocketSet, SocketStorage};
+#[cfg(not(tcpflash_platform = "nonos-sdk"))]
 use smoltcp::time::{Duration, Instant};
+#[cfg(not(tcpflash_platform = "nonos-sdk"))]
 use smoltcp::wire::{IpAddress, IpCidr};
 
-#[cfg_attr(tcpflash_board = "qemu", path = "board/qemu.rs")]
-#[cfg_attr(not(tcpflash_board = "qemu"), path = "board/esp8266/mod.rs")]
+#[cfg_attr(tcpflash_platform = "nonos-sdk", path = "board/nonos_sdk.rs")]
+#[cfg_attr(all(not(tcpflash_platform = "nonos-sdk"), tcpflash_board = "qemu"), path = "board/qemu.rs")]
+#[cfg_attr(
+    all(not(tcpflash_platform = "nonos-sdk"), not(tcpflash_board = "qemu")),
+    path = "board/esp8266/mod.rs"
+)]
 mod board;
 
+#[cfg(not(tcpflash_platform = "nonos-sdk"))]
 const BLINK: Duration = Duration::from_millis(500);
 
 /// A line on the board's console, if it has one.
@@ -26,14 +39,26 @@ macro_rules! say {
     ($($arg:tt)*) => { board::log(format_args!($($arg)*)) };
 }
 
+#[cfg(not(tcpflash_platform = "nonos-sdk"))]
 static SOCKETS: StaticCell<[SocketStorage<'static>; 2]> = StaticCell::new([SocketStorage::EMPTY; 2]);
-#[cfg(feature = "ota")]
+#[cfg(all(feature = "ota", not(tcpflash_platform = "nonos-sdk")))]
 static OTA: StaticCell<ota_agent::net::OtaBuffers> = StaticCell::new(ota_agent::net::OtaBuffers::new());
 /// The agent's key, from `TCPFLASH_KEY_FILE` at build time (see build.rs): with it, only a
 /// push that proves it holds the key is accepted.
 #[cfg(all(feature = "ota", ota_key))]
 static OTA_KEY: ota_agent::auth::Key = *include_bytes!(concat!(env!("OUT_DIR"), "/ota_key.bin"));
 
+/// The key the agent requires, if the firmware was built with one.
+#[cfg(feature = "ota")]
+#[allow(dead_code)] // the bare-metal main sets the key in its own config
+fn ota_key() -> Option<&'static ota_agent::auth::Key> {
+    #[cfg(ota_key)]
+    return Some(&OTA_KEY);
+    #[cfg(not(ota_key))]
+    None
+}
+
+#[cfg(not(tcpflash_platform = "nonos-sdk"))]
 #[allow(unsafe_code)] // a symbol of the start-up code, read for its address only
 unsafe extern "C" {
     /// The slot descriptor cargo-tcpflash puts at the head of IROM: its address is where
@@ -41,6 +66,7 @@ unsafe extern "C" {
     static TCPFLASH_DESCRIPTOR: u8;
 }
 
+#[cfg(not(tcpflash_platform = "nonos-sdk"))]
 #[allow(unsafe_code)] // the entry the start-up code calls by name
 #[unsafe(no_mangle)]
 pub extern "C" fn main() -> ! {
@@ -100,7 +126,7 @@ pub extern "C" fn main() -> ! {
 }
 
 /// What the agent was doing at the last look, to say what changed.
-#[cfg(feature = "ota")]
+#[cfg(all(feature = "ota", not(tcpflash_platform = "nonos-sdk")))]
 #[derive(Default)]
 struct Watch {
     started: bool,
@@ -108,7 +134,7 @@ struct Watch {
     done: bool,
 }
 
-#[cfg(feature = "ota")]
+#[cfg(all(feature = "ota", not(tcpflash_platform = "nonos-sdk")))]
 impl Watch {
     fn report(&mut self, agent: &ota_agent::net::OtaAgent<'_>) {
         use ota_agent::session::Phase;

@@ -3,7 +3,9 @@
 //! The slots are the ones rBoot writes in its default config (ROM 0 at 0x2000, ROM 1 at
 //! half the flash + 0x2000). Keeping exactly those matters: when the config sector is lost
 //! (a power cut while it is rewritten), rBoot recreates that default and still finds both
-//! images.
+//! images. The SDK's own maps (boot through Espressif's bootloader) are in [`sdk`].
+
+pub mod sdk;
 
 /// Erase unit of the SPI NOR flash.
 pub const SECTOR_SIZE: u32 = 0x1000;
@@ -181,15 +183,16 @@ impl FlashLayout {
         let half = flash_size / 2;
         let first = BOOT_CONFIG_OFFSET + SECTOR_SIZE;
         let second = half + first;
+        let system = flash_size - SYSTEM_RESERVED;
         FlashLayout {
             name,
             flash_size,
             slots: [
-                Slot { id: SlotId::User1, offset: first, capacity: slot_capacity(first, half, flash_size) },
+                Slot { id: SlotId::User1, offset: first, capacity: slot_capacity(first, half, system) },
                 Slot {
                     id: SlotId::User2,
                     offset: second,
-                    capacity: slot_capacity(second, flash_size, flash_size),
+                    capacity: slot_capacity(second, flash_size, system),
                 },
             ],
         }
@@ -211,8 +214,12 @@ impl FlashLayout {
         self.flash_size / 2
     }
 
-    /// Looks a layout up by name, case-insensitively (`1MB`, `1mb`, `1M`, `1024KB`).
+    /// Looks a layout up by name, case-insensitively (`1MB`, `1mb`, `1M`, `1024KB`, and the
+    /// SDK's maps: `sdk-1MB`, `sdk-2MB-c1`).
     pub fn by_name(name: &str) -> Option<&'static FlashLayout> {
+        if let Some(map) = sdk::SdkMap::by_name(name) {
+            return Some(&map.layout);
+        }
         let wanted = normalize_size_name(name)?;
         LAYOUTS.iter().find(|layout| layout.flash_size == wanted)
     }
@@ -224,14 +231,14 @@ impl FlashLayout {
 }
 
 /// The slot ends at the next boundary: the other slot, the end of the 1 MB window the cache
-/// maps, or the reserved system sectors at the end of the chip, whichever comes first.
-const fn slot_capacity(offset: u32, next_boundary: u32, flash_size: u32) -> u32 {
+/// maps, or the reserved system sectors at the end of the chip (from `system` on), whichever
+/// comes first.
+const fn slot_capacity(offset: u32, next_boundary: u32, system: u32) -> u32 {
     let window_end = (offset / IROM_WINDOW + 1) * IROM_WINDOW;
     let mut end = next_boundary;
     if window_end < end {
         end = window_end;
     }
-    let system = flash_size - SYSTEM_RESERVED;
     if system < end {
         end = system;
     }

@@ -9,6 +9,7 @@ pub mod boot;
 pub mod client;
 pub mod crc;
 pub mod descriptor;
+pub mod espconn;
 pub mod flash;
 pub mod hex;
 pub mod image;

@@ -41,8 +41,9 @@ pub const REFUSED_LINGER: smoltcp::time::Duration = smoltcp::time::Duration::fro
 
 /// What the listener needs of the board: its random source (nonces) and its reset.
 pub trait Platform {
-    /// Restart into the new firmware. Called once, when the session's reboot time has come;
-    /// normally does not return.
+    /// Restart into the new firmware. Called once, when the session's reboot time has come,
+    /// which only a verified image sets; normally does not return. On an SDK map
+    /// ([`crate::layout::sdk`]) this is also where the slot switches (the SDK's upgrade flag).
     fn reboot(&mut self);
 
     /// Fills `buf` with unpredictable bytes (a hardware RNG): each session's nonce, when
@@ -245,7 +246,9 @@ impl<'a> Listener<'a> {
     /// When the listener next needs [`Listener::serve`] or [`Listener::poll`] although
     /// nothing arrives: the session's deadline or the reboot. `None`: only on input.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let session = if self.busy { self.session.poll_timeout() } else { None };
+        // The reboot once, from the listener's own record: after it (a platform whose reboot
+        // returns, as in tests) only the connection's deadline.
+        let session = if self.busy { self.session.deadline() } else { None };
         match (session, self.session.reboot_at().filter(|_| !self.rebooted)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

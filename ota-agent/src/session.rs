@@ -59,6 +59,10 @@ pub const MAX_HEADER_BYTES: u32 = 512;
 /// 10 KB/s (SLIP at 115200 baud) to several 100 KB/s (WiFi); a client that sends one byte
 /// now and then to defeat the idle timeout is dropped.
 pub const MIN_PACE: u32 = 1024;
+
+/// After the success line is delivered, the time the device gives its own close (FIN) to
+/// leave before it reboots.
+pub const CLOSE_GRACE: Duration = Duration::from_millis(100);
 /// After `Flashing`, how long the device waits for the client to close its side or to send
 /// bytes beyond the image before it commits. A client that half-closes after the image
 /// (as `cargo tcpflash` does) skips the wait.
@@ -418,12 +422,14 @@ impl<'a> Session<'a> {
     }
 
     /// The replies of a committed update are out (sent and, where the driver can tell,
-    /// acknowledged): the device need not wait any longer to reboot.
+    /// acknowledged): the device need not wait the 2 s any longer, only [`CLOSE_GRACE`] for
+    /// its own close to leave (a client that reads until the connection closes then sees it
+    /// close, not vanish).
     pub fn delivered(&mut self, now: Instant) {
         if let (State::Closing { .. }, Some(at)) = (self.state, self.reboot_at)
             && !self.has_reply()
         {
-            self.reboot_at = Some(at.min(now));
+            self.reboot_at = Some(at.min(now + CLOSE_GRACE));
         }
     }
 
@@ -535,8 +541,16 @@ impl<'a> Session<'a> {
     /// image complete and waiting to be verified), quinn-proto style: drivers need not
     /// guess deadlines. `None` while nothing is pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.deadline(), self.reboot_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// [`Session::poll_timeout`] without the reboot: the connection's own deadline.
+    pub fn deadline(&self) -> Option<Instant> {
         let idle = self.config.idle_timeout;
-        let session = match self.state {
+        match self.state {
             State::Complete { .. } => Some(self.last_input),
             State::Verified { since, .. } => Some(since + COMMIT_GRACE),
             State::ExpectOta | State::ExpectGetNextFlash | State::Headers { .. } => {
@@ -546,10 +560,6 @@ impl<'a> Session<'a> {
             State::Closing { since } => Some(since + idle),
             State::Dropping { since } => Some(since + DROP_LINGER),
             State::Idle | State::Abort => None,
-        };
-        match (session, self.reboot_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
         }
     }
 
@@ -779,8 +789,11 @@ impl<'a> Session<'a> {
         let running = self.running.slot.unwrap_or(target.other());
         let (layout, status, attempts) =
             (self.config.layout, self.running.status, self.config.trial_attempts);
-        if let Err(error) =
-            boot::commit_update(flash, layout, running, target, status, attempts, self.writer.buffer())
+        // An SDK map boots through Espressif's bootloader: the driver's platform switches
+        // with the SDK's upgrade API when it reboots (the rBoot config's place is in user1).
+        if layout.sdk_map().is_none()
+            && let Err(error) =
+                boot::commit_update(flash, layout, running, target, status, attempts, self.writer.buffer())
         {
             return self.fail(now, Failure::Commit(error));
         }

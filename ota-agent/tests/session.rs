@@ -687,3 +687,27 @@ fn flash_errors_name_the_operation() {
         "user2.bin\r\nReady\r\nInvalid\r\nERR: flash erase at 0x82000 failed: An implementation specific error occurred\r\n"
     );
 }
+
+/// On an SDK map the slot switch is the SDK's upgrade flag, set by the platform at reboot:
+/// the session writes the image and nothing else. Writing rBoot's config at 0x1000 there
+/// would land in user1, the running firmware.
+#[test]
+fn on_an_sdk_map_only_the_slot_changes_and_the_reboot_is_scheduled() {
+    let map = ota_agent::layout::sdk::SdkMap::by_name("sdk-1MB").unwrap();
+    let layout = &map.layout;
+    let user2 = layout.slot(SlotId::User2);
+    let image = image_linked_at(user2.irom_link_addr(), 3000, 5);
+    let mut before = RamNor::from_storage(vec![0xFF; layout.flash_size as usize]);
+    before.write(0x1000, &[0xE9; 64]).unwrap();
+    let mut device = Device::with_config(before.clone(), SessionConfig::new(layout));
+    device.session.set_running(ota_agent::boot::Running::untracked(Some(SlotId::User1)));
+    device.session.start(device.now, None);
+    device.send(&push_message(image.len(), &image), Segmentation::Whole);
+    assert_eq!(device.replies(), SUCCESS_REPLIES);
+    assert!(device.session.reboot_at().is_some(), "the reboot is scheduled");
+    let (b, a) = (before.bytes(), device.flash.bytes());
+    let start = user2.offset as usize;
+    assert!(a[..start] == b[..start], "nothing before user2 changed (user1 at 0x1000 included)");
+    assert_eq!(&a[start..start + image.len()], &image[..]);
+    assert!(a[start + image.len()..].iter().all(|&byte| byte == 0xFF));
+}

@@ -545,3 +545,103 @@ fn the_command_reports_errors_and_success() {
     let fake = fake.finish();
     assert_same(&fake.flash()[0x2000..0x2800], &user1_image(0x800), 0x2000, "user1");
 }
+
+/// On an SDK map, serial-flash writes the SDK's files from the SDK folder (here the stub
+/// SDK's stand-ins): boot_v1.7.bin at 0x0 with user1's flash parameters in its header (the
+/// SDK checks the map there), user1 at 0x1000, blank.bin over the RF calibration and the
+/// three system-parameter sectors, the PHY init data last (the ROM's erase workaround would
+/// take it with the blank sector before it); no rBoot config, and nothing else.
+#[test]
+fn installs_the_sdk_files_at_the_maps_addresses() {
+    use ota_agent::image::samples::{irom_for, write as image};
+    use ota_agent::image::{FlashFreq, FlashMode, FlashParams, FlashSize, Segment};
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = cargo_tcpflash::stub_sdk::build(&dir.path().join("sdk")).unwrap();
+    let map = ota_agent::layout::sdk::SdkMap::by_name("sdk-2MB-c1").unwrap();
+    let params = FlashParams { mode: FlashMode::Dio, size: FlashSize::Size2MC1, freq: FlashFreq::Freq80M };
+    let irom = irom_for(map.layout.slots[0].irom_link_addr(), 6000);
+    let user1 = image(params, 0x4010_0000, &irom, &[Segment { addr: 0x4010_0000, data: &[3; 64] }]);
+    let image_path = write(dir.path(), "user1.bin", &user1);
+
+    let size = map.layout.flash_size;
+    let fake = FakeRom::esp8266(size).spawn().unwrap();
+    let args = parse(&[
+        "--port",
+        fake.path(),
+        "--image",
+        &image_path,
+        "--no-reset",
+        "--layout",
+        "sdk-2MB-c1",
+        "--sdk",
+        sdk.to_str().unwrap(),
+    ]);
+    let installed = cli::run(&args).expect("serial-flash succeeds");
+    let regions: Vec<(String, u32)> =
+        installed.regions.iter().map(|(name, at, _)| (name.clone(), *at)).collect();
+    assert_eq!(
+        regions,
+        [
+            ("boot_v1.7.bin".to_string(), 0x0),
+            ("user1.bin".into(), 0x1000),
+            ("blank.bin (RF calibration)".into(), 0x1F_B000),
+            ("blank.bin (system parameters)".into(), 0x1F_D000),
+            ("blank.bin (system parameters)".into(), 0x1F_E000),
+            ("blank.bin (system parameters)".into(), 0x1F_F000),
+            ("esp_init_data_default_v08.bin".into(), 0x1F_C000),
+        ]
+    );
+    let fake = fake.finish();
+    let flash = fake.flash();
+    let mut boot = std::fs::read(sdk.join("bin/boot_v1.7.bin")).unwrap();
+    boot[2..4].copy_from_slice(&[0x02, 0x5F]);
+    assert_same(&flash[..boot.len()], &boot, 0, "boot_v1.7.bin with user1's mode, map and frequency");
+    assert_same(&flash[0x1000..0x1000 + user1.len()], &user1, 0x1000, "user1");
+    let init = std::fs::read(sdk.join("bin/esp_init_data_default_v08.bin")).unwrap();
+    assert_same(&flash[0x1F_C000..0x1F_C000 + init.len()], &init, 0x1F_C000, "PHY init data");
+    assert!(
+        all_ff(&flash[0x1F_B000..0x1F_C000]) && all_ff(&flash[0x1F_D000..]),
+        "RF_CAL and system parameters blank"
+    );
+    let pattern = FakeRom::pattern(size);
+    let user1_end = (0x1000 + user1.len()).next_multiple_of(SECTOR);
+    assert_same(
+        &flash[user1_end + SECTOR..0x1F_B000],
+        &pattern[user1_end + SECTOR..0x1F_B000],
+        user1_end + SECTOR,
+        "nothing else changed",
+    );
+
+    // An image built for another map is refused before any port is opened.
+    let other = image(FlashParams { size: FlashSize::Size4MC1, ..params }, 0x4010_0000, &irom, &[]);
+    let other_path = write(dir.path(), "other.bin", &other);
+    let args = parse(&[
+        "--port",
+        "/dev/null/none",
+        "--image",
+        &other_path,
+        "--layout",
+        "sdk-2MB-c1",
+        "--sdk",
+        sdk.to_str().unwrap(),
+    ]);
+    let error = cli::run(&args).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "user1.bin was built for the 4MB-c1 flash map, but the sdk-2MB-c1 layout is the SDK's 2MB-c1 map"
+    );
+    // The SDK's own bootloader goes at 0x0: another one is refused.
+    let args = parse(&[
+        "--port",
+        "/dev/null/none",
+        "--image",
+        &image_path,
+        "--layout",
+        "sdk-2MB-c1",
+        "--sdk",
+        sdk.to_str().unwrap(),
+        "--bootloader",
+        &image_path,
+    ]);
+    assert!(matches!(cli::run(&args).unwrap_err(), FlashError::BootloaderOnSdkMap { layout: "sdk-2MB-c1" }));
+}

@@ -8,7 +8,7 @@ use cargo_metadata::{Message, Metadata, MetadataCommand, Package, TargetKind};
 use serde::Deserialize;
 
 use super::support::TARGET_NAME;
-use super::{Board, BuildError};
+use super::{Board, BuildError, Platform};
 use crate::cli::BuildArgs;
 
 /// Defaults a firmware crate can set in `[package.metadata.tcpflash]`.
@@ -17,6 +17,11 @@ use crate::cli::BuildArgs;
 pub struct TcpflashMetadata {
     /// `esp8266` (the default) or `qemu`.
     pub board: Option<String>,
+    /// `bare-metal` (the default) or `nonos-sdk`.
+    pub platform: Option<String>,
+    /// The NONOS SDK folder, relative to the firmware's Cargo.toml (`--sdk` and
+    /// `ESP8266_NONOS_SDK` come first).
+    pub sdk: Option<PathBuf>,
     pub layout: Option<String>,
     pub flash_mode: Option<String>,
     pub flash_size: Option<String>,
@@ -239,7 +244,7 @@ pub fn compile(
     package: &FirmwarePackage,
     toolchain: &Toolchain,
     args: &BuildArgs,
-    board: Board,
+    (board, platform): (Board, Platform),
     profile: &str,
     target_spec: &Path,
     linker_shim: &Path,
@@ -271,6 +276,7 @@ pub fn compile(
             ]
             .into_iter()
             .chain(board.rustc_flags())
+            .chain(platform.rustc_flags())
             .collect::<Vec<_>>()
             .join("\x1f"),
         )

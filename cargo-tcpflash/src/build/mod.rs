@@ -7,8 +7,10 @@
 
 pub mod asm;
 pub mod board;
+pub mod c_lib;
 pub mod cargo;
 pub mod link;
+pub mod sdk;
 pub mod support;
 
 use std::path::{Path, PathBuf};
@@ -24,11 +26,13 @@ use thiserror::Error;
 
 pub use self::board::Board;
 pub use self::cargo::{FirmwarePackage, PackageKind, TcpflashMetadata};
+pub use self::sdk::{Platform, Sdk};
 use crate::cli::BuildArgs;
 use crate::elf2image;
 
 const AS: &str = "xtensa-lx106-elf-as";
 const LD: &str = "xtensa-lx106-elf-ld";
+const OBJCOPY: &str = "xtensa-lx106-elf-objcopy";
 const BINUTILS_INSTALL: &str = "sudo apt-get install binutils-xtensa-lx106";
 
 /// A finished build: both slots linked and converted.
@@ -36,6 +40,9 @@ const BINUTILS_INSTALL: &str = "sudo apt-get install binutils-xtensa-lx106";
 pub struct Firmware {
     pub package: FirmwarePackage,
     pub board: Board,
+    pub platform: Platform,
+    /// The NONOS SDK the firmware was linked with (the `nonos-sdk` platform).
+    pub sdk: Option<Sdk>,
     pub layout: &'static FlashLayout,
     pub params: FlashParams,
     pub build_id: [u8; BUILD_ID_LEN],
@@ -155,8 +162,17 @@ pub enum BuildError {
     SeveralBinaries { package: String, bins: String },
 
     #[error("unknown flash layout `{name}`")]
-    #[diagnostic(code(tcpflash::build::layout), help("use one of: 512KB, 1MB, 2MB, 4MB"))]
+    #[diagnostic(
+        code(tcpflash::build::layout),
+        help(
+            "use one of: 512KB, 1MB, 2MB, 4MB (rBoot), sdk-1MB, sdk-2MB, sdk-4MB, sdk-2MB-c1, sdk-4MB-c1 (the SDK's maps)"
+        )
+    )]
     UnknownLayout { name: String },
+
+    #[error("unknown platform `{name}`")]
+    #[diagnostic(code(tcpflash::build::platform), help("use one of: {}", Platform::names()))]
+    UnknownPlatform { name: String },
 
     #[error("unknown board `{name}`")]
     #[diagnostic(code(tcpflash::build::board), help("use one of: {}", Board::names()))]
@@ -224,6 +240,10 @@ pub enum BuildError {
 
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Sdk(#[from] sdk::SdkError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     TooLarge(#[from] elf2image::TooLargeForSlot),
 
     #[error(
@@ -276,6 +296,15 @@ pub fn resolve_layout(
     }
 }
 
+pub fn resolve_platform(args: &BuildArgs, metadata: &TcpflashMetadata) -> Result<Platform, BuildError> {
+    match args.platform.as_ref().or(metadata.platform.as_ref()) {
+        None => Ok(Platform::default()),
+        Some(name) => {
+            Platform::from_name(name).ok_or_else(|| BuildError::UnknownPlatform { name: name.clone() })
+        }
+    }
+}
+
 pub fn resolve_board(args: &BuildArgs, metadata: &TcpflashMetadata) -> Result<Board, BuildError> {
     match args.board.as_ref().or(metadata.board.as_ref()) {
         None => Ok(Board::default()),
@@ -304,8 +333,10 @@ pub fn resolve_params(
                 choices: "40m, 26m, 20m, 80m",
             })
         })?;
+    // An SDK map's size code is its map number (`sdk-2MB-c1` is `2MB-c1`).
+    let default_size = layout.sdk_map().map_or(layout.name, |map| map.flash_size().name());
     let size_name =
-        args.flash_size.as_ref().or(metadata.flash_size.as_ref()).map_or(layout.name, String::as_str);
+        args.flash_size.as_ref().or(metadata.flash_size.as_ref()).map_or(default_size, String::as_str);
     let size = FlashSize::from_name(size_name).ok_or_else(|| BuildError::BadFlashParam {
         what: "size",
         value: size_name.to_string(),
@@ -344,21 +375,26 @@ pub fn build_package(args: &BuildArgs) -> Result<Built, BuildError> {
 /// A package compiled and assembled: all but its start-up code and the link.
 struct Compiled {
     board: Board,
-    /// Where this board's objects and images go.
+    /// Where this board's (or platform's) objects and images go.
     board_dir: PathBuf,
     obj_dir: PathBuf,
     assembler: PathBuf,
     linker: PathBuf,
-    /// rustc's two objects and the package's own assembly, in link order (after the
-    /// start-up code).
-    objects: Vec<PathBuf>,
+    /// rustc's two objects: the package and compiler_builtins.
+    rust: [PathBuf; 2],
+    /// The package's own assembly, in link order (after the Rust objects).
+    asm: Vec<PathBuf>,
     build_id: [u8; BUILD_ID_LEN],
     passes: Passes,
     started: Instant,
     compiled_at: Instant,
 }
 
-fn compile_package(args: &BuildArgs, package: &FirmwarePackage) -> Result<Compiled, BuildError> {
+fn compile_package(
+    args: &BuildArgs,
+    package: &FirmwarePackage,
+    platform: Platform,
+) -> Result<Compiled, BuildError> {
     let profile = args.profile.clone().unwrap_or_else(|| "release".into());
     let assembler = find_tool(AS)?;
     let linker = find_tool(LD)?;
@@ -366,18 +402,27 @@ fn compile_package(args: &BuildArgs, package: &FirmwarePackage) -> Result<Compil
 
     let board = resolve_board(args, &package.metadata)?;
     let work_dir = package.target_dir.join("tcpflash");
-    // Another board's objects and images go to a folder of their own.
-    let board_dir = if board == Board::default() { work_dir.clone() } else { work_dir.join(board.name()) };
+    // Another board's (or platform's) objects and images go to a folder of their own.
+    let board_dir = match platform {
+        Platform::NonosSdk => work_dir.join(platform.name()),
+        Platform::BareMetal if board == Board::default() => work_dir.clone(),
+        Platform::BareMetal => work_dir.join(board.name()),
+    };
     let obj_dir = board_dir.join("obj").join(cargo::profile_dir(&profile));
     std::fs::create_dir_all(&obj_dir).map_err(|source| BuildError::Io { path: obj_dir.clone(), source })?;
-    let target_spec = work_dir.join(format!("{}.json", board.target_name()));
+    let target_name = match platform {
+        Platform::NonosSdk => sdk::TARGET_NAME,
+        Platform::BareMetal => board.target_name(),
+    };
+    let target_spec = work_dir.join(format!("{target_name}.json"));
     write_if_changed(&target_spec, support::target_spec_json())?;
     let shim = work_dir.join("rustc-linker.sh");
     write_if_changed(&shim, support::rustc_linker_shim())?;
     make_executable(&shim)?;
 
     let started = Instant::now();
-    let compiled = cargo::compile(package, &toolchain, args, board, &profile, &target_spec, &shim)?;
+    let compiled =
+        cargo::compile(package, &toolchain, args, (board, platform), &profile, &target_spec, &shim)?;
 
     let compiled_at = Instant::now();
     status("Assembling", &format!("{} for lx106", package.name));
@@ -402,13 +447,13 @@ fn compile_package(args: &BuildArgs, package: &FirmwarePackage) -> Result<Compil
         extra_asm.push((source, text.to_string()));
     }
     let build_id = build_id(package, &[firmware.digest, builtins.digest], &extra_asm);
-    let mut objects = vec![firmware.object, builtins.object];
     // The firmware's own assembly, as written (its literal pools are its author's business).
+    let mut asm = Vec::new();
     for (index, (source, _)) in extra_asm.iter().enumerate() {
         let stem = source.file_stem().unwrap_or_default().to_string_lossy();
         let object = obj_dir.join(format!("asm{index}-{stem}.o"));
         assemble(&assembler, source, &object, passes)?;
-        objects.push(object);
+        asm.push(object);
     }
     Ok(Compiled {
         board,
@@ -416,7 +461,8 @@ fn compile_package(args: &BuildArgs, package: &FirmwarePackage) -> Result<Compil
         obj_dir,
         assembler,
         linker,
-        objects,
+        rust: [firmware.object, builtins.object],
+        asm,
         build_id,
         passes,
         started,
@@ -425,13 +471,14 @@ fn compile_package(args: &BuildArgs, package: &FirmwarePackage) -> Result<Compil
 }
 
 impl Compiled {
-    /// Writes and assembles the start-up code; returns every object in link order.
-    fn with_startup(&self, startup: &str) -> Result<Vec<PathBuf>, BuildError> {
-        let startup_source = self.obj_dir.join("startup.s");
-        let startup_object = self.obj_dir.join("startup.o");
+    /// Writes and assembles the start-up code in `dir`; returns every object in link order:
+    /// the start-up code, `rust` (the Rust objects as the platform links them), the assembly.
+    fn objects(&self, startup: &str, dir: &Path, rust: &[PathBuf]) -> Result<Vec<PathBuf>, BuildError> {
+        let startup_source = dir.join("startup.s");
+        let startup_object = dir.join("startup.o");
         write_if_changed(&startup_source, startup)?;
         assemble(&self.assembler, &startup_source, &startup_object, self.passes)?;
-        Ok([startup_object].into_iter().chain(self.objects.iter().cloned()).collect())
+        Ok([startup_object].into_iter().chain(rust.iter().cloned()).chain(self.asm.iter().cloned()).collect())
     }
 
     fn timings(&self) -> BuildTimings {
@@ -439,22 +486,22 @@ impl Compiled {
     }
 }
 
-/// Links `objects` with the script at `script` into `elf`, writing the map to `map`.
-/// A failed link leaves no staged files behind.
-fn link(linker: &Path, script: &Path, objects: &[PathBuf], elf: &Path, map: &Path) -> Result<(), BuildError> {
-    let linked = run_binutil(
-        Command::new(linker)
-            .arg("-T")
-            .arg(script)
-            .arg("--gc-sections")
-            .arg("-Map")
-            .arg(map)
-            .arg("-o")
-            .arg(elf)
-            .args(objects),
-        LD,
-        script,
-    );
+/// Links `objects` with the script at `script` into `elf`, writing the map to `map`, against
+/// the SDK's libraries when there is one. A failed link leaves no staged files behind.
+fn link(
+    linker: &Path,
+    script: &Path,
+    objects: &[PathBuf],
+    elf: &Path,
+    map: &Path,
+    sdk: Option<&Sdk>,
+) -> Result<(), BuildError> {
+    let mut command = Command::new(linker);
+    command.arg("-T").arg(script).arg("--gc-sections").arg("-Map").arg(map).arg("-o").arg(elf).args(objects);
+    let linked = match sdk {
+        None => run_binutil(&mut command, LD, script),
+        Some(sdk) => link_with_sdk(&mut command, sdk, script),
+    };
     if linked.is_err() {
         for staged in [elf, map] {
             let _ = std::fs::remove_file(staged);
@@ -464,16 +511,40 @@ fn link(linker: &Path, script: &Path, objects: &[PathBuf], elf: &Path, map: &Pat
 }
 
 fn build_firmware(args: &BuildArgs, package: FirmwarePackage) -> Result<Firmware, BuildError> {
+    let board = resolve_board(args, &package.metadata)?;
     let layout = resolve_layout(args, &package.metadata)?;
+    let platform = resolve_platform(args, &package.metadata)?;
+    sdk::check_combination(platform, layout, board.name())?;
+    let sdk = match platform {
+        Platform::BareMetal => None,
+        Platform::NonosSdk => {
+            Some(Sdk::locate(args.sdk.as_deref(), package.metadata.sdk.as_deref(), package.dir())?)
+        }
+    };
     let params = resolve_params(args, &package.metadata, layout)?;
-    let compiled = compile_package(args, &package)?;
+    let compiled = compile_package(args, &package, platform)?;
     let out_dir = compiled.board_dir.join(layout.name);
     std::fs::create_dir_all(&out_dir).map_err(|source| BuildError::Io { path: out_dir.clone(), source })?;
     let build_id = compiled.build_id;
     let board = compiled.board;
-    let startup = support::startup_asm(board, &package.name, &package.version, build_id)
-        .map_err(|reason| BuildError::Descriptor { reason })?;
-    let objects = compiled.with_startup(&startup)?;
+    let startup = match &sdk {
+        None => support::startup_asm(board, &package.name, &package.version, build_id),
+        Some(_) => support::descriptor_asm(&package.name, &package.version, build_id).map(|descriptor| {
+            let map = layout.sdk_map().expect("checked: an SDK map");
+            let (abort_literals, abort_code) = board.abort();
+            descriptor + &sdk::shim_asm(map, &abort_literals, abort_code)
+        }),
+    }
+    .map_err(|reason| BuildError::Descriptor { reason })?;
+    let objects = match &sdk {
+        None => compiled.objects(&startup, &compiled.obj_dir, &compiled.rust)?,
+        // An SDK build's start-up holds the map's partition table: one per layout.
+        Some(sdk) => {
+            let [firmware, builtins] = &compiled.rust;
+            let merged = sdk_rust_object(&compiled.linker, firmware, builtins, &compiled.obj_dir, sdk)?;
+            compiled.objects(&startup, &out_dir, &[merged])?
+        }
+    };
 
     let slots = layout.slots.map(|slot| -> Result<SlotBuild, BuildError> {
         status(
@@ -490,9 +561,15 @@ fn build_firmware(args: &BuildArgs, package: FirmwarePackage) -> Result<Firmware
         let elf = out_dir.join(format!("{}.elf", slot.id));
         let map = out_dir.join(format!("{}.map", slot.id));
         let bin = out_dir.join(format!("{}.bin", slot.id));
-        write_if_changed(&script, &link::linker_script(&slot))?;
+        let script_text = match &sdk {
+            None => link::linker_script(&slot),
+            Some(sdk) => {
+                sdk::linker_script(&slot, layout.sdk_map().expect("checked: an SDK map"), &sdk.rom_table())
+            }
+        };
+        write_if_changed(&script, &script_text)?;
         let (elf_staged, map_staged) = (staged(&elf), staged(&map));
-        link(&compiled.linker, &script, &objects, &elf_staged, &map_staged)?;
+        link(&compiled.linker, &script, &objects, &elf_staged, &map_staged, sdk.as_ref())?;
         let elf_bytes = std::fs::read(&elf_staged)
             .map_err(|source| BuildError::Io { path: elf_staged.clone(), source })?;
         let image = elf2image::elf_to_image(&elf_bytes, params)?;
@@ -508,7 +585,94 @@ fn build_firmware(args: &BuildArgs, package: FirmwarePackage) -> Result<Firmware
     let [user1, user2] = slots;
     let slots = [user1?, user2?];
     let timings = compiled.timings();
-    Ok(Firmware { package, board, layout, params, build_id, out_dir, slots, timings })
+    Ok(Firmware { package, board, platform, sdk, layout, params, build_id, out_dir, slots, timings })
+}
+
+/// The firmware and compiler_builtins as one object in the SDK's section names, with every
+/// compiler_builtins symbol made local: the SDK's libraries must get the ROM's and their
+/// libgcc's routines, never ours from flash (DESIGN.md section 9, HAZARD).
+fn sdk_rust_object(
+    linker: &Path,
+    firmware: &Path,
+    builtins: &Path,
+    obj_dir: &Path,
+    sdk: &Sdk,
+) -> Result<PathBuf, BuildError> {
+    let script = obj_dir.join("sdk-merge.ld");
+    write_if_changed(&script, sdk::merge_script())?;
+    let merged = obj_dir.join("rust-sdk.o");
+    let merged_staged = staged(&merged);
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| BuildError::Io { path: path.to_path_buf(), source })
+    };
+    let objcopy = find_tool(OBJCOPY)?;
+    // What the ROM provides, compiler_builtins must not: local before the merge, its copies
+    // satisfy no reference, so the firmware calls the ROM's and the unused copies go.
+    let rom = sdk.rom_symbols().map_err(|source| BuildError::Io { path: sdk.rom_table(), source })?;
+    let rom_list = obj_dir.join("sdk-rom-symbols.txt");
+    write_if_changed(&rom_list, &(rom.join("\n") + "\n"))?;
+    let builtins_sdk = obj_dir.join("compiler_builtins-sdk.o");
+    let builtins_staged = staged(&builtins_sdk);
+    run_binutil(
+        Command::new(&objcopy)
+            .arg(format!("--localize-symbols={}", rom_list.display()))
+            .arg(builtins)
+            .arg(&builtins_staged),
+        OBJCOPY,
+        builtins,
+    )?;
+    publish(&builtins_staged, &builtins_sdk)?;
+    let builtins = builtins_sdk.as_path();
+    // The firmware's own exports (`user_init`, ...) are the roots: whatever of
+    // compiler_builtins they do not reach is dropped here, before the sections merge.
+    let roots = elf2image::defined_globals(&read(firmware)?)?;
+    run_binutil(
+        Command::new(linker)
+            .args(["-r", "--gc-sections"])
+            .args(roots.iter().flat_map(|root| ["-u", root.as_str()]))
+            .arg("-T")
+            .arg(&script)
+            .arg("-o")
+            .arg(&merged_staged)
+            .arg(firmware)
+            .arg(builtins),
+        LD,
+        &script,
+    )?;
+    let globals = elf2image::defined_globals(&read(builtins)?)?;
+    let list = obj_dir.join("sdk-localize.txt");
+    write_if_changed(&list, &(globals.join("\n") + "\n"))?;
+    run_binutil(
+        Command::new(&objcopy).arg(format!("--localize-symbols={}", list.display())).arg(&merged_staged),
+        OBJCOPY,
+        &merged_staged,
+    )?;
+    publish(&merged_staged, &merged)?;
+    Ok(merged)
+}
+
+/// Links against the SDK's libraries; symbols the SDK lacks are named as such.
+fn link_with_sdk(command: &mut Command, sdk: &Sdk, script: &Path) -> Result<(), BuildError> {
+    command
+        .arg("--no-check-sections")
+        .arg("-u")
+        .arg(sdk::ENTRY)
+        .arg("-L")
+        .arg(sdk.lib_dir())
+        .arg("--start-group")
+        .args(sdk::LIBS.iter().map(|lib| format!("-l{lib}")))
+        .arg("--end-group");
+    let output = command.output().map_err(|source| BuildError::Io { path: PathBuf::from(LD), source })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let missing = sdk::undefined_symbols(&stderr);
+    if !missing.is_empty() {
+        let symbols = missing.iter().map(|symbol| format!("`{symbol}`")).collect::<Vec<_>>().join(", ");
+        return Err(sdk::SdkError::MissingSymbols { path: sdk.path.clone(), symbols }.into());
+    }
+    Err(BuildError::Binutils { tool: LD, file: script.to_path_buf(), stderr: first_lines(&stderr, 20) })
 }
 
 /// Links a bootloader once (no slots, no IROM) and writes its v1 image to
@@ -517,14 +681,11 @@ fn build_firmware(args: &BuildArgs, package: FirmwarePackage) -> Result<Firmware
 fn link_bootloader(args: &BuildArgs, package: FirmwarePackage) -> Result<Bootloader, BuildError> {
     let layout = resolve_layout(args, &package.metadata)?;
     let params = resolve_params(args, &package.metadata, layout)?;
-    let compiled = compile_package(args, &package)?;
+    let compiled = compile_package(args, &package, Platform::BareMetal)?;
     let out_dir = compiled.board_dir.join("bootloader");
     std::fs::create_dir_all(&out_dir).map_err(|source| BuildError::Io { path: out_dir.clone(), source })?;
-    let objects = compiled.with_startup(&support::bootloader_startup_asm(
-        compiled.board,
-        &package.name,
-        &package.version,
-    ))?;
+    let startup = support::bootloader_startup_asm(compiled.board, &package.name, &package.version);
+    let objects = compiled.objects(&startup, &compiled.obj_dir, &compiled.rust)?;
 
     status("Linking", &format!("{} as a bootloader (v1 image for flash 0x0)", package.name));
     let script = out_dir.join(format!("{}.ld", package.name));
@@ -533,7 +694,7 @@ fn link_bootloader(args: &BuildArgs, package: FirmwarePackage) -> Result<Bootloa
     let bin = out_dir.join(format!("{}.bin", package.name));
     write_if_changed(&script, &link::bootloader_linker_script())?;
     let (elf_staged, map_staged) = (staged(&elf), staged(&map));
-    link(&compiled.linker, &script, &objects, &elf_staged, &map_staged)?;
+    link(&compiled.linker, &script, &objects, &elf_staged, &map_staged, None)?;
     let elf_bytes =
         std::fs::read(&elf_staged).map_err(|source| BuildError::Io { path: elf_staged.clone(), source })?;
     let image = elf2image::elf_to_bootloader_image(&elf_bytes, params)?;

@@ -18,10 +18,12 @@ use smoltcp::time::{Duration, Instant};
 
 use super::status::{Identity, SlotStatus, inspect_slot};
 use crate::boot::{self, HaltReason, Halted, Launched};
+use crate::sdk_boot::{self, SdkBoot, SdkBootEvent, SdkBricked};
 use ota_agent::auth::{DEFAULT_AUTH_BACKOFF, Key};
 use ota_agent::boot::Running;
 use ota_agent::descriptor::{self, BUILD_ID_LEN, Descriptor};
 use ota_agent::flash::NorFlash;
+use ota_agent::layout::sdk::SdkMap;
 use ota_agent::layout::{FlashLayout, IMAGE_IROM_OFFSET, SlotId};
 use ota_agent::listener::{Admission, Connection, Listener, Platform};
 use ota_agent::protocol::{ReplyLine, reason};
@@ -43,7 +45,7 @@ pub enum DeviceEvent {
         offset: u32,
         firmware: Option<Descriptor>,
     },
-    /// A line tcpflash-boot printed on its console.
+    /// A line the second stage printed on its console (tcpflash-boot's, rBoot's model's).
     Bootloader(String),
     /// The firmware just booted was declared to crash before it confirms
     /// ([`VirtualDevice::declare_crashing`]): the device resets.
@@ -51,6 +53,8 @@ pub enum DeviceEvent {
         slot: Option<SlotId>,
         firmware: Option<Descriptor>,
     },
+    /// Something the SDK's bootloader did before booting (an SDK map).
+    SdkBoot(SdkBootEvent),
     Connected(SocketAddr),
     /// A second client while one is served: it got `ERR: Connection Already Exists`.
     Refused(SocketAddr),
@@ -87,6 +91,7 @@ impl fmt::Display for DeviceEvent {
                     Identity(firmware.as_ref())
                 ),
             },
+            DeviceEvent::SdkBoot(event) => write!(f, "{event}"),
             DeviceEvent::Connected(peer) => write!(f, "client {peer} connected"),
             DeviceEvent::Refused(peer) => write!(f, "client {peer} refused: another push is in progress"),
             DeviceEvent::Replied(line) => write!(f, "reply: {line}"),
@@ -100,8 +105,10 @@ impl fmt::Display for DeviceEvent {
 /// Why serving ended other than by the stop flag.
 #[derive(Debug)]
 pub enum ServeError {
-    /// tcpflash-boot found nothing to boot: the device needs a serial install.
+    /// The second stage found nothing to boot: the device needs a serial install.
     Bricked(Halted),
+    /// The SDK's bootloader found nothing to boot (an SDK map).
+    SdkBricked(SdkBricked),
     Io(io::Error),
 }
 
@@ -109,6 +116,7 @@ impl fmt::Display for ServeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServeError::Bricked(bricked) => write!(f, "the device is bricked: {bricked}"),
+            ServeError::SdkBricked(bricked) => write!(f, "the device is bricked: {bricked}"),
             ServeError::Io(error) => write!(f, "listener failed: {error}"),
         }
     }
@@ -152,7 +160,8 @@ pub struct VirtualDevice<F: NorFlash> {
 const MAX_BOOTS: u32 = 64;
 
 enum AgentExit {
-    Reboot,
+    /// After an update that verified this slot.
+    Reboot(Option<SlotId>),
     Stopped,
 }
 
@@ -240,6 +249,30 @@ impl<F: NorFlash> VirtualDevice<F> {
         Err(Halted { reason: HaltReason::CrashLoop { boots: MAX_BOOTS }, console: Vec::new() })
     }
 
+    /// Power on with an SDK map: the SDK's bootloader decides ([`sdk_boot`]).
+    pub fn power_on_sdk(
+        &mut self,
+        map: &SdkMap,
+        log: &mut dyn FnMut(&DeviceEvent),
+    ) -> Result<SdkBoot, SdkBricked> {
+        let boot = sdk_boot::boot(&mut self.flash, map)?;
+        for event in &boot.events {
+            log(&DeviceEvent::SdkBoot(*event));
+        }
+        let mut bytes = [0u8; descriptor::SIZE];
+        let firmware = match self.flash.read(boot.offset.wrapping_add(IMAGE_IROM_OFFSET), &mut bytes) {
+            Ok(()) => Descriptor::parse(&bytes).ok(),
+            Err(_) => None,
+        };
+        log(&DeviceEvent::Booted {
+            slot: Some(boot.slot),
+            rom: boot.slot.index() as u8,
+            offset: boot.offset,
+            firmware,
+        });
+        Ok(boot)
+    }
+
     /// Boots and serves `listener` until `stop` is set, rebooting after each update.
     pub fn serve(
         &mut self,
@@ -249,11 +282,27 @@ impl<F: NorFlash> VirtualDevice<F> {
     ) -> Result<(), ServeError> {
         listener.set_nonblocking(true).map_err(ServeError::Io)?;
         loop {
-            let launched = self.power_on(log).map_err(ServeError::Bricked)?;
-            let running = Running::read(&mut self.flash, self.layout, launched.handoff);
+            let running = match self.layout.sdk_map() {
+                None => {
+                    let launched = self.power_on(log).map_err(ServeError::Bricked)?;
+                    Running::read(&mut self.flash, self.layout, launched.handoff)
+                }
+                // Espressif's bootloader keeps no trials.
+                Some(map) => {
+                    let slot = self.power_on_sdk(map, log).map_err(ServeError::SdkBricked)?.slot;
+                    Running::untracked(Some(slot))
+                }
+            };
             let exit = self.run_agent(listener, running, stop, log).map_err(ServeError::Io)?;
             match exit {
-                AgentExit::Reboot => log(&DeviceEvent::Rebooting),
+                AgentExit::Reboot(target) => {
+                    // On an SDK map the platform's reboot is the switch: the upgrade flag.
+                    if let (Some(map), Some(target)) = (self.layout.sdk_map(), target) {
+                        sdk_boot::upgrade_reboot(&mut self.flash, map, target.other())
+                            .map_err(ServeError::SdkBricked)?;
+                    }
+                    log(&DeviceEvent::Rebooting)
+                }
                 AgentExit::Stopped => return Ok(()),
             }
         }
@@ -286,7 +335,7 @@ impl<F: NorFlash> VirtualDevice<F> {
                 return Ok(AgentExit::Stopped);
             }
             if rules.reboot_due(now()) {
-                return Ok(AgentExit::Reboot);
+                return Ok(AgentExit::Reboot(rules.session().target()));
             }
             self.serve_current(&mut client, &mut rules, now(), log);
             loop {
@@ -567,6 +616,62 @@ mod tests {
         let replies: Vec<&str> = log.iter().filter_map(|l| l.strip_prefix("reply: ")).collect();
         assert_eq!(replies, ["user2.bin", "Ready", "Flashing", "Flash upgrade success. Rebooting in 2s."]);
         assert_eq!(log.iter().filter(|l| *l == "rebooting").count(), 1);
+    }
+
+    /// On an SDK map the virtual device boots as the SDK does: user1 after a first install,
+    /// the other bin once the agent's reboot set the upgrade flag, and user1 again when the
+    /// chosen image is bad.
+    #[test]
+    fn on_an_sdk_map_the_upgrade_flag_switches_and_a_bad_image_falls_back() {
+        let map = ota_agent::layout::sdk::SdkMap::by_name("sdk-1MB").unwrap();
+        let layout = &map.layout;
+        let image = |slot: SlotId, seed: u8| {
+            let link = layout.slot(slot).irom_link_addr();
+            let irom = ota_agent::image::samples::irom_for(link, 300 + seed as usize);
+            let segments = [ota_agent::image::Segment { addr: 0x4010_0000, data: &[seed; 64] }];
+            ota_agent::image::samples::write(Default::default(), 0x4010_0004, &irom, &segments)
+        };
+        let mut flash = RamNor::new(layout.flash_size);
+        let user1 = image(SlotId::User1, 1);
+        flash.write(0x1000, &[&user1[..], &[0xFF; 3][..(4 - user1.len() % 4) % 4]].concat()).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        let stopper = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut device = VirtualDevice::new(flash, layout).unwrap();
+            let result = device.serve(&listener, &stopper, &mut |e| sink.lock().unwrap().push(e.to_string()));
+            (result, device.into_flash())
+        });
+        let user2 = image(SlotId::User2, 2);
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .write_all(format!("OTA\r\nGetNextFlash\r\nFirmwareLength: {}\r\n", user2.len()).as_bytes())
+            .unwrap();
+        let mut head = [0u8; 18];
+        stream.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"user2.bin\r\nReady\r\n");
+        stream.write_all(&user2).unwrap();
+        let mut rest = String::new();
+        stream.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "Flashing\r\nFlash upgrade success. Rebooting in 2s.\r\n");
+        wait_for(&log, "booted user2 (blinky 1.2.3, build 6275696c64696421)");
+        stop.store(true, Ordering::SeqCst);
+        let (result, mut flash) = thread.join().unwrap();
+        assert!(result.is_ok());
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log[0], "booted user1 (blinky 1.2.3, build 6275696c64696421)");
+        assert_eq!(&flash.bytes()[0x1000..0x1000 + user1.len()], &user1[..], "user1 (at 0x1000) untouched");
+
+        // The SDK's bootloader starts the other image when the chosen one is bad.
+        flash.erase(0x8_1000, 0x8_2000).unwrap();
+        let mut device = VirtualDevice::new(flash, layout).unwrap();
+        let mut events = Vec::new();
+        let boot = device.power_on_sdk(map, &mut |e| events.push(e.to_string())).unwrap();
+        assert_eq!(boot.slot, SlotId::User1);
+        assert_eq!(events[0], "SDK boot: user2 is bad (first byte 0xff), starting the other image");
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod file_flash;
 #[cfg(test)]
 mod fixtures;
 pub mod rboot;
+pub mod sdk_boot;
 mod status;
 pub mod timed;
 pub mod timed_push;

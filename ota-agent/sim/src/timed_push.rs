@@ -123,8 +123,10 @@ trait DeviceAgent {
     fn receive(&mut self, now: Instant, data: &[u8], flash: &mut TimedFlash<RamNor<Vec<u8>>>) -> usize;
     fn poll(&mut self, now: Instant, flash: &mut TimedFlash<RamNor<Vec<u8>>>);
     fn next_reply(&mut self) -> Option<ReplyLine>;
-    /// The client closed its sending side (after the whole image).
-    fn input_closed(&mut self, now: Instant);
+    /// When the agent needs a poll although nothing arrives (our session's grace before it
+    /// commits a verified image: the client does not half-close, so nothing else tells it
+    /// that no byte follows the image).
+    fn poll_timeout(&self) -> Option<Instant>;
 }
 
 impl DeviceAgent for Session<'_> {
@@ -134,8 +136,8 @@ impl DeviceAgent for Session<'_> {
         Session::start(self, now, None)
     }
 
-    fn input_closed(&mut self, now: Instant) {
-        Session::input_closed(self, now)
+    fn poll_timeout(&self) -> Option<Instant> {
+        Session::poll_timeout(self)
     }
 
     fn receive(&mut self, now: Instant, data: &[u8], flash: &mut TimedFlash<RamNor<Vec<u8>>>) -> usize {
@@ -207,7 +209,9 @@ impl<'a> SeedAgent<'a> {
 impl DeviceAgent for SeedAgent<'_> {
     fn start(&mut self, _now: Instant, _running: SlotId) {}
 
-    fn input_closed(&mut self, _now: Instant) {}
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
 
     fn receive(&mut self, _now: Instant, data: &[u8], flash: &mut TimedFlash<RamNor<Vec<u8>>>) -> usize {
         match self.state {
@@ -323,10 +327,6 @@ struct Simulation<'m, 'f, A> {
     stack_due: bool,
     /// Where the image starts in `stream`, once the client sends it.
     image_at: Option<usize>,
-    /// The client half-closed after the last image byte (as `cargo tcpflash` does); the FIN
-    /// rides on the last segment.
-    fin: bool,
-    fin_seen: bool,
 }
 
 impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
@@ -350,8 +350,6 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
             device_free: 0,
             stack_due: false,
             image_at: None,
-            fin: false,
-            fin_seen: false,
         }
     }
 
@@ -365,15 +363,21 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
         let mut first_image_byte = None;
         for _ in 0..MAX_EVENTS {
             self.pump(&mut client, images);
-            let (sent, len) = client.progress();
-            self.fin |= checked && len > 0 && sent == len;
             self.send_segments(now, half_rtt);
             let device_at = self.device_has_work().then_some(self.device_free.max(now));
-            let next =
-                [self.to_device.front().map(|s| s.0), self.to_host.front().map(|p| p.arrive), device_at]
-                    .into_iter()
-                    .flatten()
-                    .min();
+            // A deadline of the session (only its commit grace comes due in a good push).
+            let timer = self.agent.poll_timeout().map(|at| (at.total_micros().max(0) as u64 * 1000).max(now));
+            let timer =
+                timer.filter(|&at| at > now || self.device_free <= now).map(|at| at.max(self.device_free));
+            let next = [
+                self.to_device.front().map(|s| s.0),
+                self.to_host.front().map(|p| p.arrive),
+                device_at,
+                timer,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let Some(next) = next else {
                 return Err(ModelError::Stuck { at: Duration::from_nanos(now) });
             };
@@ -410,7 +414,8 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
                     }
                 }
             }
-            if self.device_has_work() && self.device_free <= now {
+            let timer_due = self.agent.poll_timeout().is_some_and(|at| at <= instant(now));
+            if (self.device_has_work() || timer_due) && self.device_free <= now {
                 self.device_cycle(now, half_rtt);
             }
         }
@@ -453,12 +458,7 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
     }
 
     fn device_has_work(&self) -> bool {
-        self.stack_due || self.received > self.consumed || self.received > self.acked || self.fin_due()
-    }
-
-    /// The client's FIN has arrived (with the last byte) and the device has not seen it yet.
-    fn fin_due(&self) -> bool {
-        self.fin && !self.fin_seen && self.received == self.stream.len() && self.sent == self.stream.len()
+        self.stack_due || self.received > self.consumed || self.received > self.acked
     }
 
     /// One turn of the device's main loop at `now`: the stack acknowledges and sends the
@@ -469,9 +469,8 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
         self.stack_due = false;
         let at = instant(now);
         if self.received == self.consumed {
-            if self.fin_due() {
-                self.fin_seen = true;
-                self.agent.input_closed(at);
+            // Nothing new: the session's timer (its commit after the grace).
+            if self.agent.poll_timeout().is_some_and(|due| due <= at) {
                 self.agent.poll(at, self.flash);
                 self.collect_replies();
                 self.device_free = now + self.flash.take_busy().as_nanos() as u64;
@@ -492,10 +491,6 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
             if taken == 0 && self.agent_has_no_reply() {
                 break;
             }
-        }
-        if self.fin_due() && self.consumed == self.received {
-            self.fin_seen = true;
-            self.agent.input_closed(at);
         }
         self.agent.poll(at, self.flash);
         self.collect_replies();

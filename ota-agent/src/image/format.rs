@@ -239,7 +239,12 @@ pub struct Segment<'a> {
 /// values side by side) and by [`inspect`](super::inspect) (where they are known to agree).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ImageInfo {
+    /// The flash parameters, from the header before the RAM segments (in esptool's images
+    /// the first header repeats them).
     pub params: FlashParams,
+    /// For an image written by the SDK's `gen_appbin.py`: the app number (1 or 2) its first
+    /// header carries in bytes 2..3 (`00 01`, `00 02`) instead of the flash parameters.
+    pub sdk_app: Option<u8>,
     pub entry: u32,
     /// IROM bytes as stored (padded to 16).
     pub irom_len: u32,
@@ -346,6 +351,15 @@ fn ram_segments_at(
 /// bytes before it.
 pub const fn crc_trailer(crc: u32) -> u32 {
     if crc & 0x8000_0000 != 0 { crc ^ 0xFFFF_FFFF } else { crc + 1 }
+}
+
+/// Whether first-header bytes 2..3 are `gen_appbin.py`'s `00` and app number (1 or 2).
+/// esptool writes the flash parameters there; both forms are read (DESIGN.md section 4).
+pub const fn sdk_app_number(mode: u8, size_freq: u8) -> Option<u8> {
+    match (mode, size_freq) {
+        (0, app @ (1 | 2)) => Some(app),
+        _ => None,
+    }
 }
 
 /// Where the XOR checksum byte goes: the next file position that is 15 mod 16.

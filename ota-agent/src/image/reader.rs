@@ -7,12 +7,13 @@ use crate::auth::Digest256;
 use crate::crc::Crc32;
 use crate::descriptor::{self, Descriptor};
 use crate::flash::{NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use crate::layout::sdk::gen_appbin_link_addr;
 use crate::layout::{Slot, irom_link_addr_for};
 
 use super::{
     CHECKSUM_SEED, FlashParams, IROM_ALIGN, ImageError, ImageInfo, MAGIC_SEGMENTS, MAGIC_V2,
     MAX_RAM_SEGMENTS, MIN_SCRATCH, MemoryKind, SEGMENT_ALIGN, V2_MARKER, checksum_position, crc_trailer,
-    loadable_at_boot,
+    loadable_at_boot, sdk_app_number,
 };
 
 /// error keeps every `?` of a scan a register test: with the 20-byte [`ImageError`] on
@@ -247,7 +248,13 @@ fn scan_headers<F: ReadNorFlash>(
     if marker != V2_MARKER {
         return Err(reader.fail(ImageError::BadV2Marker(marker)));
     }
-    let params = FlashParams::from_header_bytes(mode, size_freq).map_err(|error| reader.fail(error))?;
+    // `gen_appbin.py` writes `00` and the app number here (its flash parameters are in the
+    // second header only); esptool writes the flash parameters in both. tcpflash-boot never
+    // boots an SDK image (Espressif's bootloader does): a boot scan takes esptool's form only.
+    let sdk_app = if scan == Scan::Exact { sdk_app_number(mode, size_freq) } else { None };
+    if sdk_app.is_none() {
+        FlashParams::from_header_bytes(mode, size_freq).map_err(|error| reader.fail(error))?;
+    }
 
     // The IROM segment: its load address is written as 0 and means nothing.
     reader.read_u32()?;
@@ -287,9 +294,13 @@ fn scan_headers<F: ReadNorFlash>(
     if segment_count > MAX_RAM_SEGMENTS {
         return Err(reader.fail(ImageError::TooManySegments(segment_count)));
     }
-    if (second_mode, second_size_freq, second_entry) != (mode, size_freq, entry) {
+    let same = (second_mode, second_size_freq) == (mode, size_freq);
+    let sdk_app = if same { None } else { sdk_app };
+    if (sdk_app.is_none() && !same) || second_entry != entry {
         return Err(reader.fail(ImageError::HeaderMismatch));
     }
+    let params =
+        FlashParams::from_header_bytes(second_mode, second_size_freq).map_err(|error| reader.fail(error))?;
 
     let mut computed_checksum = CHECKSUM_SEED;
     for index in 0..segment_count {
@@ -322,6 +333,7 @@ fn scan_headers<F: ReadNorFlash>(
         return Err(reader.fail(ImageError::TrailingBytes { expected: reader.offset(), len }));
     }
     info.params = params;
+    info.sdk_app = sdk_app;
     info.entry = entry;
     info.irom_len = irom_len;
     info.segment_count = segment_count;
@@ -391,10 +403,16 @@ pub fn verify_for_slot<F: ReadNorFlash>(
     }
     read?;
     check_integrity(&info)?;
-    let descriptor = info.descriptor.ok_or(ImageError::NoDescriptor)?;
     let expected = slot.irom_link_addr();
-    if descriptor.link_addr != expected {
-        return Err(ImageError::WrongSlot { linked: descriptor.link_addr, expected });
+    let linked = match (info.descriptor, info.sdk_app) {
+        (Some(descriptor), _) => descriptor.link_addr,
+        // An SDK image without our descriptor: its app number and flash map say where the
+        // SDK's linker script put its IROM.
+        (None, Some(app)) => gen_appbin_link_addr(info.params.size, app).ok_or(ImageError::NoDescriptor)?,
+        (None, None) => return Err(ImageError::NoDescriptor),
+    };
+    if linked != expected {
+        return Err(ImageError::WrongSlot { linked, expected });
     }
     Ok(info)
 }
@@ -440,7 +458,7 @@ mod tests {
     use crate::descriptor::DescriptorError;
     use crate::flash::RamNor;
     use crate::image::test_support::*;
-    use crate::image::{FlashMode, Segment};
+    use crate::image::{FlashFreq, FlashMode, FlashSize, Segment};
     use crate::layout::{DEFAULT_LAYOUT, SlotId};
     #[test]
     fn inspect_reads_back_what_was_written() {
@@ -692,6 +710,89 @@ mod tests {
         assert!(
             inspect(&mut flash, user1.offset, over_stack.len() as u32, &mut scratch).is_ok(),
             "inspect allows it"
+        );
+    }
+
+    #[test]
+    fn images_in_the_form_gen_appbin_writes_are_read_with_their_app_number() {
+        let esptool = sample_image(0x4020_2010);
+        for app in [1, 2] {
+            let sdk = gen_appbin_form(&esptool, app);
+            assert_eq!(&sdk[..4], &[0xEA, 0x04, 0x00, app]);
+            let info = inspect_bytes(&sdk).unwrap();
+            assert_eq!(info.sdk_app, Some(app));
+            assert_eq!(info.params, DIO_4M_80, "the flash parameters come from the second header");
+            assert_eq!(info.segments(), inspect_bytes(&esptool).unwrap().segments());
+        }
+        assert_eq!(inspect_bytes(&esptool).unwrap().sdk_app, None);
+        // Other values are esptool's flash parameters, which must then agree.
+        assert_eq!(inspect_bytes(&gen_appbin_form(&esptool, 3)), Err(ImageError::UnknownFlashFreq(3)));
+        assert_eq!(inspect_bytes(&gen_appbin_form(&esptool, 0)), Err(ImageError::HeaderMismatch));
+        // gen_appbin's form with a different entry in the second header is still refused.
+        let mut entry = gen_appbin_form(&esptool, 1);
+        entry[128 + 4] ^= 4;
+        reseal(&mut entry);
+        assert_eq!(inspect_bytes(&entry), Err(ImageError::HeaderMismatch));
+        // esptool's qio / 512KB / 26m header is `00 01` too: both headers agree, so it is
+        // esptool's form.
+        let params =
+            FlashParams { mode: FlashMode::Qio, size: FlashSize::Size512K, freq: FlashFreq::Freq26M };
+        let ambiguous = write(params, 0x4010_0004, &irom_for(0x4020_2010, 12), &[]);
+        assert_eq!(&ambiguous[2..4], &[0, 1]);
+        let info = inspect_bytes(&ambiguous).unwrap();
+        assert_eq!((info.sdk_app, info.params), (None, params));
+    }
+
+    /// A C firmware built by the SDK's Makefile has no tcpflash descriptor: its app number and
+    /// flash map say which slot it was linked for.
+    #[test]
+    fn an_sdk_image_without_descriptor_is_checked_by_its_app_number_and_map() {
+        use crate::layout::sdk::SdkMap;
+        let params = FlashParams { size: FlashSize::Size1M, ..DIO_4M_80 };
+        let segments = [Segment { addr: 0x4010_0000, data: &[1, 2, 3, 4] }];
+        let esptool = write(params, 0x4010_0000, &[0x55; 64], &segments);
+        let map = SdkMap::by_name("sdk-1MB").unwrap();
+        let [user1, user2] = map.layout.slots;
+        let mut scratch = [0u8; 256];
+        for (app, slot, other) in [(1, user1, user2), (2, user2, user1)] {
+            let image = gen_appbin_form(&esptool, app);
+            let len = image.len() as u32;
+            let mut flash = flash_with::<4>(&image, slot.offset as usize, map.layout.flash_size as usize);
+            assert_eq!(
+                verify_for_slot(&mut flash, &slot, len, &mut scratch, None).unwrap().sdk_app,
+                Some(app)
+            );
+            let mut flash = flash_with::<4>(&image, other.offset as usize, map.layout.flash_size as usize);
+            assert_eq!(
+                verify_for_slot(&mut flash, &other, len, &mut scratch, None),
+                Err(ImageError::WrongSlot {
+                    linked: slot.irom_link_addr(),
+                    expected: other.irom_link_addr()
+                })
+            );
+        }
+        // The same image in an rBoot slot: linked elsewhere.
+        let rboot = DEFAULT_LAYOUT.slot(SlotId::User1);
+        let image = gen_appbin_form(&esptool, 1);
+        let mut flash = flash_with::<4>(&image, rboot.offset as usize, 0x10_0000);
+        assert_eq!(
+            verify_for_slot(&mut flash, rboot, image.len() as u32, &mut scratch, None),
+            Err(ImageError::WrongSlot { linked: 0x4020_1010, expected: 0x4020_2010 })
+        );
+        // esptool's form without a descriptor says nothing about its slot.
+        let mut flash = flash_with::<4>(&esptool, user1.offset as usize, 0x10_0000);
+        assert_eq!(
+            verify_for_slot(&mut flash, &user1, esptool.len() as u32, &mut scratch, None),
+            Err(ImageError::NoDescriptor)
+        );
+        // A map the SDK layouts leave out (512 KB) gives no link address either.
+        let small =
+            write(FlashParams { size: FlashSize::Size512K, ..params }, 0x4010_0000, &[0x55; 64], &segments);
+        let image = gen_appbin_form(&small, 1);
+        let mut flash = flash_with::<4>(&image, user1.offset as usize, 0x10_0000);
+        assert_eq!(
+            verify_for_slot(&mut flash, &user1, image.len() as u32, &mut scratch, None),
+            Err(ImageError::NoDescriptor)
         );
     }
 

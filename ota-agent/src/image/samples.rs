@@ -43,3 +43,15 @@ pub fn sample_image(link_addr: u32) -> Vec<u8> {
         ],
     )
 }
+
+/// `image` (esptool's form) as the SDK's `gen_appbin.py` would have written it for app `app`:
+/// first-header bytes 2..3 become `00`, app number, and the CRC trailer is recomputed. The
+/// second header keeps the flash parameters, as `gen_appbin.py` writes them.
+pub fn gen_appbin_form(image: &[u8], app: u8) -> Vec<u8> {
+    let mut out = image.to_vec();
+    out[2..4].copy_from_slice(&[0, app]);
+    let n = out.len();
+    let crc = super::crc_trailer(crate::crc::crc32(&out[..n - 4]));
+    out[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    out
+}

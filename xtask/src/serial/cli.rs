@@ -7,7 +7,9 @@ use clap::Args;
 use indicatif::ProgressBar;
 use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, SlotId};
 
-use super::flasher::{self, ConnectOptions, FlashError, Region};
+use cargo_tcpflash::build::Sdk;
+
+use super::flasher::{self, ConnectOptions, FlashError, Region, SdkFiles};
 use super::rom::ChipDescription;
 
 #[derive(Debug, Clone, Args)]
@@ -17,7 +19,9 @@ pub struct SerialFlashArgs {
     pub port: String,
     /// Second-stage bootloader written at 0x0 (an ESP8266 v1 image such as rBoot's
     /// rboot.bin). Default: tcpflash-boot, built for the firmware's flash layout (trial boots
-    /// that go back to the old firmware when a new one does not confirm).
+    /// that go back to the old firmware when a new one does not confirm). Not for an SDK map
+    /// (`--layout sdk-...`): the SDK's own boot_v1.7.bin goes there, with
+    /// esp_init_data_default_v08.bin and blank.bin, all from the SDK (--sdk).
     #[arg(long, value_name = "FILE")]
     pub bootloader: Option<PathBuf>,
     /// Baud rate to talk to the ROM loader at (it detects the rate from SYNC).
@@ -56,13 +60,21 @@ pub fn run(args: &SerialFlashArgs) -> Result<Installed, FlashError> {
         None => None,
     };
     let image = match &args.image {
-        Some(path) => Some((resolve_layout(args.build.layout.as_deref())?, read("image", path)?)),
+        Some(path) => {
+            let layout = resolve_layout(args.build.layout.as_deref())?;
+            let sdk = match layout.sdk_map() {
+                Some(_) => Some(Sdk::locate(args.build.sdk.as_deref(), None, Path::new("."))?),
+                None => None,
+            };
+            Some((layout, read("image", path)?, sdk))
+        }
         None => None,
     };
-    // Everything given: the whole install is checked before the port is touched.
-    let planned = match (&bootloader, &image) {
-        (Some((name, loader)), Some((layout, user1))) => {
-            Some((*layout, flasher::plan_install(layout, name, loader.clone(), user1.clone())?))
+    // With every file at hand (nothing to build), the whole install is checked before the
+    // port is touched.
+    let planned = match &image {
+        Some((layout, user1, sdk)) if layout.sdk_map().is_some() || bootloader.is_some() => {
+            Some((*layout, plan(layout, user1.clone(), sdk.as_ref(), bootloader.clone(), &args.build)?))
         }
         _ => None,
     };
@@ -70,21 +82,17 @@ pub fn run(args: &SerialFlashArgs) -> Result<Installed, FlashError> {
     let (layout, regions) = match planned {
         Some(planned) => planned,
         None => {
-            let (layout, user1) = match image {
+            let (layout, user1, sdk) = match image {
                 Some(given) => given,
                 // The same build as `cargo tcpflash build`: its layout comes from the firmware's
                 // metadata too.
                 None => {
                     let firmware = cargo_tcpflash::build::build(&args.build)?;
                     let user1 = firmware.slot(SlotId::User1);
-                    (firmware.layout, read("image", &user1.bin)?)
+                    (firmware.layout, read("image", &user1.bin)?, firmware.sdk.clone())
                 }
             };
-            let (name, loader) = match bootloader {
-                Some(given) => given,
-                None => ("tcpflash-boot".to_owned(), tcpflash_boot(layout, &args.build)?),
-            };
-            (layout, flasher::plan_install(layout, &name, loader, user1)?)
+            (layout, plan(layout, user1, sdk.as_ref(), bootloader, &args.build)?)
         }
     };
 
@@ -100,6 +108,36 @@ pub fn run(args: &SerialFlashArgs) -> Result<Installed, FlashError> {
         flasher::hard_reset(client.port_mut().as_mut());
     }
     Ok(Installed { chip, layout, regions: summary(&regions) })
+}
+
+/// The regions to write: on an SDK map the SDK's boot files around user1; else the given
+/// bootloader (or tcpflash-boot, built here), the boot config and user1.
+fn plan(
+    layout: &'static FlashLayout,
+    user1: Vec<u8>,
+    sdk: Option<&Sdk>,
+    bootloader: Option<(String, Vec<u8>)>,
+    build: &BuildArgs,
+) -> Result<Vec<Region>, FlashError> {
+    if let Some(map) = layout.sdk_map() {
+        if bootloader.is_some() {
+            return Err(FlashError::BootloaderOnSdkMap { layout: layout.name });
+        }
+        let sdk = sdk.expect("an SDK map's build or --sdk located the SDK");
+        let file = |name: &str| read("SDK file", &sdk.path.join("bin").join(name));
+        let files = SdkFiles {
+            bootloader: file(SdkFiles::BOOTLOADER)?,
+            init_data: file(SdkFiles::INIT_DATA)?,
+            blank: file(SdkFiles::BLANK)?,
+        };
+        let boot_path = sdk.path.join("bin").join(SdkFiles::BOOTLOADER).display().to_string();
+        return flasher::plan_sdk_install(map, &boot_path, files, user1);
+    }
+    let (name, loader) = match bootloader {
+        Some(given) => given,
+        None => ("tcpflash-boot".to_owned(), tcpflash_boot(layout, build)?),
+    };
+    flasher::plan_install(layout, &name, loader, user1)
 }
 
 /// tcpflash-boot (`ota-agent/boot`), built for `layout` with the firmware's flash options.

@@ -1,5 +1,6 @@
 //! The first install: bootloader at 0x0, rBoot config at 0x1000, user1 at the first slot,
-//! written through the ROM loader.
+//! written through the ROM loader; on an SDK map ([`plan_sdk_install`]) the SDK's own
+//! bootloader, user1 at 0x1000, the PHY init data and blank system sectors.
 //!
 //! [`plan_install`] checks everything that can be checked without a board; [`open_port`],
 //! [`connect`], [`check_chip`], [`write_regions`] and [`finish`] do the talking.
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use indicatif::ProgressBar;
 use ota_agent::boot::BootConfig;
-use ota_agent::layout::{BOOT_CONFIG_OFFSET, FlashLayout, SlotId};
+use ota_agent::flash::RamNor;
+use ota_agent::layout::sdk::{SYSTEM_PARAMETER_LEN, SdkMap};
+use ota_agent::layout::{BOOT_CONFIG_OFFSET, FlashLayout, SECTOR_SIZE, SlotId};
 use serialport::SerialPort;
 
 use ota_agent::image::MAGIC_V2 as V2_MAGIC;
@@ -98,6 +101,22 @@ pub enum FlashError {
         offset: u32,
         end: u32,
     },
+    #[error(
+        "--bootloader is not for the {layout} layout: an SDK map boots through the SDK's own boot_v1.7.bin"
+    )]
+    #[diagnostic(help("leave out --bootloader: serial-flash takes boot_v1.7.bin from the SDK (--sdk)"))]
+    BootloaderOnSdkMap { layout: &'static str },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Sdk(#[from] cargo_tcpflash::build::sdk::SdkError),
+    #[error("{name} was built for the {built} flash map, but the {layout} layout is the SDK's {wanted} map")]
+    #[diagnostic(help(
+        "build for --layout {layout} (the image header's flash size must name the map the SDK checks at boot)"
+    ))]
+    WrongSdkMap { name: String, built: String, layout: &'static str, wanted: String },
+    #[error("{name} is not a v2 image the SDK can boot: {reason}")]
+    #[diagnostic(help("install the user1.bin that `cargo tcpflash build --platform nonos-sdk` writes"))]
+    UnreadableImage { name: String, reason: String },
     #[error("{name} would end at {end:#x}, past the end of the {flash_size:#x}-byte flash")]
     #[diagnostic(help("check --layout: it must match the flash chip on the board"))]
     PastFlashEnd { name: String, end: u64, flash_size: u32 },
@@ -153,6 +172,83 @@ pub fn plan_install(
 ) -> Result<Vec<Region>, FlashError> {
     bootloader::check(&bootloader)
         .map_err(|source| FlashError::BadBootloader { path: bootloader_path.to_owned(), source })?;
+    check_user1(layout, &user1)?;
+    let slot = layout.slot(SlotId::User1);
+    let name = SlotId::User1.file_name().to_owned();
+    let config = BootConfig::for_layout(layout, SlotId::User1).to_bytes().to_vec();
+    let regions = vec![
+        Region::new("bootloader", 0, bootloader),
+        Region::new("boot config", BOOT_CONFIG_OFFSET, config),
+        Region::new(name, slot.offset, user1),
+    ];
+    check_fits(&regions, layout.flash_size)?;
+    Ok(regions)
+}
+
+/// The SDK's files a first install writes, read from the user's SDK (`bin/`).
+pub struct SdkFiles {
+    pub bootloader: Vec<u8>,
+    pub init_data: Vec<u8>,
+    pub blank: Vec<u8>,
+}
+
+impl SdkFiles {
+    /// Their names under the SDK's `bin/`.
+    pub const BOOTLOADER: &'static str = "boot_v1.7.bin";
+    pub const INIT_DATA: &'static str = "esp_init_data_default_v08.bin";
+    pub const BLANK: &'static str = "blank.bin";
+}
+
+/// The first install on an SDK map: the SDK's `boot_v1.7.bin` at 0x0 (its header bytes 2..3
+/// set to user1's flash mode, size and frequency, as esptool does to the image at 0x0: the
+/// SDK checks the map there), user1 at 0x1000, the PHY init data, and `blank.bin` over the
+/// RF calibration sector and the three system-parameter sectors (so the SDK starts from
+/// nothing and boots user1).
+pub fn plan_sdk_install(
+    map: &'static SdkMap,
+    bootloader_path: &str,
+    files: SdkFiles,
+    user1: Vec<u8>,
+) -> Result<Vec<Region>, FlashError> {
+    let layout = &map.layout;
+    let SdkFiles { mut bootloader, init_data, blank } = files;
+    bootloader::check(&bootloader)
+        .map_err(|source| FlashError::BadBootloader { path: bootloader_path.to_owned(), source })?;
+    check_user1(layout, &user1)?;
+    let name = SlotId::User1.file_name().to_owned();
+    let len = u32::try_from(user1.len()).unwrap_or(u32::MAX);
+    let info = ota_agent::image::scan(&mut RamNor::from_storage(user1.clone()), 0, len, &mut [0u8; 256])
+        .map_err(|error| FlashError::UnreadableImage { name: name.clone(), reason: error.to_string() })?;
+    if info.params.size != map.flash_size() {
+        return Err(FlashError::WrongSdkMap {
+            name,
+            built: info.params.size.name().to_owned(),
+            layout: layout.name,
+            wanted: map.flash_size().name().to_owned(),
+        });
+    }
+    bootloader[2..4].copy_from_slice(&info.params.to_header_bytes());
+    let mut regions = vec![
+        Region::new(SdkFiles::BOOTLOADER, 0, bootloader),
+        Region::new(name, layout.slot(SlotId::User1).offset, user1),
+        Region::new("blank.bin (RF calibration)", map.rf_cal(), blank.clone()),
+    ];
+    for sector in 0..SYSTEM_PARAMETER_LEN / SECTOR_SIZE {
+        regions.push(Region::new(
+            "blank.bin (system parameters)",
+            map.system_parameter() + sector * SECTOR_SIZE,
+            blank.clone(),
+        ));
+    }
+    // Last: the ROM erases an odd count of sectors as an even one, so the blank sector just
+    // before it would take the init data with it.
+    regions.push(Region::new(SdkFiles::INIT_DATA, map.phy_data(), init_data));
+    check_fits(&regions, layout.flash_size)?;
+    Ok(regions)
+}
+
+/// user1 must be a v2 application image that fits the first slot.
+fn check_user1(layout: &'static FlashLayout, user1: &[u8]) -> Result<(), FlashError> {
     let slot = layout.slot(SlotId::User1);
     let name = SlotId::User1.file_name().to_owned();
     match user1.first() {
@@ -171,14 +267,7 @@ pub fn plan_install(
             end: slot.end(),
         });
     }
-    let config = BootConfig::for_layout(layout, SlotId::User1).to_bytes().to_vec();
-    let regions = vec![
-        Region::new("bootloader", 0, bootloader),
-        Region::new("boot config", BOOT_CONFIG_OFFSET, config),
-        Region::new(name, slot.offset, user1),
-    ];
-    check_fits(&regions, layout.flash_size)?;
-    Ok(regions)
+    Ok(())
 }
 
 /// Every region must end inside the flash.
