@@ -10,11 +10,18 @@
 //! writer.
 //!
 //! The update commits only after the whole image was read back from the slot and verified
-//! (`image::verify_for_slot`), `Flashing` went out, and the client either closed its side or
-//! sent nothing more for [`COMMIT_GRACE`]: a byte beyond `FirmwareLength`, in whatever
-//! segment it arrives, ends the session with an error and nothing switched. Committing is a
-//! trial on a device started by tcpflash-boot, a switch for good on one started by rBoot
-//! ([`crate::boot::commit_update`]).
+//! (`image::verify_for_slot`) and `Flashing` went out. A client that declared the image's
+//! SHA-256 named exactly the bytes it meant, so its update commits at once (a stray byte
+//! after the image then only fails the session while it arrives with the image); any other
+//! client must close its side or send nothing more for [`COMMIT_GRACE`]: a byte beyond
+//! `FirmwareLength`, in whatever segment it arrives, ends its session with an error and
+//! nothing switched. Committing is a trial on a device started by tcpflash-boot, a switch for
+//! good on one started by rBoot ([`crate::boot::commit_update`]).
+//!
+//! After the commit the device reboots as soon as the client has the success line and is
+//! done: at once once it has closed its side (or the connection is gone), [`CLOSE_GRACE`]
+//! after the line is acknowledged (so our close reaches a client that keeps its side open),
+//! and at the latest `REBOOT_DELAY_MS` (the seed's 2 s) after the commit.
 //!
 //! Deadlines keep one client from holding the device: the header lines must be done within
 //! [`SessionConfig::header_timeout`] of the connection and within [`MAX_HEADER_BYTES`]; the
@@ -64,8 +71,8 @@ pub const MIN_PACE: u32 = 1024;
 /// leave before it reboots.
 pub const CLOSE_GRACE: Duration = Duration::from_millis(100);
 /// After `Flashing`, how long the device waits for the client to close its side or to send
-/// bytes beyond the image before it commits. A client that half-closes after the image
-/// (as `cargo tcpflash` does) skips the wait.
+/// bytes beyond the image before it commits. A client that half-closes after the image, or
+/// that declared the image's SHA-256 (as `cargo tcpflash` does), skips the wait.
 pub const COMMIT_GRACE: Duration = Duration::from_millis(250);
 /// How long a connection that ended with `ERR:` gets to take the line before it is dropped.
 pub const DROP_LINGER: Duration = Duration::from_secs(1);
@@ -387,8 +394,12 @@ impl<'a> Session<'a> {
     }
 
     /// The connection is gone (reset, or closed and finished): back to idle. An image not
-    /// yet committed is abandoned, so nothing switches behind the client's back.
+    /// yet committed is abandoned, so nothing switches behind the client's back; after a
+    /// commit nobody waits for the success line any more, so the reboot is due at once.
     pub fn reset(&mut self) {
+        if let (State::Closing { since }, Some(at)) = (self.state, self.reboot_at) {
+            self.reboot_at = Some(at.min(since));
+        }
         self.state = State::Idle;
         self.queue = [None; MAX_QUEUED];
         self.lines.clear();
@@ -422,14 +433,16 @@ impl<'a> Session<'a> {
     }
 
     /// The replies of a committed update are out (sent and, where the driver can tell,
-    /// acknowledged): the device need not wait the 2 s any longer, only [`CLOSE_GRACE`] for
-    /// its own close to leave (a client that reads until the connection closes then sees it
-    /// close, not vanish).
+    /// acknowledged): the device need not wait the 2 s any longer. A client that closed its
+    /// side is done: reboot now. One that keeps it open gets [`CLOSE_GRACE`] for our own
+    /// close to reach it (reading until the connection closes, it sees a close, not a
+    /// vanished peer).
     pub fn delivered(&mut self, now: Instant) {
         if let (State::Closing { .. }, Some(at)) = (self.state, self.reboot_at)
             && !self.has_reply()
         {
-            self.reboot_at = Some(at.min(now + CLOSE_GRACE));
+            let grace = if self.input_closed { Duration::ZERO } else { CLOSE_GRACE };
+            self.reboot_at = Some(at.min(now + grace));
         }
     }
 
@@ -778,8 +791,9 @@ impl<'a> Session<'a> {
         }
         self.push(Outgoing::Flashing);
         self.state = State::Verified { target, since: now };
-        if self.input_closed {
-            // The client already closed: nothing more can come.
+        // A client that closed can send nothing more; one that declared the SHA-256 has
+        // what it meant verified, byte for byte: no grace for either.
+        if self.input_closed || self.headers.sha256.is_some() {
             self.commit(now, flash, target);
         }
     }
