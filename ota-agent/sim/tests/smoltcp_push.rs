@@ -131,6 +131,47 @@ fn a_second_client_is_turned_away_without_disturbing_the_first() {
     assert_eq!(current_slot(&world.flash), SlotId::User2);
 }
 
+/// The seed's `tcp_flash.py` reads `Flashing` and closes; the success line then meets a
+/// closed socket, which answers with a reset. Our client reads the success line and
+/// closes. Either way the device reboots at once, long before the seed's 2 s (and before
+/// `CLOSE_GRACE`, which is only for a client that keeps its side open).
+#[test]
+fn the_device_reboots_as_soon_as_the_client_is_done() {
+    use ota_agent::session::CLOSE_GRACE;
+    let images = images(25, 30_000);
+    for checked in [false, true] {
+        let mut world = world(factory_flash(SlotId::User1), 0, 25);
+        let mut push = world.push(images.clone(), 49152);
+        push.checked = checked;
+        let last = if checked { Event::Success } else { Event::Flashing };
+        world
+            .run_until(&mut [&mut push], Duration::from_secs(60), |_, pushes| {
+                pushes[0].events.contains(&last)
+            })
+            .unwrap();
+        let done_at = world.now;
+        let host = push.socket;
+        world.host_sockets.get_mut::<tcp::Socket>(host).close();
+        world
+            .run_until(&mut [], Duration::from_secs(5), |world, _| {
+                let socket = world.host_sockets.get::<tcp::Socket>(host);
+                !world.board.reboots.is_empty() || (!checked && socket.recv_queue() > 0)
+            })
+            .unwrap();
+        if !checked {
+            // The seed's socket is closed: the success line is answered with a reset.
+            world.host_sockets.get_mut::<tcp::Socket>(host).abort();
+            world
+                .run_until(&mut [], Duration::from_secs(5), |world, _| !world.board.reboots.is_empty())
+                .unwrap();
+        }
+        assert_eq!(current_slot(&world.flash), SlotId::User2, "checked {checked}");
+        assert_eq!(world.board.reboots.len(), 1);
+        let after = world.board.reboots[0] - done_at;
+        assert!(after < CLOSE_GRACE, "checked {checked}: rebooted {after} after the client was done");
+    }
+}
+
 #[test]
 fn a_client_that_vanishes_mid_image_frees_the_agent_and_switches_nothing() {
     let images = images(30, 60_000);
