@@ -46,7 +46,7 @@ use crate::boot::{self, BootStatus, CommitError, DEFAULT_TRIAL_ATTEMPTS, Running
 use crate::flash::NorFlash;
 use crate::image::{self, ImageError};
 use crate::irom_text;
-use crate::layout::{FlashLayout, SlotId};
+use crate::layout::{FlashLayout, SECTOR_SIZE, SlotId};
 use crate::protocol::{
     LineReader, LineTooLong, MAX_REQUEST_LINE, REBOOT_DELAY_MS, ReplyLine, Request, RequestError, in_irom,
     in_irom::reason,
@@ -104,6 +104,9 @@ pub struct SessionConfig {
     pub confirm: Confirm,
     /// Boots a new firmware gets to confirm itself (with tcpflash-boot).
     pub trial_attempts: u8,
+    /// Erase the idle slot in the background once the running firmware is confirmed
+    /// ([`Session::pre_erase`]), so the next push only programs.
+    pub pre_erase: bool,
 }
 
 impl SessionConfig {
@@ -116,6 +119,7 @@ impl SessionConfig {
             auth_backoff: DEFAULT_AUTH_BACKOFF,
             confirm: Confirm::OnCheckIn,
             trial_attempts: DEFAULT_TRIAL_ATTEMPTS,
+            pre_erase: true,
         }
     }
 }
@@ -322,6 +326,10 @@ pub struct Session<'a> {
     nonce: Option<Nonce>,
     /// Outlives sessions, so a client cannot escape its lockout by reconnecting.
     lockouts: Lockouts,
+    /// The idle slot reads erased from its start up to this flash offset (0: nothing known).
+    /// Learnt by reading or erasing since this firmware started, never assumed; forgotten
+    /// when a push writes the slot.
+    pre_erased: u32,
 }
 
 impl<'a> Session<'a> {
@@ -344,6 +352,7 @@ impl<'a> Session<'a> {
             headers: Headers::default(),
             nonce: None,
             lockouts: Lockouts::new(),
+            pre_erased: 0,
         }
     }
 
@@ -670,6 +679,63 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// One step of the idle slot's pre-erase ([`SessionConfig::pre_erase`]), for the driver
+    /// to call while it serves no client: reads the next sector of the idle slot and erases
+    /// it unless it reads erased. At most one 4 KB read and one sector erase (45 ms typical,
+    /// 400 ms at most on a W25Q32) per call. Runs only once the running firmware is confirmed
+    /// (never while the idle slot is what a trial would fall back to), with no reboot
+    /// pending, and on a device rBoot's config boots this firmware again. Returns whether it
+    /// did a step (more may follow: [`Session::pre_erase_pending`]).
+    ///
+    /// What is erased is learnt again after each reboot by reading, so a power cut mid-erase
+    /// costs nothing but that sector's erase again; the read-back check after a push catches
+    /// a sector an interrupted erase left reading erased but weak.
+    #[inline(never)]
+    pub fn pre_erase<F: NorFlash>(&mut self, flash: &mut F) -> bool {
+        let Some(at) = self.pre_erase_next() else { return false };
+        let layout = self.config.layout;
+        // Without tcpflash-boot: only when rBoot's config boots this slot again (not after a
+        // temporary or GPIO boot), and never on an SDK map (its own boot flag decides).
+        if self.running.status == BootStatus::Untracked
+            && (layout.sdk_map().is_some() || boot::running_slot(flash, layout) != self.running.slot)
+        {
+            self.config.pre_erase = false;
+            return false;
+        }
+        let sector = self.writer.buffer();
+        let erased = flash.read(at, sector).is_ok() && sector.iter().all(|&byte| byte == 0xFF);
+        if !erased && flash.erase(at, at + SECTOR_SIZE).is_err() {
+            // A flash that fails is left alone; the push erases as usual.
+            self.config.pre_erase = false;
+            return false;
+        }
+        self.pre_erased = at + SECTOR_SIZE;
+        true
+    }
+
+    /// Whether [`Session::pre_erase`] has a step to do now.
+    pub fn pre_erase_pending(&self) -> bool {
+        self.pre_erase_next().is_some()
+    }
+
+    /// How far the idle slot reads erased (its offset when nothing is known), for status.
+    pub fn pre_erased(&self) -> Option<(SlotId, u32)> {
+        let slot = self.config.layout.slot(self.running.slot?.other());
+        Some((slot.id, self.pre_erased.clamp(slot.offset, slot.end()) - slot.offset))
+    }
+
+    /// The idle slot's next sector to pre-erase, when one may be erased now.
+    fn pre_erase_next(&self) -> Option<u32> {
+        let confirmed = matches!(
+            self.running.status,
+            BootStatus::Confirmed | BootStatus::Untracked | BootStatus::Trial { confirmed: true, .. }
+        );
+        let slot = self.config.layout.slot(self.running.slot?.other());
+        let at = self.pre_erased.max(slot.offset);
+        let idle = matches!(self.state, State::Idle) && self.reboot_at.is_none();
+        (self.config.pre_erase && confirmed && idle && at + SECTOR_SIZE <= slot.end()).then_some(at)
+    }
+
     /// Takes one request line; true when it was an accepted `GetNextFlash`, which
     /// [`Session::check_in`] answers (it may write the confirmation: not generic here, so
     /// this code exists once whatever the flash type).
@@ -708,7 +774,8 @@ impl<'a> Session<'a> {
                     self.fail(now, Failure::LengthTooBig { len, capacity: slot.capacity });
                     return false;
                 }
-                self.writer.begin_in_slot(slot, len);
+                self.writer.begin_in_slot(slot, len, self.pre_erased);
+                self.pre_erased = 0;
                 self.push(Outgoing::Ready);
                 let allowed = Duration::from_secs(u64::from(len / MIN_PACE)) + self.config.idle_timeout;
                 self.state = State::Receiving { target, len, deadline: now + allowed };

@@ -333,6 +333,8 @@ impl<'a, H: Copy> Driver<'a, H> {
         self.finish_session(sdk);
         self.release_window(sdk);
         self.serve_refused(now, sdk);
+        // On an SDK map the first step finds the SDK's boot flag in charge and gives up.
+        self.listener.idle(flash);
         self.listener.poll(now, platform);
         self.arm_next(now, fed, sdk);
     }
