@@ -231,7 +231,8 @@ impl<'a> Listener<'a> {
     /// ([`Session::pre_erase`]), at most one sector erase. Call once per poll of the driver;
     /// returns whether it worked.
     pub fn idle<F: NorFlash>(&mut self, flash: &mut F) -> bool {
-        !self.busy && self.session.pre_erase(flash)
+        // The session itself does nothing while it has a client.
+        self.session.pre_erase(flash)
     }
 
     /// Runs the timers when no connection needs serving: the reboot after an update.

@@ -69,7 +69,8 @@ pub struct AgentConfig {
     pub header_timeout: Duration,
     /// The slot running now. `None` (the default) reads it at the first poll, from
     /// tcpflash-boot's hand-off record, else rBoot's config; set it when the platform knows
-    /// better (rBoot's GPIO or temporary boot).
+    /// better (rBoot's GPIO or temporary boot). Set, it turns [`AgentConfig::pre_erase`] off:
+    /// the next reset may boot the other slot.
     pub running_slot: Option<SlotId>,
     /// Who confirms a new firmware that runs on trial (with tcpflash-boot): the pushing
     /// host's check-in after the reboot (the default), or the application
@@ -110,7 +111,7 @@ impl AgentConfig {
             key: self.key,
             confirm: self.confirm,
             trial_attempts: self.trial_attempts,
-            pre_erase: self.pre_erase,
+            pre_erase: self.pre_erase && self.running_slot.is_none(),
             ..SessionConfig::new(self.layout)
         }
     }

@@ -379,16 +379,14 @@ impl<'a> Session<'a> {
     /// [`Session::start`] with the address already folded: a driver that knows its address
     /// type converts it where the compiler sees which kinds can occur.
     pub(crate) fn start_from(&mut self, now: Instant, peer: PeerKey) {
-        self.lines.clear();
-        self.queue = [None; MAX_QUEUED];
+        // What the last connection left (the drivers reset it already; one code for both).
+        self.reset();
         self.peer = peer;
         self.connected_at = now;
         self.last_input = now;
         self.header_bytes = 0;
         self.input_closed = false;
         self.last_failure = None;
-        self.headers = Headers::default();
-        self.nonce = None;
         self.state = State::ExpectOta;
         if self.reboot_at.is_some() {
             self.fail(now, Failure::RebootPending);
@@ -405,9 +403,12 @@ impl<'a> Session<'a> {
     /// The connection is gone (reset, or closed and finished): back to idle. An image not
     /// yet committed is abandoned, so nothing switches behind the client's back; after a
     /// commit nobody waits for the success line any more, so the reboot is due at once.
+    // Out of line: the drivers call it from two places, and every start does.
+    #[inline(never)]
     pub fn reset(&mut self) {
-        if let (State::Closing { since }, Some(at)) = (self.state, self.reboot_at) {
-            self.reboot_at = Some(at.min(since));
+        if let State::Closing { since } = self.state {
+            // The commit set the reboot 2 s after `since` (or sooner): now it is due.
+            self.reboot_at = Some(since);
         }
         self.state = State::Idle;
         self.queue = [None; MAX_QUEUED];
@@ -684,8 +685,11 @@ impl<'a> Session<'a> {
     /// it unless it reads erased. At most one 4 KB read and one sector erase (45 ms typical,
     /// 400 ms at most on a W25Q32) per call. Runs only once the running firmware is confirmed
     /// (never while the idle slot is what a trial would fall back to), with no reboot
-    /// pending, and on a device rBoot's config boots this firmware again. Returns whether it
-    /// did a step (more may follow: [`Session::pre_erase_pending`]).
+    /// pending, and not on an SDK map (the SDK's boot flag decides what boots there). Without
+    /// tcpflash-boot the running slot must be the one rBoot's config boots, as
+    /// [`Running::read`] finds it: a driver told otherwise (a temporary or GPIO boot) turns
+    /// the pre-erase off. Returns whether it did a step (more may follow:
+    /// [`Session::pre_erase_pending`]).
     ///
     /// What is erased is learnt again after each reboot by reading, so a power cut mid-erase
     /// costs nothing but that sector's erase again; the read-back check after a push catches
@@ -693,15 +697,6 @@ impl<'a> Session<'a> {
     #[inline(never)]
     pub fn pre_erase<F: NorFlash>(&mut self, flash: &mut F) -> bool {
         let Some(at) = self.pre_erase_next() else { return false };
-        let layout = self.config.layout;
-        // Without tcpflash-boot: only when rBoot's config boots this slot again (not after a
-        // temporary or GPIO boot), and never on an SDK map (its own boot flag decides).
-        if self.running.status == BootStatus::Untracked
-            && (layout.sdk_map().is_some() || boot::running_slot(flash, layout) != self.running.slot)
-        {
-            self.config.pre_erase = false;
-            return false;
-        }
         let sector = self.writer.buffer();
         let erased = flash.read(at, sector).is_ok() && sector.iter().all(|&byte| byte == 0xFF);
         if !erased && flash.erase(at, at + SECTOR_SIZE).is_err() {
@@ -730,10 +725,12 @@ impl<'a> Session<'a> {
             self.running.status,
             BootStatus::Confirmed | BootStatus::Untracked | BootStatus::Trial { confirmed: true, .. }
         );
-        let slot = self.config.layout.slot(self.running.slot?.other());
+        let layout = self.config.layout;
+        let slot = layout.slot(self.running.slot?.other());
         let at = self.pre_erased.max(slot.offset);
         let idle = matches!(self.state, State::Idle) && self.reboot_at.is_none();
-        (self.config.pre_erase && confirmed && idle && at + SECTOR_SIZE <= slot.end()).then_some(at)
+        let ours = self.config.pre_erase && layout.has_boot_config();
+        (ours && confirmed && idle && at + SECTOR_SIZE <= slot.end()).then_some(at)
     }
 
     /// Takes one request line; true when it was an accepted `GetNextFlash`, which
@@ -872,7 +869,7 @@ impl<'a> Session<'a> {
             (self.config.layout, self.running.status, self.config.trial_attempts);
         // An SDK map boots through Espressif's bootloader: the driver's platform switches
         // with the SDK's upgrade API when it reboots (the rBoot config's place is in user1).
-        if layout.sdk_map().is_none()
+        if layout.has_boot_config()
             && let Err(error) =
                 boot::commit_update(flash, layout, running, target, status, attempts, self.writer.buffer())
         {
@@ -894,6 +891,8 @@ impl<'a> Session<'a> {
         self.state = State::Dropping { since: now };
     }
 
+    // Out of line: it queues a reply from a dozen places.
+    #[inline(never)]
     fn push(&mut self, reply: Outgoing) {
         match self.queue.iter_mut().find(|slot| slot.is_none()) {
             Some(slot) => *slot = Some(reply),

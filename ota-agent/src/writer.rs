@@ -152,7 +152,7 @@ impl<'a> SectorWriter<'a> {
     pub fn begin_in_slot(&mut self, slot: &Slot, len: u32, erased_to: u32) {
         debug_assert!(len <= slot.capacity);
         self.begin_with_limit(slot.offset, len, slot.end());
-        self.erased_to = erased_to.clamp(slot.offset, slot.end());
+        self.erased_to = erased_to.max(slot.offset).min(slot.end());
     }
 
     fn begin_with_limit(&mut self, offset: u32, len: u32, erase_limit: u32) {

@@ -96,21 +96,28 @@ fn it_waits_for_a_confirmed_firmware_and_never_erases_the_slot_a_trial_falls_bac
 }
 
 #[test]
-fn under_rboot_only_while_the_config_boots_the_running_slot_again() {
+fn not_when_the_next_reset_may_boot_the_idle_slot_nor_on_an_sdk_map() {
+    use ota_agent::net::AgentConfig;
     // rBoot's config boots user1, which runs: user2 may go.
     let mut flash = factory_flash(SlotId::User1);
     let mut session = booted(Running::untracked(Some(SlotId::User1)));
     assert!(session.pre_erase(&mut flash));
-    // user2 runs after a temporary or GPIO boot while the config still names user1: user1
-    // is what the next reset boots, so it is never erased.
-    let before = factory_flash(SlotId::User1);
-    let mut flash = Recording::new(before.clone());
-    let mut session = booted(Running::untracked(Some(SlotId::User2)));
-    assert!(session.pre_erase_pending());
+    // A platform that names the running slot itself (rBoot's temporary or GPIO boot): the
+    // config may boot the other slot at the next reset, so it is never erased.
+    assert!(AgentConfig::new(LAYOUT).session().pre_erase, "on by default");
+    let told = AgentConfig { running_slot: Some(SlotId::User2), ..AgentConfig::new(LAYOUT) };
+    assert!(!told.session().pre_erase);
+    assert!(!AgentConfig { pre_erase: false, ..AgentConfig::new(LAYOUT) }.session().pre_erase);
+
+    // On an SDK map the SDK's boot flag decides what boots: nothing is erased.
+    let map = ota_agent::layout::sdk::SdkMap::by_name("sdk-1MB").unwrap();
+    let sector = Box::leak(Box::new([0u8; SECTOR]));
+    let mut session = Session::new(SessionConfig::new(&map.layout), sector);
+    session.set_running(Running::untracked(Some(SlotId::User1)));
+    let mut flash = RamNor::from_storage(vec![0u8; map.layout.flash_size as usize]);
+    assert!(!session.pre_erase_pending());
     assert!(!session.pre_erase(&mut flash));
-    assert!(!session.pre_erase_pending(), "given up for this boot");
-    assert!(erases(&flash.take_log()).is_empty());
-    assert!(flash.inner.bytes() == before.bytes());
+    assert!(flash.bytes().iter().all(|&b| b == 0));
 }
 
 #[test]
