@@ -31,8 +31,9 @@ pub mod exit {
 
 /// The largest piece of image handed to one `write` call.
 const WRITE_CHUNK: usize = 16 * 1024;
-/// Pause between attempts to reach a rebooting device.
-const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Pause before the first attempt to reach a rebooting device, and between attempts (`cargo
+/// xtask bench` models the check after a push with it).
+pub const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// The socket's send buffer (Linux doubles it). The device's window is 12 KB, so more
 /// buffering gains nothing; what it buys instead: the progress bar counts bytes the device
 /// took, not bytes the kernel queued, and Ctrl-C leaves little in flight.
