@@ -1,5 +1,6 @@
 //! `cargo tcpflash --host H`: build both slots, push the image the device asks for, and
-//! check it came back on the new slot. Output: cargo-style status lines and the progress
+//! check it came back on the new slot. The device is asked which slot it wants while the
+//! firmware builds ([`push::EarlyPush`]). Output: cargo-style status lines and the progress
 //! bar on stderr, one result line on stdout; errors as miette reports, with an exit status
 //! per kind of failure (`cli::EXIT_CODES`).
 
@@ -131,10 +132,12 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
             .map_err(|source| PushCmdError::KeyFileUnreadable { path: path.clone(), source })?;
         build_args.key_file = Some(absolute);
     }
-    let firmware = build::build(&build_args)?;
-    let images = [read_image(&firmware, SlotId::User1)?, read_image(&firmware, SlotId::User2)?];
     let timeouts =
         Timeouts { connect: args.connect_timeout, reply: args.timeout, reboot: args.reboot_timeout };
+    // The device names its slot while the firmware builds; a build that fails lets it go.
+    let early = push::EarlyPush::start(&target, &timeouts, key);
+    let firmware = build::build(&build_args)?;
+    let images = [read_image(&firmware, SlotId::User1)?, read_image(&firmware, SlotId::User2)?];
 
     status("Pushing", &format!("{} {} to {target}", firmware.package.name, firmware.package.version));
     // From here Ctrl-C stops the push cleanly (the connection is reset, and we say what the
@@ -147,7 +150,7 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
     );
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
     let mut shown = Shown::default();
-    let pushed = push::push(&target, [&images[0], &images[1]], key.as_ref(), &timeouts, &cancel, &mut |p| {
+    let pushed = early.push(&target, [&images[0], &images[1]], key.as_ref(), &timeouts, &cancel, &mut |p| {
         shown.progress(p)
     });
     shown.finish();
