@@ -31,6 +31,12 @@ pub enum Command {
     /// Write libota_agent.a and ota_agent.h: the agent for C firmware on the NONOS SDK
     /// (`void ota_init(void);` in user_init, as the seed's tcp_ota.h).
     CLib(CLibArgs),
+    /// First install over USB serial: tcpflash-boot (or --bootloader), the boot config and
+    /// user1 through the ESP8266 ROM loader.
+    SerialFlash(crate::serial::cli::SerialFlashArgs),
+    /// The virtual ESP8266: the real agent on 127.0.0.1 with its flash in a file (`sim
+    /// status` describes a flash file).
+    Sim(crate::sim::SimArgs),
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! The host side of tcpflash: building firmware for both slots, turning ELFs into images,
-//! and pushing an image to a device. The `cargo-tcpflash` binary is a thin CLI over this.
+//! pushing an image to a device, the first install over serial and the virtual ESP8266. The
+//! `cargo-tcpflash` binary is a thin CLI over this.
 pub mod build;
 pub mod build_cmd;
 pub mod cli;
@@ -8,4 +9,6 @@ pub mod image_cmd;
 pub mod progress;
 pub mod push;
 pub mod push_cmd;
+pub mod serial;
+pub mod sim;
 pub mod stub_sdk;

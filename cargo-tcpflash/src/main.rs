@@ -8,6 +8,12 @@ fn main() -> miette::Result<()> {
         Some(Command::Build(args)) => cargo_tcpflash::build_cmd::run(&args).map(drop).map_err(Into::into),
         Some(Command::Image(args)) => Ok(cargo_tcpflash::image_cmd::run(&args)?),
         Some(Command::CLib(args)) => cargo_tcpflash::build_cmd::c_lib(&args).map(drop).map_err(Into::into),
+        Some(Command::SerialFlash(args)) => {
+            let installed = cargo_tcpflash::serial::cli::run(&args)?;
+            eprintln!("{installed}");
+            Ok(())
+        }
+        Some(Command::Sim(args)) => Ok(cargo_tcpflash::sim::run(&args)?),
         // The push picks its exit status by kind of failure (see --help).
         None => std::process::exit(cargo_tcpflash::push_cmd::run(&cli.push)),
     }

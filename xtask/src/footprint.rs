@@ -102,7 +102,7 @@ pub enum FootprintError {
 
 /// tcpflash-boot's manifest in this repository.
 pub fn bootloader_manifest() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ota-agent/boot/Cargo.toml")
+    cargo_tcpflash::build::tcpflash_boot_manifest()
 }
 
 /// A bootloader's image against sector 0, and its sections.

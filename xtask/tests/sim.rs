@@ -367,7 +367,7 @@ fn a_flash_without_a_bootable_rom_is_reported_as_bricked() {
         stderr.contains("the device is bricked: no bootloader at 0x0 (first byte 0xff, not 0xe9)"),
         "{stderr}"
     );
-    assert!(stderr.contains("cargo xtask serial-flash"), "{stderr}");
+    assert!(stderr.contains("cargo tcpflash serial-flash"), "{stderr}");
     assert_eq!(status(&flash)["bricked"], "no bootloader at 0x0 (first byte 0xff, not 0xe9)");
     assert!(std::fs::read(&flash).unwrap().iter().all(|&b| b == 0xFF), "nothing was written");
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask sim`: the virtual ESP8266 on 127.0.0.1, its flash in a file.
+//! `cargo tcpflash sim`: the virtual ESP8266 on 127.0.0.1, its flash in a file.
 //!
 //! A new flash file gets the factory install `serial-flash` would write (bootloader at 0x0,
 //! boot config at 0x1000, user1 in the first slot). The virtual device runs no machine code,
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use cargo_tcpflash::cli::BuildArgs;
+use crate::cli::BuildArgs;
 use clap::{Args, Subcommand};
 use miette::Diagnostic;
 use ota_agent::auth::{self, Key, KeyFileError};
@@ -129,7 +129,7 @@ pub enum SimError {
         source: OpenError,
     },
     #[error("no flash file at {}", path.display())]
-    #[diagnostic(help("`cargo xtask sim --flash {}` creates one with a factory install", path.display()))]
+    #[diagnostic(help("`cargo tcpflash sim --flash {}` creates one with a factory install", path.display()))]
     NoFlashFile { path: PathBuf },
     #[error("{} is {size} bytes, which is no flash layout's size", path.display())]
     #[diagnostic(help("flash files are 512KB, 1MB, 2MB or 4MB; delete it to start over"))]
@@ -174,12 +174,12 @@ pub enum SimError {
     KeyFileFormat { path: PathBuf, reason: KeyFileError },
     #[error("the virtual ESP8266 stopped: {0}")]
     #[diagnostic(help(
-        "a real board in this state needs `cargo xtask serial-flash`; for the virtual one, delete the flash file to start over"
+        "a real board in this state needs `cargo tcpflash serial-flash`; for the virtual one, delete the flash file to start over"
     ))]
     Serve(ServeError),
     #[error("the flash {} boots nothing: {reason}", path.display())]
     #[diagnostic(help(
-        "the status above says why slot by slot; a real board in this state needs `cargo xtask serial-flash`"
+        "the status above says why slot by slot; a real board in this state needs `cargo tcpflash serial-flash`"
     ))]
     Bricked { path: PathBuf, reason: String },
 }
@@ -188,7 +188,7 @@ pub enum SimError {
 /// and mean nothing for a device anyway).
 const MAX_SECONDS: f64 = 86_400.0;
 
-/// Runs `cargo xtask sim ...`.
+/// Runs `cargo tcpflash sim ...`.
 pub fn run(args: &SimArgs) -> Result<(), SimError> {
     match &args.command {
         Some(SimCommand::Status(status)) => {
@@ -283,11 +283,8 @@ fn open_or_install(path: &Path, args: &ServeArgs) -> Result<(FileFlash, &'static
     let (layout, user1) = match &args.image {
         Some(image) => (named_layout(args.build.layout.as_deref())?, read("image", image)?),
         None => {
-            let mut build = args.build.clone();
-            if build.manifest_path.is_none() {
-                build.manifest_path = Some(crate::demo::workspace_root().join("example-blinky/Cargo.toml"));
-            }
-            let firmware = cargo_tcpflash::build::build(&build).map_err(FlashError::from)?;
+            // The firmware of the current folder, as cargo finds it (or --manifest-path).
+            let firmware = crate::build::build(&args.build).map_err(FlashError::from)?;
             (firmware.layout, read("image", &firmware.slot(SlotId::User1).bin)?)
         }
     };

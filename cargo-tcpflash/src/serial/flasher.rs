@@ -76,7 +76,7 @@ pub enum FlashError {
     },
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Build(#[from] cargo_tcpflash::build::BuildError),
+    Build(#[from] crate::build::BuildError),
     #[error("{name} is empty")]
     #[diagnostic(help("rebuild it with `cargo tcpflash build`"))]
     EmptyImage { name: String },
@@ -108,7 +108,7 @@ pub enum FlashError {
     BootloaderOnSdkMap { layout: &'static str },
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Sdk(#[from] cargo_tcpflash::build::sdk::SdkError),
+    Sdk(#[from] crate::build::sdk::SdkError),
     #[error("{name} was built for the {built} flash map, but the {layout} layout is the SDK's {wanted} map")]
     #[diagnostic(help(
         "build for --layout {layout} (the image header's flash size must name the map the SDK checks at boot)"
