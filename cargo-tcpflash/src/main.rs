@@ -14,7 +14,8 @@ fn main() -> miette::Result<()> {
             Ok(())
         }
         Some(Command::Sim(args)) => Ok(cargo_tcpflash::sim::run(&args)?),
-        // The push picks its exit status by kind of failure (see --help).
+        // A push picks its exit status by kind of failure (see --help).
+        Some(Command::Push(args)) => std::process::exit(cargo_tcpflash::push_cmd::run_prebuilt(&args)),
         None => std::process::exit(cargo_tcpflash::push_cmd::run(&cli.push)),
     }
 }

@@ -90,6 +90,9 @@ pub enum Progress<'a> {
     Sent(usize),
     /// Every image byte is out; the device is checking it.
     Verifying,
+    /// The device refused the extension lines with this `ERR:` line: the push starts over
+    /// with the seed's lines only.
+    Plain(&'a str),
     /// Waiting for the device to reboot and answer again.
     AwaitingReboot,
     /// An attempt to reach the rebooting device failed; another follows.
@@ -225,6 +228,25 @@ pub enum PushError {
         help: String,
     },
 
+    #[error(
+        "the device does not know tcpflash's extension lines: it answered the SHA-256 line with `{line}`"
+    )]
+    #[diagnostic(
+        code(tcpflash::push::no_extensions),
+        help(
+            "{}",
+            if *keyed {
+                "a push with a key never falls back to the seed's plain lines: they would carry the image without \
+                 the proof, and the device could not check it. This device runs an agent without the \
+                 extensions (such as the seed's C agent): push without --key-file, or update its agent"
+            } else {
+                "the device runs an agent without tcpflash's extensions (such as the seed's C agent): push with \
+                 --plain (the seed's lines only; that agent checks little of the image)"
+            }
+        )
+    )]
+    NoExtensions { line: String, keyed: bool },
+
     #[error("unexpected reply from the device while {during}: {line:?}")]
     #[diagnostic(
         code(tcpflash::push::unexpected),
@@ -274,9 +296,10 @@ impl PushError {
             | PushError::Interrupted { .. }
             | PushError::Closed { .. }
             | PushError::NotBack { .. } => exit::NETWORK,
-            PushError::Rejected { .. } | PushError::Device { .. } | PushError::Unexpected { .. } => {
-                exit::REFUSED
-            }
+            PushError::Rejected { .. }
+            | PushError::Device { .. }
+            | PushError::NoExtensions { .. }
+            | PushError::Unexpected { .. } => exit::REFUSED,
             PushError::Reverted { .. } => exit::REVERTED,
             PushError::Cancelled { .. } => exit::CANCELLED,
         }
@@ -346,9 +369,23 @@ pub fn resolve(host: &str, port: u16) -> Result<Target, PushError> {
     Ok(Target { host: host.to_owned(), port, addrs })
 }
 
+/// Which request lines a push sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// tcpflash's extension lines (the image's SHA-256; with a key, its proof). A device that
+    /// refuses the SHA-256 line (an agent without the extensions, such as the seed's) gets
+    /// the push again with the seed's lines only; a keyed push never falls back.
+    #[default]
+    Auto,
+    /// The seed's lines only (`--plain`): the device checks what it checks (the seed's
+    /// agent, the image's first 16 bytes), nothing is proven.
+    Plain,
+}
+
 /// Pushes the image the device asks for: `images` holds user1's and user2's, in that order.
-/// The image's SHA-256 always goes along (the device checks the slot against it before it
-/// switches); with `key`, the push proves it holds the device's key.
+/// The image's SHA-256 goes along (the device checks the slot against it before it
+/// switches) unless the device does not know that line (see [`Protocol`]); with `key`, the
+/// push proves it holds the device's key.
 ///
 /// Setting `cancel` stops the push within a tenth of a second: the connection is reset (not
 /// closed), so bytes the kernel still holds never reach the device.
@@ -360,9 +397,41 @@ pub fn push(
     cancel: &AtomicBool,
     report: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Pushed, PushError> {
+    push_with(target, images, key, Protocol::Auto, timeouts, cancel, report)
+}
+
+/// [`push`] with the protocol chosen.
+pub fn push_with(
+    target: &Target,
+    images: [&[u8]; 2],
+    key: Option<&Key>,
+    protocol: Protocol,
+    timeouts: &Timeouts,
+    cancel: &AtomicBool,
+    report: &mut dyn FnMut(Progress<'_>),
+) -> Result<Pushed, PushError> {
+    let plain = protocol == Protocol::Plain;
+    match push_once(target, images, key, plain, timeouts, cancel, report) {
+        Err(PushError::NoExtensions { line, .. }) if !plain && key.is_none() => {
+            report(Progress::Plain(&line));
+            push_once(target, images, None, true, timeouts, cancel, report)
+        }
+        other => other,
+    }
+}
+
+fn push_once(
+    target: &Target,
+    images: [&[u8]; 2],
+    key: Option<&Key>,
+    plain: bool,
+    timeouts: &Timeouts,
+    cancel: &AtomicBool,
+    report: &mut dyn FnMut(Progress<'_>),
+) -> Result<Pushed, PushError> {
     let mut conn = Conn::open(target, timeouts, cancel)?;
     report(Progress::Connected(conn.addr));
-    match conn.converse(Goal::Push { images, key }, report)? {
+    match conn.converse(Goal::Push { images, key, plain }, report)? {
         Reached::Pushed { slot, len } => {
             Ok(Pushed { slot, addr: conn.addr, len, build_id: build_id_of(images[slot.index()]) })
         }
@@ -429,8 +498,9 @@ fn is_transient(error: &PushError) -> bool {
 
 #[derive(Clone, Copy)]
 enum Goal<'a> {
-    /// The whole protocol, with these images (and the key, if any).
-    Push { images: [&'a [u8]; 2], key: Option<&'a Key> },
+    /// The whole protocol, with these images (and the key, if any); `plain`: the seed's
+    /// lines only.
+    Push { images: [&'a [u8]; 2], key: Option<&'a Key>, plain: bool },
     /// `OTA` / `GetNextFlash`, then `GetBootState`, then close.
     Ask,
 }
@@ -572,10 +642,14 @@ impl<'c> Conn<'c> {
                         self.step = Step::BootState;
                         client.ask_boot_state();
                     }
-                    Goal::Push { images, .. } => {
+                    Goal::Push { images, plain, .. } => {
                         let image = images[slot.index()];
                         let len = u32::try_from(image.len()).expect("images fit their slot");
-                        client.send_checked_image(len, &auth::sha256(image));
+                        if *plain {
+                            client.send_image(len);
+                        } else {
+                            client.send_checked_image(len, &auth::sha256(image));
+                        }
                         self.step = Step::Ready;
                     }
                 }
@@ -613,13 +687,13 @@ impl<'c> Conn<'c> {
                 let slot = self.asked.expect("checked").other();
                 return Ok(Some(Reached::Asked(Returned { slot, boot: None })));
             }
-            Event::Failed(error) => return Err(self.failure(error, client)),
+            Event::Failed(error) => return Err(self.failure(error, client, goal)),
         }
         Ok(None)
     }
 
     /// Turns the client's verdict into an error a person can act on.
-    fn failure(&self, error: ClientError, client: &Client) -> PushError {
+    fn failure(&self, error: ClientError, client: &Client, goal: &Goal<'_>) -> PushError {
         let addr = self.addr;
         match error {
             ClientError::ImageRejected(reason) => {
@@ -634,6 +708,14 @@ impl<'c> Conn<'c> {
             ClientError::Device(reason) => {
                 let reason = reason.to_string();
                 let line = format!("{ERR_PREFIX}{}", printable(&reason));
+                // Refused at our header lines for a reason our agent never gives: a device
+                // without the extensions (the seed's agent answers `Unexpected header.`).
+                if let Goal::Push { plain: false, key, .. } = goal
+                    && self.step == Step::Ready
+                    && !is_our_reason(&reason)
+                {
+                    return PushError::NoExtensions { line, keyed: key.is_some() };
+                }
                 PushError::Device { line, help: device_help(&reason) }
             }
             ClientError::Unexpected { line, during } => {
@@ -713,7 +795,7 @@ impl<'c> Conn<'c> {
             Ok(0) => {
                 let event = client.closed().expect("the conversation was open");
                 match event {
-                    Event::Failed(error) => Err(self.failure(error, client)),
+                    Event::Failed(error) => Err(self.failure(error, client, &Goal::Ask)),
                     _ => unreachable!("closing only fails"),
                 }
             }
@@ -786,6 +868,33 @@ fn connect_error(addr: SocketAddr, source: io::Error, timeout: Duration) -> Push
 
 fn is_timeout(error: &io::Error) -> bool {
     matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Whether `reason` is one our agent gives (so it is not a device without the extensions).
+fn is_our_reason(reason: &str) -> bool {
+    use ota_agent::protocol::reason::*;
+    let ours = [
+        INVALID_LENGTH,
+        LENGTH_TOO_BIG,
+        BUSY,
+        LINE_TOO_LONG,
+        IDLE_TIMEOUT,
+        TOO_MANY_BYTES,
+        TRUNCATED,
+        REBOOT_PENDING,
+        UNKNOWN_RUNNING_SLOT,
+        INVALID_DIGEST,
+        AUTH_REQUIRED,
+        AUTH_FAILED,
+        AUTH_LOCKED,
+        SHA256_MISMATCH,
+        NO_NONCE,
+        HEADER_TIMEOUT,
+        TOO_MANY_HEADER_BYTES,
+        TOO_SLOW,
+        ON_TRIAL,
+    ];
+    ours.iter().any(|ours| reason.starts_with(ours))
 }
 
 /// What to do about the agent's `ERR:` reasons (the seed's and ours).

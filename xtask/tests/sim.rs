@@ -371,3 +371,28 @@ fn a_flash_without_a_bootable_rom_is_reported_as_bricked() {
     assert_eq!(status(&flash)["bricked"], "no bootloader at 0x0 (first byte 0xff, not 0xe9)");
     assert!(std::fs::read(&flash).unwrap().iter().all(|&b| b == 0xFF), "nothing was written");
 }
+
+#[test]
+fn prebuilt_images_are_pushed_to_both_slots_in_turn() {
+    let images = images();
+    let flash = scratch("prebuilt").join("flash.bin");
+    let sim = Sim::start(&flash, &images.factory_user1);
+    sim.wait_line("booted user1");
+    let push_files = || {
+        Command::new(tcpflash())
+            .args(["tcpflash", "push", "--host", "127.0.0.1", "--port", &sim.port.to_string()])
+            .arg(&images.user1)
+            .arg(&images.user2)
+            .output()
+            .unwrap()
+    };
+    // The factory user1 booted once already.
+    for (slot, boots) in [(SlotId::User2, 1), (SlotId::User1, 2)] {
+        let output = push_files();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{}", flat(&output.stderr));
+        assert!(stdout.contains(&format!("the device now runs {slot}")), "{stdout}");
+        sim.wait_nth(&format!("booted {slot} (example-blinky 0.1.0"), boots);
+        assert_slot_holds(&sim.flash_bytes(), slot, &images.bytes(slot));
+    }
+}
