@@ -596,7 +596,7 @@ fn ctrl_c_after_the_last_byte_checks_what_the_device_runs() {
 
 #[test]
 fn a_device_s_escape_sequences_never_reach_the_terminal_raw() {
-    let device = fake_device(vec![answers("user2.bin\r\nERR: \x1b[2J\x1b]0;owned\x07 \u{9b}31m boom\r\n")]);
+    let device = fake_device(vec![answers("ERR: \x1b[2J\x1b]0;owned\x07 \u{9b}31m boom\r\n")]);
     let output = run(&mut push(device.port, &[]));
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(5), "{stderr}");
