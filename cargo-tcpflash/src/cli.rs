@@ -28,6 +28,9 @@ pub enum Command {
     Build(BuildArgs),
     /// Convert an ESP8266 ELF into a v2 image, or describe an image (--info).
     Image(ImageArgs),
+    /// Create a firmware crate that builds and pushes as it is (ota-agent, the pinned
+    /// nightly, a main.rs with the agent, the watchdog fed and a panic that resets).
+    New(crate::new_cmd::NewArgs),
     /// Push images built elsewhere: `cargo tcpflash push --host H USER1.BIN USER2.BIN` (the
     /// seed client's order); checked before connecting, verified after the reboot.
     Push(PrebuiltArgs),

@@ -6,6 +6,7 @@ pub mod build_cmd;
 pub mod cli;
 pub mod elf2image;
 pub mod image_cmd;
+pub mod new_cmd;
 pub mod prebuilt;
 pub mod progress;
 pub mod push;

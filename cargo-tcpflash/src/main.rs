@@ -14,6 +14,14 @@ fn main() -> miette::Result<()> {
             Ok(())
         }
         Some(Command::Sim(args)) => Ok(cargo_tcpflash::sim::run(&args)?),
+        Some(Command::New(args)) => {
+            let path = cargo_tcpflash::new_cmd::run(&args)?;
+            eprintln!(
+                "Created {}: `cargo tcpflash build` there builds it; see its README for the first install and pushes",
+                path.display()
+            );
+            Ok(())
+        }
         // A push picks its exit status by kind of failure (see --help).
         Some(Command::Push(args)) => std::process::exit(cargo_tcpflash::push_cmd::run_prebuilt(&args)),
         None => std::process::exit(cargo_tcpflash::push_cmd::run(&cli.push)),

@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod boards;
 pub mod boot;
+#[cfg(feature = "build-script")]
+pub mod build_script;
 pub mod client;
 pub mod crc;
 pub mod descriptor;

@@ -11,8 +11,7 @@ use core::fmt::{self, Write};
 
 use ota_agent::espconn::ffi::{EtsTimer, ets_timer_arm_new, ets_timer_setfn};
 
-#[path = "esp8266/led.rs"]
-mod led;
+use ota_agent::boards::esp8266::Led;
 
 /// A panic resets through the ROM; the SDK feeds the watchdogs itself.
 pub use ota_agent::boards::esp8266::reset;
@@ -56,7 +55,7 @@ struct SdkTask<T>(UnsafeCell<T>);
 unsafe impl<T> Sync for SdkTask<T> {}
 
 static BLINK_TIMER: SdkTask<EtsTimer> = SdkTask(UnsafeCell::new(EtsTimer::new()));
-static LED: SdkTask<Option<led::Led>> = SdkTask(UnsafeCell::new(None));
+static LED: SdkTask<Option<Led>> = SdkTask(UnsafeCell::new(None));
 
 /// Called by the SDK once it is up.
 #[unsafe(no_mangle)]
@@ -65,7 +64,7 @@ pub extern "C" fn user_init() {
     join_wifi();
     // SAFETY: the SDK's task; the statics are only touched from here and the timer callback.
     unsafe {
-        *LED.0.get() = Some(led::Led::gpio2());
+        *LED.0.get() = Some(Led::gpio2());
         ets_timer_setfn(BLINK_TIMER.0.get(), blink, core::ptr::null_mut());
         ets_timer_arm_new(BLINK_TIMER.0.get(), BLINK_MS, true, true);
     }

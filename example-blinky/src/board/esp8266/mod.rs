@@ -1,9 +1,6 @@
-//! The ESP8266: GPIO2's LED, IP over SLIP on UART0, the ROM's flash routines. UART0 carries
-//! the network, so the firmware's own messages go nowhere.
-#![allow(unsafe_code)] // GPIO and UART registers
-
-mod led;
-mod slip_uart;
+//! The ESP8266: GPIO2's LED, IP over SLIP on UART0, the ROM's flash routines (all in
+//! `ota_agent::boards::esp8266`). UART0 carries the network, so the firmware's own messages
+//! go nowhere.
 
 use core::fmt;
 
@@ -11,9 +8,8 @@ use ota_agent::boards::esp8266;
 use smoltcp::iface::Config;
 use smoltcp::wire::{HardwareAddress, Ipv4Address};
 
-pub use esp8266::{Clock, Watchdog, reset};
-pub use led::Led;
-pub use slip_uart::SlipUart as Net;
+pub use esp8266::SlipUart as Net;
+pub use esp8266::{Clock, Led, Watchdog, reset};
 
 pub const NAME: &str = "esp8266";
 /// This board on the SLIP link, and the PC at the other end.

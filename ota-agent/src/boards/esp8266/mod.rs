@@ -1,5 +1,6 @@
-//! ESP8266 backends: the ROM's flash routines, reboot, a millisecond clock, by register
-//! access and ROM calls only (upstream rustc refuses inline asm for lx106).
+//! ESP8266 backends: the ROM's flash routines, reboot, a millisecond clock, the watchdog,
+//! GPIO2's LED and IP over SLIP on UART0, by register access and ROM calls only (upstream
+//! rustc refuses inline asm for lx106).
 //!
 //! Only the ROM addresses are compiled on the host (the start-up code cargo-tcpflash
 //! generates needs one). Nothing here can run on the host or under QEMU (no ESP8266 peripherals there): it is
@@ -9,7 +10,11 @@
 pub mod clock;
 #[cfg(target_arch = "xtensa")]
 pub mod flash;
+#[cfg(target_arch = "xtensa")]
+pub mod led;
 pub mod rom;
+#[cfg(target_arch = "xtensa")]
+pub mod slip_uart;
 #[cfg(target_arch = "xtensa")]
 pub mod watchdog;
 
@@ -17,6 +22,10 @@ pub mod watchdog;
 pub use clock::{Clock, init_80mhz};
 #[cfg(target_arch = "xtensa")]
 pub use flash::RomFlash;
+#[cfg(target_arch = "xtensa")]
+pub use led::Led;
+#[cfg(target_arch = "xtensa")]
+pub use slip_uart::SlipUart;
 #[cfg(target_arch = "xtensa")]
 pub use watchdog::Watchdog;
 
