@@ -20,8 +20,9 @@ use thiserror::Error;
 
 use crate::sim::{self, SimError};
 
-const BINUTILS: [&str; 2] = ["xtensa-lx106-elf-as", "xtensa-lx106-elf-ld"];
-const BINUTILS_INSTALL: &str = "sudo apt-get install binutils-xtensa-lx106";
+/// The system tools the demo's steps run, and the Debian package of each.
+pub const SYSTEM_TOOLS: [(&str, &str); 2] =
+    [("xtensa-lx106-elf-as", "binutils-xtensa-lx106"), ("xtensa-lx106-elf-ld", "binutils-xtensa-lx106")];
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -40,9 +41,9 @@ pub enum DemoError {
         "run it yourself to see why (network access to static.rust-lang.org is needed), then retry"
     ))]
     InstallFailed { command: String },
-    #[error("`{tool}` is not on PATH: the firmware is assembled and linked with GNU binutils for lx106")]
-    #[diagnostic(help("install them with: {install}"))]
-    NoBinutils { tool: &'static str, install: &'static str },
+    #[error("{} not on PATH (the firmware is assembled and linked with GNU binutils for lx106)", tools.join(", "))]
+    #[diagnostic(help("install the packages with `sudo apt-get install {}`, or run the demo as root to have it do so", packages.join(" ")))]
+    MissingTools { tools: Vec<&'static str>, packages: Vec<&'static str> },
     #[error("cannot read the firmware's toolchain file {}", path.display())]
     #[diagnostic(help(
         "the firmware folder needs a rust-toolchain.toml naming its nightly (`channel = \"nightly-...\"`)"
@@ -89,7 +90,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     step("Checking the tools");
     let channel = pinned_channel(&firmware_dir)?;
     ensure_toolchain(&channel)?;
-    ensure_binutils()?;
+    ensure_system_tools(&SYSTEM_TOOLS)?;
 
     step("Building the firmware for both slots");
     let build_args = BuildArgs { manifest_path: Some(manifest.clone()), ..BuildArgs::default() };
@@ -178,16 +179,35 @@ fn ensure_toolchain(channel: &str) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// The lx106 binutils come from the system's packages: named, not installed (that needs root).
-fn ensure_binutils() -> Result<(), DemoError> {
-    for tool in BINUTILS {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        if !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()) {
-            return Err(DemoError::NoBinutils { tool, install: BINUTILS_INSTALL });
-        }
+/// Tools from the system's packages: as root, missing ones are installed with apt-get;
+/// otherwise the one `sudo apt-get install ...` line that does it is printed and the demo stops.
+pub fn ensure_system_tools(tools: &[(&'static str, &'static str)]) -> Result<(), DemoError> {
+    let missing = |tools: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static str)> {
+        tools.iter().copied().filter(|(tool, _)| !on_path(tool)).collect()
+    };
+    let absent = missing(tools);
+    if absent.is_empty() {
+        println!("system tools ({}): ok", tools.iter().map(|(tool, _)| *tool).collect::<Vec<_>>().join(", "));
+        return Ok(());
     }
-    println!("binutils for lx106: ok");
-    Ok(())
+    let mut packages: Vec<&'static str> = absent.iter().map(|(_, package)| *package).collect();
+    packages.dedup();
+    if output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0") {
+        install("apt-get", &["update", "-q"])?;
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend(&packages);
+        install("apt-get", &args)?;
+    }
+    let still = missing(tools);
+    if still.is_empty() {
+        return Ok(());
+    }
+    Err(DemoError::MissingTools { tools: still.iter().map(|(tool, _)| *tool).collect(), packages })
+}
+
+fn on_path(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
 }
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
@@ -249,6 +269,18 @@ pub fn build_tcpflash_binary_with(root: &Path, extra: &[&str]) -> Result<PathBuf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn present_tools_pass_and_missing_ones_name_their_packages() {
+        ensure_system_tools(&[("sh", "dash")]).unwrap();
+        let error = DemoError::MissingTools {
+            tools: vec!["xtensa-lx106-elf-as", "xtensa-lx106-elf-ld"],
+            packages: vec!["binutils-xtensa-lx106"],
+        };
+        assert!(error.to_string().starts_with("xtensa-lx106-elf-as, xtensa-lx106-elf-ld not on PATH"));
+        let help = miette::Diagnostic::help(&error).unwrap().to_string();
+        assert!(help.contains("sudo apt-get install binutils-xtensa-lx106"), "{help}");
+    }
 
     #[test]
     fn reads_the_pinned_channel_of_example_blinky() {
