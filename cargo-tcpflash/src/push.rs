@@ -93,6 +93,8 @@ pub enum Progress<'a> {
     /// The device refused the extension lines with this `ERR:` line: the push starts over
     /// with the seed's lines only.
     Plain(&'a str),
+    /// The device serves another client: waiting for it.
+    Busy,
     /// Waiting for the device to reboot and answer again.
     AwaitingReboot,
     /// An attempt to reach the rebooting device failed; another follows.
@@ -411,12 +413,43 @@ pub fn push_with(
     report: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Pushed, PushError> {
     let plain = protocol == Protocol::Plain;
-    match push_once(target, images, key, plain, timeouts, cancel, report) {
+    match push_when_free(target, images, key, plain, timeouts, cancel, report) {
         Err(PushError::NoExtensions { line, .. }) if !plain && key.is_none() => {
             report(Progress::Plain(&line));
-            push_once(target, images, None, true, timeouts, cancel, report)
+            push_when_free(target, images, None, true, timeouts, cancel, report)
         }
         other => other,
+    }
+}
+
+/// [`push_once`], waiting (up to `timeouts.reboot`) while the device serves another client:
+/// its agent serves one at a time and drops a client that dawdles within seconds.
+fn push_when_free(
+    target: &Target,
+    images: [&[u8]; 2],
+    key: Option<&Key>,
+    plain: bool,
+    timeouts: &Timeouts,
+    cancel: &AtomicBool,
+    report: &mut dyn FnMut(Progress<'_>),
+) -> Result<Pushed, PushError> {
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        match push_once(target, images, key, plain, timeouts, cancel, report) {
+            Err(PushError::Device { line, .. })
+                if line.ends_with(reason::BUSY)
+                    && start.elapsed() < timeouts.reboot
+                    && !cancel.load(Ordering::SeqCst) =>
+            {
+                if !said {
+                    report(Progress::Busy);
+                    said = true;
+                }
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            other => return other,
+        }
     }
 }
 

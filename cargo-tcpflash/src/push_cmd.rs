@@ -371,6 +371,9 @@ impl Shown {
                      that agent checks little of the image (the seed's, its first 16 bytes)"
                 ),
             ),
+            Progress::Busy => {
+                status("Waiting", "the device serves another client; trying again until it is free")
+            }
             Progress::AwaitingReboot => status("Waiting", "for the device to reboot and answer again"),
             Progress::Retrying => {}
         }

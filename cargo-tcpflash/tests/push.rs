@@ -242,13 +242,31 @@ fn an_err_line_is_shown_verbatim_with_what_to_do() {
     assert!(stderr.contains("--layout"), "{stderr}");
 }
 
-#[test]
-fn a_busy_device_says_so() {
-    let device = fake_device(vec![Box::new(|mut stream| {
+fn busy() -> Script {
+    Box::new(|mut stream| {
         stream.write_all(b"ERR: Connection Already Exists\r\n").unwrap();
         drain(stream);
-    })]);
-    let stderr = assert_exit(&run(&mut push(device.port, &[])), 5);
+    })
+}
+
+#[test]
+fn a_busy_device_is_waited_for_and_then_pushed_to() {
+    let device = fake_device(vec![
+        busy(),
+        busy(),
+        accepts("user2.bin"),
+        returns("user1.bin", "BootState: confirmed user2 -"),
+    ]);
+    let output = run(&mut push(device.port, &[]));
+    let stderr = assert_exit(&output, 0);
+    assert_eq!(stderr.matches("the device serves another client").count(), 1, "said once: {stderr}");
+    assert_eq!(device.connections.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_device_busy_the_whole_time_says_so() {
+    let device = fake_device((0..200).map(|_| busy()).collect());
+    let stderr = assert_exit(&run(&mut push(device.port, &["--reboot-timeout", "1"])), 5);
     assert!(stderr.contains("the device answered: ERR: Connection Already Exists"), "{stderr}");
     assert!(stderr.contains("another push to this device is in progress"), "{stderr}");
 }

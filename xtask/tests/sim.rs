@@ -396,3 +396,34 @@ fn prebuilt_images_are_pushed_to_both_slots_in_turn() {
         assert_slot_holds(&sim.flash_bytes(), slot, &images.bytes(slot));
     }
 }
+
+#[test]
+fn bytes_beyond_the_length_are_refused_in_the_same_write_or_a_later_one() {
+    let images = images();
+    let image = images.bytes(SlotId::User2);
+    for later in [false, true] {
+        let flash = scratch(&format!("overlong-{later}")).join("flash.bin");
+        let sim = Sim::start(&flash, &images.factory_user1);
+        sim.wait_line("booted user1");
+        let config = config_bytes(&sim.flash_bytes()).to_vec();
+        let mut stream = TcpStream::connect(("127.0.0.1", sim.port)).unwrap();
+        let mut message = format!("OTA\r\nGetNextFlash\r\nFirmwareLength: {}\r\n", image.len()).into_bytes();
+        message.extend_from_slice(&image);
+        if later {
+            stream.write_all(&message).unwrap();
+            // After the image, within the device's grace for stray bytes.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            stream.write_all(b"0123456789").unwrap();
+        } else {
+            message.extend_from_slice(b"0123456789");
+            stream.write_all(&message).unwrap();
+        }
+        let mut replies = String::new();
+        let _ = stream.read_to_string(&mut replies);
+        assert!(replies.starts_with("user2.bin\r\nReady\r\n"), "{replies:?}");
+        assert!(replies.ends_with("ERR: More bytes than FirmwareLength\r\n"), "later {later}: {replies:?}");
+        assert!(!replies.contains("Flash upgrade success"), "{replies:?}");
+        assert_eq!(config_bytes(&sim.flash_bytes()), &config[..], "nothing switched (later {later})");
+        assert_eq!(sim.count("rebooting"), 0);
+    }
+}
