@@ -55,6 +55,7 @@ fn the_proof_ends_with_one_line_of_figures_and_finds_nothing() {
             "trial_cut_points",
             "trial_cut_failures",
             "net_cases",
+            "hostile_cases",
             "net_failures",
             "qemu_cases",
             "qemu_failures"
@@ -103,6 +104,7 @@ fn every_network_fault_leaves_the_running_slot_and_the_next_push_lands() {
     assert!(net.failures.is_empty(), "{net}");
     assert!(net.session_cases > 100, "{net}");
     assert!(net.tcp_cases >= 25, "{net}");
+    assert_eq!(net.hostile_cases, 8, "{net}");
     assert_eq!(net.smoltcp_cases, 2 * proof::network::NetOptions::default().smoltcp_links.len());
     // A link that neither drops nor corrupts lands every push, whatever its MTU; on the others
     // each push lands or fails with a reason (which depends on the image's length, so on the

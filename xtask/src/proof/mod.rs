@@ -157,12 +157,13 @@ impl ProofReport {
     pub fn summary(&self) -> String {
         format!(
             "proof: cut_points={} cut_failures={} trial_cut_points={} trial_cut_failures={} net_cases={} \
-             net_failures={} qemu_cases={} qemu_failures={}",
+             hostile_cases={} net_failures={} qemu_cases={} qemu_failures={}",
             self.cuts.cut_points(),
             self.cuts.failures.len(),
             self.trial_cuts.cut_points(),
             self.trial_cuts.failures.len(),
             self.net.cases(),
+            self.net.hostile_cases,
             self.net.failures.len(),
             self.qemu_cases(),
             self.qemu_failures()
