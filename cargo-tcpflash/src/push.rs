@@ -136,18 +136,14 @@ pub fn build_id_of(image: &[u8]) -> Option<[u8; BUILD_ID_LEN]> {
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum PushError {
-    #[error("cannot resolve the device name `{host}`: {source}")]
+    #[error("cannot resolve the device name `{host}`: {cause}")]
     #[diagnostic(
         code(tcpflash::push::resolve),
         help(
             "check the spelling, or pass the device's IP address with --host (its DHCP lease or serial log shows it)"
         )
     )]
-    Resolve {
-        host: String,
-        #[source]
-        source: io::Error,
-    },
+    Resolve { host: String, cause: io::Error },
 
     #[error("the device at {addr} refused the connection")]
     #[diagnostic(
@@ -168,16 +164,12 @@ pub enum PushError {
     )]
     ConnectTimeout { addr: SocketAddr, timeout: Duration },
 
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}: {cause}")]
     #[diagnostic(
         code(tcpflash::push::connect),
         help("check that this computer can reach the device's network")
     )]
-    Connect {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
+    Connect { addr: SocketAddr, cause: io::Error },
 
     #[error("no answer from {addr} within {} s while {during}", secs(*timeout))]
     #[diagnostic(
@@ -363,7 +355,7 @@ fn secs(duration: Duration) -> String {
 
 /// Resolves `host` once, before anything slow happens.
 pub fn resolve(host: &str, port: u16) -> Result<Target, PushError> {
-    let resolve_error = |source| PushError::Resolve { host: host.to_owned(), source };
+    let resolve_error = |source| PushError::Resolve { host: host.to_owned(), cause: source };
     let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map_err(resolve_error)?.collect();
     if addrs.is_empty() {
         return Err(resolve_error(io::Error::new(io::ErrorKind::NotFound, "no address for this name")));
@@ -561,7 +553,7 @@ impl<'c> Conn<'c> {
         for &addr in &target.addrs {
             match TcpStream::connect_timeout(&addr, timeouts.connect) {
                 Ok(stream) => {
-                    let io = |source| PushError::Connect { addr, source };
+                    let io = |source| PushError::Connect { addr, cause: source };
                     // Short socket timeouts: a blocked read or write looks at `cancel` each
                     // tick, and gives up at the reply timeout.
                     let tick = Some(CANCEL_TICK.min(timeouts.reply).max(Duration::from_millis(1)));
@@ -820,7 +812,7 @@ impl<'c> Conn<'c> {
 
     /// Bytes already received, without waiting.
     fn read_now(&mut self, buf: &mut [u8], client: &mut Client) -> Result<usize, PushError> {
-        let io = |source| PushError::Connect { addr: self.addr, source };
+        let io = |source| PushError::Connect { addr: self.addr, cause: source };
         self.stream.set_nonblocking(true).map_err(io)?;
         let result = self.stream.read(buf);
         self.stream.set_nonblocking(false).map_err(io)?;
@@ -895,7 +887,7 @@ fn connect_error(addr: SocketAddr, source: io::Error, timeout: Duration) -> Push
     match source.kind() {
         io::ErrorKind::ConnectionRefused => PushError::Refused { addr },
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => PushError::ConnectTimeout { addr, timeout },
-        _ => PushError::Connect { addr, source },
+        _ => PushError::Connect { addr, cause: source },
     }
 }
 
