@@ -8,6 +8,7 @@
 //! (`.ci/run` installs them).
 
 use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
 
 use xtask::qemu_board::cases::{self, Case, Fixture};
@@ -58,4 +59,25 @@ fn a_keyed_firmware_takes_its_key_and_refuses_another() {
 #[test]
 fn sim_board_qemu_serves_the_machine_code_and_status_reads_its_file() {
     all_pass(&[cases::sim_board(fixture())], 1);
+}
+
+/// `cargo xtask demo` as a person runs it: two pushes to the QEMU board through the real
+/// binaries, each booted by tcpflash-boot on trial and confirmed.
+#[test]
+fn the_demo_pushes_twice_to_the_qemu_board() {
+    fixture(); // its builds first: the demo's are then cached
+    let _guest = cases::one_guest();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask")).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for line in [
+        "  [QEMU board] [uart] tcpflash-boot: rom 1 @ 0x00082000: trial 1/3, build ",
+        "  [QEMU board] [uart] tcpflash-boot: rom 0 @ 0x00002000: trial 1/3, build ",
+        "  [QEMU board] stopped",
+        "demo: pushed user2, then user1, to example-blinky running as lx106 machine code",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("the device now runs").count(), 2, "{stdout}");
 }

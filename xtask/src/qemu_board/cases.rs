@@ -18,10 +18,9 @@
 //!   status` reads the file, Ctrl-C stops QEMU.
 
 use std::fmt;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cargo_tcpflash::build::{self, Bootloader, BuildError, Firmware};
@@ -38,7 +37,7 @@ use ota_agent::layout::{BOOT_CONFIG_OFFSET, FlashLayout, SlotId, rom_capacity};
 use ota_agent::protocol::{INVALID, SUCCESS};
 use ota_agent::writer::SECTOR;
 
-use super::{BOOT_PREFIX, HostBoot, QemuBoard, RUN_LIMIT, check_boot, host_boot};
+use super::{BOOT_PREFIX, HostBoot, QemuBoard, RUN_LIMIT, SimProcess, check_boot, host_boot};
 use crate::proof::agent::{Agent, client_push, succeeded};
 
 /// Generous: a slow CI machine must fail on a bug, not on speed.
@@ -93,7 +92,7 @@ fn report(error: impl miette::Diagnostic + Send + Sync + 'static) -> String {
 }
 
 /// One QEMU guest at a time, across every caller in this process.
-fn one_guest() -> MutexGuard<'static, ()> {
+pub fn one_guest() -> MutexGuard<'static, ()> {
     static ONE_GUEST: Mutex<()> = Mutex::new(());
     ONE_GUEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -227,8 +226,11 @@ fn case(name: impl Into<String>, outcome: Outcome) -> Case {
     Case { name: name.into(), outcome }
 }
 
+/// One step of a [`sequence`].
+type Step<S> = dyn Fn(&mut S) -> Outcome;
+
 /// Runs `steps` in order on one `state`; after a failure the rest do not run (and fail).
-fn sequence<S>(state: &mut S, steps: Vec<(&str, &dyn Fn(&mut S) -> Outcome)>) -> Vec<Case> {
+fn sequence<S>(state: &mut S, steps: Vec<(&str, &Step<S>)>) -> Vec<Case> {
     let mut failed = false;
     steps
         .into_iter()
@@ -373,8 +375,7 @@ impl PushRun<'_> {
         Ok(format!("{expected}; {said}"))
     }
 
-    /// A push that lands: the replies; the reset after the close's 100 ms (within the 2 s
-    /// bound); tcpflash-boot's trial boot of the pushed build from exactly the flash the host
+    /// A push that lands: the replies; the reset; tcpflash-boot's trial boot of the pushed build from exactly the flash the host
     /// build's push leaves (the image byte for byte), the hand-off in RAM; and the check-in,
     /// which names the other slot for the next push and confirms the trial.
     fn push_and_reboot(&mut self, slot: SlotId) -> Outcome {
@@ -394,12 +395,9 @@ impl PushRun<'_> {
         let done = waited(board, "update done", from)?;
         let reset = waited(board, "resetting", done + 1)?;
         let lines = board.lines();
+        // Informational (host time under load is no measure of the device's clock): the
+        // agent resets 100 ms after its close, 2 s after the commit at the latest.
         let delay = lines[reset].at - lines[done].at;
-        ensure!(
-            (Duration::from_millis(50)..Duration::from_secs(2)).contains(&delay),
-            "the reset came {delay:?} after the update: not the close's 100 ms, nor within the 2 s bound \
-             (is the CCOUNT clock's rate wrong?)"
-        );
         // The bootloader finds what the host build's push leaves, and boots the new slot on trial.
         let (end, host) = booted(board, reset, &reference)?;
         let handoff =
@@ -431,9 +429,10 @@ impl PushRun<'_> {
         ensure!(status == Some(BootStatus::Confirmed), "the check-in did not confirm the trial: {status:?}");
         self.listening = listening;
         Ok(format!(
-            "{slot} ({} bytes) pushed in {} ms; {boot_line}; check-in: {status:?}",
+            "{slot} ({} bytes) pushed in {} ms, reset {} ms after the commit; {boot_line}; check-in: {status:?}",
             image.len(),
-            push_time.as_millis()
+            push_time.as_millis(),
+            delay.as_millis()
         ))
     }
 
@@ -920,20 +919,20 @@ pub fn sim_board(fx: &Fixture) -> Case {
 
 fn sim_board_outcome(fx: &Fixture) -> Outcome {
     let flash = fx.case_dir("sim")?.join("board.flash");
-    let mut sim = Sim::start(fx, &flash)?;
+    let mut sim = SimProcess::start(&fx.tcpflash, &flash, &fx.manifest, None, PATIENCE)?;
     let result = sim_board_push(fx, &mut sim, &flash);
     // Ctrl-C as a terminal sends it: QEMU stops, the sim says so and exits 0.
-    let stopped = sim.interrupt();
+    let stopped = sim.interrupt(PATIENCE);
     let seen = result?;
     stopped?;
     ensure!(!qemu_runs_on(&flash), "QEMU still runs on {}", flash.display());
     Ok(seen)
 }
 
-fn sim_board_push(fx: &Fixture, sim: &mut Sim, flash: &Path) -> Outcome {
+fn sim_board_push(fx: &Fixture, sim: &mut SimProcess, flash: &Path) -> Outcome {
     let confirmed = confirmed_line(fx.layout(), SlotId::User1, &fx.build_id());
-    sim.wait(&format!("[uart] {confirmed}"))?;
-    sim.wait("[uart] tcpflash-boot started user1 (Confirmed); listening on port")?;
+    sim.wait(&format!("[uart] {confirmed}"), PATIENCE)?;
+    sim.wait("[uart] tcpflash-boot started user1 (Confirmed); listening on port", PATIENCE)?;
     let output = fx.cli_push(sim.port, &[])?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     ensure!(
@@ -944,11 +943,9 @@ fn sim_board_push(fx: &Fixture, sim: &mut Sim, flash: &Path) -> Outcome {
     );
     ensure!(stdout.contains("the device now runs user2, confirmed"), "{stdout}");
     let user2 = fx.layout().slot(SlotId::User2);
-    sim.wait(&format!(
-        "[uart] tcpflash-boot: rom 1 @ {:#010x}: trial 1/3, build {}",
-        user2.offset,
-        fx.build_id()
-    ))?;
+    let trial =
+        format!("[uart] tcpflash-boot: rom 1 @ {:#010x}: trial 1/3, build {}", user2.offset, fx.build_id());
+    sim.wait(&trial, PATIENCE)?;
     let status = fx.cli(&["sim", "status", "--flash", flash.to_str().ok_or("not UTF-8")?])?;
     let text = String::from_utf8_lossy(&status.stdout).into_owned();
     ensure!(status.status.success(), "sim status exited with {}: {text}", status.status);
@@ -972,94 +969,4 @@ fn qemu_runs_on(flash: &Path) -> bool {
             cmdline.contains(cargo_tcpflash::qemu_board::QEMU) && cmdline.contains(&needle)
         })
     })
-}
-
-/// `cargo tcpflash sim --board qemu` as a child process, its stdout collected.
-struct Sim {
-    child: Child,
-    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
-    port: u16,
-}
-
-impl Sim {
-    fn start(fx: &Fixture, flash: &Path) -> Result<Sim, String> {
-        let mut child = Command::new(&fx.tcpflash)
-            .args(["tcpflash", "sim", "--board", "qemu", "--port", "0", "--flash"])
-            .arg(flash)
-            .arg("--manifest-path")
-            .arg(&fx.manifest)
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|error| format!("cannot run {}: {error}", fx.tcpflash.display()))?;
-        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let sink = Arc::clone(&lines);
-        let stdout = child.stdout.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.0.lock().unwrap().push(line);
-                sink.1.notify_all();
-            }
-            sink.1.notify_all();
-        });
-        let mut sim = Sim { child, lines, port: 0 };
-        let listening = sim.wait("listening on 127.0.0.1:")?;
-        let port = listening.split("127.0.0.1:").nth(1).and_then(|rest| rest.split(' ').next());
-        sim.port = port.and_then(|port| port.parse().ok()).ok_or(format!("no port in {listening:?}"))?;
-        Ok(sim)
-    }
-
-    /// Waits for a line containing `text`.
-    fn wait(&mut self, text: &str) -> Result<String, String> {
-        let deadline = Instant::now() + PATIENCE;
-        let (list, ready) = &*self.lines;
-        let mut lines = list.lock().unwrap();
-        loop {
-            if let Some(line) = lines.iter().find(|line| line.contains(text)) {
-                return Ok(line.clone());
-            }
-            let ended = matches!(self.child.try_wait(), Ok(Some(_)));
-            if ended || Instant::now() >= deadline {
-                return Err(format!("no line with {text:?} from sim --board qemu:\n{}", lines.join("\n")));
-            }
-            lines = ready.wait_timeout(lines, Duration::from_millis(200)).unwrap().0;
-        }
-    }
-
-    /// SIGINT, as Ctrl-C; the sim must stop QEMU, say `stopped` and exit 0.
-    fn interrupt(&mut self) -> Result<(), String> {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + PATIENCE;
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break status,
-                _ if Instant::now() >= deadline => return Err("sim --board qemu ignores Ctrl-C".into()),
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
-        let lines = self.lines.0.lock().unwrap().clone();
-        ensure!(
-            status.success(),
-            "sim --board qemu exited with {status} after Ctrl-C:\n{}",
-            lines.join("\n")
-        );
-        ensure!(lines.last().map(String::as_str) == Some("stopped"), "{}", lines.join("\n"));
-        Ok(())
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        // SIGTERM first: the sim stops its QEMU (which would outlive a killed sim until its
-        // `timeout`).
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -11,7 +11,11 @@
 
 pub mod cases;
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 pub use cargo_tcpflash::qemu_board::{
     BOOT_PREFIX, BoardError, Line, QemuBoard, RUN_LIMIT, SECTOR_0_LABEL, build_bootloader, build_firmware,
@@ -100,5 +104,123 @@ pub fn check_boot(
             }
             Ok((at, expected))
         }
+    }
+}
+
+/// `cargo tcpflash sim --board qemu` as a child process, its stdout collected line by line
+/// (and echoed after `echo`, when given).
+pub struct SimProcess {
+    child: Child,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// The host port forwarded to the agent.
+    pub port: u16,
+}
+
+impl SimProcess {
+    /// Starts `tcpflash sim --board qemu --port 0 --flash FLASH --manifest-path MANIFEST`
+    /// and waits (up to `patience`) for the line that says where it listens.
+    pub fn start(
+        tcpflash: &Path,
+        flash: &Path,
+        manifest: &Path,
+        echo: Option<&'static str>,
+        patience: Duration,
+    ) -> Result<SimProcess, String> {
+        let mut child = Command::new(tcpflash)
+            .args(["tcpflash", "sim", "--board", "qemu", "--port", "0", "--flash"])
+            .arg(flash)
+            .arg("--manifest-path")
+            .arg(manifest)
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("cannot run {}: {error}", tcpflash.display()))?;
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = Arc::clone(&lines);
+        let stdout = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(prefix) = echo {
+                    println!("{prefix}{line}");
+                }
+                sink.0.lock().unwrap().push(line);
+                sink.1.notify_all();
+            }
+            sink.1.notify_all();
+        });
+        let mut sim = SimProcess { child, lines, port: 0 };
+        let listening = sim.wait("listening on 127.0.0.1:", patience)?;
+        let port = listening.split("127.0.0.1:").nth(1).and_then(|rest| rest.split(' ').next());
+        sim.port = port.and_then(|port| port.parse().ok()).ok_or(format!("no port in {listening:?}"))?;
+        Ok(sim)
+    }
+
+    /// Waits for a line containing `text`; returns it.
+    pub fn wait(&mut self, text: &str, patience: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + patience;
+        let (list, ready) = &*self.lines;
+        let mut lines = list.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().find(|line| line.contains(text)) {
+                return Ok(line.clone());
+            }
+            let ended = matches!(self.child.try_wait(), Ok(Some(_)));
+            if ended || Instant::now() >= deadline {
+                let why = if ended { "it ended" } else { "it did not come" };
+                return Err(format!(
+                    "no line with {text:?} from sim --board qemu ({why}):\n{}",
+                    lines.join("\n")
+                ));
+            }
+            lines = ready.wait_timeout(lines, Duration::from_millis(200)).unwrap().0;
+        }
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.0.lock().unwrap().clone()
+    }
+
+    /// SIGINT, as Ctrl-C: the sim must stop QEMU, say `stopped` and exit 0.
+    pub fn interrupt(&mut self, patience: Duration) -> Result<(), String> {
+        self.signal("-INT");
+        let deadline = Instant::now() + patience;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                _ if Instant::now() >= deadline => return Err("sim --board qemu ignores Ctrl-C".into()),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        // The reader thread may still hold the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        let lines = self.lines();
+        if !status.success() {
+            return Err(format!("sim --board qemu exited with {status} after Ctrl-C:\n{}", lines.join("\n")));
+        }
+        if lines.last().map(String::as_str) != Some("stopped") {
+            return Err(format!("sim --board qemu did not say it stopped:\n{}", lines.join("\n")));
+        }
+        Ok(())
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill").args([signal, &self.child.id().to_string()]).status();
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        // SIGTERM first: the sim stops its QEMU (which would outlive a killed sim until its
+        // `timeout`).
+        if let Ok(None) = self.child.try_wait() {
+            self.signal("-TERM");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
