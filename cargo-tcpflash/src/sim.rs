@@ -7,6 +7,9 @@
 //! header carries the flash size. With `--bootloader rboot.bin` (any image that does not name
 //! tcpflash-boot) the device runs the rBoot model instead. Everything else lives in
 //! `tcpflash_sim`.
+//!
+//! `--board qemu` runs the firmware itself instead, as lx106 machine code on QEMU's XTFPGA
+//! board (`crate::qemu_board`).
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
