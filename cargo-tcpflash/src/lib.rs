@@ -11,6 +11,7 @@ pub mod prebuilt;
 pub mod progress;
 pub mod push;
 pub mod push_cmd;
+pub mod qemu_board;
 pub mod serial;
 pub mod sim;
 pub mod stub_sdk;

@@ -7,6 +7,9 @@
 //! header carries the flash size. With `--bootloader rboot.bin` (any image that does not name
 //! tcpflash-boot) the device runs the rBoot model instead. Everything else lives in
 //! `tcpflash_sim`.
+//!
+//! `--board qemu` runs the firmware itself instead, as lx106 machine code on QEMU's XTFPGA
+//! board (`crate::qemu_board`).
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -177,6 +180,12 @@ pub enum SimError {
         "a real board in this state needs `cargo tcpflash serial-flash`; for the virtual one, delete the flash file to start over"
     ))]
     Serve(ServeError),
+    #[error("{} is a QEMU board's flash file", path.display())]
+    #[diagnostic(help("serve it with --board qemu (the virtual ESP8266 would read it as a 4MB flash)"))]
+    QemuFlash { path: PathBuf },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    QemuBoard(#[from] crate::qemu_board::BoardError),
     #[error("the flash {} boots nothing: {reason}", path.display())]
     #[diagnostic(help(
         "the status above says why slot by slot; a real board in this state needs `cargo tcpflash serial-flash`"
@@ -208,6 +217,10 @@ pub fn run(args: &SimArgs) -> Result<(), SimError> {
 
 /// Opens (or factory-installs) the flash, listens, and serves until Ctrl-C or SIGTERM.
 pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
+    // `--board qemu`: the firmware as lx106 machine code under QEMU, not the host build.
+    if args.build.board.as_deref() == Some(crate::qemu_board::BOARD) {
+        return Ok(crate::qemu_board::serve(args)?);
+    }
     let path = args.flash.clone().expect("clap requires --flash");
     if !(args.idle_timeout > 0.0 && args.idle_timeout <= MAX_SECONDS) {
         return Err(SimError::BadTimeout { value: args.idle_timeout });
@@ -277,6 +290,9 @@ fn read_key(path: &Path) -> Result<Key, SimError> {
 fn open_or_install(path: &Path, args: &ServeArgs) -> Result<(FileFlash, &'static FlashLayout), SimError> {
     if path.exists() {
         let flash = FileFlash::open(path).map_err(|source| SimError::Flash { path: path.into(), source })?;
+        if crate::qemu_board::flash_layout(flash.bytes()).is_some() {
+            return Err(SimError::QemuFlash { path: path.into() });
+        }
         let layout = layout_for_size(path, flash.bytes().len(), args.build.layout.as_deref())?;
         return Ok((flash, layout));
     }
@@ -339,8 +355,12 @@ pub fn status_json(path: &Path, layout: Option<&str>) -> Result<Value, SimError>
         path: path.into(),
         source: OpenError::Io { path: path.into(), source },
     })?;
-    let layout = layout_for_size(path, bytes.len(), layout)?;
-    Ok(device_status_json(&DeviceStatus::of(&bytes, layout)))
+    // A QEMU board's file is 4 MiB whatever its layout: its sector 0 says which.
+    let layout = match (layout, crate::qemu_board::flash_layout(&bytes)) {
+        (None, Some(board)) => board,
+        (layout, _) => layout_for_size(path, bytes.len(), layout)?,
+    };
+    Ok(device_status_json(&DeviceStatus::of(&bytes[..layout.flash_size as usize], layout)))
 }
 
 /// The JSON form of a device's status.

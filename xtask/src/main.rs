@@ -32,7 +32,8 @@ enum Command {
     /// network faults at every step, and the QEMU cases; ends with one `proof:` line.
     Proof,
     /// `cargo tcpflash sim` for example-blinky: the virtual ESP8266 serving the real agent on
-    /// 127.0.0.1 with its flash in a file (`sim status` describes a flash file).
+    /// 127.0.0.1 with its flash in a file (`sim status` describes a flash file); with
+    /// `--board qemu`, example-blinky as lx106 machine code on QEMU's XTFPGA board.
     Sim(xtask::sim::SimArgs),
     /// How long a push takes on a timed model of a board (the seed's strategy, ours, the flash
     /// floor) and how fast `cargo tcpflash` pushes over loopback against the seed's Python
@@ -41,9 +42,6 @@ enum Command {
     /// Measure the build pipeline against cargo's compile, and `cargo tcpflash image` against
     /// esptool (use `cargo run --release -p xtask -- build-bench`).
     BuildBench(xtask::build_bench::BuildBenchArgs),
-    /// example-blinky on QEMU's XTFPGA board (`--board qemu`): a factory-installed 4 MiB
-    /// flash file, the agent's port forwarded to 127.0.0.1; prints the board's UART lines.
-    QemuBoard(xtask::qemu_board::QemuBoardArgs),
     /// The whole flow without a board: build example-blinky, start the virtual ESP8266, push
     /// twice through `cargo tcpflash` (user2, then user1), show the status after each.
     Demo(xtask::demo::DemoArgs),
@@ -98,7 +96,6 @@ fn main() -> miette::Result<()> {
             xtask::sim::run(&args)?
         }
         Command::Demo(args) => xtask::demo::run(&args)?,
-        Command::QemuBoard(args) => xtask::qemu_board::run(&args)?,
         Command::Bench(args) => xtask::bench::run(&args)?,
         Command::BuildBench(args) => xtask::build_bench::run(&args)?,
     }

@@ -56,6 +56,12 @@ impl ota_agent::net::Platform for Platform {
     fn fill_random(&mut self, buf: &mut [u8]) {
         self.0.fill_random(buf);
     }
+
+    /// tcpflash-boot's record: without it the agent would take the board for rBoot's and
+    /// switch for good, with no trial to go back from.
+    fn boot_handoff(&mut self) -> Option<ota_agent::boot::handoff::HandOff> {
+        self.0.boot_handoff()
+    }
 }
 
 /// LED 0 of the FPGA's LED register.
