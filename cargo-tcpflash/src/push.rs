@@ -405,62 +405,62 @@ pub fn push_with(
     report: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Pushed, PushError> {
     let plain = protocol == Protocol::Plain;
-    match push_when_free(target, images, key, plain, timeouts, cancel, report) {
+    let job = Job { target, images, key, plain, timeouts, cancel };
+    match job.when_free(report) {
         Err(PushError::NoExtensions { line, .. }) if !plain && key.is_none() => {
             report(Progress::Plain(&line));
-            push_when_free(target, images, None, true, timeouts, cancel, report)
+            Job { plain: true, ..job }.when_free(report)
         }
         other => other,
     }
 }
 
-/// [`push_once`], waiting (up to `timeouts.reboot`) while the device serves another client:
-/// its agent serves one at a time and drops a client that dawdles within seconds.
-fn push_when_free(
-    target: &Target,
-    images: [&[u8]; 2],
-    key: Option<&Key>,
+/// One push's parameters, for its attempts.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    target: &'a Target,
+    images: [&'a [u8]; 2],
+    key: Option<&'a Key>,
+    /// The seed's lines only.
     plain: bool,
-    timeouts: &Timeouts,
-    cancel: &AtomicBool,
-    report: &mut dyn FnMut(Progress<'_>),
-) -> Result<Pushed, PushError> {
-    let start = Instant::now();
-    let mut said = false;
-    loop {
-        match push_once(target, images, key, plain, timeouts, cancel, report) {
-            Err(PushError::Device { line, .. })
-                if line.ends_with(reason::BUSY)
-                    && start.elapsed() < timeouts.reboot
-                    && !cancel.load(Ordering::SeqCst) =>
-            {
-                if !said {
-                    report(Progress::Busy);
-                    said = true;
-                }
-                std::thread::sleep(RETRY_PAUSE);
-            }
-            other => return other,
-        }
-    }
+    timeouts: &'a Timeouts,
+    cancel: &'a AtomicBool,
 }
 
-fn push_once(
-    target: &Target,
-    images: [&[u8]; 2],
-    key: Option<&Key>,
-    plain: bool,
-    timeouts: &Timeouts,
-    cancel: &AtomicBool,
-    report: &mut dyn FnMut(Progress<'_>),
-) -> Result<Pushed, PushError> {
-    let mut conn = Conn::open(target, timeouts, cancel)?;
-    report(Progress::Connected(conn.addr));
-    match conn.converse(Goal::Push { images, key, plain }, report)? {
-        Reached::Pushed { slot, len } => {
-            Ok(Pushed { slot, addr: conn.addr, len, build_id: build_id_of(images[slot.index()]) })
+impl Job<'_> {
+    /// [`Job::once`], waiting (up to `timeouts.reboot`) while the device serves another
+    /// client: its agent serves one at a time and drops a client that dawdles within seconds.
+    fn when_free(&self, report: &mut dyn FnMut(Progress<'_>)) -> Result<Pushed, PushError> {
+        let start = Instant::now();
+        let mut said = false;
+        loop {
+            match self.once(report) {
+                Err(PushError::Device { line, .. })
+                    if line.ends_with(reason::BUSY)
+                        && start.elapsed() < self.timeouts.reboot
+                        && !self.cancel.load(Ordering::SeqCst) =>
+                {
+                    if !said {
+                        report(Progress::Busy);
+                        said = true;
+                    }
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                other => return other,
+            }
         }
-        Reached::Asked(_) => unreachable!("a push runs to its end"),
+    }
+
+    fn once(&self, report: &mut dyn FnMut(Progress<'_>)) -> Result<Pushed, PushError> {
+        let Job { target, images, key, plain, timeouts, cancel } = *self;
+        let mut conn = Conn::open(target, timeouts, cancel)?;
+        report(Progress::Connected(conn.addr));
+        match conn.converse(Goal::Push { images, key, plain }, report)? {
+            Reached::Pushed { slot, len } => {
+                Ok(Pushed { slot, addr: conn.addr, len, build_id: build_id_of(images[slot.index()]) })
+            }
+            Reached::Asked(_) => unreachable!("a push runs to its end"),
+        }
     }
 }
 

@@ -248,40 +248,6 @@ fn a_keyed_agent_takes_a_proven_push_over_smoltcp_and_refuses_a_wrong_key_or_non
     assert_eq!(current_slot(&world.flash), SlotId::User2);
 }
 
-/// Sends `bytes` from the host socket of `push` as the window allows (the client is not
-/// driven), stepping the world.
-fn send_raw(world: &mut World, push: &Push, mut bytes: &[u8]) {
-    let end = world.now + Duration::from_secs(60);
-    while !bytes.is_empty() {
-        assert!(world.now < end, "the device stopped taking bytes");
-        let socket = world.host_sockets.get_mut::<tcp::Socket>(push.socket);
-        if socket.can_send() {
-            let n = socket.send_slice(bytes).unwrap();
-            bytes = &bytes[n..];
-        }
-        world.step(&mut []);
-    }
-}
-
-/// Everything the host socket of `push` receives until the device closes or resets.
-fn receive_all(world: &mut World, push: &Push) -> String {
-    let mut received = Vec::new();
-    let end = world.now + Duration::from_secs(60);
-    loop {
-        world.step(&mut []);
-        let socket = world.host_sockets.get_mut::<tcp::Socket>(push.socket);
-        while let Ok(bytes) = socket.recv(|data| (data.len(), data.to_vec())) {
-            if bytes.is_empty() {
-                break;
-            }
-            received.extend(bytes);
-        }
-        if !socket.may_recv() || world.now >= end {
-            return String::from_utf8(received).unwrap();
-        }
-    }
-}
-
 #[test]
 fn bytes_beyond_the_length_are_refused_in_the_last_segment_or_a_later_one() {
     for later in [false, true] {
@@ -298,16 +264,17 @@ fn bytes_beyond_the_length_are_refused_in_the_last_segment_or_a_later_one() {
         // The seed's lines (no SHA-256), the image, and ten bytes more.
         let mut stream = format!("OTA\r\nGetNextFlash\r\nFirmwareLength: {}\r\n", image.len()).into_bytes();
         stream.extend_from_slice(image);
+        let limit = Duration::from_secs(60);
         if later {
-            send_raw(&mut world, &push, &stream);
+            world.send_raw(&push, &stream, limit).unwrap();
             // Well after the last image segment, within the device's grace for stray bytes.
             world.run_until(&mut [], Duration::from_millis(100), |_, _| false).unwrap_err();
-            send_raw(&mut world, &push, b"0123456789");
+            world.send_raw(&push, b"0123456789", limit).unwrap();
         } else {
             stream.extend_from_slice(b"0123456789");
-            send_raw(&mut world, &push, &stream);
+            world.send_raw(&push, &stream, limit).unwrap();
         }
-        let replies = receive_all(&mut world, &push);
+        let replies = String::from_utf8(world.receive_all(&push, limit)).unwrap();
         // Caught with the image (before the check: `Invalid`) or after it, before the commit.
         let verdict = if later { "Flashing" } else { "Invalid" };
         assert_eq!(

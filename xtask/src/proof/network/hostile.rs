@@ -249,44 +249,16 @@ fn over_long_smoltcp(blinky: &Blinky, later: bool) -> Result<(), String> {
     let image = blinky.image(SlotId::User2);
     let mut stream = request_lines(image.len());
     stream.extend_from_slice(image);
-    let send = |world: &mut World, mut bytes: &[u8]| -> Result<(), String> {
-        let end = world.now + Duration::from_secs(60);
-        while !bytes.is_empty() {
-            if world.now >= end {
-                return Err("the device stopped taking bytes".into());
-            }
-            let socket = world.host_sockets.get_mut::<tcp::Socket>(push.socket);
-            if socket.can_send() {
-                let n = socket.send_slice(bytes).map_err(|e| e.to_string())?;
-                bytes = &bytes[n..];
-            }
-            world.step(&mut []);
-        }
-        Ok(())
-    };
+    let limit = Duration::from_secs(60);
     if later {
-        send(&mut world, &stream)?;
+        world.send_raw(&push, &stream, limit).map_err(|e| e.0)?;
         let _ = world.run_until(&mut [], Duration::from_millis(100), |_, _| false);
-        send(&mut world, b"0123456789")?;
+        world.send_raw(&push, b"0123456789", limit).map_err(|e| e.0)?;
     } else {
         stream.extend_from_slice(b"0123456789");
-        send(&mut world, &stream)?;
+        world.send_raw(&push, &stream, limit).map_err(|e| e.0)?;
     }
-    let mut heard = Vec::new();
-    let end = world.now + Duration::from_secs(60);
-    loop {
-        world.step(&mut []);
-        let socket = world.host_sockets.get_mut::<tcp::Socket>(push.socket);
-        while let Ok(bytes) = socket.recv(|data| (data.len(), data.to_vec())) {
-            if bytes.is_empty() {
-                break;
-            }
-            heard.extend(bytes);
-        }
-        if !socket.may_recv() || world.now >= end {
-            break;
-        }
-    }
+    let heard = world.receive_all(&push, limit);
     let heard = String::from_utf8_lossy(&heard).into_owned();
     if !heard.ends_with(&err_line(reason::TOO_MANY_BYTES)) {
         return Err(format!("heard {heard:?}"));
