@@ -179,13 +179,7 @@ fn step(what: &str) {
 /// The nightly the firmware pins in its rust-toolchain.toml.
 pub fn pinned_channel(firmware_dir: &Path) -> Result<String, DemoError> {
     let path = firmware_dir.join("rust-toolchain.toml");
-    let text = std::fs::read_to_string(&path).map_err(|_| DemoError::ToolchainFile { path: path.clone() })?;
-    text.lines()
-        .filter_map(|line| line.trim().strip_prefix("channel"))
-        .filter_map(|rest| rest.trim().strip_prefix('='))
-        .map(|value| value.trim().trim_matches('"').to_owned())
-        .find(|value| !value.is_empty())
-        .ok_or(DemoError::ToolchainFile { path })
+    cargo_tcpflash::build::cargo::toolchain_file_channel(&path).ok_or(DemoError::ToolchainFile { path })
 }
 
 /// Installs the pinned toolchain and its `rust-src` through rustup when missing.
