@@ -36,8 +36,8 @@ pub const PORT: u16 = 5353;
 /// The IPv4 mDNS group, `224.0.0.251`.
 pub const GROUP: [u8; 4] = [224, 0, 0, 251];
 /// A buffer this large holds any reply (the longest names, the full TXT record, four
-/// repeated legacy questions).
-pub const MAX_REPLY: usize = 640;
+/// repeated legacy questions: 368 bytes).
+pub const MAX_REPLY: usize = 512;
 
 const TYPE_A: u16 = 1;
 const TYPE_PTR: u16 = 12;
@@ -190,13 +190,20 @@ impl Responder {
 
     /// An announcement due by `now`, written into `out` (its length; it goes to the group).
     pub fn poll_announce(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        let answer = self.announcement_due(now)?;
+        self.render(&answer, out)
+    }
+
+    /// The announcement due by `now`, if one is (to [`Responder::render`]; it goes to the
+    /// group).
+    pub fn announcement_due(&mut self, now: Instant) -> Option<Answer> {
         let due = self.next_announcement?;
         if now < due {
             return None;
         }
         self.announcements_left = self.announcements_left.saturating_sub(1);
         self.next_announcement = (self.announcements_left > 0).then(|| now + ANNOUNCE_INTERVAL);
-        self.render(&Answer::announcement(), out)
+        Some(Answer::announcement())
     }
 
     /// [`Responder::query`] then [`Responder::render`]: the reply to `packet` (a UDP payload
@@ -268,13 +275,22 @@ impl Responder {
     }
 
     /// Writes the reply `answer` describes into `out`; `None` when it does not fit.
-    #[inline(never)]
     pub fn render(&self, answer: &Answer, out: &mut [u8]) -> Option<usize> {
+        let len = self.write(answer, out);
+        (len <= out.len()).then_some(len)
+    }
+
+    /// The length of the reply `answer` describes, so a driver can ask its socket for
+    /// exactly that much room and [`Responder::render`] into it.
+    pub fn reply_len(&self, answer: &Answer) -> usize {
+        self.write(answer, &mut [])
+    }
+
+    /// Writes the reply into `out` as far as it fits; its whole length.
+    #[inline(never)]
+    fn write(&self, answer: &Answer, out: &mut [u8]) -> usize {
         let answers = if self.addr.is_none() { answer.answers & !A } else { answer.answers };
         let additionals = if self.addr.is_none() { answer.additionals & !A } else { answer.additionals };
-        if answers == 0 {
-            return None;
-        }
         let legacy = answer.legacy;
         let asked = if legacy { usize::from(answer.asked) } else { 0 };
         let mut w = Writer::new(out);
@@ -291,7 +307,7 @@ impl Responder {
         }
         self.write_records(&mut w, answers, legacy);
         self.write_records(&mut w, additionals, legacy);
-        w.finish()
+        w.at
     }
 
     fn write_records(&self, w: &mut Writer<'_>, bits: u8, legacy: bool) {
@@ -436,8 +452,8 @@ fn strip_label<'n>(name: &'n [u8], label: &[u8]) -> Option<&'n [u8]> {
     head.eq_ignore_ascii_case(label).then_some(tail)
 }
 
-/// Writes a reply; past the end of its buffer it only counts, and [`Writer::finish`] says
-/// it did not fit.
+/// Writes a reply; past the end of its buffer it only counts, so its length says whether
+/// it fitted.
 struct Writer<'o> {
     out: &'o mut [u8],
     at: usize,
@@ -522,10 +538,6 @@ impl<'o> Writer<'o> {
         if let Some(slot) = self.out.get_mut(mark - 2..mark) {
             slot.copy_from_slice(&len.to_be_bytes());
         }
-    }
-
-    fn finish(self) -> Option<usize> {
-        (self.at <= self.out.len()).then_some(self.at)
     }
 }
 
