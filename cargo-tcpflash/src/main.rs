@@ -14,6 +14,7 @@ fn main() -> miette::Result<()> {
             Ok(())
         }
         Some(Command::Sim(args)) => Ok(cargo_tcpflash::sim::run(&args)?),
+        Some(Command::List(args)) => Ok(cargo_tcpflash::discover::list(&args)?),
         // The push picks its exit status by kind of failure (see --help).
         None => std::process::exit(cargo_tcpflash::push_cmd::run(&cli.push)),
     }

@@ -100,6 +100,9 @@ impl PushCmdError {
 
 /// Runs the push and returns the process exit status; errors are printed here.
 pub fn run(args: &PushArgs) -> i32 {
+    if crate::fleet::wanted(args) {
+        return crate::fleet::run(args);
+    }
     // Wrapped lines help on a terminal; in a log they split flags like `--no-verify`.
     let wrap = std::io::stderr().is_terminal();
     let _ = miette::set_hook(Box::new(move |_| {
@@ -257,7 +260,7 @@ fn port_in_host(host: &str) -> Option<u16> {
 /// metadata, then the agent's default.
 fn destination(args: &PushArgs) -> Result<(String, u16), PushCmdError> {
     let env_host = std::env::var(HOST_ENV).ok().filter(|host| !host.trim().is_empty());
-    let given = args.host.clone().or(env_host);
+    let given = args.host.first().cloned().or(env_host);
     if let Some(host) = &given
         && let Some(port) = port_in_host(host)
     {
@@ -272,7 +275,7 @@ fn destination(args: &PushArgs) -> Result<(String, u16), PushCmdError> {
 }
 
 /// Reads the key file.
-fn load_key(path: &Path) -> Result<Key, PushCmdError> {
+pub(crate) fn load_key(path: &Path) -> Result<Key, PushCmdError> {
     let unreadable = |source| PushCmdError::KeyFileUnreadable { path: path.to_owned(), source };
     let bytes = std::fs::read(path).map_err(unreadable)?;
     let key = auth::parse_key(&bytes)
@@ -280,7 +283,7 @@ fn load_key(path: &Path) -> Result<Key, PushCmdError> {
     Ok(key)
 }
 
-fn read_image(firmware: &Firmware, slot: SlotId) -> Result<Vec<u8>, BuildError> {
+pub(crate) fn read_image(firmware: &Firmware, slot: SlotId) -> Result<Vec<u8>, BuildError> {
     let path = &firmware.slot(slot).bin;
     std::fs::read(path).map_err(|source| BuildError::Io { path: path.clone(), source })
 }
