@@ -64,6 +64,12 @@ pub const DEFAULT_TX: usize = 2 * MAX_REPLY_LINE;
 /// The rejecting socket only ever sends one short line and discards what it receives.
 const REJECT_RX: usize = 64;
 const REJECT_TX: usize = 64;
+/// Bytes of the agent's TCP socket buffers with the default sizes (the window, the reply
+/// lines, the rejecting socket's), for footprint reports.
+pub const SOCKET_BUFFER_BYTES: usize = DEFAULT_RX + DEFAULT_TX + REJECT_RX + REJECT_TX;
+/// Bytes of the mDNS socket's payload buffers (its packet metadata aside).
+#[cfg(feature = "mdns")]
+pub const MDNS_BUFFER_BYTES: usize = MDNS_RX + MDNS_TX;
 /// The mDNS socket's buffers: one query of up to 512 bytes at a time (a larger one, a
 /// querier's long known-answer list, is dropped by smoltcp), and one reply
 /// ([`crate::mdns::MAX_REPLY`]).

@@ -118,8 +118,8 @@ impl Records {
         port: u16,
     ) -> Records {
         let mut instance = Label::EMPTY;
-        match firmware.map(Descriptor::name).filter(|name| !name.is_empty()) {
-            Some(name) => instance.push_sanitized(name.as_bytes()),
+        match firmware.map(Descriptor::name_bytes).filter(|name| !name.is_empty()) {
+            Some(name) => instance.push_sanitized(name),
             None => FALLBACK_NAME.for_each_chunk(|chunk| instance.push_sanitized(chunk)),
         }
         instance.push_sanitized(b"-");
@@ -134,8 +134,8 @@ impl Records {
         };
         let mut records = Records { instance, host, txt: [0; TXT_CAP], txt_len: 0, port };
         if let Some(firmware) = firmware {
-            records.push_txt(&[Part::Text(TXT_FW), Part::Bytes(firmware.name().as_bytes())]);
-            records.push_txt(&[Part::Text(TXT_VER), Part::Bytes(firmware.version().as_bytes())]);
+            records.push_txt(&[Part::Text(TXT_FW), Part::Bytes(firmware.name_bytes())]);
+            records.push_txt(&[Part::Text(TXT_VER), Part::Bytes(firmware.version_bytes())]);
             records.push_txt(&[Part::Text(TXT_BUILD), Part::Bytes(&firmware.build_id_hex())]);
         }
         if let Some(slot) = slot {
