@@ -43,6 +43,9 @@ pub enum Command {
     /// The virtual ESP8266: the real agent on 127.0.0.1 with its flash in a file (`sim
     /// status` describes a flash file).
     Sim(crate::sim::SimArgs),
+    /// The boards that announce themselves over mDNS (`_tcpflash._tcp.local`): host name,
+    /// address, firmware, version, build, slot, whether a key is required.
+    List(crate::discover::ListArgs),
 }
 
 #[derive(Debug, Args)]
@@ -153,13 +156,17 @@ Exit status:
      device did not come back after rebooting
   5  the device refused: an `ERR:` line, `Invalid` image, or a reply that is not the protocol
   6  the device came back on the old slot: it reverted
-130  stopped by Ctrl-C (the connection is reset; the message says what the device does)";
+130  stopped by Ctrl-C
+Several boards (--all, --host given more than once, NAME.local): the status of the first
+failed board in the table, 0 when every board runs the new firmware. (the connection is reset; the message says what the device does)";
 
 /// Push options: used when no subcommand is given (build, then push).
 #[derive(Debug, Args)]
 pub struct PushArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub fleet: crate::fleet::FleetArgs,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -186,8 +193,10 @@ pub struct PrebuiltArgs {
 #[derive(Debug, Args)]
 pub struct DeviceArgs {
     /// Device to push to (default: $TCPFLASH_HOST, then [package.metadata.tcpflash] host).
+    /// NAME.local is found by mDNS; give --host several times to push to several boards at
+    /// once.
     #[arg(long, value_name = "HOST")]
-    pub host: Option<String>,
+    pub host: Vec<String>,
     /// TCP port of the device's agent (default: [package.metadata.tcpflash] port, then 65056).
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,

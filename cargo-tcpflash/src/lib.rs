@@ -4,7 +4,9 @@
 pub mod build;
 pub mod build_cmd;
 pub mod cli;
+pub mod discover;
 pub mod elf2image;
+pub mod fleet;
 pub mod image_cmd;
 pub mod new_cmd;
 pub mod prebuilt;

@@ -24,6 +24,7 @@ fn main() -> miette::Result<()> {
         }
         // A push picks its exit status by kind of failure (see --help).
         Some(Command::Push(args)) => std::process::exit(cargo_tcpflash::push_cmd::run_prebuilt(&args)),
+        Some(Command::List(args)) => Ok(cargo_tcpflash::discover::list(&args)?),
         None => std::process::exit(cargo_tcpflash::push_cmd::run(&cli.push)),
     }
 }

@@ -66,6 +66,16 @@ pub enum PushCmdError {
     )]
     HostWithPort { host: String, port: u16 },
 
+    #[error("prebuilt images go to one board named by its address: {hosts}")]
+    #[diagnostic(
+        code(tcpflash::push::prebuilt_one_board),
+        help(
+            "give --host once, with an address or a name DNS resolves; several boards, NAME.local and --all \
+             are for the building form (`cargo tcpflash --host a --host b`)"
+        )
+    )]
+    PrebuiltOneBoard { hosts: String },
+
     #[error("stopped (Ctrl-C) after all {len} bytes of {} were sent: {outcome}", slot.file_name())]
     #[diagnostic(code(tcpflash::push::cancelled))]
     CancelledAfterImage {
@@ -95,7 +105,8 @@ impl PushCmdError {
             PushCmdError::NoHost
             | PushCmdError::KeyFileUnreadable { .. }
             | PushCmdError::KeyFileFormat { .. }
-            | PushCmdError::HostWithPort { .. } => exit::USAGE,
+            | PushCmdError::HostWithPort { .. }
+            | PushCmdError::PrebuiltOneBoard { .. } => exit::USAGE,
             PushCmdError::CancelledAfterImage { .. } => exit::CANCELLED,
             PushCmdError::Build(_) | PushCmdError::Prebuilt(_) => exit::BUILD,
             PushCmdError::Push(error) => error.exit_code(),
@@ -105,6 +116,9 @@ impl PushCmdError {
 
 /// Runs the push and returns the process exit status; errors are printed here.
 pub fn run(args: &PushArgs) -> i32 {
+    if crate::fleet::wanted(args) {
+        return crate::fleet::run(args);
+    }
     report_errors(|| execute(args))
 }
 
@@ -155,6 +169,10 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
 fn execute_prebuilt(args: &PrebuiltArgs) -> Result<(), PushCmdError> {
     // Everything is checked before a connection opens: the files, then the device's name.
     let images = prebuilt::check(&args.user1, &args.user2, args.layout.as_deref())?;
+    let hosts = &args.device.host;
+    if hosts.len() > 1 || hosts.iter().any(|host| crate::discover::is_mdns_name(host)) {
+        return Err(PushCmdError::PrebuiltOneBoard { hosts: hosts.join(", ") });
+    }
     let (host, port) = destination(&args.device, None)?;
     let target = push::resolve(&host, port)?;
     let key = match &args.device.key_file {
@@ -295,7 +313,7 @@ fn destination(
     firmware: Option<&crate::cli::BuildArgs>,
 ) -> Result<(String, u16), PushCmdError> {
     let env_host = std::env::var(HOST_ENV).ok().filter(|host| !host.trim().is_empty());
-    let given = args.host.clone().or(env_host);
+    let given = args.host.first().cloned().or(env_host);
     if let Some(host) = &given
         && let Some(port) = port_in_host(host)
     {
@@ -314,7 +332,7 @@ fn destination(
 }
 
 /// Reads the key file.
-fn load_key(path: &Path) -> Result<Key, PushCmdError> {
+pub(crate) fn load_key(path: &Path) -> Result<Key, PushCmdError> {
     let unreadable = |source| PushCmdError::KeyFileUnreadable { path: path.to_owned(), source };
     let bytes = std::fs::read(path).map_err(unreadable)?;
     let key = auth::parse_key(&bytes)
@@ -322,7 +340,7 @@ fn load_key(path: &Path) -> Result<Key, PushCmdError> {
     Ok(key)
 }
 
-fn read_image(firmware: &Firmware, slot: SlotId) -> Result<Vec<u8>, BuildError> {
+pub(crate) fn read_image(firmware: &Firmware, slot: SlotId) -> Result<Vec<u8>, BuildError> {
     let path = &firmware.slot(slot).bin;
     std::fs::read(path).map_err(|source| BuildError::Io { path: path.clone(), source })
 }

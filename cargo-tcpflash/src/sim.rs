@@ -101,8 +101,23 @@ pub struct ServeArgs {
     /// the device resets. Repeat for several builds.
     #[arg(long, value_name = "BUILD_ID", value_parser = parse_build_id)]
     pub crashing: Vec<[u8; BUILD_ID_LEN]>,
+    /// Announce the device over mDNS as NAME.local (service _tcpflash._tcp, with the agent's
+    /// port and the firmware's name, version, build and slot), on the loopback interface only:
+    /// `cargo tcpflash list` then finds it, and several virtual devices form a fleet for
+    /// `cargo tcpflash --all`. Letters, digits and `-`, at most 63.
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub name: Option<String>,
     #[command(flatten)]
     pub build: BuildArgs,
+}
+
+fn parse_name(text: &str) -> Result<String, String> {
+    let label = text.strip_suffix(".local").unwrap_or(text);
+    if label.is_empty() || label.len() > 63 || !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(format!("`{text}` is not a host name: use letters, digits and `-`, at most 63 of them"));
+    }
+    Ok(label.to_owned())
 }
 
 fn parse_build_id(text: &str) -> Result<[u8; BUILD_ID_LEN], String> {
@@ -155,6 +170,12 @@ pub enum SimError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the mDNS port (UDP 5353) on the loopback interface")]
+    #[diagnostic(help(
+        "another program holds UDP 5353 without sharing it (SO_REUSEADDR), or loopback has no multicast \
+         (`ip link set lo multicast on`); leave out --name to run without mDNS"
+    ))]
+    Mdns(#[source] std::io::Error),
     #[error("cannot install the Ctrl-C/SIGTERM handler")]
     Signals(#[source] std::io::Error),
     #[error("--idle-timeout must be more than 0 and at most {MAX_SECONDS} seconds (a day), not {value}")]
@@ -255,6 +276,11 @@ pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
         Some(file) => format!("pushes must prove the key in {}", file.display()),
         None => "no key".to_owned(),
     };
+    if let Some(name) = &args.name {
+        let announcer =
+            tcpflash_sim::mdns::Announcer::open_loopback(name, addr.port()).map_err(SimError::Mdns)?;
+        device.set_mdns(announcer);
+    }
     println!("listening on {addr} (flash {}, layout {}, {auth})", path.display(), layout.name);
     if args.timed {
         println!(

@@ -17,6 +17,7 @@ pub mod hex;
 pub mod image;
 pub mod layout;
 pub mod listener;
+pub mod mdns;
 pub mod net;
 pub mod protocol;
 pub mod session;

@@ -40,6 +40,8 @@ unsafe extern "C" {
     fn wifi_set_opmode(mode: u8) -> bool;
     fn wifi_station_set_config(config: *const StationConfig) -> bool;
     fn wifi_station_connect() -> bool;
+    #[cfg(feature = "mdns")]
+    fn wifi_get_macaddr(if_index: u8, mac: *mut u8) -> bool;
     fn os_printf_plus(format: *const u8, ...) -> i32;
 }
 
@@ -68,8 +70,20 @@ pub extern "C" fn user_init() {
         ets_timer_setfn(BLINK_TIMER.0.get(), blink, core::ptr::null_mut());
         ets_timer_arm_new(BLINK_TIMER.0.get(), BLINK_MS, true, true);
     }
+    #[cfg(feature = "mdns")]
+    let started = {
+        let mut mac = [0u8; 6];
+        // SAFETY: `mac` holds the six bytes the SDK writes.
+        unsafe { wifi_get_macaddr(ota_agent::espconn::ffi::STATION_IF, mac.as_mut_ptr()) };
+        ota_agent::espconn::ota_init_for_chip_with_mdns(
+            crate::ota_key(),
+            ota_agent::mdns::MdnsConfig::from_mac(mac),
+        )
+    };
+    #[cfg(all(feature = "ota", not(feature = "mdns")))]
+    let started = ota_agent::espconn::ota_init_for_chip(crate::ota_key());
     #[cfg(feature = "ota")]
-    match ota_agent::espconn::ota_init_for_chip(crate::ota_key()) {
+    match started {
         Ok(()) => log(format_args!("listening on port 65056")),
         Err(error) => log(format_args!("no OTA: {error}")),
     }

@@ -17,6 +17,12 @@ pub const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
 /// A locally administered address (the MAC has none until it is given one).
 const MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x12, 0x34, 0x56];
 
+/// What tells this board from others on mDNS: the MAC's last three bytes.
+#[cfg(feature = "mdns")]
+pub fn mdns_id() -> [u8; 3] {
+    [MAC[3], MAC[4], MAC[5]]
+}
+
 pub fn init() -> (Clock, Led, Net, Watchdog) {
     (Clock::new(), Led { on: false }, OpenEth::new(MAC), Watchdog)
 }

@@ -18,6 +18,12 @@ pub const GATEWAY: Ipv4Address = Ipv4Address::new(192, 168, 190, 1);
 const BAUD: u32 = 115_200;
 
 /// Watchdog, clocks, LED and network up.
+/// What tells this board from others on mDNS: the last three bytes of the chip's MAC.
+#[cfg(feature = "mdns")]
+pub fn mdns_id() -> [u8; 3] {
+    ota_agent::boards::esp8266::mac_tail()
+}
+
 pub fn init() -> (Clock, Led, Net, Watchdog) {
     let watchdog = Watchdog::start();
     esp8266::init_80mhz();

@@ -63,6 +63,21 @@ fn hardware_random() -> u32 {
     unsafe { RANDOM_REGISTER.read_volatile() }
 }
 
+/// The eFuse words that hold the chip's MAC (as esptool's `read_mac` reads them).
+#[cfg(target_arch = "xtensa")]
+const EFUSE_MAC0: *const u32 = 0x3FF0_0050 as *const u32;
+#[cfg(target_arch = "xtensa")]
+const EFUSE_MAC1: *const u32 = 0x3FF0_0054 as *const u32;
+
+/// The last three bytes of the chip's station MAC (what tells boards apart on mDNS), from
+/// its eFuses: `MAC1 >> 8`, `MAC1`, `MAC0 >> 24`, as esptool reads them.
+#[cfg(target_arch = "xtensa")]
+pub fn mac_tail() -> [u8; 3] {
+    // SAFETY: read-only eFuse registers, always mapped.
+    let (mac0, mac1) = unsafe { (EFUSE_MAC0.read_volatile(), EFUSE_MAC1.read_volatile()) };
+    [(mac1 >> 8) as u8, mac1 as u8, (mac0 >> 24) as u8]
+}
+
 /// Turns off the hardware watchdog the ROM leaves running. A firmware that does this loses
 /// the way back from a hang: prefer [`Watchdog::start`] and feed it.
 #[cfg(target_arch = "xtensa")]
