@@ -28,9 +28,24 @@ pub enum Command {
     Build(BuildArgs),
     /// Convert an ESP8266 ELF into a v2 image, or describe an image (--info).
     Image(ImageArgs),
+    /// Create a firmware crate that builds and pushes as it is (ota-agent, the pinned
+    /// nightly, a main.rs with the agent, the watchdog fed and a panic that resets).
+    New(crate::new_cmd::NewArgs),
+    /// Push images built elsewhere: `cargo tcpflash push --host H USER1.BIN USER2.BIN` (the
+    /// seed client's order); checked before connecting, verified after the reboot.
+    Push(PrebuiltArgs),
     /// Write libota_agent.a and ota_agent.h: the agent for C firmware on the NONOS SDK
     /// (`void ota_init(void);` in user_init, as the seed's tcp_ota.h).
     CLib(CLibArgs),
+    /// First install over USB serial: tcpflash-boot (or --bootloader), the boot config and
+    /// user1 through the ESP8266 ROM loader.
+    SerialFlash(crate::serial::cli::SerialFlashArgs),
+    /// The virtual ESP8266: the real agent on 127.0.0.1 with its flash in a file (`sim
+    /// status` describes a flash file).
+    Sim(crate::sim::SimArgs),
+    /// The boards that announce themselves over mDNS (`_tcpflash._tcp.local`): host name,
+    /// address, firmware, version, build, slot, whether a key is required.
+    List(crate::discover::ListArgs),
 }
 
 #[derive(Debug, Args)]
@@ -141,14 +156,47 @@ Exit status:
      device did not come back after rebooting
   5  the device refused: an `ERR:` line, `Invalid` image, or a reply that is not the protocol
   6  the device came back on the old slot: it reverted
-130  stopped by Ctrl-C (the connection is reset; the message says what the device does)";
+130  stopped by Ctrl-C
+Several boards (--all, --host given more than once, NAME.local): the status of the first
+failed board in the table, 0 when every board runs the new firmware. (the connection is reset; the message says what the device does)";
 
-/// Push options: used when no subcommand is given.
+/// Push options: used when no subcommand is given (build, then push).
 #[derive(Debug, Args)]
 pub struct PushArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[command(flatten)]
+    pub fleet: crate::fleet::FleetArgs,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// `cargo tcpflash push USER1.BIN USER2.BIN`: images built elsewhere (a C project's, the
+/// seed's `make`), in the seed client's order.
+#[derive(Debug, Args)]
+pub struct PrebuiltArgs {
+    /// The image for the first slot (user1.bin).
+    #[arg(value_name = "USER1.BIN")]
+    pub user1: PathBuf,
+    /// The image for the second slot (user2.bin).
+    #[arg(value_name = "USER2.BIN")]
+    pub user2: PathBuf,
+    /// The flash layout the images were built for (default: the flash size in their
+    /// headers): 512KB, 1MB, 2MB, 4MB or an SDK map (sdk-1MB...).
+    #[arg(long, value_name = "LAYOUT")]
+    pub layout: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Which device, how to talk to it, and how long to wait.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
     /// Device to push to (default: $TCPFLASH_HOST, then [package.metadata.tcpflash] host).
+    /// NAME.local is found by mDNS; give --host several times to push to several boards at
+    /// once.
     #[arg(long, value_name = "HOST")]
-    pub host: Option<String>,
+    pub host: Vec<String>,
     /// TCP port of the device's agent (default: [package.metadata.tcpflash] port, then 65056).
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
@@ -168,8 +216,11 @@ pub struct PushArgs {
     /// Seconds to wait for the device to answer again after it rebooted.
     #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_seconds)]
     pub reboot_timeout: Duration,
-    #[command(flatten)]
-    pub build: BuildArgs,
+    /// Speak the seed's lines only (no SHA-256 line, no key): for an agent without
+    /// tcpflash's extensions, such as the seed's C agent (a refusal of the SHA-256 line
+    /// falls back to this by itself, unless the push has a key).
+    #[arg(long, conflicts_with = "key_file")]
+    pub plain: bool,
 }
 
 /// A positive number of seconds, fractions allowed (`0.5`).

@@ -45,21 +45,21 @@ pub enum ImageCommandError {
     #[diagnostic(code(tcpflash::image::bad_option), help("use one of: {choices}"))]
     BadOption { option: &'static str, value: String, choices: String },
 
-    #[error("{} is not a valid v2 image: {source}", path.display())]
+    #[error("{} is not a valid v2 image: {reason}", path.display())]
     #[diagnostic(
         code(tcpflash::image::unreadable),
         help(
             "pass an image written by `cargo tcpflash image`, `cargo tcpflash build` or `esptool elf2image --version 2`"
         )
     )]
-    Unreadable { path: PathBuf, source: ImageError },
+    Unreadable { path: PathBuf, reason: ImageError },
 
-    #[error("{} is corrupt: {source}", path.display())]
+    #[error("{} is corrupt: {reason}", path.display())]
     #[diagnostic(
         code(tcpflash::image::corrupt),
         help("the file was damaged after it was written; build or convert it again")
     )]
-    Corrupt { path: PathBuf, source: ImageError },
+    Corrupt { path: PathBuf, reason: ImageError },
 }
 
 /// Runs the subcommand: prints what it did, or the image's description.
@@ -71,9 +71,11 @@ pub fn run(args: &ImageArgs) -> Result<(), ImageCommandError> {
         print!("{text}");
         return result.map_err(|error| match error {
             DescribeError::Unreadable(source) => {
-                ImageCommandError::Unreadable { path: args.input.clone(), source }
+                ImageCommandError::Unreadable { path: args.input.clone(), reason: source }
             }
-            DescribeError::Corrupt(source) => ImageCommandError::Corrupt { path: args.input.clone(), source },
+            DescribeError::Corrupt(source) => {
+                ImageCommandError::Corrupt { path: args.input.clone(), reason: source }
+            }
         });
     }
     let params = flash_params(&args.flash_mode, &args.flash_size, &args.flash_freq)?;

@@ -37,16 +37,16 @@ const WRITE_CHUNK: usize = 16 * 1024;
 /// Pause before the first attempt to reach a rebooting device, and between attempts (`cargo
 /// xtask bench` models the check after a push with it).
 pub const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// How long an early connection ([`EarlyPush`]) is held for a build that goes on: half the
+/// agent's 10 s for the header lines (`session::DEFAULT_HEADER_TIMEOUT`), so the rest of them
+/// still have time. A longer build pushes on a new connection.
+pub const EARLY_HOLD: Duration = Duration::from_secs(5);
 /// The socket's send buffer (Linux doubles it). The device's window is 12 KB, so more
 /// buffering gains nothing; what it buys instead: the progress bar counts bytes the device
 /// took, not bytes the kernel queued, and Ctrl-C leaves little in flight.
 const SEND_BUFFER: usize = 16 * 1024;
 /// How often a blocked read or write looks at the cancel flag.
 const CANCEL_TICK: Duration = Duration::from_millis(100);
-/// How long an early connection ([`EarlyPush`]) is held for a build that goes on: half the
-/// agent's 10 s for the header lines (`session::DEFAULT_HEADER_TIMEOUT`), so the rest of them
-/// still have time. A longer build pushes on a new connection.
-pub const EARLY_HOLD: Duration = Duration::from_secs(5);
 
 /// How long to wait for what.
 #[derive(Clone, Copy, Debug)]
@@ -98,6 +98,11 @@ pub enum Progress<'a> {
     Sent(usize),
     /// Every image byte is out; the device is checking it.
     Verifying,
+    /// The device refused the extension lines with this `ERR:` line: the push starts over
+    /// with the seed's lines only.
+    Plain(&'a str),
+    /// The device serves another client: waiting for it.
+    Busy,
     /// Waiting for the device to reboot and answer again.
     AwaitingReboot,
     /// An attempt to reach the rebooting device failed; another follows.
@@ -139,18 +144,14 @@ pub fn build_id_of(image: &[u8]) -> Option<[u8; BUILD_ID_LEN]> {
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum PushError {
-    #[error("cannot resolve the device name `{host}`: {source}")]
+    #[error("cannot resolve the device name `{host}`: {cause}")]
     #[diagnostic(
         code(tcpflash::push::resolve),
         help(
             "check the spelling, or pass the device's IP address with --host (its DHCP lease or serial log shows it)"
         )
     )]
-    Resolve {
-        host: String,
-        #[source]
-        source: io::Error,
-    },
+    Resolve { host: String, cause: io::Error },
 
     #[error("the device at {addr} refused the connection")]
     #[diagnostic(
@@ -171,16 +172,12 @@ pub enum PushError {
     )]
     ConnectTimeout { addr: SocketAddr, timeout: Duration },
 
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}: {cause}")]
     #[diagnostic(
         code(tcpflash::push::connect),
         help("check that this computer can reach the device's network")
     )]
-    Connect {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
+    Connect { addr: SocketAddr, cause: io::Error },
 
     #[error("no answer from {addr} within {} s while {during}", secs(*timeout))]
     #[diagnostic(
@@ -233,6 +230,25 @@ pub enum PushError {
         help: String,
     },
 
+    #[error(
+        "the device does not know tcpflash's extension lines: it answered the SHA-256 line with `{line}`"
+    )]
+    #[diagnostic(
+        code(tcpflash::push::no_extensions),
+        help(
+            "{}",
+            if *keyed {
+                "a push with a key never falls back to the seed's plain lines: they would carry the image without \
+                 the proof, and the device could not check it. This device runs an agent without the \
+                 extensions (such as the seed's C agent): push without --key-file, or update its agent"
+            } else {
+                "the device runs an agent without tcpflash's extensions (such as the seed's C agent): push with \
+                 --plain (the seed's lines only; that agent checks little of the image)"
+            }
+        )
+    )]
+    NoExtensions { line: String, keyed: bool },
+
     #[error("unexpected reply from the device while {during}: {line:?}")]
     #[diagnostic(
         code(tcpflash::push::unexpected),
@@ -282,9 +298,10 @@ impl PushError {
             | PushError::Interrupted { .. }
             | PushError::Closed { .. }
             | PushError::NotBack { .. } => exit::NETWORK,
-            PushError::Rejected { .. } | PushError::Device { .. } | PushError::Unexpected { .. } => {
-                exit::REFUSED
-            }
+            PushError::Rejected { .. }
+            | PushError::Device { .. }
+            | PushError::NoExtensions { .. }
+            | PushError::Unexpected { .. } => exit::REFUSED,
             PushError::Reverted { .. } => exit::REVERTED,
             PushError::Cancelled { .. } => exit::CANCELLED,
         }
@@ -346,7 +363,7 @@ fn secs(duration: Duration) -> String {
 
 /// Resolves `host` once, before anything slow happens.
 pub fn resolve(host: &str, port: u16) -> Result<Target, PushError> {
-    let resolve_error = |source| PushError::Resolve { host: host.to_owned(), source };
+    let resolve_error = |source| PushError::Resolve { host: host.to_owned(), cause: source };
     let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map_err(resolve_error)?.collect();
     if addrs.is_empty() {
         return Err(resolve_error(io::Error::new(io::ErrorKind::NotFound, "no address for this name")));
@@ -354,9 +371,23 @@ pub fn resolve(host: &str, port: u16) -> Result<Target, PushError> {
     Ok(Target { host: host.to_owned(), port, addrs })
 }
 
+/// Which request lines a push sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// tcpflash's extension lines (the image's SHA-256; with a key, its proof). A device that
+    /// refuses the SHA-256 line (an agent without the extensions, such as the seed's) gets
+    /// the push again with the seed's lines only; a keyed push never falls back.
+    #[default]
+    Auto,
+    /// The seed's lines only (`--plain`): the device checks what it checks (the seed's
+    /// agent, the image's first 16 bytes), nothing is proven.
+    Plain,
+}
+
 /// Pushes the image the device asks for: `images` holds user1's and user2's, in that order.
-/// The image's SHA-256 always goes along (the device checks the slot against it before it
-/// switches); with `key`, the push proves it holds the device's key.
+/// The image's SHA-256 goes along (the device checks the slot against it before it
+/// switches) unless the device does not know that line (see [`Protocol`]); with `key`, the
+/// push proves it holds the device's key.
 ///
 /// Setting `cancel` stops the push within a tenth of a second: the connection is reset (not
 /// closed), so bytes the kernel still holds never reach the device.
@@ -368,13 +399,77 @@ pub fn push(
     cancel: &AtomicBool,
     report: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Pushed, PushError> {
-    let mut conn = Conn::open(target, timeouts, cancel)?;
-    report(Progress::Connected(conn.addr));
-    let mut client = match key {
-        Some(key) => Client::with_key(key),
-        None => Client::new(),
-    };
-    conn.push_with(&mut client, images, key, report)
+    push_with(target, images, key, Protocol::Auto, timeouts, cancel, report)
+}
+
+/// [`push`] with the protocol chosen.
+pub fn push_with(
+    target: &Target,
+    images: [&[u8]; 2],
+    key: Option<&Key>,
+    protocol: Protocol,
+    timeouts: &Timeouts,
+    cancel: &AtomicBool,
+    report: &mut dyn FnMut(Progress<'_>),
+) -> Result<Pushed, PushError> {
+    let plain = protocol == Protocol::Plain;
+    let job = Job { target, images, key, plain, timeouts, cancel };
+    match job.when_free(report) {
+        Err(PushError::NoExtensions { line, .. }) if !plain && key.is_none() => {
+            report(Progress::Plain(&line));
+            Job { plain: true, ..job }.when_free(report)
+        }
+        other => other,
+    }
+}
+
+/// One push's parameters, for its attempts.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    target: &'a Target,
+    images: [&'a [u8]; 2],
+    key: Option<&'a Key>,
+    /// The seed's lines only.
+    plain: bool,
+    timeouts: &'a Timeouts,
+    cancel: &'a AtomicBool,
+}
+
+impl Job<'_> {
+    /// [`Job::once`], waiting (up to `timeouts.reboot`) while the device serves another
+    /// client: its agent serves one at a time and drops a client that dawdles within seconds.
+    fn when_free(&self, report: &mut dyn FnMut(Progress<'_>)) -> Result<Pushed, PushError> {
+        let start = Instant::now();
+        let mut said = false;
+        loop {
+            match self.once(report) {
+                Err(PushError::Device { line, .. })
+                    if line.ends_with(reason::BUSY)
+                        && start.elapsed() < self.timeouts.reboot
+                        && !self.cancel.load(Ordering::SeqCst) =>
+                {
+                    if !said {
+                        report(Progress::Busy);
+                        said = true;
+                    }
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn once(&self, report: &mut dyn FnMut(Progress<'_>)) -> Result<Pushed, PushError> {
+        let Job { target, images, key, plain, timeouts, cancel } = *self;
+        let mut conn = Conn::open(target, timeouts, cancel)?;
+        report(Progress::Connected(conn.addr));
+        match conn.converse(Goal::Push { images, key, plain }, report)? {
+            Reached::Pushed { slot, len } => {
+                Ok(Pushed { slot, addr: conn.addr, len, build_id: build_id_of(images[slot.index()]) })
+            }
+            Reached::Asked(_) => unreachable!("a push runs to its end"),
+        }
+    }
 }
 
 /// A push whose first exchange runs while the firmware builds: a thread connects, sends
@@ -424,39 +519,49 @@ impl EarlyPush {
         EarlyPush { thread, go }
     }
 
-    /// The push, carried on from the early exchange: what [`push`] does after the build.
-    /// When the device did not answer early for a reason that may have passed since (not
-    /// listening yet, busy, an update's reboot pending, the connection dropped before any
-    /// image byte), it is [`push`] itself, on a new connection. Progress is reported as
-    /// `push` reports it.
+    /// The push, carried on from the early exchange: what [`push_with`] does after the
+    /// build. When the device did not answer early for a reason that may have passed since
+    /// (not listening yet, busy, an update's reboot pending, the connection dropped before
+    /// any image byte), it is [`push_with`] itself, on a new connection; a device that
+    /// refuses the SHA-256 line gets the seed's lines as [`Protocol::Auto`] says. Progress
+    /// is reported as `push_with` reports it.
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         self,
         target: &Target,
         images: [&[u8]; 2],
         key: Option<&Key>,
+        protocol: Protocol,
         timeouts: &Timeouts,
         cancel: &AtomicBool,
         report: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Pushed, PushError> {
         let _ = self.go.send(());
         let early = self.thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let again = |report: &mut dyn FnMut(Progress<'_>)| {
+            push_with(target, images, key, protocol, timeouts, cancel, report)
+        };
         let Opened { conn, mut client, slot } = match early {
             Ok(opened) => opened,
-            Err(error) if is_transient(&error) => return push(target, images, key, timeouts, cancel, report),
+            Err(error) if is_transient(&error) => return again(report),
             // A definite answer (an off-protocol reply, a refusal): a push now hears it too.
             Err(error) => return Err(error),
         };
         let mut conn = Conn { cancel, ..conn };
         report(Progress::Connected(conn.addr));
-        let goal = Goal::Push { images, key };
+        let plain = protocol == Protocol::Plain;
+        let goal = Goal::Push { images, key, plain };
         let pushed = conn
             .on_event(Event::NextSlot(slot), &mut client, &goal, report)
-            .and_then(|_| conn.push_with(&mut client, images, key, report));
+            .and_then(|_| conn.push_with(&mut client, goal, report));
         match pushed {
             // The device let the held connection go before any image byte (a header
             // deadline shorter than the agent's default): once more, from the start.
-            Err(error) if client.progress().0 == 0 && dropped_early(&error) => {
-                push(target, images, key, timeouts, cancel, report)
+            Err(error) if client.progress().0 == 0 && dropped_early(&error) => again(report),
+            Err(PushError::NoExtensions { line, .. }) if !plain && key.is_none() => {
+                report(Progress::Plain(&line));
+                let job = Job { target, images, key, plain: true, timeouts, cancel };
+                job.when_free(report)
             }
             other => other,
         }
@@ -533,8 +638,9 @@ fn is_transient(error: &PushError) -> bool {
 
 #[derive(Clone, Copy)]
 enum Goal<'a> {
-    /// The whole protocol, with these images (and the key, if any).
-    Push { images: [&'a [u8]; 2], key: Option<&'a Key> },
+    /// The whole protocol, with these images (and the key, if any); `plain`: the seed's
+    /// lines only.
+    Push { images: [&'a [u8]; 2], key: Option<&'a Key>, plain: bool },
     /// `OTA` / `GetNextFlash`, then `GetBootState`, then close.
     Ask,
     /// `OTA` / `GetNextFlash` and the slot's name, before the images exist.
@@ -568,7 +674,7 @@ impl<'c> Conn<'c> {
         for &addr in &target.addrs {
             match TcpStream::connect_timeout(&addr, timeouts.connect) {
                 Ok(stream) => {
-                    let io = |source| PushError::Connect { addr, source };
+                    let io = |source| PushError::Connect { addr, cause: source };
                     // Short socket timeouts: a blocked read or write looks at `cancel` each
                     // tick, and gives up at the reply timeout.
                     let tick = Some(CANCEL_TICK.min(timeouts.reply).max(Duration::from_millis(1)));
@@ -578,15 +684,7 @@ impl<'c> Conn<'c> {
                     socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER).map_err(io)?;
                     let step = Step::NextSlot;
                     let pending = Vec::new();
-                    return Ok(Conn {
-                        stream,
-                        addr,
-                        timeouts: *timeouts,
-                        cancel,
-                        step,
-                        asked: None,
-                        pending,
-                    });
+                    return Ok(Conn { stream, addr, timeouts: *timeouts, cancel, step, asked: None, pending });
                 }
                 Err(source) => last = Some(connect_error(addr, source, timeouts.connect)),
             }
@@ -600,18 +698,24 @@ impl<'c> Conn<'c> {
         goal: Goal<'_>,
         report: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Reached, PushError> {
-        self.converse_with(&mut Client::new(), goal, report)
+        let mut client = match goal {
+            Goal::Push { key: Some(key), .. } => Client::with_key(key),
+            _ => Client::new(),
+        };
+        self.step = Step::NextSlot;
+        self.converse_with(&mut client, goal, report)
     }
 
-    /// The whole push with `client`, from wherever its conversation stands.
+    /// The whole push (`goal` is a [`Goal::Push`]) with `client`, from wherever its
+    /// conversation stands.
     fn push_with(
         &mut self,
         client: &mut Client,
-        images: [&[u8]; 2],
-        key: Option<&Key>,
+        goal: Goal<'_>,
         report: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Pushed, PushError> {
-        match self.converse_with(client, Goal::Push { images, key }, report)? {
+        let Goal::Push { images, .. } = goal else { unreachable!("a push has images") };
+        match self.converse_with(client, goal, report)? {
             Reached::Pushed { slot, len } => {
                 Ok(Pushed { slot, addr: self.addr, len, build_id: build_id_of(images[slot.index()]) })
             }
@@ -721,10 +825,14 @@ impl<'c> Conn<'c> {
                         self.step = Step::BootState;
                         client.ask_boot_state();
                     }
-                    Goal::Push { images, .. } => {
+                    Goal::Push { images, plain, .. } => {
                         let image = images[slot.index()];
                         let len = u32::try_from(image.len()).expect("images fit their slot");
-                        client.send_checked_image(len, &auth::sha256(image));
+                        if *plain {
+                            client.send_image(len);
+                        } else {
+                            client.send_checked_image(len, &auth::sha256(image));
+                        }
                         self.step = Step::Ready;
                     }
                 }
@@ -762,13 +870,13 @@ impl<'c> Conn<'c> {
                 let slot = self.asked.expect("checked").other();
                 return Ok(Some(Reached::Asked(Returned { slot, boot: None })));
             }
-            Event::Failed(error) => return Err(self.failure(error, client)),
+            Event::Failed(error) => return Err(self.failure(error, client, goal)),
         }
         Ok(None)
     }
 
     /// Turns the client's verdict into an error a person can act on.
-    fn failure(&self, error: ClientError, client: &Client) -> PushError {
+    fn failure(&self, error: ClientError, client: &Client, goal: &Goal<'_>) -> PushError {
         let addr = self.addr;
         match error {
             ClientError::ImageRejected(reason) => {
@@ -783,6 +891,14 @@ impl<'c> Conn<'c> {
             ClientError::Device(reason) => {
                 let reason = reason.to_string();
                 let line = format!("{ERR_PREFIX}{}", printable(&reason));
+                // Refused at our header lines for a reason our agent never gives: a device
+                // without the extensions (the seed's agent answers `Unexpected header.`).
+                if let Goal::Push { plain: false, key, .. } = goal
+                    && self.step == Step::Ready
+                    && !is_our_reason(&reason)
+                {
+                    return PushError::NoExtensions { line, keyed: key.is_some() };
+                }
                 PushError::Device { line, help: device_help(&reason) }
             }
             ClientError::Unexpected { line, during } => {
@@ -854,7 +970,7 @@ impl<'c> Conn<'c> {
 
     /// Bytes already received, without waiting.
     fn read_now(&mut self, buf: &mut [u8], client: &mut Client) -> Result<usize, PushError> {
-        let io = |source| PushError::Connect { addr: self.addr, source };
+        let io = |source| PushError::Connect { addr: self.addr, cause: source };
         self.stream.set_nonblocking(true).map_err(io)?;
         let result = self.stream.read(buf);
         self.stream.set_nonblocking(false).map_err(io)?;
@@ -862,7 +978,7 @@ impl<'c> Conn<'c> {
             Ok(0) => {
                 let event = client.closed().expect("the conversation was open");
                 match event {
-                    Event::Failed(error) => Err(self.failure(error, client)),
+                    Event::Failed(error) => Err(self.failure(error, client, &Goal::Ask)),
                     _ => unreachable!("closing only fails"),
                 }
             }
@@ -929,12 +1045,39 @@ fn connect_error(addr: SocketAddr, source: io::Error, timeout: Duration) -> Push
     match source.kind() {
         io::ErrorKind::ConnectionRefused => PushError::Refused { addr },
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => PushError::ConnectTimeout { addr, timeout },
-        _ => PushError::Connect { addr, source },
+        _ => PushError::Connect { addr, cause: source },
     }
 }
 
 fn is_timeout(error: &io::Error) -> bool {
     matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Whether `reason` is one our agent gives (so it is not a device without the extensions).
+fn is_our_reason(reason: &str) -> bool {
+    use ota_agent::protocol::reason::*;
+    let ours = [
+        INVALID_LENGTH,
+        LENGTH_TOO_BIG,
+        BUSY,
+        LINE_TOO_LONG,
+        IDLE_TIMEOUT,
+        TOO_MANY_BYTES,
+        TRUNCATED,
+        REBOOT_PENDING,
+        UNKNOWN_RUNNING_SLOT,
+        INVALID_DIGEST,
+        AUTH_REQUIRED,
+        AUTH_FAILED,
+        AUTH_LOCKED,
+        SHA256_MISMATCH,
+        NO_NONCE,
+        HEADER_TIMEOUT,
+        TOO_MANY_HEADER_BYTES,
+        TOO_SLOW,
+        ON_TRIAL,
+    ];
+    ours.iter().any(|ours| reason.starts_with(ours))
 }
 
 /// What to do about the agent's `ERR:` reasons (the seed's and ours).
@@ -998,6 +1141,85 @@ fn rejected_help(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct_per_kind() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(PushError::Refused { addr }.exit_code(), exit::NETWORK);
+        assert_eq!(
+            PushError::Rejected { reply: String::new(), help: String::new() }.exit_code(),
+            exit::REFUSED
+        );
+        let reverted = PushError::Reverted {
+            pushed: SlotId::User2,
+            running: SlotId::User1,
+            new_build: Some([0xAB; 8]),
+            running_build: None,
+        };
+        assert_eq!(reverted.exit_code(), exit::REVERTED);
+        assert_eq!(
+            reverted.to_string(),
+            "the new firmware (build abababababababab) did not confirm and the device went back: it runs user1 again (the image went to user2)"
+        );
+        let codes = [
+            exit::OTHER,
+            exit::USAGE,
+            exit::BUILD,
+            exit::NETWORK,
+            exit::REFUSED,
+            exit::REVERTED,
+            exit::CANCELLED,
+        ];
+        let mut sorted = codes.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), codes.len());
+    }
+
+    #[test]
+    fn seconds_print_without_needless_decimals() {
+        assert_eq!(secs(Duration::from_secs(10)), "10");
+        assert_eq!(secs(Duration::from_millis(500)), "0.5");
+    }
+
+    #[test]
+    fn a_rebooting_device_is_retried_but_a_refusal_is_not() {
+        let device = |reason: &str| PushError::Device { line: format!("ERR: {reason}"), help: String::new() };
+        assert!(is_transient(&device(reason::REBOOT_PENDING)));
+        assert!(!is_transient(&device(reason::LENGTH_TOO_BIG)));
+        assert!(is_transient(&PushError::Refused { addr: "127.0.0.1:1".parse().unwrap() }));
+        assert!(!is_transient(&PushError::Unexpected { line: "x".into(), during: Step::NextSlot }));
+    }
+
+    #[test]
+    fn a_device_busy_after_its_reboot_is_not_said_to_lack_the_agent() {
+        let busy = PushError::Device { line: format!("ERR: {}", reason::BUSY), help: String::new() };
+        let PushError::NotBack { help, last, .. } = not_back(Duration::from_secs(30), &busy) else {
+            panic!()
+        };
+        assert!(help.contains("another client held its agent"), "{help}");
+        assert!(!help.contains("ota_init"), "{help}");
+        assert_eq!(last, "the device answered: ERR: Connection Already Exists");
+        let refused = PushError::Refused { addr: "127.0.0.1:1".parse().unwrap() };
+        let PushError::NotBack { help, .. } = not_back(Duration::from_secs(30), &refused) else { panic!() };
+        assert!(help.contains("ota_init()"), "{help}");
+    }
+
+    #[test]
+    fn addresses_print_as_socket_addresses() {
+        assert_eq!(resolve("::1", 47001).unwrap().to_string(), "[::1]:47001");
+        assert_eq!(resolve("127.0.0.1", 47001).unwrap().to_string(), "127.0.0.1:47001");
+        assert_eq!(
+            resolve("localhost", 47001).unwrap().to_string().split(' ').next(),
+            Some("localhost:47001")
+        );
+    }
+
+    #[test]
+    fn device_text_is_printable() {
+        assert_eq!(printable("ok \x1b[2J\u{9b}1m\x07 é"), "ok \\u{1b}[2J\\u{9b}1m\\u{7} é");
+        assert_eq!(printable("tab\there"), "tab\\there");
+    }
 
     /// [`EarlyPush`] against scripted devices on 127.0.0.1.
     mod early {
@@ -1071,7 +1293,7 @@ mod tests {
             let images = [vec![1u8; 3000], vec![2u8; 3000]];
             let never = AtomicBool::new(false);
             let mut report = |progress: Progress<'_>| seen.push(format!("{progress:?}"));
-            early.push(target, [&images[0], &images[1]], None, &timeouts(), &never, &mut report)
+            early.push(target, [&images[0], &images[1]], None, Protocol::Auto, &timeouts(), &never, &mut report)
         }
 
         #[test]

@@ -20,8 +20,9 @@ use ota_agent::protocol::DEFAULT_PORT;
 use thiserror::Error;
 
 use crate::build::{self, BuildError, Firmware, FirmwarePackage, status};
-use crate::cli::PushArgs;
-use crate::push::{self, CancelStage, Progress, PushError, Timeouts, exit};
+use crate::cli::{DeviceArgs, PrebuiltArgs, PushArgs};
+use crate::prebuilt;
+use crate::push::{self, CancelStage, Progress, Protocol, PushError, Timeouts, exit};
 
 /// The environment variable naming the device when `--host` is not given.
 pub const HOST_ENV: &str = "TCPFLASH_HOST";
@@ -66,6 +67,16 @@ pub enum PushCmdError {
     )]
     HostWithPort { host: String, port: u16 },
 
+    #[error("prebuilt images go to one board named by its address: {hosts}")]
+    #[diagnostic(
+        code(tcpflash::push::prebuilt_one_board),
+        help(
+            "give --host once, with an address or a name DNS resolves; several boards, NAME.local and --all \
+             are for the building form (`cargo tcpflash --host a --host b`)"
+        )
+    )]
+    PrebuiltOneBoard { hosts: String },
+
     #[error("stopped (Ctrl-C) after all {len} bytes of {} were sent: {outcome}", slot.file_name())]
     #[diagnostic(code(tcpflash::push::cancelled))]
     CancelledAfterImage {
@@ -83,6 +94,10 @@ pub enum PushCmdError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Push(#[from] PushError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Prebuilt(#[from] prebuilt::PrebuiltError),
 }
 
 impl PushCmdError {
@@ -91,9 +106,10 @@ impl PushCmdError {
             PushCmdError::NoHost
             | PushCmdError::KeyFileUnreadable { .. }
             | PushCmdError::KeyFileFormat { .. }
-            | PushCmdError::HostWithPort { .. } => exit::USAGE,
+            | PushCmdError::HostWithPort { .. }
+            | PushCmdError::PrebuiltOneBoard { .. } => exit::USAGE,
             PushCmdError::CancelledAfterImage { .. } => exit::CANCELLED,
-            PushCmdError::Build(_) => exit::BUILD,
+            PushCmdError::Build(_) | PushCmdError::Prebuilt(_) => exit::BUILD,
             PushCmdError::Push(error) => error.exit_code(),
         }
     }
@@ -101,12 +117,24 @@ impl PushCmdError {
 
 /// Runs the push and returns the process exit status; errors are printed here.
 pub fn run(args: &PushArgs) -> i32 {
+    if crate::fleet::wanted(args) {
+        return crate::fleet::run(args);
+    }
+    report_errors(|| execute(args))
+}
+
+/// `cargo tcpflash push USER1.BIN USER2.BIN`, like [`run`].
+pub fn run_prebuilt(args: &PrebuiltArgs) -> i32 {
+    report_errors(|| execute_prebuilt(args))
+}
+
+fn report_errors(work: impl FnOnce() -> Result<(), PushCmdError>) -> i32 {
     // Wrapped lines help on a terminal; in a log they split flags like `--no-verify`.
     let wrap = std::io::stderr().is_terminal();
     let _ = miette::set_hook(Box::new(move |_| {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())
     }));
-    match execute(args) {
+    match work() {
         Ok(()) => 0,
         Err(error) => {
             let code = error.exit_code();
@@ -118,28 +146,66 @@ pub fn run(args: &PushArgs) -> i32 {
 
 fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
     // Where to push is settled (and the name resolved) before the slow build.
-    let (host, port) = destination(args)?;
+    let (host, port) = destination(&args.device, Some(&args.build))?;
     let target = push::resolve(&host, port)?;
-    let key = match &args.key_file {
+    let key = match &args.device.key_file {
         Some(path) => Some(load_key(path)?),
         None => None,
     };
     // The new firmware keeps requiring the key: its build script embeds the same file (as an
     // absolute path: cargo runs build scripts in the package's folder).
     let mut build_args = args.build.clone();
-    if let Some(path) = &args.key_file {
+    if let Some(path) = &args.device.key_file {
         let absolute = std::path::absolute(path)
             .map_err(|source| PushCmdError::KeyFileUnreadable { path: path.clone(), source })?;
         build_args.key_file = Some(absolute);
     }
-    let timeouts =
-        Timeouts { connect: args.connect_timeout, reply: args.timeout, reboot: args.reboot_timeout };
+    let timeouts = Timeouts {
+        connect: args.device.connect_timeout,
+        reply: args.device.timeout,
+        reboot: args.device.reboot_timeout,
+    };
     // The device names its slot while the firmware builds; a build that fails lets it go.
     let early = push::EarlyPush::start(&target, &timeouts, key);
     let firmware = build::build(&build_args)?;
     let images = [read_image(&firmware, SlotId::User1)?, read_image(&firmware, SlotId::User2)?];
+    let name = format!("{} {}", firmware.package.name, firmware.package.version);
+    let what = format!("{name}, build {}", firmware.build_id_hex());
+    deliver(&target, &args.device, key.as_ref(), Some(early), [&images[0], &images[1]], &name, &what)
+}
 
-    status("Pushing", &format!("{} {} to {target}", firmware.package.name, firmware.package.version));
+fn execute_prebuilt(args: &PrebuiltArgs) -> Result<(), PushCmdError> {
+    // Everything is checked before a connection opens: the files, then the device's name.
+    let images = prebuilt::check(&args.user1, &args.user2, args.layout.as_deref())?;
+    let hosts = &args.device.host;
+    if hosts.len() > 1 || hosts.iter().any(|host| crate::discover::is_mdns_name(host)) {
+        return Err(PushCmdError::PrebuiltOneBoard { hosts: hosts.join(", ") });
+    }
+    let (host, port) = destination(&args.device, None)?;
+    let target = push::resolve(&host, port)?;
+    let key = match &args.device.key_file {
+        Some(path) => Some(load_key(path)?),
+        None => None,
+    };
+    let name = images.describe();
+    deliver(&target, &args.device, key.as_ref(), None, images.refs(), &name, &name)
+}
+
+/// Pushes `images` (carrying on from `early` when the device was asked during the build),
+/// then checks the device came back on the new slot, and says so. `name` is what is pushed,
+/// for the status line; `what` ends the result line's parenthesis.
+fn deliver(
+    target: &push::Target,
+    device: &DeviceArgs,
+    key: Option<&Key>,
+    early: Option<push::EarlyPush>,
+    images: [&[u8]; 2],
+    name: &str,
+    what: &str,
+) -> Result<(), PushCmdError> {
+    let timeouts =
+        Timeouts { connect: device.connect_timeout, reply: device.timeout, reboot: device.reboot_timeout };
+    status("Pushing", &format!("{name} to {target}"));
     // From here Ctrl-C stops the push cleanly (the connection is reset, and we say what the
     // device does); a second Ctrl-C quits at once.
     let cancel = Arc::new(AtomicBool::new(false));
@@ -149,29 +215,25 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
         Arc::clone(&cancel),
     );
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
+    let protocol = if device.plain { Protocol::Plain } else { Protocol::Auto };
     let mut shown = Shown::default();
-    let pushed = early.push(&target, [&images[0], &images[1]], key.as_ref(), &timeouts, &cancel, &mut |p| {
-        shown.progress(p)
-    });
+    let pushed = match early {
+        Some(early) => early.push(target, images, key, protocol, &timeouts, &cancel, &mut |p| shown.progress(p)),
+        None => push::push_with(target, images, key, protocol, &timeouts, &cancel, &mut |p| shown.progress(p)),
+    };
     shown.finish();
     let pushed = match pushed {
         Err(PushError::Cancelled { stage: CancelStage::AllSent { slot, len }, .. }) => {
-            return Err(after_cancel(&target, &timeouts, slot, len, &mut shown));
+            return Err(after_cancel(target, &timeouts, slot, len, &mut shown));
         }
         other => other?,
     };
-    let what = format!(
-        "{} ({} {}, build {})",
-        pushed.slot.file_name(),
-        firmware.package.name,
-        firmware.package.version,
-        firmware.build_id_hex()
-    );
-    if args.no_verify {
+    let what = format!("{} ({what})", pushed.slot.file_name());
+    if device.no_verify {
         println!("pushed {what} to {target}; the device reboots into it (not checked: --no-verify)");
         return Ok(());
     }
-    let returned = push::await_return(&target, &timeouts, &cancel, &mut |p| shown.progress(p))?;
+    let returned = push::await_return(target, &timeouts, &cancel, &mut |p| shown.progress(p))?;
     if !returned.runs(&pushed) {
         return Err(PushError::Reverted {
             pushed: pushed.slot,
@@ -256,11 +318,14 @@ fn port_in_host(host: &str) -> Option<u16> {
     (!name.is_empty() && !name.contains(':')).then(|| port.parse().ok()).flatten()
 }
 
-/// Host from --host, $TCPFLASH_HOST, then the firmware's metadata; port from --port, the
-/// metadata, then the agent's default.
-fn destination(args: &PushArgs) -> Result<(String, u16), PushCmdError> {
+/// Host from --host, $TCPFLASH_HOST, then the firmware's metadata (when there is a
+/// firmware); port from --port, the metadata, then the agent's default.
+fn destination(
+    args: &DeviceArgs,
+    firmware: Option<&crate::cli::BuildArgs>,
+) -> Result<(String, u16), PushCmdError> {
     let env_host = std::env::var(HOST_ENV).ok().filter(|host| !host.trim().is_empty());
-    let given = args.host.clone().or(env_host);
+    let given = args.host.first().cloned().or(env_host);
     if let Some(host) = &given
         && let Some(port) = port_in_host(host)
     {
@@ -269,13 +334,17 @@ fn destination(args: &PushArgs) -> Result<(String, u16), PushCmdError> {
     if let (Some(host), Some(port)) = (&given, args.port) {
         return Ok((host.clone(), port));
     }
-    let metadata = FirmwarePackage::locate(&args.build)?.metadata;
+    let Some(firmware) = firmware else {
+        let host = given.ok_or(PushCmdError::NoHost)?;
+        return Ok((host, args.port.unwrap_or(DEFAULT_PORT)));
+    };
+    let metadata = FirmwarePackage::locate(firmware)?.metadata;
     let host = given.or(metadata.host).ok_or(PushCmdError::NoHost)?;
     Ok((host, args.port.or(metadata.port.map(std::num::NonZeroU16::get)).unwrap_or(DEFAULT_PORT)))
 }
 
 /// Reads the key file.
-fn load_key(path: &Path) -> Result<Key, PushCmdError> {
+pub(crate) fn load_key(path: &Path) -> Result<Key, PushCmdError> {
     let unreadable = |source| PushCmdError::KeyFileUnreadable { path: path.to_owned(), source };
     let bytes = std::fs::read(path).map_err(unreadable)?;
     let key = auth::parse_key(&bytes)
@@ -283,7 +352,7 @@ fn load_key(path: &Path) -> Result<Key, PushCmdError> {
     Ok(key)
 }
 
-fn read_image(firmware: &Firmware, slot: SlotId) -> Result<Vec<u8>, BuildError> {
+pub(crate) fn read_image(firmware: &Firmware, slot: SlotId) -> Result<Vec<u8>, BuildError> {
     let path = &firmware.slot(slot).bin;
     std::fs::read(path).map_err(|source| BuildError::Io { path: path.clone(), source })
 }
@@ -324,6 +393,17 @@ impl Shown {
                 }
             }
             Progress::Verifying => self.finish(),
+            Progress::Plain(line) => self.println(
+                "Warning",
+                &format!(
+                    "the device answered the SHA-256 line with `{line}`: it runs an agent without tcpflash's \
+                     extensions (such as the seed's), so the push starts over with the seed's lines only; \
+                     that agent checks little of the image (the seed's, its first 16 bytes)"
+                ),
+            ),
+            Progress::Busy => {
+                status("Waiting", "the device serves another client; trying again until it is free")
+            }
             Progress::AwaitingReboot => status("Waiting", "for the device to reboot and answer again"),
             Progress::Retrying => {}
         }

@@ -90,8 +90,8 @@ const PLACEHOLDER_BASE: u32 = 0x4000_e000;
 /// Why the stub SDK could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum StubSdkError {
-    #[error("cannot write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("`{tool}` failed ({detail}); install gcc-xtensa-lx106 and binutils-xtensa-lx106")]
     Tool { tool: &'static str, detail: String },
 }
@@ -113,7 +113,7 @@ pub fn rom_table() -> String {
 pub fn build(dir: &Path) -> Result<PathBuf, StubSdkError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| StubSdkError::Io { path, source }
+        move |source| StubSdkError::Io { path, cause: source }
     };
     let obj = dir.join("obj");
     for sub in ["lib", "ld", "bin", "obj"] {

@@ -22,3 +22,7 @@ sint8 espconn_disconnect(struct espconn *c) { return c ? 0 : -12; }
 sint8 espconn_abort(struct espconn *c) { return c ? 0 : -12; }
 sint8 espconn_recv_hold(struct espconn *c) { return c ? 0 : -12; }
 sint8 espconn_recv_unhold(struct espconn *c) { return c ? 0 : -12; }
+
+/* The SDK's mDNS responder (espconn_mdns_init keeps the info's string pointers). */
+static void *mdns_info;
+void espconn_mdns_init(void *info) { mdns_info = info; }

@@ -65,3 +65,6 @@ FLASH_CODE void ets_timer_disarm(struct timer *t) { t->expire = 0; }
 FLASH_CODE bool wifi_set_opmode(uint8 mode) { return mode < 4; }
 FLASH_CODE bool wifi_station_set_config(const void *config) { return config != 0; }
 FLASH_CODE bool wifi_station_connect(void) { return 1; }
+/* struct ip_info: address, netmask, gateway; a stand-in station at 192.168.4.2. */
+FLASH_CODE bool wifi_get_ip_info(uint8 if_index, uint32 *info) { info[0] = 0x0204A8C0; info[1] = 0; info[2] = 0; return if_index == 0; }
+FLASH_CODE bool wifi_get_macaddr(uint8 if_index, uint8 *mac) { for (int i = 0; i < 6; i++) mac[i] = (uint8)(i + if_index); return 1; }

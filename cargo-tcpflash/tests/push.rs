@@ -243,17 +243,31 @@ fn an_err_line_is_shown_verbatim_with_what_to_do() {
     assert!(stderr.contains("--layout"), "{stderr}");
 }
 
+fn busy() -> Script {
+    Box::new(|mut stream| {
+        stream.write_all(b"ERR: Connection Already Exists\r\n").unwrap();
+        drain(stream);
+    })
+}
+
 #[test]
-fn a_busy_device_says_so() {
-    // Busy when asked during the build, and still busy when the push comes after it.
-    let busy = || -> Script {
-        Box::new(|mut stream| {
-            stream.write_all(b"ERR: Connection Already Exists\r\n").unwrap();
-            drain(stream);
-        })
-    };
-    let device = fake_device(vec![busy(), busy()]);
-    let stderr = assert_exit(&run(&mut push(device.port, &[])), 5);
+fn a_busy_device_is_waited_for_and_then_pushed_to() {
+    let device = fake_device(vec![
+        busy(),
+        busy(),
+        accepts("user2.bin"),
+        returns("user1.bin", "BootState: confirmed user2 -"),
+    ]);
+    let output = run(&mut push(device.port, &[]));
+    let stderr = assert_exit(&output, 0);
+    assert_eq!(stderr.matches("the device serves another client").count(), 1, "said once: {stderr}");
+    assert_eq!(device.connections.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_device_busy_the_whole_time_says_so() {
+    let device = fake_device((0..200).map(|_| busy()).collect());
+    let stderr = assert_exit(&run(&mut push(device.port, &["--reboot-timeout", "1"])), 5);
     assert!(stderr.contains("the device answered: ERR: Connection Already Exists"), "{stderr}");
     assert!(stderr.contains("another push to this device is in progress"), "{stderr}");
 }
@@ -615,7 +629,7 @@ fn ctrl_c_after_the_last_byte_checks_what_the_device_runs() {
 
 #[test]
 fn a_device_s_escape_sequences_never_reach_the_terminal_raw() {
-    let device = fake_device(vec![answers("user2.bin\r\nERR: \x1b[2J\x1b]0;owned\x07 \u{9b}31m boom\r\n")]);
+    let device = fake_device(vec![answers("ERR: \x1b[2J\x1b]0;owned\x07 \u{9b}31m boom\r\n")]);
     let output = run(&mut push(device.port, &[]));
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(5), "{stderr}");
@@ -637,4 +651,137 @@ fn a_host_with_a_port_or_port_0_is_refused_before_building() {
     let output = run(tcpflash(&["--host", "127.0.0.1", "--port", "0", "--manifest-path"]).arg(blinky()));
     let stderr = assert_exit(&output, 2);
     assert!(stderr.contains("0 is not in 1..=65535"), "{stderr}");
+}
+
+/// The seed's C agent as it answers (read from its source): slot name, then `Ready` for a
+/// `FirmwareLength` line and `ERR: Unexpected header.` for any other header line. What it
+/// received on a push is kept in `seen`.
+fn seed_agent(slot: &'static str, seen: Arc<Mutex<Vec<u8>>>) -> Script {
+    Box::new(move |mut stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut got = Vec::new();
+        for expected in ["OTA\r\n", "GetNextFlash\r\n"] {
+            let text = line(&mut reader);
+            got.extend_from_slice(text.as_bytes());
+            assert_eq!(text, expected);
+        }
+        stream.write_all(format!("{slot}\r\n").as_bytes()).unwrap();
+        let header = line(&mut reader);
+        got.extend_from_slice(header.as_bytes());
+        let Some(len) = header.trim_end().strip_prefix("FirmwareLength: ") else {
+            stream.write_all(b"ERR: Unexpected header.\r\n").unwrap();
+            *seen.lock().unwrap() = got;
+            return;
+        };
+        stream.write_all(b"Ready\r\n").unwrap();
+        let mut image = vec![0u8; len.parse().unwrap()];
+        reader.read_exact(&mut image).unwrap();
+        got.extend_from_slice(&image);
+        stream.write_all(b"Flashing\r\n").unwrap();
+        stream.write_all(b"Flash upgrade success. Rebooting in 2s.\r\n").unwrap();
+        *seen.lock().unwrap() = got;
+        drain(reader);
+    })
+}
+
+fn built_image(slot: &str) -> Vec<u8> {
+    std::fs::read(repo().join("example-blinky/target/tcpflash/1MB").join(slot)).unwrap()
+}
+
+#[test]
+fn the_seeds_agent_refuses_the_sha256_line_and_gets_the_seeds_lines_only() {
+    let (refused, plain) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let device = fake_device(vec![
+        seed_agent("user2.bin", Arc::clone(&refused)),
+        seed_agent("user2.bin", Arc::clone(&plain)),
+        // After the reboot it names user1 (it runs user2) and refuses GetBootState.
+        seed_agent("user1.bin", Arc::new(Mutex::new(Vec::new()))),
+    ]);
+    let output = run(&mut push(device.port, &[]));
+    let stderr = assert_exit(&output, 0);
+    assert!(stderr.contains("answered the SHA-256 line with `ERR: Unexpected header.`"), "{stderr}");
+    assert_eq!(stderr.matches("seed's lines only").count(), 1, "said once: {stderr}");
+    assert!(refused.lock().unwrap().starts_with(b"OTA\r\nGetNextFlash\r\nSha256: "));
+    // The second connection: exactly the seed's lines and the image.
+    let image = built_image("user2.bin");
+    let mut expected = format!("OTA\r\nGetNextFlash\r\nFirmwareLength: {}\r\n", image.len()).into_bytes();
+    expected.extend_from_slice(&image);
+    assert!(*plain.lock().unwrap() == expected, "the seed's lines and the image, nothing else");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("the device now runs user2"), "{stdout}");
+}
+
+#[test]
+fn a_keyed_push_never_falls_back_to_the_seeds_lines() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let device = fake_device(vec![seed_agent("user2.bin", Arc::clone(&seen))]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let output = run(push(device.port, &["--key-file"]).arg(&key));
+    let stderr = assert_exit(&output, 5);
+    assert!(stderr.contains("does not know tcpflash's extension lines"), "{stderr}");
+    assert!(stderr.contains("never falls back"), "{stderr}");
+    assert_eq!(device.connections.load(Ordering::SeqCst), 1, "no second, plain push");
+}
+
+#[test]
+fn prebuilt_images_go_to_a_seed_agent_with_plain() {
+    // Built once by the building form (any test's build will do).
+    let built = run(tcpflash(&["build", "--manifest-path"]).arg(blinky()));
+    assert!(built.status.success(), "{}", flat_stderr(&built));
+    let plain = Arc::new(Mutex::new(Vec::new()));
+    let device = fake_device(vec![
+        seed_agent("user1.bin", Arc::clone(&plain)),
+        seed_agent("user2.bin", Arc::new(Mutex::new(Vec::new()))),
+    ]);
+    let dir = repo().join("example-blinky/target/tcpflash/1MB");
+    let output =
+        run(tcpflash(&["push", "--plain", "--host", "127.0.0.1", "--port", &device.port.to_string()])
+            .arg(dir.join("user1.bin"))
+            .arg(dir.join("user2.bin")));
+    let stderr = assert_exit(&output, 0);
+    assert!(!stderr.contains("Compiling") && !stderr.contains("Linking"), "nothing built: {stderr}");
+    let image = built_image("user1.bin");
+    assert!(plain.lock().unwrap().ends_with(&image));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("pushed user1.bin (") && stdout.contains("example-blinky 0.1.0, build "),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn prebuilt_images_are_checked_before_connecting() {
+    let built = run(tcpflash(&["build", "--manifest-path"]).arg(blinky()));
+    assert!(built.status.success(), "{}", flat_stderr(&built));
+    let device = fake_device(vec![]);
+    let port = device.port.to_string();
+    let dir = repo().join("example-blinky/target/tcpflash/1MB");
+    let push_files =
+        |a: &Path, b: &Path| run(tcpflash(&["push", "--host", "127.0.0.1", "--port", &port]).arg(a).arg(b));
+
+    let swapped = push_files(&dir.join("user2.bin"), &dir.join("user1.bin"));
+    let stderr = assert_exit(&swapped, 3);
+    assert!(stderr.contains("the files are swapped"), "{stderr}");
+    assert!(stderr.contains("give user1.bin first"), "{stderr}");
+
+    let missing = push_files(&dir.join("user1.bin"), &dir.join("nope.bin"));
+    let stderr = assert_exit(&missing, 3);
+    assert!(stderr.contains("cannot read the user2 image"), "{stderr}");
+
+    let other = tempfile::tempdir().unwrap();
+    let text = other.path().join("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    let not_image = push_files(&text, &dir.join("user2.bin"));
+    let stderr = assert_exit(&not_image, 3);
+    assert!(stderr.contains("(the user1 image) is not an ESP8266 application image"), "{stderr}");
+
+    // Linked for the 1MB layout, pushed as 4MB: refused, the layout named.
+    let wrong_layout = run(tcpflash(&["push", "--layout", "4MB", "--host", "127.0.0.1", "--port", &port])
+        .arg(dir.join("user1.bin"))
+        .arg(dir.join("user2.bin")));
+    let stderr = assert_exit(&wrong_layout, 3);
+    assert!(stderr.contains("of the 4MB layout"), "{stderr}");
+    assert_eq!(device.connections.load(Ordering::SeqCst), 0, "nothing connected");
 }

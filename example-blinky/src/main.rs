@@ -39,8 +39,12 @@ macro_rules! say {
     ($($arg:tt)*) => { board::log(format_args!($($arg)*)) };
 }
 
+/// The agent's two TCP sockets, and its mDNS socket with the `mdns` feature.
 #[cfg(not(tcpflash_platform = "nonos-sdk"))]
-static SOCKETS: StaticCell<[SocketStorage<'static>; 2]> = StaticCell::new([SocketStorage::EMPTY; 2]);
+const SOCKET_COUNT: usize = if cfg!(feature = "mdns") { 3 } else { 2 };
+#[cfg(not(tcpflash_platform = "nonos-sdk"))]
+static SOCKETS: StaticCell<[SocketStorage<'static>; SOCKET_COUNT]> =
+    StaticCell::new([SocketStorage::EMPTY; SOCKET_COUNT]);
 #[cfg(all(feature = "ota", not(tcpflash_platform = "nonos-sdk")))]
 static OTA: StaticCell<ota_agent::net::OtaBuffers> = StaticCell::new(ota_agent::net::OtaBuffers::new());
 /// The agent's key, from `TCPFLASH_KEY_FILE` at build time (see build.rs): with it, only a
@@ -98,6 +102,10 @@ pub extern "C" fn main() -> ! {
         #[cfg(ota_key)]
         {
             config.key = Some(&OTA_KEY);
+        }
+        #[cfg(feature = "mdns")]
+        {
+            config.mdns = Some(ota_agent::mdns::MdnsConfig::new(board::mdns_id()));
         }
         let agent = ota_agent::net::ota_init(config, &mut sockets, OTA.take());
         (agent, board::flash(layout), board::platform())

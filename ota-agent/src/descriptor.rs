@@ -126,6 +126,17 @@ impl Descriptor {
         text(&self.name).unwrap_or("?")
     }
 
+    /// The name's bytes (UTF-8, checked by [`Descriptor::parse`]), without a second check:
+    /// what the device's mDNS records copy.
+    pub fn name_bytes(&self) -> &[u8] {
+        until_nul(&self.name)
+    }
+
+    /// The version's bytes, as [`Descriptor::name_bytes`].
+    pub fn version_bytes(&self) -> &[u8] {
+        until_nul(&self.version)
+    }
+
     /// The build id as 16 lowercase hex digits.
     pub fn build_id_hex(&self) -> [u8; BUILD_ID_LEN * 2] {
         let mut hex = [0u8; BUILD_ID_LEN * 2];
@@ -147,6 +158,10 @@ fn pad<const N: usize>(value: &str) -> Result<[u8; N], DescriptorError> {
     let mut out = [0u8; N];
     out[..value.len()].copy_from_slice(value.as_bytes());
     Ok(out)
+}
+
+fn until_nul(field: &[u8]) -> &[u8] {
+    &field[..field.iter().position(|&b| b == 0).unwrap_or(field.len())]
 }
 
 fn text(field: &[u8]) -> Result<&str, DescriptorError> {

@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod boards;
 pub mod boot;
+#[cfg(feature = "build-script")]
+pub mod build_script;
 pub mod client;
 pub mod crc;
 pub mod descriptor;
@@ -15,6 +17,7 @@ pub mod hex;
 pub mod image;
 pub mod layout;
 pub mod listener;
+pub mod mdns;
 pub mod net;
 pub mod protocol;
 pub mod session;

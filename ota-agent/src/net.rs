@@ -14,6 +14,11 @@
 //! open, or for the few milliseconds its connection takes to close. A finished connection
 //! in TIME-WAIT is dropped at once so the port listens again without smoltcp's 10 s wait.
 //!
+//! With the `mdns` feature and [`AgentConfig::mdns`] set, a third socket (UDP, port 5353,
+//! in the 224.0.0.251 group that [`OtaAgent::poll_interface`] joins) answers mDNS for
+//! `_tcpflash._tcp.local` and the board's host name ([`crate::mdns`]): the `SocketSet` then
+//! needs three free entries.
+//!
 //! ```no_run
 //! use ota_agent::layout::DEFAULT_LAYOUT;
 //! use ota_agent::net::{AgentConfig, OtaBuffers, ota_init};
@@ -33,6 +38,8 @@
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::tcp;
+#[cfg(feature = "mdns")]
+use smoltcp::socket::udp;
 use smoltcp::time::{Duration, Instant};
 
 use crate::auth::{Key, PeerKey};
@@ -57,6 +64,21 @@ pub const DEFAULT_TX: usize = 2 * MAX_REPLY_LINE;
 /// The rejecting socket only ever sends one short line and discards what it receives.
 const REJECT_RX: usize = 64;
 const REJECT_TX: usize = 64;
+/// Bytes of the agent's TCP socket buffers with the default sizes (the window, the reply
+/// lines, the rejecting socket's), for footprint reports.
+pub const SOCKET_BUFFER_BYTES: usize = DEFAULT_RX + DEFAULT_TX + REJECT_RX + REJECT_TX;
+/// Bytes of the mDNS socket's payload buffers (its packet metadata aside).
+#[cfg(feature = "mdns")]
+pub const MDNS_BUFFER_BYTES: usize = MDNS_RX + MDNS_TX;
+/// The mDNS socket's buffers: one query of up to 512 bytes at a time (a larger one, a
+/// querier's long known-answer list, is dropped by smoltcp), and one reply
+/// ([`crate::mdns::MAX_REPLY`]).
+#[cfg(feature = "mdns")]
+const MDNS_RX: usize = 512;
+#[cfg(feature = "mdns")]
+const MDNS_TX: usize = crate::mdns::MAX_REPLY;
+#[cfg(feature = "mdns")]
+const MDNS_PACKETS: usize = 2;
 
 /// How the agent runs.
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +108,9 @@ pub struct AgentConfig {
     /// the time). On by default; the previous firmware is then no longer kept in the idle
     /// slot (nothing can go back to it). See [`crate::session::Session::pre_erase`].
     pub pre_erase: bool,
+    /// Answer mDNS as this board (feature `mdns`): `None` (the default) opens no socket.
+    #[cfg(feature = "mdns")]
+    pub mdns: Option<crate::mdns::MdnsConfig>,
 }
 
 impl AgentConfig {
@@ -100,6 +125,8 @@ impl AgentConfig {
             trial_attempts: DEFAULT_TRIAL_ATTEMPTS,
             key: None,
             pre_erase: true,
+            #[cfg(feature = "mdns")]
+            mdns: None,
         }
     }
 
@@ -125,6 +152,17 @@ pub struct OtaBuffers<const RX: usize = DEFAULT_RX, const TX: usize = DEFAULT_TX
     tx: [u8; TX],
     reject_rx: [u8; REJECT_RX],
     reject_tx: [u8; REJECT_TX],
+    #[cfg(feature = "mdns")]
+    mdns: MdnsBuffers,
+}
+
+/// The mDNS socket's memory.
+#[cfg(feature = "mdns")]
+struct MdnsBuffers {
+    rx_meta: [udp::PacketMetadata; MDNS_PACKETS],
+    rx: [u8; MDNS_RX],
+    tx_meta: [udp::PacketMetadata; MDNS_PACKETS],
+    tx: [u8; MDNS_TX],
 }
 
 impl<const RX: usize, const TX: usize> OtaBuffers<RX, TX> {
@@ -136,6 +174,13 @@ impl<const RX: usize, const TX: usize> OtaBuffers<RX, TX> {
             tx: [0; TX],
             reject_rx: [0; REJECT_RX],
             reject_tx: [0; REJECT_TX],
+            #[cfg(feature = "mdns")]
+            mdns: MdnsBuffers {
+                rx_meta: [udp::PacketMetadata::EMPTY; MDNS_PACKETS],
+                rx: [0; MDNS_RX],
+                tx_meta: [udp::PacketMetadata::EMPTY; MDNS_PACKETS],
+                tx: [0; MDNS_TX],
+            },
         }
     }
 }
@@ -157,6 +202,21 @@ pub struct OtaAgent<'a> {
     running_slot: Option<SlotId>,
     /// When the rejecting socket refused its client, to drop one that never closes.
     refused_at: Option<Instant>,
+    #[cfg(feature = "mdns")]
+    mdns: Option<Mdns>,
+}
+
+/// The mDNS side of the agent.
+#[cfg(feature = "mdns")]
+struct Mdns {
+    socket: SocketHandle,
+    config: crate::mdns::MdnsConfig,
+    /// Made at the first poll, once the running firmware is known.
+    responder: Option<crate::mdns::Responder>,
+    /// The interface's address, as the last [`OtaAgent::poll_interface`] (or
+    /// [`OtaAgent::set_mdns_address`]) saw it.
+    addr: Option<[u8; 4]>,
+    joined: bool,
 }
 
 /// Registers the agent's listening sockets in `sockets` (which needs two free entries) and
@@ -166,7 +226,10 @@ pub fn ota_init<'a, const RX: usize, const TX: usize>(
     sockets: &mut SocketSet<'a>,
     buffers: &'a mut OtaBuffers<RX, TX>,
 ) -> OtaAgent<'a> {
+    #[cfg(not(feature = "mdns"))]
     let OtaBuffers { sector, rx, tx, reject_rx, reject_tx } = buffers;
+    #[cfg(feature = "mdns")]
+    let OtaBuffers { sector, rx, tx, reject_rx, reject_tx, mdns } = buffers;
     // smoltcp hands a new connection to the first listening socket in the set; the session
     // socket is added first so it gets the client whenever it is free.
     let session_socket = sockets
@@ -175,6 +238,18 @@ pub fn ota_init<'a, const RX: usize, const TX: usize>(
         tcp::SocketBuffer::new(&mut reject_rx[..]),
         tcp::SocketBuffer::new(&mut reject_tx[..]),
     ));
+    #[cfg(feature = "mdns")]
+    let mdns = config.mdns.map(|mdns_config| {
+        let MdnsBuffers { rx_meta, rx, tx_meta, tx } = mdns;
+        let mut socket = udp::Socket::new(
+            udp::PacketBuffer::new(&mut rx_meta[..], &mut rx[..]),
+            udp::PacketBuffer::new(&mut tx_meta[..], &mut tx[..]),
+        );
+        // RFC 6762 section 11: every mDNS reply goes out with an IP TTL of 255.
+        socket.set_hop_limit(Some(255));
+        let _ = socket.bind(crate::mdns::PORT);
+        Mdns { socket: sockets.add(socket), config: mdns_config, responder: None, addr: None, joined: false }
+    });
     OtaAgent {
         listener: Listener::new(config.session(), sector),
         session_socket,
@@ -183,6 +258,8 @@ pub fn ota_init<'a, const RX: usize, const TX: usize>(
         running_known: false,
         running_slot: config.running_slot,
         refused_at: None,
+        #[cfg(feature = "mdns")]
+        mdns,
     }
 }
 
@@ -210,11 +287,15 @@ impl<'a> OtaAgent<'a> {
             }
             self.listener.set_running(running);
             self.running_known = true;
+            #[cfg(feature = "mdns")]
+            self.start_mdns(flash);
         }
         self.serve_session(now, sockets.get_mut::<tcp::Socket>(self.session_socket), flash, platform);
         self.serve_reject(now, sockets.get_mut::<tcp::Socket>(self.reject_socket));
         self.listener.idle(flash);
         self.listener.poll(now, platform);
+        #[cfg(feature = "mdns")]
+        self.serve_mdns(now, sockets);
     }
 
     /// Polls the interface, serves the agent, and polls again so replies leave at once.
@@ -228,6 +309,8 @@ impl<'a> OtaAgent<'a> {
         flash: &mut F,
         platform: &mut P,
     ) {
+        #[cfg(feature = "mdns")]
+        self.mdns_interface(iface);
         iface.poll(now, device, sockets);
         self.poll(now, sockets, flash, platform);
         iface.poll(now, device, sockets);
@@ -256,9 +339,84 @@ impl<'a> OtaAgent<'a> {
     /// When the agent next needs a poll although no packet arrives.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let refused = self.refused_at.map(|since| since + crate::listener::REFUSED_LINGER);
-        match (self.listener.poll_timeout(), refused) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        #[cfg(feature = "mdns")]
+        let refused = earliest(refused, self.mdns.as_ref().and_then(|mdns| mdns.responder?.poll_at()));
+        earliest(self.listener.poll_timeout(), refused)
+    }
+
+    /// The mDNS responder, once the first poll made it (feature `mdns`, with
+    /// [`AgentConfig::mdns`]): its records and address.
+    #[cfg(feature = "mdns")]
+    pub fn mdns(&self) -> Option<&crate::mdns::Responder> {
+        self.mdns.as_ref()?.responder.as_ref()
+    }
+
+    /// The address the A record gives, for an application that calls [`OtaAgent::poll`]
+    /// itself ([`OtaAgent::poll_interface`] takes it from the interface, and joins the mDNS
+    /// group, which such an application does with `iface.join_multicast_group`).
+    #[cfg(feature = "mdns")]
+    pub fn set_mdns_address(&mut self, addr: Option<smoltcp::wire::Ipv4Address>) {
+        if let Some(mdns) = self.mdns.as_mut() {
+            mdns.addr = addr.map(|addr| addr.octets());
+        }
+    }
+
+    /// Joins the mDNS group once, and follows the interface's address.
+    #[cfg(feature = "mdns")]
+    fn mdns_interface(&mut self, iface: &mut Interface) {
+        let Some(mdns) = self.mdns.as_mut() else { return };
+        if !mdns.joined {
+            let [a, b, c, d] = crate::mdns::GROUP;
+            mdns.joined = iface.join_multicast_group(smoltcp::wire::Ipv4Address::new(a, b, c, d)).is_ok();
+        }
+        mdns.addr = iface.ipv4_addr().map(|addr| addr.octets());
+    }
+
+    /// The records, from the running firmware's descriptor (read once, at the first poll).
+    #[cfg(feature = "mdns")]
+    fn start_mdns<F: NorFlash>(&mut self, flash: &mut F) {
+        let Some(mdns) = self.mdns.as_mut() else { return };
+        let layout = self.listener.session().config().layout;
+        let running = self.listener.running();
+        let firmware = running.slot.and_then(|slot| {
+            let mut bytes = [0u8; crate::descriptor::SIZE];
+            flash.read(layout.slot(slot).offset + crate::layout::IMAGE_IROM_OFFSET, &mut bytes).ok()?;
+            crate::descriptor::Descriptor::parse(&bytes).ok()
+        });
+        let key = self.listener.session().config().key.is_some();
+        let records =
+            crate::mdns::Records::new(&mdns.config, firmware.as_ref(), running.slot, key, self.port);
+        mdns.responder = Some(crate::mdns::Responder::new(records));
+    }
+
+    /// Answers the queries that came in, and sends a due announcement.
+    #[cfg(feature = "mdns")]
+    #[inline(never)]
+    fn serve_mdns(&mut self, now: Instant, sockets: &mut SocketSet<'_>) {
+        use crate::mdns::{Destination, GROUP, PORT};
+        let Some(mdns) = self.mdns.as_mut() else { return };
+        let Some(responder) = mdns.responder.as_mut() else { return };
+        responder.set_address(mdns.addr, now);
+        let socket = sockets.get_mut::<udp::Socket>(mdns.socket);
+        let [a, b, c, d] = GROUP;
+        let group = smoltcp::wire::IpEndpoint::new(smoltcp::wire::Ipv4Address::new(a, b, c, d).into(), PORT);
+        // At most the queries the buffer holds, then one announcement.
+        for _ in 0..=MDNS_PACKETS {
+            let (answer, to) = match socket.recv() {
+                Ok((packet, meta)) => match responder.query(packet, meta.endpoint.port) {
+                    Some(answer) if answer.destination() == Destination::Unicast => (answer, meta.endpoint),
+                    Some(answer) => (answer, group),
+                    None => continue,
+                },
+                Err(_) => match responder.announcement_due(now) {
+                    Some(answer) => (answer, group),
+                    None => return,
+                },
+            };
+            let len = responder.reply_len(&answer);
+            if let Ok(out) = socket.send(len, to) {
+                responder.render(&answer, out);
+            }
         }
     }
 
@@ -321,6 +479,13 @@ impl<'a> OtaAgent<'a> {
                 }
             }
         }
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

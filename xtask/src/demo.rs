@@ -1,27 +1,34 @@
 //! `cargo xtask demo`: the whole flow on one machine, no board. Checks the tools (installing
-//! what rustup can install), builds example-blinky, starts the virtual ESP8266 on a free
-//! port with a fresh flash file, pushes twice through the real `cargo-tcpflash` binary
-//! (user2, then user1), shows the device's status after each push, and stops the device.
+//! what rustup can install, naming the Debian packages it cannot), builds example-blinky and
+//! tcpflash-boot for QEMU's XTFPGA board, starts the board (`cargo tcpflash sim --board
+//! qemu`: the firmware and the bootloader as lx106 machine code) on a free port with a fresh
+//! flash file, pushes twice through the real `cargo-tcpflash` binary (user2, then user1),
+//! shows the flash's status after each push, and stops QEMU. The fast host-built virtual
+//! ESP8266 (`cargo xtask sim`) stays what the tests and the proof mostly push to.
 
 use std::io::BufRead;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use cargo_tcpflash::build::{self, BuildError};
 use cargo_tcpflash::cli::BuildArgs;
 use clap::Args;
 use miette::Diagnostic;
 use ota_agent::layout::SlotId;
-use tcpflash_sim::VirtualDevice;
 use thiserror::Error;
 
+use crate::qemu_board::SimProcess;
 use crate::sim::{self, SimError};
 
-const BINUTILS: [&str; 2] = ["xtensa-lx106-elf-as", "xtensa-lx106-elf-ld"];
-const BINUTILS_INSTALL: &str = "sudo apt-get install binutils-xtensa-lx106";
+/// The system tools the demo's steps run, and the Debian package of each.
+pub const SYSTEM_TOOLS: [(&str, &str); 3] = [
+    ("xtensa-lx106-elf-as", "binutils-xtensa-lx106"),
+    ("xtensa-lx106-elf-ld", "binutils-xtensa-lx106"),
+    ("qemu-system-xtensa", "qemu-system-misc"),
+];
+/// How long the board may take to start and its firmware to listen (the builds are done).
+const BOARD_PATIENCE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -40,9 +47,15 @@ pub enum DemoError {
         "run it yourself to see why (network access to static.rust-lang.org is needed), then retry"
     ))]
     InstallFailed { command: String },
-    #[error("`{tool}` is not on PATH: the firmware is assembled and linked with GNU binutils for lx106")]
-    #[diagnostic(help("install them with: {install}"))]
-    NoBinutils { tool: &'static str, install: &'static str },
+    #[error("{} not on PATH (the demo builds with GNU binutils for lx106 and runs QEMU)", tools.join(", "))]
+    #[diagnostic(help("install the packages with `sudo apt-get install {}`, or run the demo as root to have it do so", packages.join(" ")))]
+    MissingTools { tools: Vec<&'static str>, packages: Vec<&'static str> },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Qemu(#[from] cargo_tcpflash::qemu_board::BoardError),
+    #[error("the QEMU board did not come up: {why}")]
+    #[diagnostic(help("run `cargo xtask sim --board qemu --flash /tmp/board.flash` to see it on its own"))]
+    Board { why: String },
     #[error("cannot read the firmware's toolchain file {}", path.display())]
     #[diagnostic(help(
         "the firmware folder needs a rust-toolchain.toml naming its nightly (`channel = \"nightly-...\"`)"
@@ -89,44 +102,55 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     step("Checking the tools");
     let channel = pinned_channel(&firmware_dir)?;
     ensure_toolchain(&channel)?;
-    ensure_binutils()?;
+    ensure_system_tools(&SYSTEM_TOOLS)?;
 
-    step("Building the firmware for both slots");
-    let build_args = BuildArgs { manifest_path: Some(manifest.clone()), ..BuildArgs::default() };
+    let qemu = cargo_tcpflash::qemu_board::find_qemu()?;
+    println!("{}: ok", qemu.display());
+
+    step("Building the firmware for both slots of QEMU's XTFPGA board (--board qemu)");
+    let build_args = BuildArgs {
+        manifest_path: Some(manifest.clone()),
+        board: Some(cargo_tcpflash::qemu_board::BOARD.into()),
+        ..BuildArgs::default()
+    };
     let firmware = build::build(&build_args)?;
     print!("{}", cargo_tcpflash::build_cmd::summary(&firmware));
+
+    step("Building tcpflash-boot for the board (QEMU runs it in place of the mask ROM)");
+    let bootloader = cargo_tcpflash::qemu_board::build_bootloader()?;
+    println!("{}", bootloader.elf.display());
 
     step("Building cargo-tcpflash");
     let tcpflash = build_tcpflash_binary(&root)?;
 
-    step("Starting the virtual ESP8266");
+    step("Starting the QEMU board: cargo tcpflash sim --board qemu");
     let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
-    let flash_path = dir.path().join("esp8266-flash.bin");
-    let user1 = std::fs::read(&firmware.slot(SlotId::User1).bin)
-        .map_err(|source| BuildError::Io { path: firmware.slot(SlotId::User1).bin.clone(), source })?;
-    let flash = sim::factory_install(&flash_path, firmware.layout, user1, None)?;
-    let mut device = VirtualDevice::new(flash, firmware.layout).expect("the flash was made for this layout");
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| SimError::Listen { port: 0, source })?;
-    let port = listener.local_addr().map_err(|source| SimError::Listen { port: 0, source })?.port();
-    println!("virtual ESP8266 listening on 127.0.0.1:{port}, flash in {}", flash_path.display());
-    let stop = Arc::new(AtomicBool::new(false));
-    let device_stop = Arc::clone(&stop);
-    let device_thread = std::thread::spawn(move || {
-        device.serve(&listener, &device_stop, &mut |event| println!("  [virtual ESP8266] {event}"))
-    });
+    let flash_path = dir.path().join("qemu-board.flash");
+    let board_error = |why| DemoError::Board { why };
+    let mut board =
+        SimProcess::start(&tcpflash, &flash_path, &manifest, Some("  [QEMU board] "), BOARD_PATIENCE)
+            .map_err(board_error)?;
+    board.wait("[uart] tcpflash-boot started user1", BOARD_PATIENCE).map_err(board_error)?;
+    board.wait("listening on port", BOARD_PATIENCE).map_err(board_error)?;
+    let port = board.port;
 
     let result = (|| {
         for (number, expected) in [(1, SlotId::User2), (2, SlotId::User1)] {
-            step(&format!("Push {number}: cargo tcpflash --host 127.0.0.1 --port {port}"));
+            step(&format!("Push {number}: cargo tcpflash --host 127.0.0.1 --port {port} --board qemu"));
+            let started = Instant::now();
             let status = Command::new(&tcpflash)
-                .args(["tcpflash", "--host", "127.0.0.1", "--port", &port.to_string(), "--manifest-path"])
+                .args(["tcpflash", "--host", "127.0.0.1", "--port", &port.to_string(), "--board", "qemu"])
+                .arg("--manifest-path")
                 .arg(&manifest)
                 .status()
                 .map_err(|source| DemoError::Spawn { command: tcpflash.display().to_string(), source })?;
             if !status.success() {
                 return Err(DemoError::Push { number, status });
             }
+            println!(
+                "push {number} took {:.1} s, the reboot and the check-in included",
+                started.elapsed().as_secs_f64()
+            );
             let status = sim::status_json(&flash_path, None)?;
             println!("status: {status}");
             let booted = status["booted_slot"].as_str().unwrap_or("none").to_owned();
@@ -137,12 +161,14 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         Ok(())
     })();
 
-    step("Stopping the virtual ESP8266");
-    stop.store(true, Ordering::SeqCst);
-    let served = device_thread.join().expect("the device thread does not panic");
+    step("Stopping the QEMU board (Ctrl-C)");
+    let stopped = board.interrupt(BOARD_PATIENCE).map_err(board_error);
     result?;
-    served.map_err(SimError::Serve)?;
-    println!("demo: pushed user2, then user1, to the virtual ESP8266; both came back on the new slot");
+    stopped?;
+    println!(
+        "demo: pushed user2, then user1, to example-blinky running as lx106 machine code on QEMU's XTFPGA board; \
+         each time tcpflash-boot booted the new slot on trial and the check-in confirmed it"
+    );
     Ok(())
 }
 
@@ -153,13 +179,7 @@ fn step(what: &str) {
 /// The nightly the firmware pins in its rust-toolchain.toml.
 pub fn pinned_channel(firmware_dir: &Path) -> Result<String, DemoError> {
     let path = firmware_dir.join("rust-toolchain.toml");
-    let text = std::fs::read_to_string(&path).map_err(|_| DemoError::ToolchainFile { path: path.clone() })?;
-    text.lines()
-        .filter_map(|line| line.trim().strip_prefix("channel"))
-        .filter_map(|rest| rest.trim().strip_prefix('='))
-        .map(|value| value.trim().trim_matches('"').to_owned())
-        .find(|value| !value.is_empty())
-        .ok_or(DemoError::ToolchainFile { path })
+    cargo_tcpflash::build::cargo::toolchain_file_channel(&path).ok_or(DemoError::ToolchainFile { path })
 }
 
 /// Installs the pinned toolchain and its `rust-src` through rustup when missing.
@@ -178,16 +198,35 @@ fn ensure_toolchain(channel: &str) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// The lx106 binutils come from the system's packages: named, not installed (that needs root).
-fn ensure_binutils() -> Result<(), DemoError> {
-    for tool in BINUTILS {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        if !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()) {
-            return Err(DemoError::NoBinutils { tool, install: BINUTILS_INSTALL });
-        }
+/// Tools from the system's packages: as root, missing ones are installed with apt-get;
+/// otherwise the one `sudo apt-get install ...` line that does it is printed and the demo stops.
+pub fn ensure_system_tools(tools: &[(&'static str, &'static str)]) -> Result<(), DemoError> {
+    let missing = |tools: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static str)> {
+        tools.iter().copied().filter(|(tool, _)| !on_path(tool)).collect()
+    };
+    let absent = missing(tools);
+    if absent.is_empty() {
+        println!("system tools ({}): ok", tools.iter().map(|(tool, _)| *tool).collect::<Vec<_>>().join(", "));
+        return Ok(());
     }
-    println!("binutils for lx106: ok");
-    Ok(())
+    let mut packages: Vec<&'static str> = absent.iter().map(|(_, package)| *package).collect();
+    packages.dedup();
+    if output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0") {
+        install("apt-get", &["update", "-q"])?;
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend(&packages);
+        install("apt-get", &args)?;
+    }
+    let still = missing(tools);
+    if still.is_empty() {
+        return Ok(());
+    }
+    Err(DemoError::MissingTools { tools: still.iter().map(|(tool, _)| *tool).collect(), packages })
+}
+
+fn on_path(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
 }
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
@@ -249,6 +288,18 @@ pub fn build_tcpflash_binary_with(root: &Path, extra: &[&str]) -> Result<PathBuf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn present_tools_pass_and_missing_ones_name_their_packages() {
+        ensure_system_tools(&[("sh", "dash")]).unwrap();
+        let error = DemoError::MissingTools {
+            tools: vec!["xtensa-lx106-elf-as", "xtensa-lx106-elf-ld"],
+            packages: vec!["binutils-xtensa-lx106"],
+        };
+        assert!(error.to_string().starts_with("xtensa-lx106-elf-as, xtensa-lx106-elf-ld not on PATH"));
+        let help = miette::Diagnostic::help(&error).unwrap().to_string();
+        assert!(help.contains("sudo apt-get install binutils-xtensa-lx106"), "{help}");
+    }
 
     #[test]
     fn reads_the_pinned_channel_of_example_blinky() {

@@ -1,13 +1,14 @@
 //! `cargo xtask footprint`: what the OTA agent costs example-blinky, measured by building it
-//! with and without its `ota` feature and comparing the sections of user1.elf; and how much
-//! of sector 0 tcpflash-boot takes.
+//! with and without its `ota` feature and comparing the sections of user1.elf, then what
+//! the agent's mDNS responder adds (the `mdns` feature on top); and how much of sector 0
+//! tcpflash-boot takes.
 
 use std::path::{Path, PathBuf};
 
 use cargo_tcpflash::build::{self, BuildError};
 use cargo_tcpflash::cli::BuildArgs;
 use ota_agent::layout::BOOTLOADER_MAX_LEN;
-use ota_agent::net::OtaBuffers;
+use ota_agent::net::{MDNS_BUFFER_BYTES, SOCKET_BUFFER_BYTES};
 use ota_agent::writer::SECTOR;
 use xmas_elf::ElfFile;
 
@@ -36,6 +37,10 @@ pub struct Footprint {
     pub without: Sizes,
     pub with: Sizes,
     pub socket_buffers: u64,
+    /// The agent with its mDNS responder (example-blinky's `mdns` feature).
+    pub with_mdns: Sizes,
+    /// The mDNS socket's payload buffers.
+    pub mdns_socket_buffers: u64,
 }
 
 impl Footprint {
@@ -43,9 +48,39 @@ impl Footprint {
         (self.with.ram - self.without.ram).saturating_sub(self.socket_buffers)
     }
 
+    /// What mDNS adds to the agent: RAM, IROM, IRAM.
+    pub fn mdns(&self) -> Sizes {
+        Sizes {
+            ram: self.with_mdns.ram.saturating_sub(self.with.ram),
+            irom: self.with_mdns.irom.saturating_sub(self.with.irom),
+            iram: self.with_mdns.iram.saturating_sub(self.with.iram),
+        }
+    }
+
     pub fn report(&self) -> String {
         let ram = self.with.ram - self.without.ram;
-        format!(
+        let mdns = self.mdns();
+        let mdns_line = format!(
+            "| example-blinky with the agent and mDNS | {} | {} | {} |\n\
+             | added by mDNS | {} | {} | {} |\n\n\
+             Of mDNS's {} bytes of RAM, {} are its socket's buffers (one query, one reply) and {} \
+             the rest (socket metadata, the records).\n\
+             footprint: mdns_ram={} mdns_socket_buffers={} mdns_irom={} mdns_iram={}\n",
+            self.with_mdns.ram,
+            self.with_mdns.irom,
+            self.with_mdns.iram,
+            mdns.ram,
+            mdns.irom,
+            mdns.iram,
+            mdns.ram,
+            self.mdns_socket_buffers,
+            mdns.ram.saturating_sub(self.mdns_socket_buffers),
+            mdns.ram,
+            self.mdns_socket_buffers,
+            mdns.irom,
+            mdns.iram,
+        );
+        let agent = format!(
             "| build | RAM (.data+.bss) | IROM | IRAM |\n|---|---|---|---|\n\
              | example-blinky without the agent | {} | {} | {} |\n\
              | example-blinky with the agent | {} | {} | {} |\n\
@@ -67,7 +102,8 @@ impl Footprint {
             self.ram_beyond_sockets(),
             self.with.irom - self.without.irom,
             self.with.iram.saturating_sub(self.without.iram),
-        )
+        );
+        format!("{agent}{mdns_line}")
     }
 }
 
@@ -86,9 +122,16 @@ pub fn measure(manifest: PathBuf) -> Result<Footprint, FootprintError> {
     args.no_default_features = false;
     let with = build::build(&args)?;
     let with = Sizes::of_elf(&with.slots[0].elf).map_err(FootprintError::Elf)?;
-    // All of the agent's buffers but the sector buffer belong to its two sockets.
-    let socket_buffers = (size_of::<OtaBuffers>() - SECTOR) as u64;
-    Ok(Footprint { without, with, socket_buffers })
+    args.features = vec!["mdns".into()];
+    let with_mdns = build::build(&args)?;
+    let with_mdns = Sizes::of_elf(&with_mdns.slots[0].elf).map_err(FootprintError::Elf)?;
+    Ok(Footprint {
+        without,
+        with,
+        socket_buffers: SOCKET_BUFFER_BYTES as u64,
+        with_mdns,
+        mdns_socket_buffers: MDNS_BUFFER_BYTES as u64,
+    })
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -102,7 +145,7 @@ pub enum FootprintError {
 
 /// tcpflash-boot's manifest in this repository.
 pub fn bootloader_manifest() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ota-agent/boot/Cargo.toml")
+    cargo_tcpflash::build::tcpflash_boot_manifest()
 }
 
 /// A bootloader's image against sector 0, and its sections.

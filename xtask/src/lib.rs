@@ -8,5 +8,6 @@ pub mod footprint;
 pub mod proof;
 pub mod qemu;
 pub mod qemu_board;
-pub mod serial;
-pub mod sim;
+/// `cargo xtask serial-flash` and `cargo xtask sim` are this repository's aliases of
+/// `cargo tcpflash serial-flash` and `cargo tcpflash sim`.
+pub use cargo_tcpflash::{serial, sim};

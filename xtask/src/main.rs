@@ -12,7 +12,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// First install over USB serial: bootloader, boot config and user1 through the ESP8266 ROM loader.
+    /// `cargo tcpflash serial-flash` for example-blinky: first install over USB serial
+    /// (tcpflash-boot, boot config and user1 through the ESP8266 ROM loader).
     SerialFlash(SerialFlashArgs),
     /// Measure the RAM and IROM the OTA agent adds to example-blinky (builds it twice), and
     /// tcpflash-boot's image against the 4096 bytes of sector 0.
@@ -30,8 +31,9 @@ enum Command {
     /// The proof that nothing is lost: power cuts at every flash operation of a real update,
     /// network faults at every step, and the QEMU cases; ends with one `proof:` line.
     Proof,
-    /// The virtual ESP8266: serve the real agent on 127.0.0.1 with its flash in a file
-    /// (`sim status` describes a flash file).
+    /// `cargo tcpflash sim` for example-blinky: the virtual ESP8266 serving the real agent on
+    /// 127.0.0.1 with its flash in a file (`sim status` describes a flash file); with
+    /// `--board qemu`, example-blinky as lx106 machine code on QEMU's XTFPGA board.
     Sim(xtask::sim::SimArgs),
     /// How long a push takes on a timed model of a board (the seed's strategy, ours, the flash
     /// floor) and how fast `cargo tcpflash` pushes over loopback against the seed's Python
@@ -40,18 +42,22 @@ enum Command {
     /// Measure the build pipeline against cargo's compile, and `cargo tcpflash image` against
     /// esptool (use `cargo run --release -p xtask -- build-bench`).
     BuildBench(xtask::build_bench::BuildBenchArgs),
-    /// example-blinky on QEMU's XTFPGA board (`--board qemu`): a factory-installed 4 MiB
-    /// flash file, the agent's port forwarded to 127.0.0.1; prints the board's UART lines.
-    QemuBoard(xtask::qemu_board::QemuBoardArgs),
     /// The whole flow without a board: build example-blinky, start the virtual ESP8266, push
     /// twice through `cargo tcpflash` (user2, then user1), show the status after each.
     Demo(xtask::demo::DemoArgs),
 }
 
+/// The firmware `serial-flash` and `sim` build here when --manifest-path does not say
+/// (`cargo tcpflash` takes the current folder's, as cargo does).
+fn example_blinky() -> std::path::PathBuf {
+    xtask::demo::workspace_root().join("example-blinky/Cargo.toml")
+}
+
 fn main() -> miette::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::SerialFlash(args) => {
+        Command::SerialFlash(mut args) => {
+            args.build.manifest_path.get_or_insert_with(example_blinky);
             let installed = xtask::serial::cli::run(&args)?;
             eprintln!("{installed}");
         }
@@ -85,9 +91,11 @@ fn main() -> miette::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Sim(args) => xtask::sim::run(&args)?,
+        Command::Sim(mut args) => {
+            args.serve.build.manifest_path.get_or_insert_with(example_blinky);
+            xtask::sim::run(&args)?
+        }
         Command::Demo(args) => xtask::demo::run(&args)?,
-        Command::QemuBoard(args) => xtask::qemu_board::run(&args)?,
         Command::Bench(args) => xtask::bench::run(&args)?,
         Command::BuildBench(args) => xtask::build_bench::run(&args)?,
     }

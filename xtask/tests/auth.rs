@@ -80,7 +80,16 @@ struct Raw {
 
 impl Raw {
     fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Raw::connect_from([127, 0, 0, 1], port)
+    }
+
+    /// A connection to 127.0.0.1 from another loopback address (the device sees that one).
+    fn connect_from(source: [u8; 4], port: u16) -> Raw {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.bind(&std::net::SocketAddr::from((source, 0)).into()).unwrap();
+        socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
+        let stream: TcpStream = socket.into();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let replies = BufReader::new(stream.try_clone().unwrap());
         Raw { stream, replies }
@@ -104,7 +113,11 @@ impl Raw {
 
     /// `OTA`, `GetNextFlash` and `GetNonce`: the slot the device names and its nonce.
     fn ask_nonce(port: u16) -> (Raw, String, Nonce) {
-        let mut raw = Raw::connect(port);
+        Raw::ask_nonce_from([127, 0, 0, 1], port)
+    }
+
+    fn ask_nonce_from(source: [u8; 4], port: u16) -> (Raw, String, Nonce) {
+        let mut raw = Raw::connect_from(source, port);
         raw.send(b"OTA\r\nGetNextFlash\r\nGetNonce\r\n");
         let slot = raw.line();
         let line = raw.line();
@@ -379,4 +392,102 @@ fn a_sim_key_file_that_is_not_a_key_is_refused_with_the_fix() {
     assert_eq!(stderr.matches("it holds").count(), 1, "{stderr}");
     assert!(stderr.contains("head -c 32 /dev/urandom"), "{stderr}");
     assert!(!dir.join("flash.bin").exists(), "refused before anything is created");
+}
+
+#[test]
+fn failed_proofs_from_another_address_do_not_lock_the_owner_out() {
+    let images = images();
+    let image = images.bytes(SlotId::User2);
+    let dir = scratch("auth-other-address");
+    let key = key_file(&dir, "tcpflash.key", &KEY);
+    // A lockout far longer than the test: if it held the owner, the push below would fail.
+    let sim = keyed_sim(&dir, Some(&key), "600");
+    let mut wrong = KEY;
+    wrong[3] ^= 1;
+    let attacker = [127, 0, 0, 2];
+    let (mut raw, slot, nonce) = Raw::ask_nonce_from(attacker, sim.port);
+    assert_eq!(slot, "user2.bin\r\n");
+    let sha = auth::sha256(&image);
+    raw.send(auth_lines(&wrong, &nonce, SlotId::User2, &image, &sha).as_bytes());
+    assert_eq!(raw.rest(), "ERR: Authentication failed\r\n");
+    // That address is locked out now...
+    let (slot, answer) = nonce_answer_from(attacker, sim.port);
+    assert_eq!(slot, "user2.bin\r\n");
+    assert!(answer.starts_with("ERR: Too many failed authentications, retry in "), "{answer:?}");
+    // ...the owner at 127.0.0.1 is not.
+    let (output, pushed) = cli_push(sim.port, Some(&key));
+    assert!(output.status.success(), "{}", flat(&output.stderr));
+    assert_slot_holds(&sim.flash_bytes(), SlotId::User2, &pushed[1]);
+}
+
+/// `OTA`, `GetNextFlash`, `GetNonce` from `source` once the device has let the previous
+/// connection go: the slot line and the line after it.
+fn nonce_answer_from(source: [u8; 4], port: u16) -> (String, String) {
+    for _ in 0..50 {
+        let mut raw = Raw::connect_from(source, port);
+        raw.send(b"OTA\r\nGetNextFlash\r\nGetNonce\r\n");
+        let first = raw.line();
+        if first.starts_with("ERR: Connection Already Exists") {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            continue;
+        }
+        return (first, raw.line());
+    }
+    panic!("the device stayed busy");
+}
+
+/// Connects, sends `OTA` then nothing more (a client that holds the session without pushing).
+fn stalling_client(port: u16, trickle: bool) -> std::thread::JoinHandle<String> {
+    let mut raw = Raw::connect(port);
+    std::thread::spawn(move || {
+        if trickle {
+            // One byte every 1.5 s: never idle for long, never done with its lines.
+            for byte in b"OTA\r\nGetNextFlash\r\nGetNonce\r\n".iter().cycle().take(40) {
+                if raw.stream.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+            }
+        }
+        let mut all = String::new();
+        let _ = raw.replies.read_to_string(&mut all);
+        all
+    })
+}
+
+#[test]
+fn a_keyed_push_succeeds_while_a_trickling_client_is_connected() {
+    let dir = scratch("auth-trickle");
+    let key = key_file(&dir, "tcpflash.key", &KEY);
+    let sim = keyed_sim(&dir, Some(&key), "1");
+    let images = images();
+    let trickler = stalling_client(sim.port, true);
+    sim.wait_line("client 127.0.0.1:");
+    // Prebuilt images: the push starts while the trickler still holds the session.
+    let output = Command::new(tcpflash())
+        .args(["tcpflash", "push", "--host", "127.0.0.1", "--port", &sim.port.to_string(), "--key-file"])
+        .arg(&key)
+        .arg(&images.user1)
+        .arg(&images.user2)
+        .output()
+        .unwrap();
+    let stderr = flat(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("the device serves another client"), "it waited: {stderr}");
+    let heard = trickler.join().unwrap();
+    assert!(heard.ends_with("ERR: Header lines too slow\r\n"), "{heard:?}");
+    assert_slot_holds(&sim.flash_bytes(), SlotId::User2, &images.bytes(SlotId::User2));
+}
+
+#[test]
+fn a_push_succeeds_after_a_silent_client_is_dropped() {
+    let dir = scratch("auth-silent");
+    let sim = keyed_sim(&dir, None, "1");
+    let silent = stalling_client(sim.port, false);
+    sim.wait_line("client 127.0.0.1:");
+    let (output, pushed) = cli_push(sim.port, None);
+    assert!(output.status.success(), "{}", flat(&output.stderr));
+    // Dropped at the header deadline (10 s), not the idle timeout (30 s).
+    assert_eq!(silent.join().unwrap(), "ERR: Header lines too slow\r\n");
+    assert_slot_holds(&sim.flash_bytes(), SlotId::User2, &pushed[1]);
 }

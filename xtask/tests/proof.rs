@@ -1,6 +1,7 @@
 //! `cargo xtask proof` in CI: the power-cut and network-fault campaigns on example-blinky's
-//! real images (built by cargo-tcpflash's pipeline into `target/proof`) and the QEMU cases,
-//! run once through the same library call as the command; each test asserts on one part.
+//! real images (built by cargo-tcpflash's pipeline into `target/proof`), the QEMU cases and
+//! the QEMU-board cases, run once through the same library call as the command; each test
+//! asserts on one part.
 //!
 //! Needs what `.ci/run` installs (the firmware's nightly, lx106 binutils, QEMU).
 
@@ -55,9 +56,12 @@ fn the_proof_ends_with_one_line_of_figures_and_finds_nothing() {
             "trial_cut_points",
             "trial_cut_failures",
             "net_cases",
+            "hostile_cases",
             "net_failures",
             "qemu_cases",
-            "qemu_failures"
+            "qemu_failures",
+            "qemu_board_cases",
+            "qemu_board_failures"
         ]
     );
     assert_eq!(report.failures(), 0, "{text}");
@@ -114,6 +118,7 @@ fn every_network_fault_leaves_the_running_slot_and_the_next_push_lands() {
     assert!(net.failures.is_empty(), "{net}");
     assert!(net.session_cases > 100, "{net}");
     assert!(net.tcp_cases >= 25, "{net}");
+    assert_eq!(net.hostile_cases, 8, "{net}");
     assert_eq!(net.smoltcp_cases, 2 * proof::network::NetOptions::default().smoltcp_links.len());
     // A link that neither drops nor corrupts lands every push, whatever its MTU; on the others
     // each push lands or fails with a reason (which depends on the image's length, so on the
@@ -131,6 +136,14 @@ fn the_qemu_cases_run_in_the_proof() {
     let report = report();
     assert_eq!(report.qemu_cases(), 4);
     assert_eq!(report.qemu_failures(), 0);
+}
+
+#[test]
+fn the_qemu_board_cases_run_in_the_proof() {
+    let report = report();
+    // 5 pushes, 15 boot decisions, panic-at-boot, 2 keyed, sim --board qemu.
+    assert_eq!(report.qemu_board_cases(), 24, "{report}");
+    assert_eq!(report.qemu_board_failures(), 0, "{report}");
 }
 
 /// Issue 3's missing test: a smoltcp client pushes the real `user2.bin`, and the slot then

@@ -367,7 +367,63 @@ fn a_flash_without_a_bootable_rom_is_reported_as_bricked() {
         stderr.contains("the device is bricked: no bootloader at 0x0 (first byte 0xff, not 0xe9)"),
         "{stderr}"
     );
-    assert!(stderr.contains("cargo xtask serial-flash"), "{stderr}");
+    assert!(stderr.contains("cargo tcpflash serial-flash"), "{stderr}");
     assert_eq!(status(&flash)["bricked"], "no bootloader at 0x0 (first byte 0xff, not 0xe9)");
     assert!(std::fs::read(&flash).unwrap().iter().all(|&b| b == 0xFF), "nothing was written");
+}
+
+#[test]
+fn prebuilt_images_are_pushed_to_both_slots_in_turn() {
+    let images = images();
+    let flash = scratch("prebuilt").join("flash.bin");
+    let sim = Sim::start(&flash, &images.factory_user1);
+    sim.wait_line("booted user1");
+    let push_files = || {
+        Command::new(tcpflash())
+            .args(["tcpflash", "push", "--host", "127.0.0.1", "--port", &sim.port.to_string()])
+            .arg(&images.user1)
+            .arg(&images.user2)
+            .output()
+            .unwrap()
+    };
+    // The factory user1 booted once already.
+    for (slot, boots) in [(SlotId::User2, 1), (SlotId::User1, 2)] {
+        let output = push_files();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{}", flat(&output.stderr));
+        assert!(stdout.contains(&format!("the device now runs {slot}")), "{stdout}");
+        sim.wait_nth(&format!("booted {slot} (example-blinky 0.1.0"), boots);
+        assert_slot_holds(&sim.flash_bytes(), slot, &images.bytes(slot));
+    }
+}
+
+#[test]
+fn bytes_beyond_the_length_are_refused_in_the_same_write_or_a_later_one() {
+    let images = images();
+    let image = images.bytes(SlotId::User2);
+    for later in [false, true] {
+        let flash = scratch(&format!("overlong-{later}")).join("flash.bin");
+        let sim = Sim::start(&flash, &images.factory_user1);
+        sim.wait_line("booted user1");
+        let config = config_bytes(&sim.flash_bytes()).to_vec();
+        let mut stream = TcpStream::connect(("127.0.0.1", sim.port)).unwrap();
+        let mut message = format!("OTA\r\nGetNextFlash\r\nFirmwareLength: {}\r\n", image.len()).into_bytes();
+        message.extend_from_slice(&image);
+        if later {
+            stream.write_all(&message).unwrap();
+            // After the image, within the device's grace for stray bytes.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            stream.write_all(b"0123456789").unwrap();
+        } else {
+            message.extend_from_slice(b"0123456789");
+            stream.write_all(&message).unwrap();
+        }
+        let mut replies = String::new();
+        let _ = stream.read_to_string(&mut replies);
+        assert!(replies.starts_with("user2.bin\r\nReady\r\n"), "{replies:?}");
+        assert!(replies.ends_with("ERR: More bytes than FirmwareLength\r\n"), "later {later}: {replies:?}");
+        assert!(!replies.contains("Flash upgrade success"), "{replies:?}");
+        assert_eq!(config_bytes(&sim.flash_bytes()), &config[..], "nothing switched (later {later})");
+        assert_eq!(sim.count("rebooting"), 0);
+    }
 }

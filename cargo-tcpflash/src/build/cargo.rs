@@ -213,21 +213,29 @@ fn run_tool(channel: &Option<String>, dir: &Path, tool: &str, args: &[&str]) -> 
 
 fn find_toolchain_channel(start: &Path) -> Option<String> {
     let start = start.canonicalize().unwrap_or_else(|_| start.to_path_buf());
-    for dir in start.ancestors() {
-        for name in ["rust-toolchain.toml", "rust-toolchain"] {
-            let Ok(text) = std::fs::read_to_string(dir.join(name)) else { continue };
-            return Some(parse_channel(&text).unwrap_or_else(|| text.trim().to_string()));
-        }
-    }
-    None
+    start.ancestors().find_map(|dir| {
+        ["rust-toolchain.toml", "rust-toolchain"]
+            .iter()
+            .find_map(|name| toolchain_file_channel(&dir.join(name)))
+    })
 }
 
-/// The `channel = "..."` of a toolchain file (a plain one-line file is the channel itself).
-fn parse_channel(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let value = line.trim().strip_prefix("channel")?.trim_start().strip_prefix('=')?;
-        Some(value.trim().trim_matches('"').to_string())
-    })
+/// The channel a toolchain file names: `[toolchain] channel = "..."` in TOML, or a legacy
+/// one-line `rust-toolchain` that is the channel itself. `None` when there is no such file.
+pub fn toolchain_file_channel(path: &Path) -> Option<String> {
+    #[derive(Deserialize)]
+    struct File {
+        toolchain: Section,
+    }
+    #[derive(Deserialize)]
+    struct Section {
+        channel: Option<String>,
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    match toml::from_str::<File>(&text) {
+        Ok(file) => file.toolchain.channel,
+        Err(_) => Some(text.trim().to_owned()).filter(|line| !line.is_empty() && !line.contains('\n')),
+    }
 }
 
 /// The two assembly files a build yields: the firmware after fat LTO, and
@@ -357,12 +365,14 @@ mod tests {
 
     #[test]
     fn reads_the_channel_of_toolchain_files() {
-        assert_eq!(
-            parse_channel("[toolchain]\nchannel = \"nightly-2026-05-20\"\ncomponents = [\"rust-src\"]\n"),
-            Some("nightly-2026-05-20".into())
-        );
-        assert_eq!(parse_channel("nightly\n"), None);
         let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("rust-toolchain.toml");
+        std::fs::write(&toml, "[toolchain]\nchannel = \"nightly-2026-05-20\"\ncomponents = [\"rust-src\"]\n")
+            .unwrap();
+        assert_eq!(toolchain_file_channel(&toml), Some("nightly-2026-05-20".into()));
+        std::fs::write(&toml, "[toolchain]\ncomponents = [\"rust-src\"]\n").unwrap();
+        assert_eq!(toolchain_file_channel(&toml), None, "a toolchain file without a channel");
+        std::fs::remove_file(&toml).unwrap();
         std::fs::write(dir.path().join("rust-toolchain"), "nightly-2026-01-01\n").unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         assert_eq!(find_toolchain_channel(&dir.path().join("sub")), Some("nightly-2026-01-01".into()));

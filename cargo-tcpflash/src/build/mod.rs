@@ -354,6 +354,12 @@ pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
     build_firmware(args, package)
 }
 
+/// tcpflash-boot's Cargo.toml, in the source tree cargo-tcpflash was built from (the
+/// bootloader is built for the user's flash layout, like the firmware).
+pub fn tcpflash_boot_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ota-agent/boot/Cargo.toml")
+}
+
 /// Builds the bootloader the options describe into its v1 image.
 pub fn build_bootloader(args: &BuildArgs) -> Result<Bootloader, BuildError> {
     let package = FirmwarePackage::locate(args)?;

@@ -11,8 +11,7 @@ use core::fmt::{self, Write};
 
 use ota_agent::espconn::ffi::{EtsTimer, ets_timer_arm_new, ets_timer_setfn};
 
-#[path = "esp8266/led.rs"]
-mod led;
+use ota_agent::boards::esp8266::Led;
 
 /// A panic resets through the ROM; the SDK feeds the watchdogs itself.
 pub use ota_agent::boards::esp8266::reset;
@@ -41,6 +40,8 @@ unsafe extern "C" {
     fn wifi_set_opmode(mode: u8) -> bool;
     fn wifi_station_set_config(config: *const StationConfig) -> bool;
     fn wifi_station_connect() -> bool;
+    #[cfg(feature = "mdns")]
+    fn wifi_get_macaddr(if_index: u8, mac: *mut u8) -> bool;
     fn os_printf_plus(format: *const u8, ...) -> i32;
 }
 
@@ -56,7 +57,7 @@ struct SdkTask<T>(UnsafeCell<T>);
 unsafe impl<T> Sync for SdkTask<T> {}
 
 static BLINK_TIMER: SdkTask<EtsTimer> = SdkTask(UnsafeCell::new(EtsTimer::new()));
-static LED: SdkTask<Option<led::Led>> = SdkTask(UnsafeCell::new(None));
+static LED: SdkTask<Option<Led>> = SdkTask(UnsafeCell::new(None));
 
 /// Called by the SDK once it is up.
 #[unsafe(no_mangle)]
@@ -65,12 +66,24 @@ pub extern "C" fn user_init() {
     join_wifi();
     // SAFETY: the SDK's task; the statics are only touched from here and the timer callback.
     unsafe {
-        *LED.0.get() = Some(led::Led::gpio2());
+        *LED.0.get() = Some(Led::gpio2());
         ets_timer_setfn(BLINK_TIMER.0.get(), blink, core::ptr::null_mut());
         ets_timer_arm_new(BLINK_TIMER.0.get(), BLINK_MS, true, true);
     }
+    #[cfg(feature = "mdns")]
+    let started = {
+        let mut mac = [0u8; 6];
+        // SAFETY: `mac` holds the six bytes the SDK writes.
+        unsafe { wifi_get_macaddr(ota_agent::espconn::ffi::STATION_IF, mac.as_mut_ptr()) };
+        ota_agent::espconn::ota_init_for_chip_with_mdns(
+            crate::ota_key(),
+            ota_agent::mdns::MdnsConfig::from_mac(mac),
+        )
+    };
+    #[cfg(all(feature = "ota", not(feature = "mdns")))]
+    let started = ota_agent::espconn::ota_init_for_chip(crate::ota_key());
     #[cfg(feature = "ota")]
-    match ota_agent::espconn::ota_init_for_chip(crate::ota_key()) {
+    match started {
         Ok(()) => log(format_args!("listening on port 65056")),
         Err(error) => log(format_args!("no OTA: {error}")),
     }

@@ -17,6 +17,12 @@ pub const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
 /// A locally administered address (the MAC has none until it is given one).
 const MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x12, 0x34, 0x56];
 
+/// What tells this board from others on mDNS: the MAC's last three bytes.
+#[cfg(feature = "mdns")]
+pub fn mdns_id() -> [u8; 3] {
+    [MAC[3], MAC[4], MAC[5]]
+}
+
 pub fn init() -> (Clock, Led, Net, Watchdog) {
     (Clock::new(), Led { on: false }, OpenEth::new(MAC), Watchdog)
 }
@@ -55,6 +61,12 @@ impl ota_agent::net::Platform for Platform {
 
     fn fill_random(&mut self, buf: &mut [u8]) {
         self.0.fill_random(buf);
+    }
+
+    /// tcpflash-boot's record: without it the agent would take the board for rBoot's and
+    /// switch for good, with no trial to go back from.
+    fn boot_handoff(&mut self) -> Option<ota_agent::boot::handoff::HandOff> {
+        self.0.boot_handoff()
     }
 }
 

@@ -65,11 +65,21 @@ pub struct Config {
     pub window_mss: u8,
     /// Where `system_get_time` starts: near `u32::MAX` to make it wrap during a test.
     pub time_offset_us: u32,
+    /// What `wifi_get_ip_info` gives for the station: `None` until DHCP is done (0.0.0.0);
+    /// [`Device::set_station_ip`] changes it while the board runs.
+    pub station_ip: Option<[u8; 4]>,
 }
 
 impl Config {
     pub fn new(flash: &Path, size_map: u32, running_bin: u8) -> Config {
-        Config { flash: flash.to_path_buf(), size_map, running_bin, window_mss: 4, time_offset_us: 0 }
+        Config {
+            flash: flash.to_path_buf(),
+            size_map,
+            running_bin,
+            window_mss: 4,
+            time_offset_us: 0,
+            station_ip: Some([127, 0, 0, 1]),
+        }
     }
 }
 
@@ -92,6 +102,20 @@ pub struct Status {
     pub releases: usize,
     /// Connections open now.
     pub open_connections: usize,
+    /// What `espconn_mdns_init` was given (the strings read as the SDK would).
+    pub mdns: Option<MdnsRegistration>,
+    /// `wifi_get_ip_info` calls while the station had no address yet.
+    pub ip_polls_without_address: usize,
+}
+
+/// A `struct mdns_info` as the fake's `espconn_mdns_init` read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MdnsRegistration {
+    pub host_name: String,
+    pub server_name: String,
+    pub server_port: u16,
+    pub ip: [u8; 4],
+    pub txt: Vec<String>,
 }
 
 struct Server {
@@ -135,6 +159,8 @@ struct World {
     conns: Vec<Conn>,
     timers: Vec<Timer>,
     in_callback: bool,
+    /// The `struct mdns_info` copy the SDK keeps (its string pointers included).
+    mdns_info: Option<ota_agent::espconn::ffi::MdnsInfo>,
     status: Status,
 }
 
@@ -449,6 +475,17 @@ impl Device {
         status()
     }
 
+    /// The station gets (or loses) its address.
+    pub fn set_station_ip(&self, ip: Option<[u8; 4]>) {
+        with(|world| world.config.station_ip = ip);
+    }
+
+    /// What the strings `espconn_mdns_init` was given say now (the SDK reads them for as
+    /// long as it runs).
+    pub fn mdns_strings_now(&self) -> Option<MdnsRegistration> {
+        with(|world| world.mdns_info.as_ref().map(read_mdns_info))
+    }
+
     /// The flash as it is now.
     pub fn flash(&self) -> Vec<u8> {
         with(|world| world.flash.bytes().to_vec())
@@ -467,6 +504,7 @@ fn boot_world(config: Config) {
         conns: Vec::new(),
         timers: Vec::new(),
         in_callback: false,
+        mdns_info: None,
         status: Status::default(),
     });
 }
@@ -715,6 +753,66 @@ pub extern "C" fn ets_timer_arm_new(timer: *mut EtsTimer, time: u32, repeat: boo
 #[unsafe(no_mangle)]
 pub extern "C" fn ets_timer_disarm(timer: *mut EtsTimer) {
     with(|world| world.timers.retain(|armed| armed.timer != timer));
+}
+
+#[unsafe(no_mangle)]
+#[allow(clippy::missing_safety_doc)] // the SDK's contract: `info` is a `struct ip_info`
+pub unsafe extern "C" fn wifi_get_ip_info(if_index: u8, info: *mut ota_agent::espconn::ffi::IpInfo) -> bool {
+    with(|world| {
+        if if_index != ota_agent::espconn::ffi::STATION_IF {
+            world.violation(format!(
+                "wifi_get_ip_info for interface {if_index}: the agent's board is a station"
+            ));
+        }
+        let ip = match world.config.station_ip {
+            Some(ip) => u32::from_ne_bytes(ip),
+            None => {
+                world.status.ip_polls_without_address += 1;
+                0
+            }
+        };
+        // SAFETY: the caller's struct.
+        unsafe { info.write(ota_agent::espconn::ffi::IpInfo { ip, netmask: 0, gw: 0 }) };
+        true
+    })
+}
+
+/// As the SDK's `mdns_init`: copies the struct and keeps the strings' pointers (read at once
+/// here, and again by [`Device::mdns_strings_now`]), needs an address.
+#[unsafe(no_mangle)]
+#[allow(clippy::missing_safety_doc)] // the SDK's contract: `info` is a `struct mdns_info`
+pub unsafe extern "C" fn espconn_mdns_init(info: *mut ota_agent::espconn::ffi::MdnsInfo) {
+    // SAFETY: the caller's struct.
+    let info = unsafe { *info };
+    let registration = read_mdns_info(&info);
+    with(|world| {
+        world.mdns_info = Some(info);
+        if info.host_name.is_null() || info.server_name.is_null() {
+            world.violation("espconn_mdns_init without a host or server name".into());
+        }
+        if info.ip_addr == 0 {
+            world.violation("espconn_mdns_init with ipAddr 0 (the SDK refuses: \"mdns ip error\")".into());
+        }
+        if world.status.mdns.is_some() {
+            world.violation("espconn_mdns_init twice".into());
+        }
+        world.status.mdns = Some(registration);
+    });
+}
+
+/// The strings of a `struct mdns_info`.
+fn read_mdns_info(info: &ota_agent::espconn::ffi::MdnsInfo) -> MdnsRegistration {
+    let text = |ptr: *const c_char| -> Option<String> {
+        // SAFETY: the SDK reads these as C strings; the agent promises they live for good.
+        (!ptr.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
+    };
+    MdnsRegistration {
+        host_name: text(info.host_name).unwrap_or_default(),
+        server_name: text(info.server_name).unwrap_or_default(),
+        server_port: info.server_port,
+        ip: (info.ip_addr as u32).to_ne_bytes(),
+        txt: info.txt_data.iter().map_while(|&ptr| text(ptr)).collect(),
+    }
 }
 
 #[unsafe(no_mangle)]

@@ -281,3 +281,42 @@ fn the_fake_reports_a_call_the_sdk_would_refuse() {
     assert_eq!(status.violations.len(), 1, "{status:?}");
     assert!(status.violations[0].contains("before espconn_accept"));
 }
+
+/// With `AgentConfig::mdns`, the agent waits for the station's address, then starts the
+/// SDK's own responder once, with the records the smoltcp responder announces; the strings
+/// it hands over stay valid (the SDK keeps their pointers).
+#[test]
+fn with_mdns_the_sdk_responder_gets_the_same_records_once_the_station_has_an_address() {
+    use ota_agent::descriptor::{self, Descriptor};
+    use ota_agent::mdns::{MdnsConfig, Records};
+    use tcpflash_sdk_fake::MdnsRegistration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mdns = MdnsConfig::new([0xA1, 0xB2, 0xC3]).with_host("kitchen");
+    let config = AgentConfig { mdns: Some(mdns), ..agent() };
+    let (device, _) = boot(dir.path(), |fake| fake.station_ip = None, config);
+    let status = device.run_until(Duration::from_secs(20), |status| status.ip_polls_without_address >= 2);
+    assert!(status.ip_polls_without_address >= 2, "{status:?}");
+    assert_eq!(status.mdns, None, "no responder without an address");
+
+    device.set_station_ip(Some([10, 0, 0, 7]));
+    let status = device.run_until(Duration::from_secs(20), |status| status.mdns.is_some());
+    let user1 = image(SlotId::User1, 20, 1);
+    let at = ota_agent::layout::IMAGE_IROM_OFFSET as usize;
+    let firmware = Descriptor::parse(user1[at..at + descriptor::SIZE].try_into().unwrap()).unwrap();
+    let records = Records::new(&mdns, Some(&firmware), Some(SlotId::User1), false, DEFAULT_PORT);
+    let expected = MdnsRegistration {
+        host_name: "kitchen".into(),
+        server_name: "tcpflash".into(),
+        server_port: DEFAULT_PORT,
+        ip: [10, 0, 0, 7],
+        txt: records.txt().map(|t| String::from_utf8(t.to_vec()).unwrap()).collect(),
+    };
+    assert_eq!(status.mdns.as_ref(), Some(&expected), "{status:?}");
+    assert_eq!(expected.txt, ["fw=blinky", "ver=1.2.3", "build=6275696c64696421", "slot=user1", "key=no"]);
+    assert!(status.violations.is_empty(), "{:?}", status.violations);
+    // Later, the strings the SDK kept still read the same.
+    let later = device.run_until(Duration::from_millis(300), |_| false);
+    assert!(later.violations.is_empty(), "{:?}", later.violations);
+    assert_eq!(device.mdns_strings_now(), Some(expected));
+}

@@ -65,6 +65,13 @@ pub enum DeviceEvent {
     Reset(SocketAddr),
     /// The agent's reboot after an update.
     Rebooting,
+    /// mDNS records announced after a boot (`--name`): host, instance, TXT strings.
+    Announcing {
+        host: String,
+        instance: String,
+        port: u16,
+        txt: Vec<String>,
+    },
 }
 
 impl fmt::Display for DeviceEvent {
@@ -98,6 +105,11 @@ impl fmt::Display for DeviceEvent {
             DeviceEvent::Disconnected(peer) => write!(f, "client {peer} gone"),
             DeviceEvent::Reset(peer) => write!(f, "client {peer} reset the connection"),
             DeviceEvent::Rebooting => f.write_str("rebooting"),
+            DeviceEvent::Announcing { host, instance, port, txt } => write!(
+                f,
+                "mdns: {host}.local, {instance}._tcpflash._tcp.local port {port} ({}), on 127.0.0.1",
+                txt.join(" ")
+            ),
         }
     }
 }
@@ -155,6 +167,8 @@ pub struct VirtualDevice<F: NorFlash> {
     crashing: Vec<[u8; BUILD_ID_LEN]>,
     /// The agent's pre-erase of the idle slot (on, as `AgentConfig`'s default).
     pre_erase: bool,
+    /// Announces the device over mDNS on the loopback interface.
+    mdns: Option<crate::mdns::Announcer>,
 }
 
 /// Boots in a row after which the device gives up (a bootloader that keeps booting a
@@ -182,6 +196,7 @@ impl<F: NorFlash> VirtualDevice<F> {
             auth_backoff: backoff,
             crashing: Vec::new(),
             pre_erase: true,
+            mdns: None,
         })
     }
 
@@ -214,6 +229,11 @@ impl<F: NorFlash> VirtualDevice<F> {
     /// at once, and tcpflash-boot counts the attempt.
     pub fn declare_crashing(&mut self, build_id: [u8; BUILD_ID_LEN]) {
         self.crashing.push(build_id);
+    }
+
+    /// Answer mDNS as `announcer` says (records renewed at each boot).
+    pub fn set_mdns(&mut self, announcer: crate::mdns::Announcer) {
+        self.mdns = Some(announcer);
     }
 
     pub fn flash(&self) -> &F {
@@ -336,6 +356,23 @@ impl<F: NorFlash> VirtualDevice<F> {
         };
         let mut rules = Listener::new(config, &mut sector);
         rules.set_running(running);
+        if let Some(announcer) = self.mdns.as_mut() {
+            let firmware = running.slot.and_then(|slot| {
+                let mut bytes = [0u8; descriptor::SIZE];
+                self.flash.read(self.layout.slot(slot).offset + IMAGE_IROM_OFFSET, &mut bytes).ok()?;
+                Descriptor::parse(&bytes).ok()
+            });
+            announcer.boot(firmware.as_ref(), &running, self.key.is_some());
+            if let Some(records) = announcer.records() {
+                let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+                log(&DeviceEvent::Announcing {
+                    host: text(records.host()),
+                    instance: text(records.instance()),
+                    port: records.port(),
+                    txt: records.txt().map(text).collect(),
+                });
+            }
+        }
         let clock = std::time::Instant::now();
         let now = || Instant::from_micros(clock.elapsed().as_micros() as i64);
         let mut client: Option<Client> = None;
@@ -348,6 +385,9 @@ impl<F: NorFlash> VirtualDevice<F> {
                 return Ok(AgentExit::Reboot(rules.session().target()));
             }
             self.serve_current(&mut client, &mut rules, now(), log);
+            if let Some(announcer) = self.mdns.as_mut() {
+                announcer.poll();
+            }
             loop {
                 let accepted = listener.accept();
                 if accepted.is_ok() {

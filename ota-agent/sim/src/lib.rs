@@ -6,6 +6,7 @@
 //! - [`DeviceStatus`]: what a flash holds (booted slot, each slot's image and firmware);
 //! - [`VirtualDevice`]: boots through the rBoot model and serves the real
 //!   [`ota_agent::session::Session`] on a `std::net::TcpListener`, rebooting after each update;
+//! - [`mdns`]: the agent's mDNS responder over a UDP socket on the loopback interface;
 //! - [`wire`]: the agent on real smoltcp with a host socket, on a simulated faulty wire.
 //!
 //! `cargo xtask sim` is the command-line front end.
@@ -15,6 +16,7 @@ mod device;
 mod file_flash;
 #[cfg(test)]
 mod fixtures;
+pub mod mdns;
 pub mod rboot;
 pub mod sdk_boot;
 mod status;

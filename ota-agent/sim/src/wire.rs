@@ -436,6 +436,44 @@ impl World {
         push
     }
 
+    /// Sends `bytes` from the host socket of `push` as the window allows, without driving its
+    /// client (a hand-written client), for at most `limit` of simulated time.
+    pub fn send_raw(&mut self, push: &Push, mut bytes: &[u8], limit: Duration) -> Result<(), NotDone> {
+        let end = self.now + limit;
+        while !bytes.is_empty() {
+            if self.now >= end {
+                return Err(NotDone(format!("the device took no more bytes within {limit}")));
+            }
+            let socket = self.host_sockets.get_mut::<tcp::Socket>(push.socket);
+            if socket.can_send() {
+                let n = socket.send_slice(bytes).expect("a socket that can send takes bytes");
+                bytes = &bytes[n..];
+            }
+            self.step(&mut []);
+        }
+        Ok(())
+    }
+
+    /// Everything the host socket of `push` receives until the device closes or resets
+    /// (or `limit` of simulated time passes).
+    pub fn receive_all(&mut self, push: &Push, limit: Duration) -> Vec<u8> {
+        let mut received = Vec::new();
+        let end = self.now + limit;
+        loop {
+            self.step(&mut []);
+            let socket = self.host_sockets.get_mut::<tcp::Socket>(push.socket);
+            while let Ok(bytes) = socket.recv(|data| (data.len(), data.to_vec())) {
+                if bytes.is_empty() {
+                    break;
+                }
+                received.extend(bytes);
+            }
+            if !socket.may_recv() || self.now >= end {
+                return received;
+            }
+        }
+    }
+
     /// Steps until the host socket of `push` holds a whole line, without driving its client.
     pub fn host_receives_line(&mut self, push: &Push, limit: Duration) -> Result<Vec<u8>, NotDone> {
         let mut received = Vec::new();

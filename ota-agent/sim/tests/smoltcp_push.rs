@@ -324,3 +324,42 @@ fn a_keyed_agent_takes_a_proven_push_over_smoltcp_and_refuses_a_wrong_key_or_non
     assert_eq!(slot_bytes(&world.flash, SlotId::User2, images[1].len()), &images[1][..]);
     assert_eq!(current_slot(&world.flash), SlotId::User2);
 }
+
+#[test]
+fn bytes_beyond_the_length_are_refused_in_the_last_segment_or_a_later_one() {
+    for later in [false, true] {
+        let images = images(61, 20_000);
+        let image = &images[1];
+        let mut world = world(factory_flash(SlotId::User1), 0, 61);
+        let config = config_bytes(&world.flash).to_vec();
+        let push = world.push(images.clone(), 49152);
+        world
+            .run_until(&mut [], Duration::from_secs(5), |world, _| {
+                world.host_sockets.get::<tcp::Socket>(push.socket).may_send()
+            })
+            .unwrap();
+        // The seed's lines (no SHA-256), the image, and ten bytes more.
+        let mut stream = format!("OTA\r\nGetNextFlash\r\nFirmwareLength: {}\r\n", image.len()).into_bytes();
+        stream.extend_from_slice(image);
+        let limit = Duration::from_secs(60);
+        if later {
+            world.send_raw(&push, &stream, limit).unwrap();
+            // Well after the last image segment, within the device's grace for stray bytes.
+            world.run_until(&mut [], Duration::from_millis(100), |_, _| false).unwrap_err();
+            world.send_raw(&push, b"0123456789", limit).unwrap();
+        } else {
+            stream.extend_from_slice(b"0123456789");
+            world.send_raw(&push, &stream, limit).unwrap();
+        }
+        let replies = String::from_utf8(world.receive_all(&push, limit)).unwrap();
+        // Caught with the image (before the check: `Invalid`) or after it, before the commit.
+        let verdict = if later { "Flashing" } else { "Invalid" };
+        assert_eq!(
+            replies,
+            format!("user2.bin\r\nReady\r\n{verdict}\r\nERR: More bytes than FirmwareLength\r\n"),
+            "later {later}"
+        );
+        assert_eq!(config_bytes(&world.flash), config, "nothing switched (later {later})");
+        assert!(world.board.reboots.is_empty());
+    }
+}

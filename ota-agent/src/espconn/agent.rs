@@ -219,6 +219,23 @@ pub fn ota_init_for_chip(key: Option<&'static crate::auth::Key>) -> Result<(), I
     start(AgentConfig { key, ..AgentConfig::new(&map.layout) })
 }
 
+/// [`ota_init_for_chip`] that also answers mDNS as `mdns` says (through the SDK's own
+/// responder, once the station has an address).
+#[cfg(feature = "mdns")]
+pub fn ota_init_for_chip_with_mdns(
+    key: Option<&'static crate::auth::Key>,
+    mdns: crate::mdns::MdnsConfig,
+) -> Result<(), InitError> {
+    // SAFETY: no preconditions.
+    let map_number = unsafe { ffi::system_get_flash_size_map() };
+    let map = u8::try_from(map_number)
+        .ok()
+        .and_then(FlashSize::from_code)
+        .and_then(SdkMap::for_flash_size)
+        .ok_or(InitError::UnsupportedMap(map_number))?;
+    start(AgentConfig { key, mdns: Some(mdns), ..AgentConfig::new(&map.layout) })
+}
+
 fn start(config: AgentConfig) -> Result<(), InitError> {
     let running = config.running_slot.or_else(|| {
         // SAFETY: no preconditions.
@@ -267,7 +284,95 @@ fn start(config: AgentConfig) -> Result<(), InitError> {
         ffi::espconn_tcp_set_max_con_allow(server, MAX_CONNECTIONS);
         Sdk.arm(MAX_TIMER_MS);
     }
+    #[cfg(feature = "mdns")]
+    if let Some(mdns) = config.mdns {
+        start_mdns(Mdns {
+            config: mdns,
+            layout: config.layout,
+            port: config.port,
+            key_required: config.key.is_some(),
+            running,
+        });
+    }
     Ok(())
+}
+
+/// What the SDK's mDNS responder is started with, once the station has an address.
+#[cfg(feature = "mdns")]
+struct Mdns {
+    config: crate::mdns::MdnsConfig,
+    layout: &'static crate::layout::FlashLayout,
+    port: u16,
+    key_required: bool,
+    running: Option<SlotId>,
+}
+
+#[cfg(feature = "mdns")]
+struct MdnsState {
+    pending: Option<Mdns>,
+    records: super::mdns::SdkRecords,
+    info: Option<ffi::MdnsInfo>,
+}
+
+#[cfg(feature = "mdns")]
+static MDNS: SdkCell<MdnsState> =
+    SdkCell::new(MdnsState { pending: None, records: super::mdns::SdkRecords::empty(), info: None });
+#[cfg(feature = "mdns")]
+static MDNS_TIMER: SdkCell<EtsTimer> = SdkCell::new(EtsTimer::new());
+/// How often the mDNS start looks for the station's address.
+#[cfg(feature = "mdns")]
+const MDNS_ADDRESS_POLL_MS: u32 = 500;
+
+/// Looks for the station's address now, and every half second until it has one.
+#[cfg(feature = "mdns")]
+fn start_mdns(mdns: Mdns) {
+    // SAFETY: the SDK's task (see `SdkCell`); the timer is disarmed before it is set up. A
+    // responder the SDK already runs keeps its first records (the SDK's mDNS is started once).
+    unsafe {
+        let state = &mut *MDNS.get();
+        if state.info.is_some() {
+            return;
+        }
+        state.pending = Some(mdns);
+        ffi::ets_timer_disarm(MDNS_TIMER.get());
+        ffi::ets_timer_setfn(MDNS_TIMER.get(), on_mdns_timer, core::ptr::null_mut());
+        ffi::ets_timer_arm_new(MDNS_TIMER.get(), MIN_TIMER_MS, false, true);
+    }
+}
+
+#[cfg(feature = "mdns")]
+unsafe extern "C" fn on_mdns_timer(_arg: *mut c_void) {
+    use crate::flash::ReadNorFlash;
+    // SAFETY: the SDK's task (see `SdkCell`).
+    let state = unsafe { &mut *MDNS.get() };
+    let Some(mdns) = state.pending.as_ref() else { return };
+    let mut ip = ffi::IpInfo::default();
+    // SAFETY: `ip` is a valid `struct ip_info` for the call.
+    let known = unsafe { ffi::wifi_get_ip_info(ffi::STATION_IF, &mut ip) } && ip.ip != 0;
+    if !known {
+        // SAFETY: the timer fired (it is not armed), so it may be armed again.
+        unsafe { ffi::ets_timer_arm_new(MDNS_TIMER.get(), MDNS_ADDRESS_POLL_MS, false, true) };
+        return;
+    }
+    let firmware = mdns.running.and_then(|slot| {
+        let mut bytes = [0u8; crate::descriptor::SIZE];
+        let at = mdns.layout.slot(slot).offset + crate::layout::IMAGE_IROM_OFFSET;
+        SdkFlash::new(mdns.layout.flash_size).read(at, &mut bytes).ok()?;
+        crate::descriptor::Descriptor::parse(&bytes).ok()
+    });
+    let records = crate::mdns::Records::new(
+        &mdns.config,
+        firmware.as_ref(),
+        mdns.running,
+        mdns.key_required,
+        mdns.port,
+    );
+    state.records = super::mdns::SdkRecords::new(&records);
+    let info = state.info.insert(state.records.info(ip.ip.to_ne_bytes()));
+    state.pending = None;
+    // SAFETY: `info` and the strings it points at live in a static for good, as the SDK
+    // keeps the strings' pointers.
+    unsafe { ffi::espconn_mdns_init(info) };
 }
 
 /// The peer an espconn callback is about.

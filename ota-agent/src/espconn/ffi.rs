@@ -20,6 +20,11 @@ pub const UPGRADE_FW_BIN2: u8 = 0x01;
 /// `SPI_FLASH_RESULT_OK`.
 pub const SPI_FLASH_RESULT_OK: u32 = 0;
 
+/// `STATION_IF`: the station interface of `wifi_get_ip_info`.
+pub const STATION_IF: u8 = 0;
+/// `txt_data` entries `struct mdns_info` has.
+pub const MDNS_TXT_ENTRIES: usize = 10;
+
 pub type ConnectCallback = unsafe extern "C" fn(arg: *mut c_void);
 pub type ReconnectCallback = unsafe extern "C" fn(arg: *mut c_void, err: i8);
 pub type RecvCallback = unsafe extern "C" fn(arg: *mut c_void, data: *mut u8, len: u16);
@@ -88,7 +93,36 @@ impl Default for EtsTimer {
     }
 }
 
+/// `struct mdns_info`: what `espconn_mdns_init` announces. The SDK copies the struct but
+/// keeps the strings' pointers: they must live for good. `server_name` is the service
+/// without its underscore and protocol (`tcpflash` for `_tcpflash._tcp.local`); the SDK
+/// names the instance after `host_name`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MdnsInfo {
+    pub host_name: *const core::ffi::c_char,
+    pub server_name: *const core::ffi::c_char,
+    pub server_port: u16,
+    /// The station's IPv4 address as lwIP stores it (the bytes in network order).
+    pub ip_addr: core::ffi::c_ulong,
+    pub txt_data: [*const core::ffi::c_char; MDNS_TXT_ENTRIES],
+}
+
+/// `struct ip_info`: address, netmask, gateway, each as lwIP stores it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpInfo {
+    pub ip: u32,
+    pub netmask: u32,
+    pub gw: u32,
+}
+
 unsafe extern "C" {
+    /// Starts the SDK's mDNS responder with `info` (needs the station's address).
+    pub fn espconn_mdns_init(info: *mut MdnsInfo);
+    /// The interface's address; `ip` is 0 until DHCP (or a static address) gave one.
+    pub fn wifi_get_ip_info(if_index: u8, info: *mut IpInfo) -> bool;
+
     pub fn espconn_accept(conn: *mut Espconn) -> i8;
     pub fn espconn_regist_connectcb(conn: *mut Espconn, cb: ConnectCallback) -> i8;
     pub fn espconn_regist_reconcb(conn: *mut Espconn, cb: ReconnectCallback) -> i8;

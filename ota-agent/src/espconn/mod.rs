@@ -7,6 +7,8 @@
 //! - with the `nonos-sdk` feature, [`ffi`] (the SDK's functions and structs, as its
 //!   documented API declares them), [`SdkFlash`] and [`ota_init`]: the driver wired to the
 //!   SDK's callbacks and an `os_timer`;
+//! - with the `mdns` feature too, [`mdns`]: the SDK's own mDNS responder
+//!   (`espconn_mdns_init`) given the records the smoltcp responder announces;
 //! - with the `c-api` feature, `ota_init()` and `ota_init_with_key()` for C.
 //!
 //! The same code builds for lx106 against the SDK's libraries and for the host against a
@@ -22,7 +24,11 @@ pub mod c_api;
 pub mod ffi;
 #[cfg(feature = "nonos-sdk")]
 pub mod flash;
+#[cfg(all(feature = "nonos-sdk", feature = "mdns"))]
+pub mod mdns;
 
+#[cfg(all(feature = "nonos-sdk", feature = "mdns"))]
+pub use agent::ota_init_for_chip_with_mdns;
 #[cfg(feature = "nonos-sdk")]
 pub use agent::{InitError, ota_init, ota_init_for_chip};
 #[cfg(feature = "nonos-sdk")]

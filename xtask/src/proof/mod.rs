@@ -7,7 +7,11 @@
 //! - [`network`]: connections closed at every protocol step and at many image offsets,
 //!   stalls, garbage and a second client, against the session, the virtual ESP8266 on real
 //!   TCP, and the agent on smoltcp over a lossy, corrupting, small-MTU wire;
-//! - the QEMU cases of [`crate::qemu`]: the agent's device code as real lx106 code.
+//! - the QEMU cases of [`crate::qemu`]: the agent's device code as real lx106 code;
+//! - the QEMU-board cases of [`crate::qemu_board::cases`]: example-blinky and tcpflash-boot
+//!   as one lx106 firmware on QEMU's XTFPGA board, pushed to over real TCP (pushes, a bad
+//!   image, a killed board, the boot decisions, a firmware that panics before it confirms,
+//!   keys, `sim --board qemu`).
 //!
 //! The images are example-blinky's `user1.bin` and `user2.bin`, built by cargo-tcpflash's
 //! pipeline into their own target dir (`target/proof`), so the campaigns never race other
@@ -27,6 +31,7 @@ use ota_agent::flash::RamNor;
 use ota_agent::layout::{FlashLayout, SlotId};
 
 use crate::qemu::{self, QemuError};
+use crate::qemu_board::cases as board_cases;
 use crate::serial::flasher::{self, FlashError};
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -134,6 +139,8 @@ pub struct ProofReport {
     pub trial_cuts: trial_cut::TrialCutReport,
     pub net: network::NetReport,
     pub qemu: Result<qemu::Report, QemuError>,
+    /// The QEMU-board cases, or why they could not run (a build failed).
+    pub qemu_board: Result<board_cases::Report, String>,
 }
 
 impl ProofReport {
@@ -146,26 +153,40 @@ impl ProofReport {
         self.qemu.as_ref().map_or(1, |report| report.failures())
     }
 
+    pub fn qemu_board_cases(&self) -> usize {
+        self.qemu_board.as_ref().map_or(0, |report| report.cases.len())
+    }
+
+    /// QEMU-board cases that could not start (a build failed) are one failure.
+    pub fn qemu_board_failures(&self) -> usize {
+        self.qemu_board.as_ref().map_or(1, board_cases::Report::failures)
+    }
+
     pub fn failures(&self) -> usize {
         self.cuts.failures.len()
             + self.trial_cuts.failures.len()
             + self.net.failures.len()
             + self.qemu_failures()
+            + self.qemu_board_failures()
     }
 
     /// The one line the proof ends with.
     pub fn summary(&self) -> String {
         format!(
             "proof: cut_points={} cut_failures={} trial_cut_points={} trial_cut_failures={} net_cases={} \
-             net_failures={} qemu_cases={} qemu_failures={}",
+             hostile_cases={} net_failures={} qemu_cases={} qemu_failures={} qemu_board_cases={} \
+             qemu_board_failures={}",
             self.cuts.cut_points(),
             self.cuts.failures.len(),
             self.trial_cuts.cut_points(),
             self.trial_cuts.failures.len(),
             self.net.cases(),
+            self.net.hostile_cases,
             self.net.failures.len(),
             self.qemu_cases(),
-            self.qemu_failures()
+            self.qemu_failures(),
+            self.qemu_board_cases(),
+            self.qemu_board_failures()
         )
     }
 }
@@ -186,6 +207,11 @@ impl fmt::Display for ProofReport {
                 let _ = miette::GraphicalReportHandler::new().render_report(&mut text, error);
                 write!(f, "QEMU cases could not run:\n{text}")?;
             }
+        }
+        writeln!(f, "== QEMU board")?;
+        match &self.qemu_board {
+            Ok(report) => write!(f, "{report}")?,
+            Err(error) => writeln!(f, "QEMU-board cases could not run:\n{error}")?,
         }
         writeln!(f, "{}", self.summary())
     }
@@ -215,5 +241,10 @@ pub fn run(blinky: &Blinky, progress: &mut dyn FnMut(&str)) -> ProofReport {
     let start = std::time::Instant::now();
     let qemu = qemu::run_all(&qemu::program_manifest(), qemu::CASE_TIMEOUT);
     timed("QEMU", progress, start);
-    ProofReport { cuts, trial_cuts, net, qemu }
+    progress("QEMU board: example-blinky and tcpflash-boot as lx106 machine code, pushed over real TCP");
+    let start = std::time::Instant::now();
+    let scratch = default_target_dir().join("qemu-board");
+    let qemu_board = board_cases::Fixture::build(&scratch).map(|fixture| board_cases::run_all(&fixture));
+    timed("QEMU board", progress, start);
+    ProofReport { cuts, trial_cuts, net, qemu, qemu_board }
 }

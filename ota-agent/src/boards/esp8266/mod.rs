@@ -1,5 +1,6 @@
-//! ESP8266 backends: the ROM's flash routines, reboot, a millisecond clock, by register
-//! access and ROM calls only (upstream rustc refuses inline asm for lx106).
+//! ESP8266 backends: the ROM's flash routines, reboot, a millisecond clock, the watchdog,
+//! GPIO2's LED and IP over SLIP on UART0, by register access and ROM calls only (upstream
+//! rustc refuses inline asm for lx106).
 //!
 //! Only the ROM addresses are compiled on the host (the start-up code cargo-tcpflash
 //! generates needs one). Nothing here can run on the host or under QEMU (no ESP8266 peripherals there): it is
@@ -9,7 +10,11 @@
 pub mod clock;
 #[cfg(target_arch = "xtensa")]
 pub mod flash;
+#[cfg(target_arch = "xtensa")]
+pub mod led;
 pub mod rom;
+#[cfg(target_arch = "xtensa")]
+pub mod slip_uart;
 #[cfg(target_arch = "xtensa")]
 pub mod watchdog;
 
@@ -17,6 +22,10 @@ pub mod watchdog;
 pub use clock::{Clock, init_80mhz};
 #[cfg(target_arch = "xtensa")]
 pub use flash::RomFlash;
+#[cfg(target_arch = "xtensa")]
+pub use led::Led;
+#[cfg(target_arch = "xtensa")]
+pub use slip_uart::SlipUart;
 #[cfg(target_arch = "xtensa")]
 pub use watchdog::Watchdog;
 
@@ -52,6 +61,21 @@ const RANDOM_REGISTER: *const u32 = 0x3FF2_0E44 as *const u32;
 fn hardware_random() -> u32 {
     // SAFETY: a read-only register, always mapped.
     unsafe { RANDOM_REGISTER.read_volatile() }
+}
+
+/// The eFuse words that hold the chip's MAC (as esptool's `read_mac` reads them).
+#[cfg(target_arch = "xtensa")]
+const EFUSE_MAC0: *const u32 = 0x3FF0_0050 as *const u32;
+#[cfg(target_arch = "xtensa")]
+const EFUSE_MAC1: *const u32 = 0x3FF0_0054 as *const u32;
+
+/// The last three bytes of the chip's station MAC (what tells boards apart on mDNS), from
+/// its eFuses: `MAC1 >> 8`, `MAC1`, `MAC0 >> 24`, as esptool reads them.
+#[cfg(target_arch = "xtensa")]
+pub fn mac_tail() -> [u8; 3] {
+    // SAFETY: read-only eFuse registers, always mapped.
+    let (mac0, mac1) = unsafe { (EFUSE_MAC0.read_volatile(), EFUSE_MAC1.read_volatile()) };
+    [(mac1 >> 8) as u8, mac1 as u8, (mac0 >> 24) as u8]
 }
 
 /// Turns off the hardware watchdog the ROM leaves running. A firmware that does this loses

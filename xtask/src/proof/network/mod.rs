@@ -14,6 +14,7 @@
 //!   corrupts packets, with a small MTU: each lands intact or fails with a clear error, and
 //!   a push over a clean wire follows.
 
+mod hostile;
 mod session;
 mod tcp;
 mod wire;
@@ -71,6 +72,9 @@ pub struct NetReport {
     pub session_cases: usize,
     pub tcp_cases: usize,
     pub smoltcp_cases: usize,
+    /// Hostile clients: trickling, silent, over-long images, failed proofs from another
+    /// address, a flood, over TCP and on smoltcp.
+    pub hostile_cases: usize,
     /// Each smoltcp push's wire and outcome: `None` when it landed, else the client's error.
     /// The wire is simulated, so the outcome of each seed is reproducible.
     pub smoltcp_outcomes: Vec<(LinkFaults, Option<String>)>,
@@ -79,7 +83,7 @@ pub struct NetReport {
 
 impl NetReport {
     pub fn cases(&self) -> usize {
-        self.session_cases + self.tcp_cases + self.smoltcp_cases
+        self.session_cases + self.tcp_cases + self.smoltcp_cases + self.hostile_cases
     }
 
     /// smoltcp pushes that landed.
@@ -92,6 +96,7 @@ impl fmt::Display for NetReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "session in memory: {} cases", self.session_cases)?;
         writeln!(f, "virtual ESP8266 over TCP: {} cases", self.tcp_cases)?;
+        writeln!(f, "hostile clients (TCP and smoltcp): {} cases", self.hostile_cases)?;
         writeln!(
             f,
             "smoltcp over a faulty wire: {} pushes, {} landed, {} failed with an error",
@@ -119,6 +124,7 @@ pub fn campaign(blinky: &Blinky, options: &NetOptions) -> NetReport {
     session::cases(blinky, options, &mut report);
     tcp::cases(blinky, options, &mut report);
     wire::cases(blinky, options, &mut report);
+    hostile::cases(blinky, &mut report);
     report
 }
 

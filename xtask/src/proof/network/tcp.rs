@@ -63,9 +63,9 @@ impl NorFlash for SharedFlash {
 }
 
 /// A virtual ESP8266 serving in a thread on a free port of 127.0.0.1.
-struct Rig<'b> {
+pub(super) struct Rig<'b> {
     blinky: &'b Blinky,
-    port: u16,
+    pub(super) port: u16,
     flash: SharedFlash,
     log: Arc<Mutex<Vec<DeviceEvent>>>,
     stop: Arc<AtomicBool>,
@@ -76,13 +76,24 @@ struct Rig<'b> {
 const ANSWER_TIMEOUT: StdDuration = StdDuration::from_secs(10);
 
 impl<'b> Rig<'b> {
-    fn start(blinky: &'b Blinky, idle_timeout: StdDuration) -> Result<Rig<'b>, String> {
+    pub(super) fn start(blinky: &'b Blinky, idle_timeout: StdDuration) -> Result<Rig<'b>, String> {
+        Rig::start_keyed(blinky, idle_timeout, None)
+    }
+
+    pub(super) fn start_keyed(
+        blinky: &'b Blinky,
+        idle_timeout: StdDuration,
+        key: Option<ota_agent::auth::Key>,
+    ) -> Result<Rig<'b>, String> {
         let listener =
             TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let flash = SharedFlash(Arc::new(Mutex::new(blinky.factory_flash())));
         let mut device = VirtualDevice::new(flash.clone(), blinky.layout).map_err(|e| e.to_string())?;
         device.set_idle_timeout(idle_timeout);
+        if let Some(key) = key {
+            device.set_key(key);
+        }
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (sink, flag) = (Arc::clone(&log), Arc::clone(&stop));
@@ -98,16 +109,16 @@ impl<'b> Rig<'b> {
         DeviceStatus::of(&self.flash.bytes(), self.blinky.layout).booted_slot()
     }
 
-    fn config(&self) -> Vec<u8> {
+    pub(super) fn config(&self) -> Vec<u8> {
         let at = BOOT_CONFIG_OFFSET as usize;
         self.flash.bytes()[at..at + CONFIG_STRUCT_LEN].to_vec()
     }
 
-    fn reboots(&self) -> usize {
+    pub(super) fn reboots(&self) -> usize {
         self.log.lock().expect("log lock").iter().filter(|e| **e == DeviceEvent::Rebooting).count()
     }
 
-    fn connect(&self) -> Result<Raw, String> {
+    pub(super) fn connect(&self) -> Result<Raw, String> {
         let stream =
             TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| format!("cannot connect: {e}"))?;
         stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(|e| e.to_string())?;
@@ -117,7 +128,7 @@ impl<'b> Rig<'b> {
 
     /// Asks the agent which slot it wants, until it answers (a closing connection or a
     /// reboot may hold it briefly). Proves it listens again.
-    fn asks_for(&self) -> Result<SlotId, String> {
+    pub(super) fn asks_for(&self) -> Result<SlotId, String> {
         let deadline = StdInstant::now() + StdDuration::from_secs(10);
         loop {
             let answer = self.connect().and_then(|mut raw| {
@@ -140,7 +151,12 @@ impl<'b> Rig<'b> {
 
     /// The following push, with `cargo tcpflash`'s push code, and the wait for the device
     /// to come back on the new slot.
-    fn push_lands(&self) -> Result<(), String> {
+    pub(super) fn push_lands(&self) -> Result<(), String> {
+        self.push_lands_with(None)
+    }
+
+    /// [`Rig::push_lands`] proving `key`.
+    pub(super) fn push_lands_with(&self, key: Option<&ota_agent::auth::Key>) -> Result<(), String> {
         let target = Target {
             host: "127.0.0.1".into(),
             port: self.port,
@@ -154,7 +170,7 @@ impl<'b> Rig<'b> {
         let pushed = host_push::push(
             &target,
             self.blinky.image_refs(),
-            None,
+            key,
             &timeouts,
             &Default::default(),
             &mut |_| {},
@@ -176,7 +192,7 @@ impl<'b> Rig<'b> {
         Ok(())
     }
 
-    fn stop(mut self) -> Result<(), String> {
+    pub(super) fn stop(mut self) -> Result<(), String> {
         self.stop.store(true, Ordering::SeqCst);
         match self.thread.take().map(|thread| thread.join()) {
             Some(Ok(result)) => result,
@@ -187,17 +203,17 @@ impl<'b> Rig<'b> {
 }
 
 /// A raw client connection, for scripted faults.
-struct Raw {
-    stream: TcpStream,
+pub(super) struct Raw {
+    pub(super) stream: TcpStream,
 }
 
 impl Raw {
-    fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+    pub(super) fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.stream.write_all(bytes).map_err(|e| format!("send failed: {e}"))
     }
 
     /// One reply line (CR LF included).
-    fn line(&mut self) -> Result<Vec<u8>, String> {
+    pub(super) fn line(&mut self) -> Result<Vec<u8>, String> {
         let mut line = Vec::new();
         let mut byte = [0u8];
         while !line.ends_with(b"\r\n") {
@@ -213,7 +229,7 @@ impl Raw {
     }
 
     /// Everything until the device closes.
-    fn rest(&mut self) -> Result<Vec<u8>, String> {
+    pub(super) fn rest(&mut self) -> Result<Vec<u8>, String> {
         let mut rest = Vec::new();
         match self.stream.read_to_end(&mut rest) {
             Ok(_) => Ok(rest),

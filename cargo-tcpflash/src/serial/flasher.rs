@@ -53,16 +53,12 @@ impl Region {
 /// Everything `serial-flash` can get wrong, each with the fix in its help text.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum FlashError {
-    #[error("the bootloader file {path} is not an ESP8266 bootloader image: {source}")]
+    #[error("the bootloader file {path} is not an ESP8266 bootloader image: {reason}")]
     #[diagnostic(help(
         "pass a second-stage bootloader built as an ESP8266 v1 image, such as rBoot's rboot.bin \
          (or `esptool elf2image --version 1` output); it is written at flash offset 0x0"
     ))]
-    BadBootloader {
-        path: String,
-        #[source]
-        source: BootloaderError,
-    },
+    BadBootloader { path: String, reason: BootloaderError },
     #[error("unknown flash layout {name:?}")]
     #[diagnostic(help("use one of: {known}"))]
     UnknownLayout { name: String, known: String },
@@ -76,7 +72,7 @@ pub enum FlashError {
     },
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Build(#[from] cargo_tcpflash::build::BuildError),
+    Build(#[from] crate::build::BuildError),
     #[error("{name} is empty")]
     #[diagnostic(help("rebuild it with `cargo tcpflash build`"))]
     EmptyImage { name: String },
@@ -108,7 +104,7 @@ pub enum FlashError {
     BootloaderOnSdkMap { layout: &'static str },
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Sdk(#[from] cargo_tcpflash::build::sdk::SdkError),
+    Sdk(#[from] crate::build::sdk::SdkError),
     #[error("{name} was built for the {built} flash map, but the {layout} layout is the SDK's {wanted} map")]
     #[diagnostic(help(
         "build for --layout {layout} (the image header's flash size must name the map the SDK checks at boot)"
@@ -151,15 +147,11 @@ pub enum FlashError {
     #[error("the {chip} has {embedded:#x} bytes of flash, but the {layout} layout needs {needed:#x}")]
     #[diagnostic(help("pick the layout that matches the chip's flash with --layout"))]
     FlashTooSmall { chip: &'static str, embedded: u32, layout: &'static str, needed: u32 },
-    #[error("the ROM loader refused {what}: {source}")]
+    #[error("the ROM loader refused {what}: {reason}")]
     #[diagnostic(help(
         "retry; if it persists, try a lower --baud, a shorter cable, or check the board's power supply"
     ))]
-    Rom {
-        what: String,
-        #[source]
-        source: RomError,
-    },
+    Rom { what: String, reason: RomError },
 }
 
 /// Checks the pieces and lays them out: bootloader at 0x0, the boot config (booting user1)
@@ -171,7 +163,7 @@ pub fn plan_install(
     user1: Vec<u8>,
 ) -> Result<Vec<Region>, FlashError> {
     bootloader::check(&bootloader)
-        .map_err(|source| FlashError::BadBootloader { path: bootloader_path.to_owned(), source })?;
+        .map_err(|source| FlashError::BadBootloader { path: bootloader_path.to_owned(), reason: source })?;
     check_user1(layout, &user1)?;
     let slot = layout.slot(SlotId::User1);
     let name = SlotId::User1.file_name().to_owned();
@@ -213,7 +205,7 @@ pub fn plan_sdk_install(
     let layout = &map.layout;
     let SdkFiles { mut bootloader, init_data, blank } = files;
     bootloader::check(&bootloader)
-        .map_err(|source| FlashError::BadBootloader { path: bootloader_path.to_owned(), source })?;
+        .map_err(|source| FlashError::BadBootloader { path: bootloader_path.to_owned(), reason: source })?;
     check_user1(layout, &user1)?;
     let name = SlotId::User1.file_name().to_owned();
     let len = u32::try_from(user1.len()).unwrap_or(u32::MAX);
@@ -335,7 +327,7 @@ pub fn connect(
             match client.sync_once() {
                 Ok(true) => return Ok(client),
                 Ok(false) => {}
-                Err(source) => return Err(FlashError::Rom { what: "SYNC".into(), source }),
+                Err(source) => return Err(FlashError::Rom { what: "SYNC".into(), reason: source }),
             }
         }
     }
@@ -377,7 +369,7 @@ pub fn check_chip<P: std::io::Read + Write>(
     path: &str,
     layout: &'static FlashLayout,
 ) -> Result<ChipDescription, FlashError> {
-    let rom_error = |source| FlashError::Rom { what: "a register read".into(), source };
+    let rom_error = |source| FlashError::Rom { what: "a register read".into(), reason: source };
     let magic = client.read_reg(rom::CHIP_DETECT_MAGIC_REG).map_err(rom_error)?;
     match ChipKind::from_magic(magic) {
         ChipKind::Esp8266 => {}
@@ -416,16 +408,20 @@ pub fn write_regions<P: std::io::Read + Write>(
         let erase_size = rom::erase_size(region.offset, data_len);
         let begin = Request::flash_begin(erase_size, blocks, rom::FLASH_BLOCK_SIZE, region.offset);
         progress.set_message(format!("erasing for {} at {:#x}", region.name, region.offset));
-        client
-            .command(&begin, rom::erase_timeout(data_len))
-            .map_err(|source| FlashError::Rom { what: format!("the erase for {}", region.name), source })?;
+        client.command(&begin, rom::erase_timeout(data_len)).map_err(|source| FlashError::Rom {
+            what: format!("the erase for {}", region.name),
+            reason: source,
+        })?;
         progress.set_message(format!("writing {} at {:#x}", region.name, region.offset));
         let mut remaining = region.data.len();
         for (seq, block) in region.blocks().enumerate() {
             let seq = seq as u32;
             let at = region.offset + seq * rom::FLASH_BLOCK_SIZE;
             client.command(&Request::flash_data(seq, &block), rom::DEFAULT_TIMEOUT).map_err(|source| {
-                FlashError::Rom { what: format!("block {seq} of {} (flash {at:#x})", region.name), source }
+                FlashError::Rom {
+                    what: format!("block {seq} of {} (flash {at:#x})", region.name),
+                    reason: source,
+                }
             })?;
             let written = remaining.min(rom::FLASH_BLOCK_SIZE as usize);
             remaining -= written;
@@ -441,13 +437,13 @@ pub fn finish<P: std::io::Read + Write>(client: &mut RomClient<P>) -> Result<(),
         Ok(_) => Ok(()),
         // Every block was acknowledged: a chip that reboots before its answer gets out is fine.
         Err(RomError::Timeout { .. }) => Ok(()),
-        Err(source) => Err(FlashError::Rom { what: "FLASH_END".into(), source }),
+        Err(source) => Err(FlashError::Rom { what: "FLASH_END".into(), reason: source }),
     }
 }
 
 /// True when a ROM status error is the given code (for tests and callers that care).
 pub fn is_rom_status(error: &FlashError, status: RomStatus) -> bool {
-    matches!(error, FlashError::Rom { source: RomError::Status { status: s, .. }, .. } if *s == status)
+    matches!(error, FlashError::Rom { reason: RomError::Status { status: s, .. }, .. } if *s == status)
 }
 
 #[cfg(test)]

@@ -212,12 +212,7 @@ impl Request {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut packet = Vec::with_capacity(HEADER_LEN + self.data.len());
-        packet.extend_from_slice(&[DIRECTION_REQUEST, self.op]);
-        packet.extend_from_slice(&(self.data.len() as u16).to_le_bytes());
-        packet.extend_from_slice(&self.checksum.to_le_bytes());
-        packet.extend_from_slice(&self.data);
-        packet
+        packet(DIRECTION_REQUEST, self.op, self.checksum, &self.data)
     }
 
     /// Parses a request (the fake ROM's side). `None` when it is not a well-formed request.
@@ -232,6 +227,17 @@ impl Request {
     }
 }
 
+/// A packet: direction, op, data length, the word (a request's checksum, a response's
+/// value), the data.
+fn packet(direction: u8, op: u8, word: u32, data: &[u8]) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(HEADER_LEN + data.len());
+    packet.extend_from_slice(&[direction, op]);
+    packet.extend_from_slice(&(data.len() as u16).to_le_bytes());
+    packet.extend_from_slice(&word.to_le_bytes());
+    packet.extend_from_slice(data);
+    packet
+}
+
 /// One response packet. `data` ends with the status bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
@@ -242,12 +248,7 @@ pub struct Response {
 
 impl Response {
     pub fn encode(&self) -> Vec<u8> {
-        let mut packet = Vec::with_capacity(HEADER_LEN + self.data.len());
-        packet.extend_from_slice(&[DIRECTION_RESPONSE, self.op]);
-        packet.extend_from_slice(&(self.data.len() as u16).to_le_bytes());
-        packet.extend_from_slice(&self.value.to_le_bytes());
-        packet.extend_from_slice(&self.data);
-        packet
+        packet(DIRECTION_RESPONSE, self.op, self.value, &self.data)
     }
 
     /// `None` for anything that is not a response (our own echo, garbage).

@@ -1,4 +1,4 @@
-//! `cargo xtask sim`: the virtual ESP8266 on 127.0.0.1, its flash in a file.
+//! `cargo tcpflash sim`: the virtual ESP8266 on 127.0.0.1, its flash in a file.
 //!
 //! A new flash file gets the factory install `serial-flash` would write (bootloader at 0x0,
 //! boot config at 0x1000, user1 in the first slot). The virtual device runs no machine code,
@@ -7,13 +7,16 @@
 //! header carries the flash size. With `--bootloader rboot.bin` (any image that does not name
 //! tcpflash-boot) the device runs the rBoot model instead. Everything else lives in
 //! `tcpflash_sim`.
+//!
+//! `--board qemu` runs the firmware itself instead, as lx106 machine code on QEMU's XTFPGA
+//! board (`crate::qemu_board`).
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use cargo_tcpflash::cli::BuildArgs;
+use crate::cli::BuildArgs;
 use clap::{Args, Subcommand};
 use miette::Diagnostic;
 use ota_agent::auth::{self, Key, KeyFileError};
@@ -103,8 +106,23 @@ pub struct ServeArgs {
     /// the device resets. Repeat for several builds.
     #[arg(long, value_name = "BUILD_ID", value_parser = parse_build_id)]
     pub crashing: Vec<[u8; BUILD_ID_LEN]>,
+    /// Announce the device over mDNS as NAME.local (service _tcpflash._tcp, with the agent's
+    /// port and the firmware's name, version, build and slot), on the loopback interface only:
+    /// `cargo tcpflash list` then finds it, and several virtual devices form a fleet for
+    /// `cargo tcpflash --all`. Letters, digits and `-`, at most 63.
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub name: Option<String>,
     #[command(flatten)]
     pub build: BuildArgs,
+}
+
+fn parse_name(text: &str) -> Result<String, String> {
+    let label = text.strip_suffix(".local").unwrap_or(text);
+    if label.is_empty() || label.len() > 63 || !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(format!("`{text}` is not a host name: use letters, digits and `-`, at most 63 of them"));
+    }
+    Ok(label.to_owned())
 }
 
 fn parse_build_id(text: &str) -> Result<[u8; BUILD_ID_LEN], String> {
@@ -134,7 +152,7 @@ pub enum SimError {
         source: OpenError,
     },
     #[error("no flash file at {}", path.display())]
-    #[diagnostic(help("`cargo xtask sim --flash {}` creates one with a factory install", path.display()))]
+    #[diagnostic(help("`cargo tcpflash sim --flash {}` creates one with a factory install", path.display()))]
     NoFlashFile { path: PathBuf },
     #[error("{} is {size} bytes, which is no flash layout's size", path.display())]
     #[diagnostic(help("flash files are 512KB, 1MB, 2MB or 4MB; delete it to start over"))]
@@ -157,6 +175,12 @@ pub enum SimError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the mDNS port (UDP 5353) on the loopback interface")]
+    #[diagnostic(help(
+        "another program holds UDP 5353 without sharing it (SO_REUSEADDR), or loopback has no multicast \
+         (`ip link set lo multicast on`); leave out --name to run without mDNS"
+    ))]
+    Mdns(#[source] std::io::Error),
     #[error("cannot install the Ctrl-C/SIGTERM handler")]
     Signals(#[source] std::io::Error),
     #[error("--idle-timeout must be more than 0 and at most {MAX_SECONDS} seconds (a day), not {value}")]
@@ -179,12 +203,18 @@ pub enum SimError {
     KeyFileFormat { path: PathBuf, reason: KeyFileError },
     #[error("the virtual ESP8266 stopped: {0}")]
     #[diagnostic(help(
-        "a real board in this state needs `cargo xtask serial-flash`; for the virtual one, delete the flash file to start over"
+        "a real board in this state needs `cargo tcpflash serial-flash`; for the virtual one, delete the flash file to start over"
     ))]
     Serve(ServeError),
+    #[error("{} is a QEMU board's flash file", path.display())]
+    #[diagnostic(help("serve it with --board qemu (the virtual ESP8266 would read it as a 4MB flash)"))]
+    QemuFlash { path: PathBuf },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    QemuBoard(#[from] crate::qemu_board::BoardError),
     #[error("the flash {} boots nothing: {reason}", path.display())]
     #[diagnostic(help(
-        "the status above says why slot by slot; a real board in this state needs `cargo xtask serial-flash`"
+        "the status above says why slot by slot; a real board in this state needs `cargo tcpflash serial-flash`"
     ))]
     Bricked { path: PathBuf, reason: String },
 }
@@ -193,7 +223,7 @@ pub enum SimError {
 /// and mean nothing for a device anyway).
 const MAX_SECONDS: f64 = 86_400.0;
 
-/// Runs `cargo xtask sim ...`.
+/// Runs `cargo tcpflash sim ...`.
 pub fn run(args: &SimArgs) -> Result<(), SimError> {
     match &args.command {
         Some(SimCommand::Status(status)) => {
@@ -213,6 +243,10 @@ pub fn run(args: &SimArgs) -> Result<(), SimError> {
 
 /// Opens (or factory-installs) the flash, listens, and serves until Ctrl-C or SIGTERM.
 pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
+    // `--board qemu`: the firmware as lx106 machine code under QEMU, not the host build.
+    if args.build.board.as_deref() == Some(crate::qemu_board::BOARD) {
+        return Ok(crate::qemu_board::serve(args)?);
+    }
     let path = args.flash.clone().expect("clap requires --flash");
     if !(args.idle_timeout > 0.0 && args.idle_timeout <= MAX_SECONDS) {
         return Err(SimError::BadTimeout { value: args.idle_timeout });
@@ -248,6 +282,11 @@ pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
         Some(file) => format!("pushes must prove the key in {}", file.display()),
         None => "no key".to_owned(),
     };
+    if let Some(name) = &args.name {
+        let announcer =
+            tcpflash_sim::mdns::Announcer::open_loopback(name, addr.port()).map_err(SimError::Mdns)?;
+        device.set_mdns(announcer);
+    }
     println!("listening on {addr} (flash {}, layout {}, {auth})", path.display(), layout.name);
     if args.timed {
         println!(
@@ -283,17 +322,17 @@ fn read_key(path: &Path) -> Result<Key, SimError> {
 fn open_or_install(path: &Path, args: &ServeArgs) -> Result<(FileFlash, &'static FlashLayout), SimError> {
     if path.exists() {
         let flash = FileFlash::open(path).map_err(|source| SimError::Flash { path: path.into(), source })?;
+        if crate::qemu_board::flash_layout(flash.bytes()).is_some() {
+            return Err(SimError::QemuFlash { path: path.into() });
+        }
         let layout = layout_for_size(path, flash.bytes().len(), args.build.layout.as_deref())?;
         return Ok((flash, layout));
     }
     let (layout, user1) = match &args.image {
         Some(image) => (named_layout(args.build.layout.as_deref())?, read("image", image)?),
         None => {
-            let mut build = args.build.clone();
-            if build.manifest_path.is_none() {
-                build.manifest_path = Some(crate::demo::workspace_root().join("example-blinky/Cargo.toml"));
-            }
-            let firmware = cargo_tcpflash::build::build(&build).map_err(FlashError::from)?;
+            // The firmware of the current folder, as cargo finds it (or --manifest-path).
+            let firmware = crate::build::build(&args.build).map_err(FlashError::from)?;
             (firmware.layout, read("image", &firmware.slot(SlotId::User1).bin)?)
         }
     };
@@ -348,8 +387,12 @@ pub fn status_json(path: &Path, layout: Option<&str>) -> Result<Value, SimError>
         path: path.into(),
         source: OpenError::Io { path: path.into(), source },
     })?;
-    let layout = layout_for_size(path, bytes.len(), layout)?;
-    Ok(device_status_json(&DeviceStatus::of(&bytes, layout)))
+    // A QEMU board's file is 4 MiB whatever its layout: its sector 0 says which.
+    let layout = match (layout, crate::qemu_board::flash_layout(&bytes)) {
+        (None, Some(board)) => board,
+        (layout, _) => layout_for_size(path, bytes.len(), layout)?,
+    };
+    Ok(device_status_json(&DeviceStatus::of(&bytes[..layout.flash_size as usize], layout)))
 }
 
 /// The JSON form of a device's status.

@@ -1,7 +1,8 @@
-//! example-blinky on QEMU's XTFPGA board (`-M lx60-nommu -cpu lx106`), booted by
-//! tcpflash-boot: both built with `--board qemu`, a 4 MiB CFI flash file laid out as a
-//! factory install leaves it, QEMU's user-mode network with the agent's port forwarded to
-//! 127.0.0.1, and the board's UART lines.
+//! QEMU's XTFPGA board (`qemu-system-xtensa -M lx60-nommu -cpu lx106`) as a device: a
+//! firmware and tcpflash-boot built with `--board qemu` run there as lx106 machine code, the
+//! board's 4 MiB CFI flash is a file, QEMU's user-mode network forwards a port of 127.0.0.1
+//! to the agent, and the UART's lines come back as text. `cargo tcpflash sim --board qemu`
+//! serves it ([`serve`]); the repository's tests drive [`QemuBoard`] directly.
 //!
 //! QEMU runs the bootloader's ELF (`-kernel`) where an ESP8266 has its mask ROM and sector 0:
 //! it loads the bootloader into RAM at power-on and again at every FPGA reset, as the mask
@@ -12,37 +13,42 @@
 //! the hand-off record, the jump. So the flash file's sector 0 holds a labelled stand-in,
 //! not a copy of the bootloader that nothing would read; its header carries the flash size,
 //! which the bootloader (like rBoot) reads there.
-//!
-//! [`host_boot`] runs the same flow on the host over a copy of a flash, which tells a test
-//! exactly what the board must print and hand over; QMP (`xp`, `info registers`) reads the
-//! hand-off record and the CPU's state back from the running board.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use cargo_tcpflash::build::{self, Bootloader, BuildError, Firmware};
-use cargo_tcpflash::cli::BuildArgs;
+use miette::Diagnostic;
 use ota_agent::boards::xtfpga::FLASH_SIZE;
-use ota_agent::boot::handoff::{HANDOFF_ADDR, HandOff};
-use ota_agent::boot::loader::{self, Halt, HostBoard, Launch, LoaderBuffers};
+use ota_agent::boot::handoff::HANDOFF_ADDR;
 use ota_agent::image::{FlashParams, FlashSize, Segment, write_v1};
-use ota_agent::layout::FlashLayout;
+use ota_agent::layout::{FlashLayout, LAYOUTS, SlotId};
+use thiserror::Error;
 
-use crate::qemu::{QemuError, find_qemu};
+use crate::build::{self, Bootloader, BuildError, Firmware};
+use crate::cli::BuildArgs;
 use crate::serial::flasher::{self, FlashError};
+use crate::sim::ServeArgs;
 
+/// The emulator, as Debian's `qemu-system-misc` installs it.
+pub const QEMU: &str = "qemu-system-xtensa";
+pub const QEMU_INSTALL: &str = "sudo apt-get install qemu-system-misc";
+/// The board's name for `--board`.
+pub const BOARD: &str = "qemu";
 /// Longest a test's QEMU run may last: it is started under `timeout`, so a forgotten one ends.
 pub const RUN_LIMIT: Duration = Duration::from_secs(300);
-/// The same for `cargo xtask qemu-board`, which a person watches.
-pub const INTERACTIVE_LIMIT: Duration = Duration::from_secs(3600);
+/// The same for a board a person runs (`sim --board qemu`): a day.
+pub const INTERACTIVE_LIMIT: Duration = Duration::from_secs(86_400);
 /// Port the agent listens on inside the guest.
 const AGENT_PORT: u16 = ota_agent::protocol::DEFAULT_PORT;
 /// Attempts at a free host port (another process may take the one picked first).
 const PORT_ATTEMPTS: usize = 5;
+/// How long QEMU may take to start (it refuses a taken port at once).
+const START_PATIENCE: Duration = Duration::from_secs(10);
 /// How long a QMP exchange may take.
 const QMP_PATIENCE: Duration = Duration::from_secs(10);
 /// What the stand-in in sector 0 says, for anyone reading the flash file.
@@ -50,12 +56,14 @@ pub const SECTOR_0_LABEL: &[u8] =
     b"tcpflash QEMU board: QEMU -kernel runs tcpflash-boot in place of the mask ROM and this sector\0\0\0";
 /// The bootloader's lines start with this.
 pub const BOOT_PREFIX: &str = "tcpflash-boot: ";
+/// `sim --board qemu` prints the board's UART lines after this.
+pub const UART_PREFIX: &str = "[uart] ";
 
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[derive(Debug, Error, Diagnostic)]
 pub enum BoardError {
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Qemu(#[from] QemuError),
+    #[error("`{QEMU}` was not found on PATH")]
+    #[diagnostic(code(tcpflash::qemu::missing), help("install it with: {QEMU_INSTALL}"))]
+    QemuMissing,
 
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -65,8 +73,8 @@ pub enum BoardError {
     #[diagnostic(transparent)]
     Install(#[from] FlashError),
 
-    #[error("cannot {what} {path}")]
-    #[diagnostic(code(xtask::qemu_board::io))]
+    #[error("cannot {what} {}", path.display())]
+    #[diagnostic(code(tcpflash::qemu::io))]
     Io {
         what: &'static str,
         path: PathBuf,
@@ -76,35 +84,60 @@ pub enum BoardError {
 
     #[error("QEMU ended before the board said `{expected}`: {stderr}")]
     #[diagnostic(
-        code(xtask::qemu_board::exited),
+        code(tcpflash::qemu::exited),
         help("the UART lines so far: {lines:?}; QEMU's own message is above")
     )]
     Exited { expected: String, stderr: String, lines: Vec<String> },
 
     #[error("no UART line with `{expected}` within {} s", waited.as_secs())]
-    #[diagnostic(code(xtask::qemu_board::silent), help("the UART lines so far: {lines:?}"))]
+    #[diagnostic(code(tcpflash::qemu::silent), help("the UART lines so far: {lines:?}"))]
     Silent { expected: String, waited: Duration, lines: Vec<String> },
 
     #[error("QEMU's monitor (QMP) answered `{command}` with {answer}")]
-    #[diagnostic(code(xtask::qemu_board::qmp), help("QEMU 7.2's human monitor commands are expected"))]
+    #[diagnostic(code(tcpflash::qemu::qmp), help("QEMU 7.2's human monitor commands are expected"))]
     Qmp { command: String, answer: String },
+
+    #[error("{} is {size} bytes; the QEMU board's flash file is {FLASH_SIZE}", path.display())]
+    #[diagnostic(
+        code(tcpflash::qemu::flash_size),
+        help(
+            "QEMU takes a CFI flash file of exactly 4 MiB: pass another --flash, or delete this one for a factory install"
+        )
+    )]
+    FlashSize { path: PathBuf, size: u64 },
+
+    #[error("{option} does not apply to the QEMU board")]
+    #[diagnostic(code(tcpflash::qemu::option))]
+    Unsupported {
+        option: &'static str,
+        #[help]
+        help: &'static str,
+    },
+
+    #[error("QEMU stopped by itself: {stderr}")]
+    #[diagnostic(
+        code(tcpflash::qemu::ended),
+        help("QEMU's message is above; the flash file keeps what was written")
+    )]
+    Ended { stderr: String },
 }
 
 /// Builds a firmware for the QEMU board (`--board qemu`).
 pub fn build_firmware(manifest: &Path, target_dir: Option<PathBuf>) -> Result<Firmware, BuildError> {
     build::build(&BuildArgs {
         manifest_path: Some(manifest.to_path_buf()),
-        board: Some("qemu".into()),
+        board: Some(BOARD.into()),
         target_dir,
         ..BuildArgs::default()
     })
 }
 
-/// Builds tcpflash-boot for the QEMU board: its ELF is what QEMU runs.
+/// Builds tcpflash-boot for the QEMU board, from the source cargo-tcpflash was built from:
+/// its ELF is what QEMU runs.
 pub fn build_bootloader() -> Result<Bootloader, BuildError> {
     build::build_bootloader(&BuildArgs {
-        manifest_path: Some(crate::footprint::bootloader_manifest()),
-        board: Some("qemu".into()),
+        manifest_path: Some(build::tcpflash_boot_manifest()),
+        board: Some(BOARD.into()),
         ..BuildArgs::default()
     })
 }
@@ -134,30 +167,24 @@ pub fn factory_flash(layout: &'static FlashLayout, user1: &[u8]) -> Result<Vec<u
     Ok(flash)
 }
 
-/// What tcpflash-boot does with a flash, worked out on the host by the same flow
-/// ([`loader::load`] on a [`HostBoard`]).
-#[derive(Clone, Debug)]
-pub struct HostBoot {
-    /// Its UART lines, without line ends.
-    pub lines: Vec<String>,
-    pub result: Result<Launch, Halt>,
-    /// The flash after the boot (a trial boot programs an attempt bit).
-    pub flash: Vec<u8>,
-    /// The IROM it places: address and bytes.
-    pub irom: Option<(u32, Vec<u8>)>,
+/// The layout of a QEMU board's flash file: the one its sector 0 stand-in's header names
+/// (the file is always 4 MiB, whatever the layout). `None` for any other file.
+pub fn flash_layout(bytes: &[u8]) -> Option<&'static FlashLayout> {
+    let sector = bytes.get(..0x1000).filter(|_| bytes.len() == FLASH_SIZE as usize)?;
+    if !sector.windows(SECTOR_0_LABEL.len()).any(|window| window == SECTOR_0_LABEL) {
+        return None;
+    }
+    let size = ota_agent::boot::rboot_flash_size(sector[3] >> 4);
+    LAYOUTS.iter().find(|layout| layout.flash_size == size)
 }
 
-/// Runs the bootloader's flow over a copy of `flash`.
-pub fn host_boot(flash: &[u8]) -> HostBoot {
-    let mut board = HostBoard::new(flash.to_vec());
-    let result = loader::load(&mut board, &mut LoaderBuffers::new());
-    let text = board.console_text();
-    HostBoot {
-        lines: text.split_terminator("\r\n").map(str::to_string).collect(),
-        result,
-        flash: board.flash.bytes().to_vec(),
-        irom: board.irom.take(),
-    }
+/// `qemu-system-xtensa` on `PATH`.
+pub fn find_qemu() -> Result<PathBuf, BoardError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(QEMU))
+        .find(|candidate| candidate.is_file())
+        .ok_or(BoardError::QemuMissing)
 }
 
 /// One UART line and when it arrived.
@@ -173,56 +200,65 @@ type Lines = Arc<(Mutex<Vec<Line>>, Condvar)>;
 pub struct QemuBoard {
     child: Child,
     lines: Lines,
-    stderr: PathBuf,
-    /// Holds the QMP socket (socket paths must be short).
-    sockets: tempfile::TempDir,
+    /// Holds the QMP socket (socket paths must be short) and QEMU's stderr.
+    dir: tempfile::TempDir,
     /// The host port forwarded to the agent's port.
     pub port: u16,
 }
 
 impl QemuBoard {
     /// Starts QEMU on `kernel` (tcpflash-boot's ELF) with `flash` (a file of exactly 4 MiB)
-    /// and the agent's port forwarded from a free port on 127.0.0.1. QEMU's stderr goes to
-    /// `flash` + `.stderr`.
-    pub fn start(kernel: &Path, flash: &Path) -> Result<QemuBoard, BoardError> {
+    /// and the agent's port forwarded from a free port on 127.0.0.1, ended after `limit`;
+    /// returns once the board printed its first line.
+    pub fn start(kernel: &Path, flash: &Path, limit: Duration) -> Result<QemuBoard, BoardError> {
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port().map_err(io("find a free port on", Path::new("127.0.0.1")))?;
-            let mut board = QemuBoard::start_on(kernel, flash, port, RUN_LIMIT)?;
-            // QEMU refuses to start when the port was taken meanwhile; it says so at once.
-            match board.wait_line("", 0, Duration::from_secs(10)) {
-                Ok(_) => return Ok(board),
-                Err(error @ BoardError::Exited { .. }) if board.stderr_text().contains("host forwarding") => {
+            match QemuBoard::start_on(kernel, flash, port, limit) {
+                // QEMU refuses to start when the port was taken meanwhile; it says so at once.
+                Err(error @ BoardError::Exited { .. }) if error.to_string().contains("host forwarding") => {
                     last = Some(error)
                 }
-                Err(error) => return Err(error),
+                other => return other,
             }
         }
         Err(last.expect("at least one attempt"))
     }
 
-    /// The same on a given host `port`, ended by `timeout` after `limit`.
+    /// The same on a given host `port`.
     pub fn start_on(
         kernel: &Path,
         flash: &Path,
         port: u16,
         limit: Duration,
     ) -> Result<QemuBoard, BoardError> {
+        let mut board = QemuBoard::spawn(kernel, flash, port, limit)?;
+        board.wait_line("", 0, START_PATIENCE)?;
+        Ok(board)
+    }
+
+    fn spawn(kernel: &Path, flash: &Path, port: u16, limit: Duration) -> Result<QemuBoard, BoardError> {
         let qemu = find_qemu()?;
-        let stderr = flash.with_extension("stderr");
-        let stderr_file = std::fs::File::create(&stderr).map_err(io("create", &stderr))?;
-        let sockets = tempfile::Builder::new()
-            .prefix("tcpflash-qmp")
+        let size = std::fs::metadata(flash).map_err(io("read", flash))?.len();
+        if size != u64::from(FLASH_SIZE) {
+            return Err(BoardError::FlashSize { path: flash.into(), size });
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("tcpflash-qemu")
             .tempdir()
             .map_err(io("create a directory in", &std::env::temp_dir()))?;
+        let stderr = dir.path().join("stderr");
+        let stderr_file = std::fs::File::create(&stderr).map_err(io("create", &stderr))?;
         // `timeout` ends QEMU even if this process dies without stopping it, passes our
         // SIGTERM on when we stop it, and kills it 5 s later if it is still there (seen once).
+        // It also puts QEMU in a process group of its own: a terminal's Ctrl-C reaches us,
+        // and we stop QEMU.
         let mut child = Command::new("timeout")
             .args(["-k", "5", "-s", "KILL", &limit.as_secs().to_string()])
             .arg(&qemu)
             .args(["-M", "lx60-nommu", "-cpu", "lx106", "-nographic", "-monitor", "none"])
             .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", sockets.path().join("qmp").display()))
+            .arg(format!("unix:{},server=on,wait=off", dir.path().join("qmp").display()))
             .arg("-kernel")
             .arg(kernel)
             .arg("-drive")
@@ -248,7 +284,7 @@ impl QemuBoard {
             // QEMU is gone: wake the waiters.
             sink.1.notify_all();
         });
-        Ok(QemuBoard { child, lines, stderr, sockets, port })
+        Ok(QemuBoard { child, lines, dir, port })
     }
 
     /// Every UART line so far.
@@ -277,7 +313,7 @@ impl QemuBoard {
             }
             let texts = lines.iter().map(|line| line.text.clone()).collect::<Vec<_>>();
             if let Ok(Some(_)) = self.child.try_wait() {
-                let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default().trim().to_string();
+                let stderr = read_text(&self.dir.path().join("stderr"));
                 return Err(BoardError::Exited { expected: expected.into(), stderr, lines: texts });
             }
             let now = Instant::now();
@@ -292,12 +328,17 @@ impl QemuBoard {
 
     /// QEMU's own messages so far.
     pub fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default().trim().to_string()
+        read_text(&self.dir.path().join("stderr"))
+    }
+
+    /// Whether QEMU still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Runs a human monitor command through QMP and returns its output.
     pub fn monitor(&self, command: &str) -> Result<String, BoardError> {
-        let path = self.sockets.path().join("qmp");
+        let path = self.dir.path().join("qmp");
         let qmp_error = |answer: String| BoardError::Qmp { command: command.into(), answer };
         let stream = UnixStream::connect(&path).map_err(io("connect to", &path))?;
         stream.set_read_timeout(Some(QMP_PATIENCE)).map_err(io("set a timeout on", &path))?;
@@ -364,7 +405,7 @@ impl QemuBoard {
             .ok_or(BoardError::Qmp { command: "info registers".into(), answer: text })
     }
 
-    /// Stops QEMU (SIGTERM through `timeout`) and waits for it.
+    /// Stops QEMU (SIGTERM through `timeout`: QEMU closes the flash file) and waits for it.
     pub fn stop(mut self) -> Result<ExitStatus, BoardError> {
         self.terminate()
     }
@@ -379,15 +420,15 @@ impl QemuBoard {
         for qemu in qemu.split_whitespace() {
             let _ = Command::new("kill").args(["-KILL", qemu]).status();
         }
-        self.child.wait().map_err(io("wait for", Path::new("qemu")))
+        self.child.wait().map_err(io("wait for", Path::new(QEMU)))
     }
 
     fn terminate(&mut self) -> Result<ExitStatus, BoardError> {
-        if let Some(status) = self.child.try_wait().map_err(io("wait for", Path::new("qemu")))? {
+        if let Some(status) = self.child.try_wait().map_err(io("wait for", Path::new(QEMU)))? {
             return Ok(status);
         }
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        self.child.wait().map_err(io("wait for", Path::new("qemu")))
+        self.child.wait().map_err(io("wait for", Path::new(QEMU)))
     }
 }
 
@@ -397,119 +438,146 @@ impl Drop for QemuBoard {
     }
 }
 
-/// Checks that the board, whose UART lines from `from` on follow a boot from a flash that
-/// held `before`, booted as [`host_boot`] says: the same bootloader lines, then either the
-/// firmware's first line and the same hand-off record in RAM, or (nothing bootable) the CPU
-/// still in the bootloader. Returns the index of the last line checked and the host's boot.
-pub fn check_boot(
-    board: &mut QemuBoard,
-    from: usize,
-    before: &[u8],
-    patience: Duration,
-) -> Result<(usize, HostBoot), String> {
-    let expected = host_boot(before);
-    let last = expected.lines.last().ok_or("the host's boot printed nothing")?;
-    let at =
-        board.wait_line(last, from, patience).map_err(|error| format!("{:?}", miette::Report::new(error)))?;
-    let texts = board.texts();
-    let printed: Vec<&str> =
-        texts[from..=at].iter().map(String::as_str).filter(|line| line.starts_with(BOOT_PREFIX)).collect();
-    if printed != expected.lines {
-        return Err(format!("the bootloader printed {printed:#?}, the host's run {:#?}", expected.lines));
+/// `cargo tcpflash sim --board qemu`: the flash file (a factory install when new: user1
+/// built for the QEMU board, or `--image`), tcpflash-boot's QEMU build as the board's boot
+/// ROM, the agent's port forwarded from 127.0.0.1:`--port`; prints the UART's lines until
+/// Ctrl-C or SIGTERM, then stops QEMU.
+pub fn serve(args: &ServeArgs) -> Result<(), BoardError> {
+    refuse_options(args)?;
+    let path = args.flash.clone().expect("clap requires --flash");
+    // The signals only set the flag from here on: QEMU is stopped, never left behind.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(io("handle the signals of", &path))?;
     }
-    match &expected.result {
-        Ok(launch) => {
-            // The record is written just before the jump: the firmware's first line follows it.
-            let booted = board
-                .wait_line(" booted", at + 1, patience)
-                .map_err(|error| format!("{:?}", miette::Report::new(error)))?;
-            let words = board.handoff().map_err(|error| error.to_string())?;
-            if HandOff::parse_words(words) != Ok(launch.handoff) {
-                return Err(format!(
-                    "the hand-off in RAM is {words:08x?}, the host expects {:?}",
-                    launch.handoff
-                ));
-            }
-            // The IROM's head (the slot descriptor) where the cache would map it.
-            if let Some((addr, bytes)) = &expected.irom {
-                let head: Vec<u32> = bytes
-                    .chunks_exact(4)
-                    .take(16)
-                    .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
-                    .collect();
-                let placed = board.read_words(*addr, head.len()).map_err(|error| error.to_string())?;
-                if placed != head {
-                    return Err(format!("IROM at {addr:#010x} holds {placed:08x?}, the image {head:08x?}"));
-                }
-            }
-            Ok((booted, expected))
-        }
-        Err(_) => {
-            let pc = board.pc().map_err(|error| error.to_string())?;
-            if !ota_agent::layout::BOOTLOADER_IRAM.contains(&pc) {
-                return Err(format!("halted, yet the CPU is at {pc:#010x}, outside the bootloader"));
-            }
-            Ok((at, expected))
-        }
-    }
-}
-
-/// `cargo xtask qemu-board`.
-#[derive(Debug, clap::Args)]
-pub struct QemuBoardArgs {
-    /// Host port forwarded to the agent (push with `--host 127.0.0.1 --port PORT`).
-    #[arg(long, default_value_t = AGENT_PORT)]
-    pub port: u16,
-    /// The 4 MiB flash file; made with a factory install when missing (or with --fresh).
-    #[arg(long, default_value = "target/qemu-board.flash", value_name = "PATH")]
-    pub flash: PathBuf,
-    /// Start from a factory install even if the flash file exists.
-    #[arg(long)]
-    pub fresh: bool,
-    /// The firmware to run.
-    #[arg(long, default_value = "example-blinky/Cargo.toml", value_name = "PATH")]
-    pub manifest_path: PathBuf,
-}
-
-/// Builds tcpflash-boot and the firmware for the board, prepares the flash file, runs QEMU
-/// and prints the board's UART lines until QEMU ends (Ctrl-C ends it).
-pub fn run(args: &QemuBoardArgs) -> Result<(), BoardError> {
-    let root = crate::demo::workspace_root();
     let bootloader = build_bootloader()?;
-    let firmware = build_firmware(&root.join(&args.manifest_path), None)?;
-    let user1 = firmware.slot(ota_agent::layout::SlotId::User1);
-    let flash = root.join(&args.flash);
-    if args.fresh || !flash.exists() {
-        let image = std::fs::read(&user1.bin).map_err(io("read", &user1.bin))?;
-        let bytes = factory_flash(firmware.layout, &image)?;
-        std::fs::write(&flash, bytes).map_err(io("write", &flash))?;
-        eprintln!("factory install written to {}", flash.display());
-    }
-    let mut board = QemuBoard::start_on(&bootloader.elf, &flash, args.port, INTERACTIVE_LIMIT)?;
-    eprintln!(
-        "QEMU runs {} (booting {}) with the agent on 127.0.0.1:{port}; push with\n  cargo tcpflash --host 127.0.0.1 --port {port} --board qemu --manifest-path {}",
+    let layout = if path.exists() {
+        let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+        if bytes.len() != FLASH_SIZE as usize {
+            return Err(BoardError::FlashSize { path, size: bytes.len() as u64 });
+        }
+        if args.key_file.is_some() {
+            println!(
+                "note: --key-file only applies to a factory install; the firmware in the flash keeps its own key"
+            );
+        }
+        flash_layout(&bytes).map_or("unknown", |layout| layout.name)
+    } else {
+        factory_install(&path, args)?.name
+    };
+    let board = match args.port {
+        0 => QemuBoard::start(&bootloader.elf, &path, INTERACTIVE_LIMIT)?,
+        port => QemuBoard::start_on(&bootloader.elf, &path, port, INTERACTIVE_LIMIT)?,
+    };
+    println!(
+        "listening on 127.0.0.1:{} (flash {}, layout {layout}, QEMU board: {} runs {} as its boot ROM; UART lines follow {UART_PREFIX:?})",
+        board.port,
+        path.display(),
+        QEMU,
         bootloader.elf.display(),
-        flash.display(),
-        args.manifest_path.display(),
-        port = args.port,
     );
+    relay(board, &stop)
+}
+
+/// Prints the board's UART lines until `stop` is set (then stops QEMU) or QEMU ends.
+fn relay(mut board: QemuBoard, stop: &AtomicBool) -> Result<(), BoardError> {
     let mut shown = 0;
     loop {
-        let waited = board.wait_line("", shown, INTERACTIVE_LIMIT);
-        let texts = board.texts();
-        for line in &texts[shown..] {
-            println!("{line}");
-        }
-        shown = texts.len();
+        let waited = board.wait_line("", shown, Duration::from_millis(100));
+        shown = print_lines(&board, shown);
         match waited {
-            Ok(_) => {}
-            Err(BoardError::Exited { stderr, .. }) => {
-                eprintln!("{stderr}");
-                return Ok(());
-            }
+            Ok(_) | Err(BoardError::Silent { .. }) => {}
+            Err(BoardError::Exited { stderr, .. }) => return Err(BoardError::Ended { stderr }),
             Err(other) => return Err(other),
         }
+        if stop.load(Ordering::SeqCst) {
+            board.terminate()?;
+            print_lines(&board, shown);
+            println!("stopped");
+            return Ok(());
+        }
     }
+}
+
+/// Prints the UART lines from index `from` on; returns how many there are.
+fn print_lines(board: &QemuBoard, from: usize) -> usize {
+    let texts = board.texts();
+    for line in &texts[from..] {
+        println!("{UART_PREFIX}{line}");
+    }
+    let _ = std::io::stdout().flush();
+    texts.len()
+}
+
+/// The options of the virtual ESP8266 that a firmware running as machine code has no use
+/// for: refused, rather than silently ignored.
+fn refuse_options(args: &ServeArgs) -> Result<(), BoardError> {
+    let refuse = |option, help| Err(BoardError::Unsupported { option, help });
+    if args.bootloader.is_some() {
+        return refuse(
+            "--bootloader",
+            "QEMU runs tcpflash-boot's --board qemu build (from the source cargo-tcpflash was built from) in place of the mask ROM",
+        );
+    }
+    if args.timed {
+        return refuse(
+            "--timed",
+            "the board's CFI flash takes QEMU's time; --timed models an ESP8266's SPI flash",
+        );
+    }
+    if !args.crashing.is_empty() {
+        return refuse(
+            "--crashing",
+            "build the failing firmware instead (example-blinky: --features panic-at-boot) and push it",
+        );
+    }
+    if args.idle_timeout != 30.0 {
+        return refuse("--idle-timeout", "the agent's timeouts are the firmware's own, built into it");
+    }
+    if args.auth_backoff != 1.0 {
+        return refuse("--auth-backoff", "the agent's lockout is the firmware's own, built into it");
+    }
+    Ok(())
+}
+
+/// Writes a new flash file: the factory install of `--image`, or of the firmware built for
+/// the QEMU board (with `--key-file`'s key built in, when given).
+fn factory_install(path: &Path, args: &ServeArgs) -> Result<&'static FlashLayout, BoardError> {
+    let (layout, user1) = match &args.image {
+        Some(image) => {
+            let layout = match args.build.layout.as_deref() {
+                None => ota_agent::layout::DEFAULT_LAYOUT,
+                Some(name) => {
+                    FlashLayout::by_name(name).ok_or(BuildError::UnknownLayout { name: name.into() })?
+                }
+            };
+            (layout, std::fs::read(image).map_err(io("read", image))?)
+        }
+        None => {
+            let mut build = args.build.clone();
+            build.board = Some(BOARD.into());
+            if let Some(key) = &args.key_file {
+                build.key_file = Some(std::path::absolute(key).map_err(io("find", key))?);
+            }
+            let firmware = build::build(&build)?;
+            let bin = &firmware.slot(SlotId::User1).bin;
+            (firmware.layout, std::fs::read(bin).map_err(io("read", bin))?)
+        }
+    };
+    let bytes = factory_flash(layout, &user1)?;
+    std::fs::write(path, bytes).map_err(io("write", path))?;
+    println!(
+        "factory install into {}: sector 0's stand-in, the boot config and user1 ({} bytes) for the {} layout, in a {} byte CFI flash",
+        path.display(),
+        user1.len(),
+        layout.name,
+        FLASH_SIZE
+    );
+    Ok(layout)
+}
+
+fn read_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default().trim().to_string()
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -533,5 +601,20 @@ mod tests {
         assert_eq!(info.segments, [(ota_agent::layout::DRAM.start, SECTOR_0_LABEL.len() as u32)]);
         assert_eq!(ota_agent::boot::rboot_flash_size(image[3] >> 4), DEFAULT_LAYOUT.flash_size);
         assert!(image.windows(15).any(|w| w == b"tcpflash-boot i"));
+    }
+
+    #[test]
+    fn a_qemu_flash_file_names_its_layout_in_sector_0() {
+        for layout in &LAYOUTS {
+            let mut flash = vec![0xFF; FLASH_SIZE as usize];
+            let stand_in = sector_0_stand_in(layout);
+            flash[..stand_in.len()].copy_from_slice(&stand_in);
+            assert_eq!(flash_layout(&flash).map(|found| found.name), Some(layout.name));
+            assert_eq!(flash_layout(&flash[..0x10_0000]), None, "not 4 MiB: not the board's");
+        }
+        let mut other = vec![0xFF; FLASH_SIZE as usize];
+        let stand_in = crate::sim::stand_in_bootloader(DEFAULT_LAYOUT);
+        other[..stand_in.len()].copy_from_slice(&stand_in);
+        assert_eq!(flash_layout(&other), None, "the virtual ESP8266's stand-in");
     }
 }

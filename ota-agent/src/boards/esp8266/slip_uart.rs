@@ -2,9 +2,9 @@
 //! On a PC: `slattach -L -p slip -s 115200 /dev/ttyUSB0` and
 //! `ip addr add 192.168.190.1 peer 192.168.190.2 dev sl0 && ip link set sl0 up`.
 
-use ota_agent::boards::esp8266::clock::APB_HZ;
-use ota_agent::boards::esp8266::rom;
-use ota_agent::slip::{self, Decoder};
+use super::clock::APB_HZ;
+use super::rom;
+use crate::slip::{self, Decoder};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 

@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use cargo_tcpflash::cli::BuildArgs;
+use crate::cli::BuildArgs;
 use clap::Args;
 use indicatif::ProgressBar;
 use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, SlotId};
 
-use cargo_tcpflash::build::Sdk;
+use crate::build::Sdk;
 
 use super::flasher::{self, ConnectOptions, FlashError, Region, SdkFiles};
 use super::rom::ChipDescription;
@@ -87,7 +87,7 @@ pub fn run(args: &SerialFlashArgs) -> Result<Installed, FlashError> {
                 // The same build as `cargo tcpflash build`: its layout comes from the firmware's
                 // metadata too.
                 None => {
-                    let firmware = cargo_tcpflash::build::build(&args.build)?;
+                    let firmware = crate::build::build(&args.build)?;
                     let user1 = firmware.slot(SlotId::User1);
                     (firmware.layout, read("image", &user1.bin)?, firmware.sdk.clone())
                 }
@@ -143,14 +143,14 @@ fn plan(
 /// tcpflash-boot (`ota-agent/boot`), built for `layout` with the firmware's flash options.
 pub fn tcpflash_boot(layout: &FlashLayout, firmware: &BuildArgs) -> Result<Vec<u8>, FlashError> {
     let args = BuildArgs {
-        manifest_path: Some(crate::footprint::bootloader_manifest()),
+        manifest_path: Some(crate::build::tcpflash_boot_manifest()),
         layout: Some(layout.name.to_owned()),
         flash_mode: firmware.flash_mode.clone(),
         flash_size: firmware.flash_size.clone(),
         flash_freq: firmware.flash_freq.clone(),
         ..BuildArgs::default()
     };
-    let built = cargo_tcpflash::build::build_bootloader(&args)?;
+    let built = crate::build::build_bootloader(&args)?;
     read("bootloader", &built.bin)
 }
 
@@ -174,7 +174,7 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, FlashError> {
 
 /// One bar over every byte of every region; drawn only when stderr is a terminal.
 fn progress_bar(total: u64) -> ProgressBar {
-    cargo_tcpflash::progress::byte_bar(total, "{msg:32} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+    crate::progress::byte_bar(total, "{msg:32} [{bar:30}] {bytes}/{total_bytes} ({eta})")
 }
 
 fn summary(regions: &[Region]) -> Vec<(String, u32, usize)> {

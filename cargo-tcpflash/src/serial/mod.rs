@@ -1,4 +1,4 @@
-//! `cargo xtask serial-flash`: the first install over the ESP8266 ROM serial loader.
+//! `cargo tcpflash serial-flash`: the first install over the ESP8266 ROM serial loader.
 //!
 //! Layers, bottom up: [`slip`] framing, [`rom`] packets and the client, [`bootloader`]
 //! (the v1 image check), [`flasher`] (what goes where, and the talking), [`cli`] (arguments,
