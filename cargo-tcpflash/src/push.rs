@@ -1,11 +1,14 @@
 //! Pushing over TCP: the std-socket driver around `ota_agent::client::Client`, which holds
 //! the protocol. This module owns what the sans-IO client leaves to its driver: name
-//! resolution, connecting, timeouts, writing the image in pieces, and the wait for the
-//! device to come back after its reboot.
+//! resolution, connecting, timeouts, writing the image in pieces, the first exchange while
+//! the firmware still builds ([`EarlyPush`]), and the wait for the device to come back after
+//! its reboot.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use miette::Diagnostic;
@@ -31,8 +34,13 @@ pub mod exit {
 
 /// The largest piece of image handed to one `write` call.
 const WRITE_CHUNK: usize = 16 * 1024;
-/// Pause between attempts to reach a rebooting device.
-const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Pause before the first attempt to reach a rebooting device, and between attempts (`cargo
+/// xtask bench` models the check after a push with it).
+pub const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// How long an early connection ([`EarlyPush`]) is held for a build that goes on: half the
+/// agent's 10 s for the header lines (`session::DEFAULT_HEADER_TIMEOUT`), so the rest of them
+/// still have time. A longer build pushes on a new connection.
+pub const EARLY_HOLD: Duration = Duration::from_secs(5);
 /// The socket's send buffer (Linux doubles it). The device's window is 12 KB, so more
 /// buffering gains nothing; what it buys instead: the progress bar counts bytes the device
 /// took, not bytes the kernel queued, and Ctrl-C leaves little in flight.
@@ -455,12 +463,115 @@ impl Job<'_> {
         let Job { target, images, key, plain, timeouts, cancel } = *self;
         let mut conn = Conn::open(target, timeouts, cancel)?;
         report(Progress::Connected(conn.addr));
-        match conn.converse(Goal::Push { images, key, plain }, report)? {
-            Reached::Pushed { slot, len } => {
-                Ok(Pushed { slot, addr: conn.addr, len, build_id: build_id_of(images[slot.index()]) })
+        let mut client = key.map_or_else(Client::new, Client::with_key);
+        conn.push_with(&mut client, Goal::Push { images, key, plain }, report)
+    }
+}
+
+/// A push whose first exchange runs while the firmware builds: a thread connects, sends
+/// `OTA` and `GetNextFlash` and reads the slot's name, then holds the connection (up to
+/// [`EARLY_HOLD`]) until [`EarlyPush::push`] carries on with the images. The device answers
+/// during the build instead of after it.
+pub struct EarlyPush {
+    thread: JoinHandle<Result<Opened, PushError>>,
+    /// Sent to, or dropped: the build is over (the thread hands the connection back, or
+    /// lets it go).
+    go: mpsc::Sender<()>,
+}
+
+/// An early connection that got the slot's name.
+struct Opened {
+    conn: Conn<'static>,
+    client: Client,
+    slot: SlotId,
+}
+
+/// The early connection's cancel flag, never set: Ctrl-C during the build stops the
+/// process as before.
+static NEVER: AtomicBool = AtomicBool::new(false);
+
+impl EarlyPush {
+    /// Starts the first exchange with `target` in a thread.
+    pub fn start(target: &Target, timeouts: &Timeouts, key: Option<Key>) -> EarlyPush {
+        EarlyPush::holding(target, timeouts, key, EARLY_HOLD)
+    }
+
+    /// [`EarlyPush::start`], holding the connection for `hold` at most.
+    fn holding(target: &Target, timeouts: &Timeouts, key: Option<Key>, hold: Duration) -> EarlyPush {
+        let (go, ready) = mpsc::channel();
+        let (target, timeouts) = (target.clone(), *timeouts);
+        let thread = std::thread::spawn(move || {
+            let mut conn = Conn::open(&target, &timeouts, &NEVER)?;
+            let mut client = key.as_ref().map_or_else(Client::new, Client::with_key);
+            let Reached::Slot(slot) = conn.converse_with(&mut client, Goal::Slot, &mut |_| {})? else {
+                unreachable!("asking for the slot stops at the slot")
+            };
+            match ready.recv_timeout(hold) {
+                Ok(()) => Ok(Opened { conn, client, slot }),
+                // Held too long (the build goes on), or the build failed: the device is let go.
+                Err(_) => Err(PushError::Closed { addr: conn.addr, during: Step::ChooseImage }),
             }
-            Reached::Asked(_) => unreachable!("a push runs to its end"),
+        });
+        EarlyPush { thread, go }
+    }
+
+    /// The push, carried on from the early exchange: what [`push_with`] does after the
+    /// build. When the device did not answer early for a reason that may have passed since
+    /// (not listening yet, busy, an update's reboot pending, the connection dropped before
+    /// any image byte), it is [`push_with`] itself, on a new connection; a device that
+    /// refuses the SHA-256 line gets the seed's lines as [`Protocol::Auto`] says. Progress
+    /// is reported as `push_with` reports it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        self,
+        target: &Target,
+        images: [&[u8]; 2],
+        key: Option<&Key>,
+        protocol: Protocol,
+        timeouts: &Timeouts,
+        cancel: &AtomicBool,
+        report: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Pushed, PushError> {
+        let _ = self.go.send(());
+        let early = self.thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let again = |report: &mut dyn FnMut(Progress<'_>)| {
+            push_with(target, images, key, protocol, timeouts, cancel, report)
+        };
+        let Opened { conn, mut client, slot } = match early {
+            Ok(opened) => opened,
+            Err(error) if is_transient(&error) => return again(report),
+            // A definite answer (an off-protocol reply, a refusal): a push now hears it too.
+            Err(error) => return Err(error),
+        };
+        let mut conn = Conn { cancel, ..conn };
+        report(Progress::Connected(conn.addr));
+        let plain = protocol == Protocol::Plain;
+        let goal = Goal::Push { images, key, plain };
+        let pushed = conn
+            .on_event(Event::NextSlot(slot), &mut client, &goal, report)
+            .and_then(|_| conn.push_with(&mut client, goal, report));
+        match pushed {
+            // The device let the held connection go before any image byte (a header
+            // deadline shorter than the agent's default): once more, from the start.
+            Err(error) if client.progress().0 == 0 && dropped_early(&error) => again(report),
+            Err(PushError::NoExtensions { line, .. }) if !plain && key.is_none() => {
+                report(Progress::Plain(&line));
+                let job = Job { target, images, key, plain: true, timeouts, cancel };
+                job.when_free(report)
+            }
+            other => other,
         }
+    }
+}
+
+/// Whether `error` is the device giving up on a connection held too long for it.
+fn dropped_early(error: &PushError) -> bool {
+    match error {
+        PushError::Closed { .. } => true,
+        PushError::Device { line, .. } => {
+            line.ends_with(reason::HEADER_TIMEOUT) || line.ends_with(reason::IDLE_TIMEOUT)
+        }
+        _ => false,
     }
 }
 
@@ -484,7 +595,7 @@ pub fn await_return(
             Conn::open(target, timeouts, cancel).and_then(|mut conn| conn.converse(Goal::Ask, &mut |_| {}));
         let error = match attempt {
             Ok(Reached::Asked(returned)) => return Ok(returned),
-            Ok(Reached::Pushed { .. }) => unreachable!("asking does not push"),
+            Ok(Reached::Pushed { .. } | Reached::Slot(_)) => unreachable!("asking runs to the boot state"),
             Err(error) if is_transient(&error) => error,
             Err(error) => return Err(error),
         };
@@ -528,10 +639,13 @@ enum Goal<'a> {
     Push { images: [&'a [u8]; 2], key: Option<&'a Key>, plain: bool },
     /// `OTA` / `GetNextFlash`, then `GetBootState`, then close.
     Ask,
+    /// `OTA` / `GetNextFlash` and the slot's name, before the images exist.
+    Slot,
 }
 
 enum Reached {
     Pushed { slot: SlotId, len: u32 },
+    Slot(SlotId),
     Asked(Returned),
 }
 
@@ -544,6 +658,9 @@ struct Conn<'c> {
     step: Step,
     /// The slot the device asked for, when only asking.
     asked: Option<SlotId>,
+    /// Bytes received after the slot's name when a conversation stopped there (an `ERR:`
+    /// line the device sent with it): the next part of the conversation reads them first.
+    pending: Vec<u8>,
 }
 
 impl<'c> Conn<'c> {
@@ -562,7 +679,16 @@ impl<'c> Conn<'c> {
                     stream.set_nodelay(true).map_err(io)?;
                     socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER).map_err(io)?;
                     let step = Step::NextSlot;
-                    return Ok(Conn { stream, addr, timeouts: *timeouts, cancel, step, asked: None });
+                    let pending = Vec::new();
+                    return Ok(Conn {
+                        stream,
+                        addr,
+                        timeouts: *timeouts,
+                        cancel,
+                        step,
+                        asked: None,
+                        pending,
+                    });
                 }
                 Err(source) => last = Some(connect_error(addr, source, timeouts.connect)),
             }
@@ -570,22 +696,48 @@ impl<'c> Conn<'c> {
         Err(last.expect("a resolved target has an address"))
     }
 
-    /// Runs the client until `goal` is reached or the push fails.
+    /// Asks (a new client) until `goal` is reached or the conversation fails.
     fn converse(
         &mut self,
         goal: Goal<'_>,
         report: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Reached, PushError> {
-        let mut client = match goal {
-            Goal::Push { key: Some(key), .. } => Client::with_key(key),
-            _ => Client::new(),
-        };
-        self.step = Step::NextSlot;
+        self.converse_with(&mut Client::new(), goal, report)
+    }
+
+    /// The whole push (`goal` is a [`Goal::Push`]) with `client`, from wherever its
+    /// conversation stands.
+    fn push_with(
+        &mut self,
+        client: &mut Client,
+        goal: Goal<'_>,
+        report: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Pushed, PushError> {
+        let Goal::Push { images, .. } = goal else { unreachable!("a push has images") };
+        match self.converse_with(client, goal, report)? {
+            Reached::Pushed { slot, len } => {
+                Ok(Pushed { slot, addr: self.addr, len, build_id: build_id_of(images[slot.index()]) })
+            }
+            Reached::Asked(_) | Reached::Slot(_) => unreachable!("a push runs to its end"),
+        }
+    }
+
+    /// Runs `client` until `goal` is reached or the conversation fails.
+    fn converse_with(
+        &mut self,
+        client: &mut Client,
+        goal: Goal<'_>,
+        report: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Reached, PushError> {
+        let pending = std::mem::take(&mut self.pending);
+        if let Some(reached) = self.feed(&pending, client, &goal, report)? {
+            return Ok(reached);
+        }
         let mut buf = [0u8; 512];
         loop {
             match client.transmit() {
                 Transmit::Bytes(bytes) => {
-                    let n = self.write(bytes, &client)?;
+                    let n = self.write(bytes, client)?;
                     client.sent(n);
                     continue;
                 }
@@ -595,7 +747,7 @@ impl<'c> Conn<'c> {
                     };
                     let image = images[client.slot().expect("the device named the slot").index()];
                     let chunk = (len as usize).min(WRITE_CHUNK);
-                    let n = self.write(&image[offset as usize..offset as usize + chunk], &client)?;
+                    let n = self.write(&image[offset as usize..offset as usize + chunk], client)?;
                     client.sent(n);
                     report(Progress::Sent(n));
                     if client.transmit() == Transmit::Nothing {
@@ -607,23 +759,23 @@ impl<'c> Conn<'c> {
                     }
                     // The device may refuse before the image is complete (a flash failure):
                     // look at what it said without waiting.
-                    let n = self.read_now(&mut buf, &mut client)?;
-                    if let Some(reached) = self.feed(&buf[..n], &mut client, &goal, report)? {
+                    let n = self.read_now(&mut buf, client)?;
+                    if let Some(reached) = self.feed(&buf[..n], client, &goal, report)? {
                         return Ok(reached);
                     }
                     continue;
                 }
                 Transmit::Nothing => {}
             }
-            let n = self.read(&mut buf, &client)?;
+            let n = self.read(&mut buf, client)?;
             let reached = if n == 0 {
                 let event = client.closed();
                 match event {
-                    Some(event) => self.on_event(event, &mut client, &goal, report)?,
+                    Some(event) => self.on_event(event, client, &goal, report)?,
                     None => None,
                 }
             } else {
-                self.feed(&buf[..n], &mut client, &goal, report)?
+                self.feed(&buf[..n], client, &goal, report)?
             };
             if let Some(reached) = reached {
                 return Ok(reached);
@@ -645,6 +797,7 @@ impl<'c> Conn<'c> {
             if let Some(event) = event
                 && let Some(reached) = self.on_event(event, client, goal, report)?
             {
+                self.pending.extend_from_slice(data);
                 return Ok(Some(reached));
             }
         }
@@ -662,6 +815,10 @@ impl<'c> Conn<'c> {
             Event::NextSlot(slot) => {
                 report(Progress::Reply(slot.file_name()));
                 match goal {
+                    Goal::Slot => {
+                        self.step = Step::ChooseImage;
+                        return Ok(Some(Reached::Slot(slot)));
+                    }
                     Goal::Ask => {
                         self.asked = Some(slot);
                         self.step = Step::BootState;
@@ -1061,5 +1218,190 @@ mod tests {
     fn device_text_is_printable() {
         assert_eq!(printable("ok \x1b[2J\u{9b}1m\x07 é"), "ok \\u{1b}[2J\\u{9b}1m\\u{7} é");
         assert_eq!(printable("tab\there"), "tab\\there");
+    }
+
+    /// [`EarlyPush`] against scripted devices on 127.0.0.1.
+    mod early {
+        use std::io::{BufRead, BufReader};
+        use std::net::TcpListener;
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+
+        use super::*;
+
+        /// Upper bound for a step, so a bug fails the test instead of hanging it.
+        const PATIENCE: Duration = Duration::from_secs(60);
+
+        type Script = Box<dyn FnOnce(TcpStream) + Send>;
+
+        fn timeouts() -> Timeouts {
+            Timeouts { connect: PATIENCE, reply: PATIENCE, reboot: PATIENCE }
+        }
+
+        /// A device that hands each connection to the next script; connections are counted.
+        fn device(scripts: Vec<Script>) -> (Target, Arc<AtomicUsize>) {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let target = resolve("127.0.0.1", listener.local_addr().unwrap().port()).unwrap();
+            let connections = Arc::new(AtomicUsize::new(0));
+            let count = Arc::clone(&connections);
+            std::thread::spawn(move || {
+                let mut scripts = scripts.into_iter();
+                for stream in listener.incoming() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    match (stream, scripts.next()) {
+                        (Ok(stream), Some(script)) => drop(std::thread::spawn(move || script(stream))),
+                        _ => return,
+                    }
+                }
+            });
+            (target, connections)
+        }
+
+        fn line(reader: &mut impl BufRead) -> String {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            line
+        }
+
+        /// Reads `OTA` and `GetNextFlash` and answers `reply`.
+        fn opening(stream: &mut TcpStream, reply: &[u8]) -> BufReader<TcpStream> {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            assert_eq!(line(&mut reader), "OTA\r\n");
+            assert_eq!(line(&mut reader), "GetNextFlash\r\n");
+            stream.write_all(reply).unwrap();
+            reader
+        }
+
+        /// Names user2, tells `told` so, and takes a whole push.
+        fn accepts(told: mpsc::Sender<&'static str>) -> Script {
+            Box::new(move |mut stream| {
+                let mut reader = opening(&mut stream, b"user2.bin\r\n");
+                let _ = told.send("asked");
+                assert!(line(&mut reader).starts_with("Sha256: "));
+                let length = line(&mut reader);
+                let len: usize = length.trim_end().strip_prefix("FirmwareLength: ").unwrap().parse().unwrap();
+                stream.write_all(b"Ready\r\n").unwrap();
+                reader.read_exact(&mut vec![0; len]).unwrap();
+                stream.write_all(b"Flashing\r\nFlash upgrade success. Rebooting in 2s.\r\n").unwrap();
+                let _ = told.send("pushed");
+                let _ = io::copy(&mut reader, &mut io::sink());
+            })
+        }
+
+        fn push_now(early: EarlyPush, target: &Target, seen: &mut Vec<String>) -> Result<Pushed, PushError> {
+            let images = [vec![1u8; 3000], vec![2u8; 3000]];
+            let never = AtomicBool::new(false);
+            let mut report = |progress: Progress<'_>| seen.push(format!("{progress:?}"));
+            early.push(
+                target,
+                [&images[0], &images[1]],
+                None,
+                Protocol::Auto,
+                &timeouts(),
+                &never,
+                &mut report,
+            )
+        }
+
+        #[test]
+        fn the_device_names_its_slot_while_the_build_runs_and_the_push_carries_on() {
+            let (told, heard) = mpsc::channel();
+            let (target, connections) = device(vec![accepts(told)]);
+            let early = EarlyPush::start(&target, &timeouts(), None);
+            // The "build" ends only once the device has answered: the question came first.
+            assert_eq!(heard.recv_timeout(PATIENCE), Ok("asked"));
+            let mut seen = Vec::new();
+            let pushed = push_now(early, &target, &mut seen).unwrap();
+            assert_eq!((pushed.slot, pushed.len), (SlotId::User2, 3000));
+            assert_eq!(heard.recv_timeout(PATIENCE), Ok("pushed"));
+            assert_eq!(connections.load(Ordering::SeqCst), 1, "one connection for the whole push");
+            // The progress a push reports, in its order.
+            assert!(seen[0].starts_with("Connected("), "{seen:?}");
+            assert_eq!(seen[1..3], ["Reply(\"user2.bin\")", "Reply(\"Ready\")"], "{seen:?}");
+            assert!(seen.last().unwrap().contains("Flash upgrade success"), "{seen:?}");
+        }
+
+        #[test]
+        fn a_device_busy_during_the_build_gets_the_push_on_a_new_connection() {
+            let (told, heard) = mpsc::channel();
+            let busy: Script = Box::new(|mut stream| {
+                stream.write_all(b"ERR: Connection Already Exists\r\n").unwrap();
+            });
+            let (target, connections) = device(vec![busy, accepts(told)]);
+            let early = EarlyPush::start(&target, &timeouts(), None);
+            let pushed = push_now(early, &target, &mut Vec::new()).unwrap();
+            assert_eq!(pushed.slot, SlotId::User2);
+            assert_eq!(heard.recv_timeout(PATIENCE), Ok("asked"));
+            assert_eq!(connections.load(Ordering::SeqCst), 2);
+        }
+
+        #[test]
+        fn a_build_longer_than_the_hold_lets_the_device_go_and_pushes_on_a_new_connection() {
+            let (let_go, released) = mpsc::channel();
+            let held: Script = Box::new(move |mut stream| {
+                let mut reader = opening(&mut stream, b"user2.bin\r\n");
+                // Nothing more on this connection: the client closes it.
+                let mut rest = Vec::new();
+                let _ = reader.read_to_end(&mut rest);
+                let_go.send(rest).unwrap();
+            });
+            let (told, heard) = mpsc::channel();
+            let (target, connections) = device(vec![held, accepts(told)]);
+            let early = EarlyPush::holding(&target, &timeouts(), None, Duration::from_millis(20));
+            assert_eq!(released.recv_timeout(PATIENCE), Ok(Vec::new()), "closed without a header line");
+            push_now(early, &target, &mut Vec::new()).unwrap();
+            assert_eq!(heard.recv_timeout(PATIENCE), Ok("asked"));
+            assert_eq!(connections.load(Ordering::SeqCst), 2);
+        }
+
+        #[test]
+        fn a_device_that_drops_the_held_connection_gets_the_push_on_a_new_one() {
+            let (dropped, gone) = mpsc::channel();
+            let impatient: Script = Box::new(move |mut stream| {
+                let _reader = opening(&mut stream, b"user2.bin\r\nERR: Header lines too slow\r\n");
+                drop(stream);
+                dropped.send(()).unwrap();
+            });
+            let (told, heard) = mpsc::channel();
+            let (target, connections) = device(vec![impatient, accepts(told)]);
+            let early = EarlyPush::start(&target, &timeouts(), None);
+            gone.recv_timeout(PATIENCE).unwrap();
+            push_now(early, &target, &mut Vec::new()).unwrap();
+            assert_eq!(heard.recv_timeout(PATIENCE), Ok("asked"));
+            assert_eq!(connections.load(Ordering::SeqCst), 2);
+        }
+
+        #[test]
+        fn a_refusal_sent_with_the_slot_s_name_is_read_after_the_build() {
+            let refusing: Script = Box::new(|mut stream| {
+                let reply = b"user1.bin\r\nERR: Running firmware is on trial, not confirmed yet\r\n";
+                let mut reader = opening(&mut stream, reply);
+                let _ = io::copy(&mut reader, &mut io::sink());
+            });
+            let (target, connections) = device(vec![refusing]);
+            let early = EarlyPush::start(&target, &timeouts(), None);
+            let error = push_now(early, &target, &mut Vec::new()).unwrap_err();
+            assert!(
+                matches!(&error, PushError::Device { line, .. } if line.ends_with("not confirmed yet")),
+                "{error:?}"
+            );
+            assert_eq!(connections.load(Ordering::SeqCst), 1);
+        }
+
+        #[test]
+        fn a_definite_early_answer_is_the_push_s_error() {
+            let off: Script = Box::new(|mut stream| {
+                let mut reader = opening(&mut stream, b"HTTP/1.1 400 Bad Request\r\n");
+                let _ = io::copy(&mut reader, &mut io::sink());
+            });
+            let (target, connections) = device(vec![off]);
+            let early = EarlyPush::start(&target, &timeouts(), None);
+            let error = push_now(early, &target, &mut Vec::new()).unwrap_err();
+            assert!(
+                matches!(&error, PushError::Unexpected { line, during: Step::NextSlot } if line == "HTTP/1.1 400 Bad Request"),
+                "{error:?}"
+            );
+            assert_eq!(connections.load(Ordering::SeqCst), 1, "no second try for an answer that stays");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `cargo tcpflash --host H`: build both slots, push the image the device asks for, and
-//! check it came back on the new slot. Output: cargo-style status lines and the progress
+//! check it came back on the new slot. The device is asked which slot it wants while the
+//! firmware builds ([`push::EarlyPush`]). Output: cargo-style status lines and the progress
 //! bar on stderr, one result line on stdout; errors as miette reports, with an exit status
 //! per kind of failure (`cli::EXIT_CODES`).
 
@@ -159,11 +160,18 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
             .map_err(|source| PushCmdError::KeyFileUnreadable { path: path.clone(), source })?;
         build_args.key_file = Some(absolute);
     }
+    let timeouts = Timeouts {
+        connect: args.device.connect_timeout,
+        reply: args.device.timeout,
+        reboot: args.device.reboot_timeout,
+    };
+    // The device names its slot while the firmware builds; a build that fails lets it go.
+    let early = push::EarlyPush::start(&target, &timeouts, key);
     let firmware = build::build(&build_args)?;
     let images = [read_image(&firmware, SlotId::User1)?, read_image(&firmware, SlotId::User2)?];
     let name = format!("{} {}", firmware.package.name, firmware.package.version);
     let what = format!("{name}, build {}", firmware.build_id_hex());
-    deliver(&target, &args.device, key.as_ref(), [&images[0], &images[1]], &name, &what)
+    deliver(&target, &args.device, key.as_ref(), Some(early), [&images[0], &images[1]], &name, &what)
 }
 
 fn execute_prebuilt(args: &PrebuiltArgs) -> Result<(), PushCmdError> {
@@ -180,15 +188,17 @@ fn execute_prebuilt(args: &PrebuiltArgs) -> Result<(), PushCmdError> {
         None => None,
     };
     let name = images.describe();
-    deliver(&target, &args.device, key.as_ref(), images.refs(), &name, &name)
+    deliver(&target, &args.device, key.as_ref(), None, images.refs(), &name, &name)
 }
 
-/// Pushes `images`, then checks the device came back on the new slot, and says so. `name`
-/// is what is pushed, for the status line; `what` ends the result line's parenthesis.
+/// Pushes `images` (carrying on from `early` when the device was asked during the build),
+/// then checks the device came back on the new slot, and says so. `name` is what is pushed,
+/// for the status line; `what` ends the result line's parenthesis.
 fn deliver(
     target: &push::Target,
     device: &DeviceArgs,
     key: Option<&Key>,
+    early: Option<push::EarlyPush>,
     images: [&[u8]; 2],
     name: &str,
     what: &str,
@@ -207,8 +217,14 @@ fn deliver(
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
     let protocol = if device.plain { Protocol::Plain } else { Protocol::Auto };
     let mut shown = Shown::default();
-    let pushed =
-        push::push_with(target, images, key, protocol, &timeouts, &cancel, &mut |p| shown.progress(p));
+    let pushed = match early {
+        Some(early) => {
+            early.push(target, images, key, protocol, &timeouts, &cancel, &mut |p| shown.progress(p))
+        }
+        None => {
+            push::push_with(target, images, key, protocol, &timeouts, &cancel, &mut |p| shown.progress(p))
+        }
+    };
     shown.finish();
     let pushed = match pushed {
         Err(PushError::Cancelled { stage: CancelStage::AllSent { slot, len }, .. }) => {

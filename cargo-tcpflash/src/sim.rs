@@ -96,6 +96,11 @@ pub struct ServeArgs {
     /// deterministic numbers on a modelled link, see `cargo xtask bench`.
     #[arg(long)]
     pub timed: bool,
+    /// Keep the previous firmware in the idle slot: no pre-erase (the agent's default erases
+    /// the idle slot in the background once the running firmware is confirmed, so the next
+    /// push only programs).
+    #[arg(long)]
+    pub no_pre_erase: bool,
     /// A fault switch for tests of trial boots: the firmware with this build id (16 hex
     /// digits, as `cargo tcpflash` prints it) crashes at each start, before it confirms, and
     /// the device resets. Repeat for several builds.
@@ -257,6 +262,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), SimError> {
     let mut device = VirtualDevice::new(flash, layout).expect("the layout was chosen from the file's size");
     device.set_idle_timeout(std::time::Duration::from_secs_f64(args.idle_timeout));
     device.set_auth_backoff(std::time::Duration::from_secs_f64(args.auth_backoff));
+    device.set_pre_erase(!args.no_pre_erase);
     if let Some(key) = key {
         device.set_key(key);
     }

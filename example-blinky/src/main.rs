@@ -103,6 +103,13 @@ pub extern "C" fn main() -> ! {
         {
             config.key = Some(&OTA_KEY);
         }
+        // QEMU's CFI flash erases 64 KB blocks only, so each 4 KB erase rewrites its whole
+        // block (boot sector and config included, not power-cut safe): no background
+        // pre-erase there, which would do that a hundred times after every update.
+        #[cfg(tcpflash_board = "qemu")]
+        {
+            config.pre_erase = false;
+        }
         #[cfg(feature = "mdns")]
         {
             config.mdns = Some(ota_agent::mdns::MdnsConfig::new(board::mdns_id()));
@@ -165,7 +172,7 @@ impl Watch {
         if session.reboot_at().is_some() && !self.done {
             self.done = true;
             let slot = session.target().map_or("?", |slot| slot.name());
-            say!("update done: {slot} verified and selected; resetting in 2 s");
+            say!("update done: {slot} verified and selected; resetting once the client has the answer");
         }
         if !open && self.open {
             match session.last_failure() {

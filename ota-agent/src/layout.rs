@@ -207,6 +207,13 @@ impl FlashLayout {
         self.slots.iter().find(|slot| slot.offset == offset).map(|slot| slot.id)
     }
 
+    /// Whether rBoot's config sector ([`BOOT_CONFIG_OFFSET`]) is this layout's: not on an
+    /// SDK map ([`sdk`]), whose user1 starts there and whose slot switch is the SDK's flag.
+    /// (The device's check: [`FlashLayout::sdk_map`] compares whole layouts.)
+    pub const fn has_boot_config(&self) -> bool {
+        self.slots[0].offset > BOOT_CONFIG_OFFSET
+    }
+
     /// The boot-state sector (trial record): half the flash, free in every rBoot layout
     /// (user1 ends there, user2 starts one sector later), and never the config sector, so
     /// one erase never tears both.

@@ -19,6 +19,8 @@
 //!   last reply is queued, and the device reboots as soon as that reply is out (at the
 //!   latest when the session said). A gone connection ends the session (an image not yet
 //!   committed is abandoned).
+//! - While no client is served, the driver lets the session pre-erase the idle slot, one
+//!   sector per poll ([`Listener::idle`]).
 
 use core::net::IpAddr;
 
@@ -225,6 +227,14 @@ impl<'a> Listener<'a> {
         self.session.reset();
     }
 
+    /// Work while no client is served: one step of the idle slot's pre-erase
+    /// ([`Session::pre_erase`]), at most one sector erase. Call once per poll of the driver;
+    /// returns whether it worked.
+    pub fn idle<F: NorFlash>(&mut self, flash: &mut F) -> bool {
+        // The session itself does nothing while it has a client.
+        self.session.pre_erase(flash)
+    }
+
     /// Runs the timers when no connection needs serving: the reboot after an update.
     /// Returns after calling `platform.reboot()` (which normally does not return).
     pub fn poll(&mut self, now: Instant, platform: &mut dyn Platform) {
@@ -243,12 +253,17 @@ impl<'a> Listener<'a> {
         self.session.reboot_at().is_some_and(|at| now >= at)
     }
 
-    /// When the listener next needs [`Listener::serve`] or [`Listener::poll`] although
-    /// nothing arrives: the session's deadline or the reboot. `None`: only on input.
+    /// When the listener next needs [`Listener::serve`], [`Listener::poll`] or
+    /// [`Listener::idle`] although nothing arrives: the session's deadline, the reboot, or at
+    /// once ([`Instant::ZERO`]) while the pre-erase has a step to do. `None`: only on input.
     pub fn poll_timeout(&self) -> Option<Instant> {
         // The reboot once, from the listener's own record: after it (a platform whose reboot
         // returns, as in tests) only the connection's deadline.
-        let session = if self.busy { self.session.deadline() } else { None };
+        let session = if self.busy {
+            self.session.deadline()
+        } else {
+            self.session.pre_erase_pending().then_some(Instant::ZERO)
+        };
         match (session, self.session.reboot_at().filter(|_| !self.rebooted)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -394,8 +409,11 @@ mod tests {
     #[test]
     fn a_silent_client_gets_the_timeout_line_and_is_dropped_without_waiting_for_it() {
         let mut sector = [0u8; SECTOR];
-        let config =
-            SessionConfig { idle_timeout: Duration::from_secs(5), ..SessionConfig::new(DEFAULT_LAYOUT) };
+        let config = SessionConfig {
+            idle_timeout: Duration::from_secs(5),
+            pre_erase: false,
+            ..SessionConfig::new(DEFAULT_LAYOUT)
+        };
         let mut listener = running_on_user1(Listener::new(config, &mut sector));
         let mut flash = erased();
         let start = Instant::from_secs(10);

@@ -91,7 +91,8 @@ pub struct AgentConfig {
     pub header_timeout: Duration,
     /// The slot running now. `None` (the default) reads it at the first poll, from
     /// tcpflash-boot's hand-off record, else rBoot's config; set it when the platform knows
-    /// better (rBoot's GPIO or temporary boot).
+    /// better (rBoot's GPIO or temporary boot). Set, it turns [`AgentConfig::pre_erase`] off:
+    /// the next reset may boot the other slot.
     pub running_slot: Option<SlotId>,
     /// Who confirms a new firmware that runs on trial (with tcpflash-boot): the pushing
     /// host's check-in after the reboot (the default), or the application
@@ -102,6 +103,11 @@ pub struct AgentConfig {
     /// The pre-shared key: with one, only a client that proves it holds the key can push
     /// ([`crate::auth`]). `None` (the default) lets any client push, as the seed did.
     pub key: Option<&'static Key>,
+    /// Erase the idle slot in the background, a sector per poll while no client is served,
+    /// once the running firmware is confirmed: the next push then only programs (about half
+    /// the time). On by default; the previous firmware is then no longer kept in the idle
+    /// slot (nothing can go back to it). See [`crate::session::Session::pre_erase`].
+    pub pre_erase: bool,
     /// Answer mDNS as this board (feature `mdns`): `None` (the default) opens no socket.
     #[cfg(feature = "mdns")]
     pub mdns: Option<crate::mdns::MdnsConfig>,
@@ -118,6 +124,7 @@ impl AgentConfig {
             confirm: Confirm::OnCheckIn,
             trial_attempts: DEFAULT_TRIAL_ATTEMPTS,
             key: None,
+            pre_erase: true,
             #[cfg(feature = "mdns")]
             mdns: None,
         }
@@ -131,6 +138,7 @@ impl AgentConfig {
             key: self.key,
             confirm: self.confirm,
             trial_attempts: self.trial_attempts,
+            pre_erase: self.pre_erase && self.running_slot.is_none(),
             ..SessionConfig::new(self.layout)
         }
     }
@@ -257,8 +265,10 @@ pub fn ota_init<'a, const RX: usize, const TX: usize>(
 
 impl<'a> OtaAgent<'a> {
     /// Serves the sockets: accepts, feeds the session, sends replies, closes, re-listens,
-    /// and calls `platform.reboot()` when an update is done. Call it after each
-    /// `Interface::poll` (or use [`OtaAgent::poll_interface`]).
+    /// pre-erases a sector of the idle slot while no client is served
+    /// ([`AgentConfig::pre_erase`]: the longest stall, one sector erase), and calls
+    /// `platform.reboot()` when an update is done. Call it after each `Interface::poll` (or
+    /// use [`OtaAgent::poll_interface`]).
     // Out of line: inlined into the application's main loop, every access to the agent
     // went through main's large stack frame (three instructions each).
     #[inline(never)]
@@ -282,6 +292,7 @@ impl<'a> OtaAgent<'a> {
         }
         self.serve_session(now, sockets.get_mut::<tcp::Socket>(self.session_socket), flash, platform);
         self.serve_reject(now, sockets.get_mut::<tcp::Socket>(self.reject_socket));
+        self.listener.idle(flash);
         self.listener.poll(now, platform);
         #[cfg(feature = "mdns")]
         self.serve_mdns(now, sockets);

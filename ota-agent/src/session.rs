@@ -10,11 +10,18 @@
 //! writer.
 //!
 //! The update commits only after the whole image was read back from the slot and verified
-//! (`image::verify_for_slot`), `Flashing` went out, and the client either closed its side or
-//! sent nothing more for [`COMMIT_GRACE`]: a byte beyond `FirmwareLength`, in whatever
-//! segment it arrives, ends the session with an error and nothing switched. Committing is a
-//! trial on a device started by tcpflash-boot, a switch for good on one started by rBoot
-//! ([`crate::boot::commit_update`]).
+//! (`image::verify_for_slot`) and `Flashing` went out. A client that declared the image's
+//! SHA-256 named exactly the bytes it meant, so its update commits at once (a stray byte
+//! after the image then only fails the session while it arrives with the image); any other
+//! client must close its side or send nothing more for [`COMMIT_GRACE`]: a byte beyond
+//! `FirmwareLength`, in whatever segment it arrives, ends its session with an error and
+//! nothing switched. Committing is a trial on a device started by tcpflash-boot, a switch for
+//! good on one started by rBoot ([`crate::boot::commit_update`]).
+//!
+//! After the commit the device reboots as soon as the client has the success line and is
+//! done: at once once it has closed its side (or the connection is gone), [`CLOSE_GRACE`]
+//! after the line is acknowledged (so our close reaches a client that keeps its side open),
+//! and at the latest `REBOOT_DELAY_MS` (the seed's 2 s) after the commit.
 //!
 //! Deadlines keep one client from holding the device: the header lines must be done within
 //! [`SessionConfig::header_timeout`] of the connection and within [`MAX_HEADER_BYTES`]; the
@@ -39,7 +46,7 @@ use crate::boot::{self, BootStatus, CommitError, DEFAULT_TRIAL_ATTEMPTS, Running
 use crate::flash::NorFlash;
 use crate::image::{self, ImageError};
 use crate::irom_text;
-use crate::layout::{FlashLayout, SlotId};
+use crate::layout::{FlashLayout, SECTOR_SIZE, SlotId};
 use crate::protocol::{
     LineReader, LineTooLong, MAX_REQUEST_LINE, REBOOT_DELAY_MS, ReplyLine, Request, RequestError, in_irom,
     in_irom::reason,
@@ -64,8 +71,8 @@ pub const MIN_PACE: u32 = 1024;
 /// leave before it reboots.
 pub const CLOSE_GRACE: Duration = Duration::from_millis(100);
 /// After `Flashing`, how long the device waits for the client to close its side or to send
-/// bytes beyond the image before it commits. A client that half-closes after the image
-/// (as `cargo tcpflash` does) skips the wait.
+/// bytes beyond the image before it commits. A client that half-closes after the image, or
+/// that declared the image's SHA-256 (as `cargo tcpflash` does), skips the wait.
 pub const COMMIT_GRACE: Duration = Duration::from_millis(250);
 /// How long a connection that ended with `ERR:` gets to take the line before it is dropped.
 pub const DROP_LINGER: Duration = Duration::from_secs(1);
@@ -97,6 +104,9 @@ pub struct SessionConfig {
     pub confirm: Confirm,
     /// Boots a new firmware gets to confirm itself (with tcpflash-boot).
     pub trial_attempts: u8,
+    /// Erase the idle slot in the background once the running firmware is confirmed
+    /// ([`Session::pre_erase`]), so the next push only programs.
+    pub pre_erase: bool,
 }
 
 impl SessionConfig {
@@ -109,6 +119,7 @@ impl SessionConfig {
             auth_backoff: DEFAULT_AUTH_BACKOFF,
             confirm: Confirm::OnCheckIn,
             trial_attempts: DEFAULT_TRIAL_ATTEMPTS,
+            pre_erase: true,
         }
     }
 }
@@ -315,6 +326,10 @@ pub struct Session<'a> {
     nonce: Option<Nonce>,
     /// Outlives sessions, so a client cannot escape its lockout by reconnecting.
     lockouts: Lockouts,
+    /// The idle slot reads erased from its start up to this flash offset (0: nothing known).
+    /// Learnt by reading or erasing since this firmware started, never assumed; forgotten
+    /// when a push writes the slot.
+    pre_erased: u32,
 }
 
 impl<'a> Session<'a> {
@@ -337,6 +352,7 @@ impl<'a> Session<'a> {
             headers: Headers::default(),
             nonce: None,
             lockouts: Lockouts::new(),
+            pre_erased: 0,
         }
     }
 
@@ -363,16 +379,14 @@ impl<'a> Session<'a> {
     /// [`Session::start`] with the address already folded: a driver that knows its address
     /// type converts it where the compiler sees which kinds can occur.
     pub(crate) fn start_from(&mut self, now: Instant, peer: PeerKey) {
-        self.lines.clear();
-        self.queue = [None; MAX_QUEUED];
+        // What the last connection left (the drivers reset it already; one code for both).
+        self.reset();
         self.peer = peer;
         self.connected_at = now;
         self.last_input = now;
         self.header_bytes = 0;
         self.input_closed = false;
         self.last_failure = None;
-        self.headers = Headers::default();
-        self.nonce = None;
         self.state = State::ExpectOta;
         if self.reboot_at.is_some() {
             self.fail(now, Failure::RebootPending);
@@ -387,8 +401,15 @@ impl<'a> Session<'a> {
     }
 
     /// The connection is gone (reset, or closed and finished): back to idle. An image not
-    /// yet committed is abandoned, so nothing switches behind the client's back.
+    /// yet committed is abandoned, so nothing switches behind the client's back; after a
+    /// commit nobody waits for the success line any more, so the reboot is due at once.
+    // Out of line: the drivers call it from two places, and every start does.
+    #[inline(never)]
     pub fn reset(&mut self) {
+        if let State::Closing { since } = self.state {
+            // The commit set the reboot 2 s after `since` (or sooner): now it is due.
+            self.reboot_at = Some(since);
+        }
         self.state = State::Idle;
         self.queue = [None; MAX_QUEUED];
         self.lines.clear();
@@ -422,14 +443,16 @@ impl<'a> Session<'a> {
     }
 
     /// The replies of a committed update are out (sent and, where the driver can tell,
-    /// acknowledged): the device need not wait the 2 s any longer, only [`CLOSE_GRACE`] for
-    /// its own close to leave (a client that reads until the connection closes then sees it
-    /// close, not vanish).
+    /// acknowledged): the device need not wait the 2 s any longer. A client that closed its
+    /// side is done: reboot now. One that keeps it open gets [`CLOSE_GRACE`] for our own
+    /// close to reach it (reading until the connection closes, it sees a close, not a
+    /// vanished peer).
     pub fn delivered(&mut self, now: Instant) {
         if let (State::Closing { .. }, Some(at)) = (self.state, self.reboot_at)
             && !self.has_reply()
         {
-            self.reboot_at = Some(at.min(now + CLOSE_GRACE));
+            let grace = if self.input_closed { Duration::ZERO } else { CLOSE_GRACE };
+            self.reboot_at = Some(at.min(now + grace));
         }
     }
 
@@ -657,6 +680,59 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// One step of the idle slot's pre-erase ([`SessionConfig::pre_erase`]), for the driver
+    /// to call while it serves no client: reads the next sector of the idle slot and erases
+    /// it unless it reads erased. At most one 4 KB read and one sector erase (45 ms typical,
+    /// 400 ms at most on a W25Q32) per call. Runs only once the running firmware is confirmed
+    /// (never while the idle slot is what a trial would fall back to), with no reboot
+    /// pending, and not on an SDK map (the SDK's boot flag decides what boots there). Without
+    /// tcpflash-boot the running slot must be the one rBoot's config boots, as
+    /// [`Running::read`] finds it: a driver told otherwise (a temporary or GPIO boot) turns
+    /// the pre-erase off. Returns whether it did a step (more may follow:
+    /// [`Session::pre_erase_pending`]).
+    ///
+    /// What is erased is learnt again after each reboot by reading, so a power cut mid-erase
+    /// costs nothing but that sector's erase again; the read-back check after a push catches
+    /// a sector an interrupted erase left reading erased but weak.
+    #[inline(never)]
+    pub fn pre_erase<F: NorFlash>(&mut self, flash: &mut F) -> bool {
+        let Some(at) = self.pre_erase_next() else { return false };
+        let sector = self.writer.buffer();
+        let erased = flash.read(at, sector).is_ok() && sector.iter().all(|&byte| byte == 0xFF);
+        if !erased && flash.erase(at, at + SECTOR_SIZE).is_err() {
+            // A flash that fails is left alone; the push erases as usual.
+            self.config.pre_erase = false;
+            return false;
+        }
+        self.pre_erased = at + SECTOR_SIZE;
+        true
+    }
+
+    /// Whether [`Session::pre_erase`] has a step to do now.
+    pub fn pre_erase_pending(&self) -> bool {
+        self.pre_erase_next().is_some()
+    }
+
+    /// How far the idle slot reads erased (its offset when nothing is known), for status.
+    pub fn pre_erased(&self) -> Option<(SlotId, u32)> {
+        let slot = self.config.layout.slot(self.running.slot?.other());
+        Some((slot.id, self.pre_erased.clamp(slot.offset, slot.end()) - slot.offset))
+    }
+
+    /// The idle slot's next sector to pre-erase, when one may be erased now.
+    fn pre_erase_next(&self) -> Option<u32> {
+        let confirmed = matches!(
+            self.running.status,
+            BootStatus::Confirmed | BootStatus::Untracked | BootStatus::Trial { confirmed: true, .. }
+        );
+        let layout = self.config.layout;
+        let slot = layout.slot(self.running.slot?.other());
+        let at = self.pre_erased.max(slot.offset);
+        let idle = matches!(self.state, State::Idle) && self.reboot_at.is_none();
+        let ours = self.config.pre_erase && layout.has_boot_config();
+        (ours && confirmed && idle && at + SECTOR_SIZE <= slot.end()).then_some(at)
+    }
+
     /// Takes one request line; true when it was an accepted `GetNextFlash`, which
     /// [`Session::check_in`] answers (it may write the confirmation: not generic here, so
     /// this code exists once whatever the flash type).
@@ -695,7 +771,8 @@ impl<'a> Session<'a> {
                     self.fail(now, Failure::LengthTooBig { len, capacity: slot.capacity });
                     return false;
                 }
-                self.writer.begin_in_slot(slot, len);
+                self.writer.begin_in_slot(slot, len, self.pre_erased);
+                self.pre_erased = 0;
                 self.push(Outgoing::Ready);
                 let allowed = Duration::from_secs(u64::from(len / MIN_PACE)) + self.config.idle_timeout;
                 self.state = State::Receiving { target, len, deadline: now + allowed };
@@ -778,8 +855,9 @@ impl<'a> Session<'a> {
         }
         self.push(Outgoing::Flashing);
         self.state = State::Verified { target, since: now };
-        if self.input_closed {
-            // The client already closed: nothing more can come.
+        // A client that closed can send nothing more; one that declared the SHA-256 has
+        // what it meant verified, byte for byte: no grace for either.
+        if self.input_closed || self.headers.sha256.is_some() {
             self.commit(now, flash, target);
         }
     }
@@ -791,7 +869,7 @@ impl<'a> Session<'a> {
             (self.config.layout, self.running.status, self.config.trial_attempts);
         // An SDK map boots through Espressif's bootloader: the driver's platform switches
         // with the SDK's upgrade API when it reboots (the rBoot config's place is in user1).
-        if layout.sdk_map().is_none()
+        if layout.has_boot_config()
             && let Err(error) =
                 boot::commit_update(flash, layout, running, target, status, attempts, self.writer.buffer())
         {
@@ -813,6 +891,8 @@ impl<'a> Session<'a> {
         self.state = State::Dropping { since: now };
     }
 
+    // Out of line: it queues a reply from a dozen places.
+    #[inline(never)]
     fn push(&mut self, reply: Outgoing) {
         match self.queue.iter_mut().find(|slot| slot.is_none()) {
             Some(slot) => *slot = Some(reply),

@@ -13,7 +13,8 @@
 //! sector-by-sector erase stays available ([`EraseStrategy::SectorBySector`]) as the
 //! baseline the benchmark compares with. Either way nothing outside the range given to
 //! [`SectorWriter::begin_in_slot`] is ever erased: the running slot and the boot config are
-//! never touched.
+//! never touched. Where the slot was erased ahead of the push (the agent's pre-erase,
+//! [`crate::session::Session::pre_erase`]), the writer only programs.
 
 use core::fmt;
 
@@ -146,10 +147,12 @@ impl<'a> SectorWriter<'a> {
 
     /// Starts an image of `len` bytes at the start of `slot` (the caller checked that it
     /// fits). Erases may reach the end of the slot, so the block that holds the image's
-    /// tail can be erased whole.
-    pub fn begin_in_slot(&mut self, slot: &Slot, len: u32) {
+    /// tail can be erased whole. The slot reads erased from its start up to `erased_to`
+    /// (sector aligned; below the slot: nothing known): those sectors are only programmed.
+    pub fn begin_in_slot(&mut self, slot: &Slot, len: u32, erased_to: u32) {
         debug_assert!(len <= slot.capacity);
         self.begin_with_limit(slot.offset, len, slot.end());
+        self.erased_to = erased_to.max(slot.offset).min(slot.end());
     }
 
     fn begin_with_limit(&mut self, offset: u32, len: u32, erase_limit: u32) {
@@ -318,7 +321,7 @@ mod tests {
         let mut flash = Recording::new(RamNor::from_storage(vec![0x00; 0x10_0000]));
         let mut buffer = [0u8; SECTOR];
         let mut writer = SectorWriter::with_strategy(&mut buffer, strategy);
-        writer.begin_in_slot(slot, image.len() as u32);
+        writer.begin_in_slot(slot, image.len() as u32, 0);
         for piece in image.chunks(chunk) {
             writer.write(&mut flash, piece).unwrap();
         }
@@ -389,6 +392,43 @@ mod tests {
         assert_eq!(erased[erased.len() - 12..], tail[..]);
         assert_eq!(erased[erased.len() - 13], FlashOp::EraseBlock(0xE_0000));
         assert!(flash.bytes()[0xF_C000..].iter().all(|&b| b == 0), "the system area is untouched");
+    }
+
+    #[test]
+    fn a_pre_erased_range_is_only_programmed() {
+        // user2 erased from its start up to 0x9_5000 (into the block at 0x9_0000) beforehand.
+        let mut flash = Recording::new(RamNor::from_storage(vec![0x00; 0x10_0000]));
+        flash.inner.erase(0x8_2000, 0x9_5000).unwrap();
+        flash.take_log();
+        let len = 0x3_0000;
+        let image = pattern(len);
+        let mut buffer = [0u8; SECTOR];
+        let mut writer = SectorWriter::new(&mut buffer);
+        writer.begin_in_slot(&USER2, len as u32, 0x9_5000);
+        for piece in image.chunks(1460) {
+            writer.write(&mut flash, piece).unwrap();
+        }
+        writer.finish(&mut flash).unwrap();
+        let mut expected: Vec<FlashOp> =
+            (0x9_5000..0xA_0000).step_by(0x1000).map(FlashOp::EraseSector).collect();
+        expected.extend([
+            FlashOp::EraseBlock(0xA_0000),
+            FlashOp::EraseSector(0xB_0000),
+            FlashOp::EraseSector(0xB_1000),
+        ]);
+        assert_eq!(erases(&flash.take_log()), expected, "nothing below 0x95000 erased again");
+        assert_eq!(&flash.inner.bytes()[0x8_2000..0x8_2000 + len], &image[..]);
+
+        // A watermark outside the slot is clamped to it: below, nothing is taken as erased.
+        let mut flash = Recording::new(RamNor::from_storage(vec![0x00; 0x10_0000]));
+        let mut buffer = [0u8; SECTOR];
+        let mut writer = SectorWriter::new(&mut buffer);
+        writer.begin_in_slot(&USER2, 0x2000, 0x2000);
+        writer.write(&mut flash, &pattern(0x2000)).unwrap();
+        assert_eq!(
+            erases(&flash.take_log()),
+            [FlashOp::EraseSector(0x8_2000), FlashOp::EraseSector(0x8_3000)]
+        );
     }
 
     #[test]

@@ -422,6 +422,90 @@ fn bytes_beyond_the_announced_length_are_refused_never_written() {
     assert_eq!(config_bytes(&device.flash), BootConfig::for_layout(LAYOUT, SlotId::User2).to_bytes());
 }
 
+/// `push_message` with the image's SHA-256 declared, as `cargo tcpflash` sends it.
+fn checked_push_message(image: &[u8]) -> Vec<u8> {
+    let digest: String = ota_agent::auth::sha256(image).iter().map(|b| format!("{b:02x}")).collect();
+    let mut message = HELLO.to_vec();
+    message.extend_from_slice(format!("Sha256: {digest}\r\nFirmwareLength: {}\r\n", image.len()).as_bytes());
+    message.extend_from_slice(image);
+    message
+}
+
+#[test]
+fn a_client_that_declared_the_sha256_gets_its_commit_without_the_grace() {
+    let image = image_for(SlotId::User2, 3000, 21);
+    for segmentation in Segmentation::all() {
+        let before = factory_flash(SlotId::User1);
+        let mut device = Device::new(before.clone());
+        // No `settle`: no time passes after the last byte.
+        for piece in segmentation.split(&checked_push_message(&image)) {
+            device.segment(piece);
+        }
+        assert_eq!(device.replies(), SUCCESS_REPLIES, "{segmentation:?}");
+        assert_eq!(device.session.phase(), Phase::Closing);
+        assert_eq!(config_bytes(&device.flash), BootConfig::for_layout(LAYOUT, SlotId::User2).to_bytes());
+    }
+
+    // Without the digest the same push waits the grace for stray bytes.
+    let mut device = Device::new(factory_flash(SlotId::User1));
+    device.segment(&push_message(image.len(), &image));
+    assert_eq!(String::from_utf8(device.replies()).unwrap(), "user2.bin\r\nReady\r\nFlashing\r\n");
+    assert_eq!(device.session.poll_timeout(), Some(device.now + ota_agent::session::COMMIT_GRACE));
+
+    // A stray byte that comes with the image still fails the checked push: nothing switches.
+    let before = factory_flash(SlotId::User1);
+    let mut device = Device::new(before.clone());
+    let mut sent = checked_push_message(&image);
+    sent.push(b'!');
+    device.send(&sent, Segmentation::Whole);
+    assert_eq!(refusal(&device, &before), "Invalid\r\nERR: More bytes than FirmwareLength\r\n");
+}
+
+#[test]
+fn after_the_commit_the_reboot_comes_as_soon_as_the_client_is_done() {
+    use ota_agent::session::CLOSE_GRACE;
+    let image = image_for(SlotId::User2, 3000, 22);
+    let committed = || {
+        let mut device = Device::new(factory_flash(SlotId::User1));
+        device.segment(&checked_push_message(&image));
+        assert_eq!(device.replies(), SUCCESS_REPLIES);
+        assert_eq!(
+            device.session.reboot_at(),
+            Some(device.now + Duration::from_secs(2)),
+            "2 s at the latest"
+        );
+        device
+    };
+    // The line acknowledged, the client's side still open: our close gets its moment.
+    let mut device = committed();
+    let acked = device.now + Duration::from_millis(7);
+    device.session.delivered(acked);
+    assert_eq!(device.session.reboot_at(), Some(acked + CLOSE_GRACE));
+    // Then the client closes too: at once.
+    let closed = acked + Duration::from_millis(3);
+    device.session.input_closed(closed);
+    device.session.delivered(closed);
+    assert_eq!(device.session.reboot_at(), Some(closed));
+
+    // The seed's client closes after `Flashing`, and its socket resets the success line: the
+    // connection is gone, so the reboot is due at once, not 2 s later.
+    let mut device = Device::new(factory_flash(SlotId::User1));
+    device.segment(&push_message(image.len(), &image));
+    device.session.input_closed(device.now);
+    device.session.poll(device.now, &mut device.flash);
+    device.drain();
+    assert_eq!(device.replies(), SUCCESS_REPLIES);
+    let commit = device.now;
+    device.session.reset();
+    assert_eq!(device.session.reboot_at(), Some(commit));
+
+    // Before the commit, a gone connection schedules nothing.
+    let mut device = Device::new(factory_flash(SlotId::User1));
+    device.segment(&push_message(image.len(), &image));
+    device.session.reset();
+    assert_eq!(device.session.reboot_at(), None);
+}
+
 #[test]
 fn the_idle_timeout_ends_a_stalled_session_at_every_step() {
     let stalls: [(&[u8], &[u8]); 5] = [

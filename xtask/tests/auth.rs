@@ -461,10 +461,13 @@ fn a_keyed_push_succeeds_while_a_trickling_client_is_connected() {
     let key = key_file(&dir, "tcpflash.key", &KEY);
     let sim = keyed_sim(&dir, Some(&key), "1");
     let images = images();
+    // Built (when it must be) before the trickler connects: the push has to start within
+    // the trickler's 10 s.
+    let tcpflash = tcpflash();
     let trickler = stalling_client(sim.port, true);
     sim.wait_line("client 127.0.0.1:");
     // Prebuilt images: the push starts while the trickler still holds the session.
-    let output = Command::new(tcpflash())
+    let output = Command::new(tcpflash)
         .args(["tcpflash", "push", "--host", "127.0.0.1", "--port", &sim.port.to_string(), "--key-file"])
         .arg(&key)
         .arg(&images.user1)

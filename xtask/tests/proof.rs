@@ -92,13 +92,24 @@ fn every_power_cut_of_a_trial_update_and_its_confirmation_boots_a_good_image() {
     let names: Vec<&str> = cuts.steps.iter().map(|step| step.name.as_str()).collect();
     assert_eq!(
         names,
-        ["user1 -> user2 (trial)", "user2 on trial, check-in confirms", "user2 confirmed -> user1 (trial)"]
+        [
+            "user1 -> user2 (trial)",
+            "user2 on trial, check-in confirms",
+            "user2 confirmed, user1 pre-erased",
+            "user2 confirmed -> user1 (trial)"
+        ]
     );
-    let [update, confirm, again] = &cuts.steps[..] else { unreachable!() };
+    let [update, confirm, pre_erase, again] = &cuts.steps[..] else { unreachable!() };
     // The real image: erases, ~200 page programs, the config and the trial record.
     assert!(update.agent_ops > 100 && again.agent_ops > 100, "{cuts}");
     assert!(confirm.agent_ops >= 2 && confirm.boot_cuts > 0, "{cuts}");
     assert_eq!(confirm.booted_old, 0, "a check-in never goes back: {cuts}");
+    // A sector erase for each sector user1.bin took; user2 boots after every cut of them.
+    let sectors = blinky().image(SlotId::User1).len().div_ceil(ota_agent::writer::SECTOR);
+    assert_eq!(pre_erase.agent_ops, sectors, "{cuts}");
+    assert_eq!(pre_erase.booted_old, 0, "{cuts}");
+    // Into the pre-erased slot the push only programs: fewer operations than the first.
+    assert!(again.agent_ops < update.agent_ops, "{cuts}");
 }
 
 #[test]

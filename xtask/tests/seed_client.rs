@@ -53,7 +53,8 @@ fn the_seed_client_with_a_corrupted_image_hears_invalid_and_the_old_slot_stays()
     let images = images();
     let dir = scratch("seed-corrupted");
     let flash = dir.join("flash.bin");
-    let sim = Sim::start(&flash, &images.user1);
+    // No pre-erase: the damaged image stays in user2 for the status to show why it failed.
+    let sim = Sim::start_with(&flash, &["--image", images.user1.to_str().unwrap(), "--no-pre-erase"]);
     sim.wait_line("booted user1");
     let before = sim.flash_bytes();
 

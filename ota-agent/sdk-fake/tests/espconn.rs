@@ -67,6 +67,12 @@ fn agent() -> AgentConfig {
 fn serve<T: Send + 'static>(device: &Device, client: impl FnOnce() -> T + Send + 'static) -> (T, Status) {
     let handle = std::thread::spawn(client);
     let status = device.run_until(Duration::from_secs(60), |_| handle.is_finished());
+    // A device that rebooted serves nothing more, and may do so as soon as the client closed:
+    // the client can still be on its way out (a process exiting).
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while status.rebooted && !handle.is_finished() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(handle.is_finished(), "the client did not finish: {status:?}");
     (handle.join().unwrap(), status)
 }

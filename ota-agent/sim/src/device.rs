@@ -165,6 +165,8 @@ pub struct VirtualDevice<F: NorFlash> {
     auth_backoff: StdDuration,
     /// Builds that crash right after they start, before they confirm (the fault switch).
     crashing: Vec<[u8; BUILD_ID_LEN]>,
+    /// The agent's pre-erase of the idle slot (on, as `AgentConfig`'s default).
+    pre_erase: bool,
     /// Announces the device over mDNS on the loopback interface.
     mdns: Option<crate::mdns::Announcer>,
 }
@@ -193,6 +195,7 @@ impl<F: NorFlash> VirtualDevice<F> {
             key: None,
             auth_backoff: backoff,
             crashing: Vec::new(),
+            pre_erase: true,
             mdns: None,
         })
     }
@@ -213,6 +216,12 @@ impl<F: NorFlash> VirtualDevice<F> {
     /// each further failure doubles it).
     pub fn set_auth_backoff(&mut self, backoff: StdDuration) {
         self.auth_backoff = backoff;
+    }
+
+    /// Whether the agent pre-erases the idle slot while no client is served, once the
+    /// running firmware is confirmed (`AgentConfig::pre_erase`, on by default).
+    pub fn set_pre_erase(&mut self, on: bool) {
+        self.pre_erase = on;
     }
 
     /// The fault switch: a firmware of this build crashes right after it starts, before it
@@ -342,6 +351,7 @@ impl<F: NorFlash> VirtualDevice<F> {
             idle_timeout: Duration::from_micros(self.idle_timeout.as_micros() as u64),
             key: self.key,
             auth_backoff: Duration::from_micros(self.auth_backoff.as_micros() as u64),
+            pre_erase: self.pre_erase,
             ..SessionConfig::new(self.layout)
         };
         let mut rules = Listener::new(config, &mut sector);
@@ -411,7 +421,8 @@ impl<F: NorFlash> VirtualDevice<F> {
                 }
             }
             refused.retain_mut(|(stream, since)| drain(stream) && !Listener::refused_expired(*since, now()));
-            if client.is_none() {
+            // A sector of the pre-erase per turn while nobody is served; idle otherwise.
+            if client.is_none() && !rules.idle(&mut self.flash) {
                 std::thread::sleep(READ_SLICE);
             }
         }

@@ -17,6 +17,10 @@
 //!   else runs: packets that arrive wait in the receive buffer, unacknowledged.
 //!
 //! Connecting takes one round trip; the push ends when the client has its last reply.
+//!
+//! [`cycle`] carries on to where a developer sees the new firmware answer: the wait before
+//! the reboot, the bootloader on the timed flash, and the host's check (`GetNextFlash` on a
+//! new connection, answered by the new firmware).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -24,11 +28,11 @@ use std::time::Duration;
 use smoltcp::time::Instant;
 
 use super::timed::{FlashTimings, FlashWork, TimedFlash};
-use ota_agent::boot;
+use ota_agent::boot::{self, BootStatus, Running};
 use ota_agent::client::{Client, Event, Transmit};
 use ota_agent::flash::RamNor;
 use ota_agent::layout::{FlashLayout, SlotId};
-use ota_agent::protocol::{LineReader, MAX_REQUEST_LINE, Reply, ReplyLine, Request, RequestError};
+use ota_agent::protocol::{LineReader, MAX_REQUEST_LINE, Reply, ReplyLine, Request, RequestError, SUCCESS};
 use ota_agent::session::{Session, SessionConfig};
 use ota_agent::writer::{EraseStrategy, SECTOR, SectorBuffer, SectorWriter};
 
@@ -66,8 +70,13 @@ pub struct DeviceModel {
 /// Which device code runs, and the client that goes with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Agent {
-    /// Our agent ([`Session`]), pushed to by our client with the `Sha256` line.
+    /// Our agent ([`Session`]) under tcpflash-boot (the confirmed firmware runs; a push
+    /// starts a trial), pushed to by our client with the `Sha256` line.
     Ours,
+    /// [`Agent::Ours`] with the idle slot pre-erased before the client connects (the agent's
+    /// default once the running firmware is confirmed: done in the background while the
+    /// developer edits, so not timed).
+    OursPreErased,
     /// The seed's C agent ([`SeedAgent`]), pushed to by the seed's client (`tcp_flash.py`).
     Seed,
 }
@@ -101,6 +110,10 @@ pub enum ModelError {
     Failed(Box<ota_agent::client::ClientError>),
     /// Nothing left to happen, or far too much: a bug in the model or the agent.
     Stuck { at: Duration },
+    /// The bootloader found nothing to boot after the push.
+    Boot(String),
+    /// The device never rebooted after the push.
+    NoReboot,
 }
 
 impl std::fmt::Display for ModelError {
@@ -110,6 +123,8 @@ impl std::fmt::Display for ModelError {
             ModelError::Stuck { at } => {
                 write!(f, "the push model made no progress after {at:?} (a bug in the model or the agent)")
             }
+            ModelError::Boot(why) => write!(f, "the modelled device did not boot after the push: {why}"),
+            ModelError::NoReboot => f.write_str("the modelled device never rebooted after the push"),
         }
     }
 }
@@ -118,8 +133,8 @@ impl std::error::Error for ModelError {}
 
 /// The device side of the model: our session or the seed's agent.
 trait DeviceAgent {
-    /// A client connected; the device runs `running`.
-    fn start(&mut self, now: Instant, running: SlotId);
+    /// A client connected; the device runs as `running` says.
+    fn start(&mut self, now: Instant, running: Running);
     fn receive(&mut self, now: Instant, data: &[u8], flash: &mut TimedFlash<RamNor<Vec<u8>>>) -> usize;
     fn poll(&mut self, now: Instant, flash: &mut TimedFlash<RamNor<Vec<u8>>>);
     fn next_reply(&mut self) -> Option<ReplyLine>;
@@ -130,9 +145,8 @@ trait DeviceAgent {
 }
 
 impl DeviceAgent for Session<'_> {
-    fn start(&mut self, now: Instant, running: SlotId) {
-        let status = ota_agent::boot::BootStatus::Untracked;
-        self.set_running(ota_agent::boot::Running { slot: Some(running), status, build_id: None });
+    fn start(&mut self, now: Instant, running: Running) {
+        self.set_running(running);
         Session::start(self, now, None)
     }
 
@@ -207,7 +221,7 @@ impl<'a> SeedAgent<'a> {
 }
 
 impl DeviceAgent for SeedAgent<'_> {
-    fn start(&mut self, _now: Instant, _running: SlotId) {}
+    fn start(&mut self, _now: Instant, _running: Running) {}
 
     fn poll_timeout(&self) -> Option<Instant> {
         None
@@ -270,31 +284,237 @@ pub fn push(
     let mut flash = flash;
     // Known before the client connects: not part of the push.
     let running = boot::running_slot(&mut flash, layout).expect("the boot config names a slot");
-    let mut flash = TimedFlash::new(flash, model.flash);
     let mut sector: SectorBuffer = [0; SECTOR];
     match agent {
-        Agent::Ours => {
+        Agent::Ours | Agent::OursPreErased => {
             let mut session = Session::new(SessionConfig::new(layout), &mut sector);
-            let (time, first) =
-                Simulation::new(model, &mut session, &mut flash).run(running, images, true)?;
-            Ok(outcome(time, first, running.other(), flash))
+            let running = confirmed(running);
+            if agent == Agent::OursPreErased {
+                pre_erase(&mut session, running, &mut flash);
+            }
+            let mut flash = TimedFlash::new(flash, model.flash);
+            let end = Simulation::new(model, &mut session, &mut flash).run(running, images, Goal::Push)?;
+            Ok(outcome(&end, running.slot.expect("a slot runs").other(), flash))
         }
         Agent::Seed => {
+            let mut flash = TimedFlash::new(flash, model.flash);
             let mut seed = SeedAgent::new(layout, running, &mut sector);
-            let (time, first) = Simulation::new(model, &mut seed, &mut flash).run(running, images, false)?;
-            Ok(outcome(time, first, running.other(), flash))
+            let end = Simulation::new(model, &mut seed, &mut flash).run(
+                Running::untracked(Some(running)),
+                images,
+                Goal::SeedPush,
+            )?;
+            Ok(outcome(&end, running.other(), flash))
         }
     }
 }
 
-fn outcome(time: u64, first: u64, slot: SlotId, flash: TimedFlash<RamNor<Vec<u8>>>) -> Outcome {
+/// The confirmed firmware in `slot`, as tcpflash-boot starts it.
+fn confirmed(slot: SlotId) -> Running {
+    Running { slot: Some(slot), status: BootStatus::Confirmed, build_id: None }
+}
+
+/// The session's own pre-erase of the idle slot, run to its end (untimed: it happens while
+/// nobody pushes).
+fn pre_erase(session: &mut Session<'_>, running: Running, flash: &mut RamNor<Vec<u8>>) {
+    session.set_running(running);
+    while session.pre_erase(flash) {}
+}
+
+fn outcome(end: &Ending, slot: SlotId, flash: TimedFlash<RamNor<Vec<u8>>>) -> Outcome {
     Outcome {
-        time: Duration::from_nanos(time),
-        first_image_byte: Duration::from_nanos(first),
+        time: Duration::from_nanos(end.time),
+        first_image_byte: Duration::from_nanos(end.first_image_byte),
         flash_work: flash.work(),
         slot,
         flash: flash.into_inner(),
     }
+}
+
+/// How the host looks for the device after a push: its first attempt `first_look` after
+/// the success line, then every `retry` until the device listens (`cargo tcpflash`'s
+/// `await_return`). All zero: the moment the device listens, as no real host can know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostCheck {
+    pub first_look: Duration,
+    pub retry: Duration,
+}
+
+impl HostCheck {
+    /// A host that connects the moment the device listens again.
+    pub const IDEAL: HostCheck = HostCheck { first_look: Duration::ZERO, retry: Duration::ZERO };
+
+    /// When the host connects, the device listening from `listening` (nanoseconds from the
+    /// host's success line).
+    fn attempt(&self, listening: u64) -> u64 {
+        let first = self.first_look.as_nanos() as u64;
+        let retry = self.retry.as_nanos() as u64;
+        if listening <= first || retry == 0 {
+            return first.max(listening);
+        }
+        first + (listening - first).div_ceil(retry) * retry
+    }
+}
+
+/// The whole cycle of one push, from the host's connect to the new firmware's answer to
+/// `GetNextFlash` reaching the host; its parts add up to [`Cycle::total`].
+#[derive(Debug)]
+pub struct Cycle {
+    /// The push: connect to the client's last reply.
+    pub push: Duration,
+    /// The push's flash work.
+    pub push_work: FlashWork,
+    /// From the client's last reply to the device's reset: our agent's reboot once the
+    /// client is done (its close reaches the device half a round trip later); the seed's
+    /// 2 s timer and its boot switch (the SDK's flag: a sector erase and a page program).
+    pub to_reboot: Duration,
+    /// The bootloader on the timed flash: tcpflash-boot reads the config, the trial record,
+    /// the whole image (its checks) and copies the RAM segments, then the agent reads how it
+    /// was started; the SDK's bootloader (the seed's) checks nothing: the headers and the RAM
+    /// segments. The ROM's and the firmware's own start-up are left out (the same for both).
+    pub boot: Duration,
+    /// From the device listening again to the host's check connecting.
+    pub wait: Duration,
+    /// The check: connect, `OTA` and `GetNextFlash`, the answer (ours confirms the trial
+    /// on the flash first).
+    pub check: Duration,
+    /// The device's flash afterwards.
+    pub flash: RamNor<Vec<u8>>,
+}
+
+impl Cycle {
+    pub fn total(&self) -> Duration {
+        self.push + self.to_reboot + self.boot + self.wait + self.check
+    }
+}
+
+/// How long the seed's agent waits after its success line before it reboots.
+pub const SEED_REBOOT_DELAY: Duration = Duration::from_secs(2);
+
+/// A push and everything up to the new firmware's answer to the host's check
+/// ([`Cycle`]). The device's flash needs a bootloader header at 0 ([`device_flash`]).
+pub fn cycle(
+    model: &PushModel,
+    host: &HostCheck,
+    agent: Agent,
+    layout: &'static FlashLayout,
+    flash: RamNor<Vec<u8>>,
+    images: [&[u8]; 2],
+) -> Result<Cycle, ModelError> {
+    let mut flash = flash;
+    // Real NOR: the bootloader's attempt bit and the confirmation program single words.
+    flash.allow_bit_clearing();
+    let running = boot::running_slot(&mut flash, layout).expect("the boot config names a slot");
+    match agent {
+        Agent::Ours | Agent::OursPreErased => our_cycle(model, host, agent, layout, running, flash, images),
+        Agent::Seed => seed_cycle(model, host, layout, running, flash, images),
+    }
+}
+
+fn our_cycle(
+    model: &PushModel,
+    host: &HostCheck,
+    agent: Agent,
+    layout: &'static FlashLayout,
+    running: SlotId,
+    mut flash: RamNor<Vec<u8>>,
+    images: [&[u8]; 2],
+) -> Result<Cycle, ModelError> {
+    let mut sector: SectorBuffer = [0; SECTOR];
+    let mut session = Session::new(SessionConfig::new(layout), &mut sector);
+    let started = confirmed(running);
+    if agent == Agent::OursPreErased {
+        pre_erase(&mut session, started, &mut flash);
+    }
+    let mut flash = TimedFlash::new(flash, model.flash);
+    let end = Simulation::new(model, &mut session, &mut flash).run(started, images, Goal::Push)?;
+    // The client closes once it has the success line: its close (and the line's
+    // acknowledgement) reach the device half a round trip later, and the session says when
+    // the device resets.
+    let closed = end.time + model.link.rtt.as_nanos() as u64 / 2;
+    session.input_closed(instant(closed));
+    session.delivered(instant(closed));
+    let reset = session.reboot_at().ok_or(ModelError::NoReboot)?;
+    let reset = (reset.total_micros().max(0) as u64 * 1000).max(end.time);
+    let push_work = flash.work();
+    flash.take_busy();
+    let launched =
+        crate::boot::tcpflash_boot(&mut flash).map_err(|halted| ModelError::Boot(halted.to_string()))?;
+    let restarted = Running::read(&mut flash, layout, launched.handoff);
+    let boot = flash.take_busy();
+    let listening = reset - end.time + boot.as_nanos() as u64;
+    let wait = host.attempt(listening) - listening;
+    let mut sector: SectorBuffer = [0; SECTOR];
+    let mut fresh = Session::new(SessionConfig::new(layout), &mut sector);
+    let asked = Simulation::new(model, &mut fresh, &mut flash).run(restarted, images, Goal::Ask)?;
+    Ok(Cycle {
+        push: Duration::from_nanos(end.time),
+        push_work,
+        to_reboot: Duration::from_nanos(reset - end.time),
+        boot,
+        wait: Duration::from_nanos(wait),
+        check: Duration::from_nanos(asked.time),
+        flash: flash.into_inner(),
+    })
+}
+
+fn seed_cycle(
+    model: &PushModel,
+    host: &HostCheck,
+    layout: &'static FlashLayout,
+    running: SlotId,
+    flash: RamNor<Vec<u8>>,
+    images: [&[u8]; 2],
+) -> Result<Cycle, ModelError> {
+    let mut flash = TimedFlash::new(flash, model.flash);
+    let mut sector: SectorBuffer = [0; SECTOR];
+    let mut seed = SeedAgent::new(layout, running, &mut sector);
+    let end = Simulation::new(model, &mut seed, &mut flash).run(
+        Running::untracked(Some(running)),
+        images,
+        Goal::SeedPush,
+    )?;
+    let departed = end.success_departed.ok_or(ModelError::NoReboot)?;
+    // Its timer from the success line, then `system_upgrade_reboot` writes the SDK's flag.
+    let switch = model.flash.sector_erase + model.flash.page_program;
+    let reset = departed + (SEED_REBOOT_DELAY + switch).as_nanos() as u64;
+    let push_work = flash.work();
+    let boot = sdk_boot_reads(flash.inner_mut(), layout, running.other(), &model.flash)?;
+    let listening = reset - end.time + boot.as_nanos() as u64;
+    let wait = host.attempt(listening) - listening;
+    let mut sector: SectorBuffer = [0; SECTOR];
+    let mut fresh = SeedAgent::new(layout, running.other(), &mut sector);
+    let restarted = Running::untracked(Some(running.other()));
+    let asked = Simulation::new(model, &mut fresh, &mut flash).run(restarted, images, Goal::Ask)?;
+    Ok(Cycle {
+        push: Duration::from_nanos(end.time),
+        push_work,
+        to_reboot: Duration::from_nanos(reset - end.time),
+        boot,
+        wait: Duration::from_nanos(wait),
+        check: Duration::from_nanos(asked.time),
+        flash: flash.into_inner(),
+    })
+}
+
+/// What the SDK's bootloader reads to start the image in `slot`: the image's headers and its
+/// RAM segments (it checks nothing).
+fn sdk_boot_reads(
+    flash: &mut RamNor<Vec<u8>>,
+    layout: &FlashLayout,
+    slot: SlotId,
+    timings: &FlashTimings,
+) -> Result<Duration, ModelError> {
+    let slot = layout.slot(slot);
+    let mut scratch = [0u8; ota_agent::image::BOOT_SCRATCH];
+    let mut table = ota_agent::image::SegmentTable::EMPTY;
+    if !ota_agent::image::check_bootable(flash, slot.offset, slot.capacity, &mut scratch, &mut table) {
+        return Err(ModelError::Boot(format!("no bootable image in {}", slot.id)));
+    }
+    // The v2 header, the IROM's segment header, the v1 header of the RAM part, then each RAM
+    // segment with its header.
+    let segments: Duration = table.segments().iter().map(|&(_, len)| timings.read(8 + len as usize)).sum();
+    Ok(timings.read(8) * 3 + segments)
 }
 
 /// The state of one run; times are nanoseconds from the client's connect.
@@ -327,6 +547,27 @@ struct Simulation<'m, 'f, A> {
     stack_due: bool,
     /// Where the image starts in `stream`, once the client sends it.
     image_at: Option<usize>,
+    /// When the packet with the success line left the device.
+    success_departed: Option<u64>,
+}
+
+/// What the client is after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Goal {
+    /// Our client's push: the image with its `Sha256` line.
+    Push,
+    /// The seed client's push: exactly what `tcp_flash.py` sends.
+    SeedPush,
+    /// The host's check after a push: the device's answer to `GetNextFlash`.
+    Ask,
+}
+
+/// Where a run ended, in nanoseconds from the connect.
+struct Ending {
+    /// The client had its last reply (the success line; the slot name when asking).
+    time: u64,
+    first_image_byte: u64,
+    success_departed: Option<u64>,
 }
 
 impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
@@ -350,11 +591,12 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
             device_free: 0,
             stack_due: false,
             image_at: None,
+            success_departed: None,
         }
     }
 
-    /// Returns when the client got its last reply and when the first image byte arrived.
-    fn run(mut self, running: SlotId, images: [&[u8]; 2], checked: bool) -> Result<(u64, u64), ModelError> {
+    /// Runs the client to its goal against the device started as `running` says.
+    fn run(mut self, running: Running, images: [&[u8]; 2], goal: Goal) -> Result<Ending, ModelError> {
         let half_rtt = self.model.link.rtt.as_nanos() as u64 / 2;
         // SYN, SYN-ACK: both sides are connected one round trip after the connect.
         let mut now = 2 * half_rtt;
@@ -399,16 +641,16 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
                     match event {
                         Some(Event::NextSlot(slot)) => {
                             let image = images[slot.index()];
-                            if checked {
-                                client
-                                    .send_checked_image(image.len() as u32, &ota_agent::auth::sha256(image));
-                            } else {
-                                client.send_image(image.len() as u32);
+                            match goal {
+                                Goal::Push => client
+                                    .send_checked_image(image.len() as u32, &ota_agent::auth::sha256(image)),
+                                Goal::SeedPush => client.send_image(image.len() as u32),
+                                Goal::Ask => return Ok(self.ending(now, None)),
                             }
                         }
                         // Every header line went into the socket before `Ready` could come.
                         Some(Event::Ready) => self.image_at = Some(self.stream.len()),
-                        Some(Event::Success) => return Ok((now, first_image_byte.unwrap_or(now))),
+                        Some(Event::Success) => return Ok(self.ending(now, first_image_byte)),
                         Some(Event::Failed(error)) => return Err(ModelError::Failed(Box::new(error))),
                         Some(Event::Flashing | Event::Invalid | Event::BootState(_)) | None => {}
                     }
@@ -420,6 +662,14 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
             }
         }
         Err(ModelError::Stuck { at: Duration::from_nanos(now) })
+    }
+
+    fn ending(&self, now: u64, first_image_byte: Option<u64>) -> Ending {
+        Ending {
+            time: now,
+            first_image_byte: first_image_byte.unwrap_or(now),
+            success_departed: self.success_departed,
+        }
     }
 
     /// Moves what the client wants to send into its socket.
@@ -526,6 +776,9 @@ impl<'m, 'f, A: DeviceAgent> Simulation<'m, 'f, A> {
         }
         let data = std::mem::take(&mut self.replies);
         let depart = now.max(self.to_host_free);
+        if data.windows(SUCCESS.len()).any(|window| window == SUCCESS.as_bytes()) {
+            self.success_departed = Some(depart);
+        }
         self.to_host_free = depart + self.wire_time(data.len());
         self.to_host.push_back(ToHost {
             arrive: self.to_host_free + half_rtt,
@@ -544,12 +797,15 @@ fn instant(nanos: u64) -> Instant {
 }
 
 /// A chip of `layout` whose boot config runs `running`, with `contents` in user1 and user2
-/// (each padded with 0xFF to whole words); everything else erased.
+/// (each padded with 0xFF to whole words); a bootloader's header at 0 (which gives the
+/// chip's size to tcpflash-boot, as rBoot reads it), everything else erased.
 pub fn device_flash(layout: &FlashLayout, running: SlotId, contents: [&[u8]; 2]) -> RamNor<Vec<u8>> {
     use ota_agent::boot::BootConfig;
     use ota_agent::flash::NorFlash;
     use ota_agent::layout::BOOT_CONFIG_OFFSET;
     let mut flash = RamNor::new(layout.flash_size);
+    let size = ota_agent::image::FlashSize::from_name(layout.name).expect("an esptool flash size");
+    flash.write(0, &[ota_agent::image::MAGIC_SEGMENTS, 0, 0, size.code() << 4]).expect("sector 0 is erased");
     let config = BootConfig::for_layout(layout, running).to_bytes();
     flash.write(BOOT_CONFIG_OFFSET, &config).expect("the config fits the chip");
     for slot in &layout.slots {
@@ -655,21 +911,26 @@ mod tests {
     }
 
     #[test]
-    fn ours_writes_verifies_and_switches_and_the_model_is_deterministic() {
+    fn ours_writes_verifies_and_starts_a_trial_and_the_model_is_deterministic() {
         let new = images(400 * KB, 2);
         let model = model(3 * SECTOR, FlashTimings::default());
         let run = || push(&model, Agent::Ours, DEFAULT_LAYOUT, device(&new), [&new[0], &new[1]]).unwrap();
         let out = run();
         assert_eq!(slot_bytes(&out.flash, SlotId::User2, new[1].len()), &new[1][..]);
         let mut flash = out.flash.clone();
-        assert_eq!(boot::running_slot(&mut flash, DEFAULT_LAYOUT), Some(SlotId::User2));
+        assert_eq!(boot::running_slot(&mut flash, DEFAULT_LAYOUT), Some(SlotId::User1), "confirmed: user1");
+        let at = DEFAULT_LAYOUT.boot_state_offset() as usize;
+        let record =
+            ota_agent::boot::trial::Trial::parse(flash.bytes()[at..at + 32].try_into().unwrap()).unwrap();
+        assert_eq!(record.record.trial_offset, DEFAULT_LAYOUT.slot(SlotId::User2).offset, "user2 on trial");
         let floor = flash_floor(DEFAULT_LAYOUT.slot(SlotId::User2), new[1].len() as u32, &model.flash);
         let work = out.flash_work;
-        // The image's erases are the floor's; one more sector is the boot config.
+        // The image's erases are the floor's; one more sector is the trial record's.
         assert_eq!((work.sector_erases, work.block_erases), (floor.sector_erases + 1, floor.block_erases));
         // One read of the image (its checks and its SHA-256 in one pass), then the config
-        // sector read before its rewrite and the config read back after.
-        assert_eq!(work.bytes_read, new[1].len() as u64 + 4096 + 28, "the slot is read back once");
+        // sector (it names user1 and lists user2 already: not rewritten) and the trial record
+        // read back.
+        assert_eq!(work.bytes_read, new[1].len() as u64 + 4096 + 32, "the slot is read back once");
         assert!(out.time > work.total() && out.time > floor.total());
         let again = run();
         assert_eq!(
@@ -749,6 +1010,84 @@ mod tests {
         let at = user2.offset as usize;
         assert_eq!(&flash.bytes()[at..at + image.len()], &image[..]);
         assert_eq!(SECTOR_SIZE as usize, SECTOR);
+    }
+
+    #[test]
+    fn into_a_pre_erased_slot_ours_only_programs() {
+        let new = images(400 * KB, 2);
+        let model = model(3 * SECTOR, FlashTimings::default());
+        let run = |agent| push(&model, agent, DEFAULT_LAYOUT, device(&new), [&new[0], &new[1]]).unwrap();
+        let (erasing, pre_erased) = (run(Agent::Ours), run(Agent::OursPreErased));
+        assert_eq!(slot_bytes(&pre_erased.flash, SlotId::User2, new[1].len()), &new[1][..]);
+        let work = pre_erased.flash_work;
+        assert_eq!((work.sector_erases, work.block_erases), (1, 0), "only the trial record's sector");
+        assert_eq!(work.page_programs, erasing.flash_work.page_programs);
+        let floor = flash_floor(DEFAULT_LAYOUT.slot(SlotId::User2), new[1].len() as u32, &model.flash);
+        assert!(pre_erased.time < floor.total() && pre_erased.time > floor.program);
+    }
+
+    fn our_check() -> HostCheck {
+        HostCheck { first_look: Duration::from_millis(250), retry: Duration::from_millis(250) }
+    }
+
+    #[test]
+    fn our_cycle_reboots_once_the_client_closes_boots_through_the_check_and_answers_confirmed() {
+        let new = images(400 * KB, 2);
+        let model = model(3 * SECTOR, FlashTimings::default());
+        let cycle = cycle(
+            &model,
+            &our_check(),
+            Agent::OursPreErased,
+            DEFAULT_LAYOUT,
+            device(&new),
+            [&new[0], &new[1]],
+        )
+        .unwrap();
+        // The client's close reaches the device half a round trip after its success line.
+        assert_eq!(cycle.to_reboot, model.link.rtt / 2);
+        // tcpflash-boot reads the whole image to check it (and the agent its record).
+        let image_read = model.flash.read(new[1].len());
+        assert!(cycle.boot > image_read && cycle.boot < image_read * 2, "{:?}", cycle.boot);
+        // `cargo tcpflash` looks 250 ms after the success line: the device is back by then.
+        assert_eq!(cycle.to_reboot + cycle.boot + cycle.wait, Duration::from_millis(250));
+        // Connect, ask, answer after the confirmation's config rewrite (a sector erase).
+        assert!(cycle.check > 2 * model.link.rtt + model.flash.sector_erase);
+        assert!(cycle.check < 3 * model.link.rtt + 2 * model.flash.sector_erase);
+        assert_eq!(cycle.total(), cycle.push + Duration::from_millis(250) + cycle.check);
+        // The check-in confirmed user2: the config names it, the trial is confirmed.
+        let mut flash = cycle.flash;
+        assert_eq!(boot::running_slot(&mut flash, DEFAULT_LAYOUT), Some(SlotId::User2));
+        let at = DEFAULT_LAYOUT.boot_state_offset() as usize;
+        let record =
+            ota_agent::boot::trial::Trial::parse(flash.bytes()[at..at + 32].try_into().unwrap()).unwrap();
+        assert!(record.confirmed && record.attempts_used == 1);
+    }
+
+    #[test]
+    fn the_seeds_cycle_waits_its_two_seconds_and_its_switch() {
+        let new = images(100 * KB, 2);
+        let model = model(4 * 1460, FlashTimings::default());
+        let cycle =
+            cycle(&model, &HostCheck::IDEAL, Agent::Seed, DEFAULT_LAYOUT, device(&new), [&new[0], &new[1]])
+                .unwrap();
+        // From the success line leaving the device: 2 s, then the SDK's flag written.
+        let switch = model.flash.sector_erase + model.flash.page_program;
+        let after_line = SEED_REBOOT_DELAY + switch;
+        assert!(cycle.to_reboot < after_line && cycle.to_reboot > after_line - model.link.rtt);
+        assert_eq!(cycle.wait, Duration::ZERO, "the ideal host connects as the device listens");
+        assert!(cycle.boot < Duration::from_millis(1), "headers and RAM segments only: {:?}", cycle.boot);
+        assert!(cycle.check >= 2 * model.link.rtt && cycle.check < 3 * model.link.rtt);
+    }
+
+    #[test]
+    fn the_host_looks_at_its_first_look_then_at_each_retry() {
+        let ms = |ms: u64| ms * 1_000_000;
+        let check = our_check();
+        assert_eq!(check.attempt(ms(60)), ms(250));
+        assert_eq!(check.attempt(ms(250)), ms(250));
+        assert_eq!(check.attempt(ms(251)), ms(500));
+        assert_eq!(check.attempt(ms(900)), ms(1000));
+        assert_eq!(HostCheck::IDEAL.attempt(ms(60)), ms(60));
     }
 
     #[test]

@@ -131,6 +131,78 @@ fn a_second_client_is_turned_away_without_disturbing_the_first() {
     assert_eq!(current_slot(&world.flash), SlotId::User2);
 }
 
+/// The seed's `tcp_flash.py` reads `Flashing` and closes; the success line then meets a
+/// closed socket, which answers with a reset. Our client reads the success line and
+/// closes. Either way the device reboots at once, long before the seed's 2 s (and before
+/// `CLOSE_GRACE`, which is only for a client that keeps its side open).
+#[test]
+fn the_device_reboots_as_soon_as_the_client_is_done() {
+    use ota_agent::session::CLOSE_GRACE;
+    let images = images(25, 30_000);
+    for checked in [false, true] {
+        let mut world = world(factory_flash(SlotId::User1), 0, 25);
+        let mut push = world.push(images.clone(), 49152);
+        push.checked = checked;
+        let last = if checked { Event::Success } else { Event::Flashing };
+        world
+            .run_until(&mut [&mut push], Duration::from_secs(60), |_, pushes| {
+                pushes[0].events.contains(&last)
+            })
+            .unwrap();
+        let done_at = world.now;
+        let host = push.socket;
+        world.host_sockets.get_mut::<tcp::Socket>(host).close();
+        world
+            .run_until(&mut [], Duration::from_secs(5), |world, _| {
+                let socket = world.host_sockets.get::<tcp::Socket>(host);
+                !world.board.reboots.is_empty() || (!checked && socket.recv_queue() > 0)
+            })
+            .unwrap();
+        if !checked {
+            // The seed's socket is closed: the success line is answered with a reset.
+            world.host_sockets.get_mut::<tcp::Socket>(host).abort();
+            world
+                .run_until(&mut [], Duration::from_secs(5), |world, _| !world.board.reboots.is_empty())
+                .unwrap();
+        }
+        assert_eq!(current_slot(&world.flash), SlotId::User2, "checked {checked}");
+        assert_eq!(world.board.reboots.len(), 1);
+        let after = world.board.reboots[0] - done_at;
+        assert!(after < CLOSE_GRACE, "checked {checked}: rebooted {after} after the client was done");
+    }
+}
+
+/// `ota_init`'s agent pre-erases the idle slot between clients, a sector per poll, and asks
+/// to be polled at once meanwhile; the running slot and the config stay as they were.
+#[test]
+fn the_agent_pre_erases_the_idle_slot_between_clients() {
+    let before = factory_flash(SlotId::User1);
+    let mut world = world(before.clone(), 0, 26);
+    let user2 = *LAYOUT.slot(SlotId::User2);
+    let sectors = user2.capacity / ota_agent::layout::SECTOR_SIZE;
+    world.step(&mut []);
+    assert_eq!(world.agent.poll_timeout(), Some(smoltcp::time::Instant::ZERO), "more to erase: poll at once");
+    let erased = |world: &World| world.agent.listener().session().pre_erased().map(|(_, bytes)| bytes);
+    assert_eq!(erased(&world), Some(ota_agent::layout::SECTOR_SIZE), "one sector per poll");
+    world
+        .run_until(&mut [], Duration::from_secs(10), |world, _| {
+            !world.agent.listener().session().pre_erase_pending()
+        })
+        .unwrap();
+    assert_eq!(erased(&world), Some(user2.capacity));
+    assert!(world.now < smoltcp::time::Instant::ZERO + tcpflash_sim::wire::STEP * (sectors + 2));
+    assert_eq!(world.agent.poll_timeout(), None);
+    let (a, b) = (world.flash.bytes(), before.bytes());
+    assert!(a[user2.offset as usize..user2.end() as usize].iter().all(|&byte| byte == 0xFF));
+    assert!(a[..user2.offset as usize] == b[..user2.offset as usize], "user1 and the config untouched");
+
+    let images = images(26, 60_000);
+    let mut push = world.push(images.clone(), 49152);
+    world.run_pushes(&mut [&mut push], Duration::from_secs(60)).unwrap();
+    assert_eq!(push.events.last(), Some(&Event::Success));
+    assert_eq!(slot_bytes(&world.flash, SlotId::User2, images[1].len()), &images[1][..]);
+}
+
 #[test]
 fn a_client_that_vanishes_mid_image_frees_the_agent_and_switches_nothing() {
     let images = images(30, 60_000);
@@ -209,9 +281,14 @@ fn corrupted_packets_and_a_small_mtu_still_land_the_image_byte_for_byte() {
 #[test]
 fn a_keyed_agent_takes_a_proven_push_over_smoltcp_and_refuses_a_wrong_key_or_none() {
     static KEY: ota_agent::auth::Key = [0xC3; 32];
-    // Half the packets are lost: the header lines take longer than the default 10 s.
-    let config =
-        AgentConfig { key: Some(&KEY), header_timeout: Duration::from_secs(120), ..AgentConfig::new(LAYOUT) };
+    // Half the packets are lost: the header lines take longer than the default 10 s. No
+    // pre-erase, so the flash shows what the refused pushes wrote: nothing.
+    let config = AgentConfig {
+        key: Some(&KEY),
+        header_timeout: Duration::from_secs(120),
+        pre_erase: false,
+        ..AgentConfig::new(LAYOUT)
+    };
     let images = images(50, 20_000);
 
     // No key (the seed's lines) and a wrong key: refused before Ready, nothing written.

@@ -16,6 +16,11 @@ use super::{
     loadable_at_boot, sdk_app_number,
 };
 
+/// Whether this build reads images in `gen_appbin.py`'s form: everywhere but in a bare-metal
+/// firmware (`cargo tcpflash build`'s `cfg(tcpflash_platform = "bare-metal")`), whose agent
+/// writes rBoot slots only, which no such image is linked for (about 450 bytes of IROM).
+const READS_SDK_IMAGES: bool = !cfg!(tcpflash_platform = "bare-metal");
+
 /// error keeps every `?` of a scan a register test: with the 20-byte [`ImageError`] on
 /// each return, scanning cost the bootloader (a 4 KB sector in all) 2 KB more.
 pub struct Stop;
@@ -251,10 +256,12 @@ fn scan_headers<F: ReadNorFlash>(
     // `gen_appbin.py` writes `00` and the app number here (its flash parameters are in the
     // second header only); esptool writes the flash parameters in both. tcpflash-boot never
     // boots an SDK image (Espressif's bootloader does): a boot scan takes esptool's form only.
-    let sdk_app = if scan == Scan::Exact { sdk_app_number(mode, size_freq) } else { None };
-    if sdk_app.is_none() {
-        FlashParams::from_header_bytes(mode, size_freq).map_err(|error| reader.fail(error))?;
-    }
+    let sdk_app =
+        if READS_SDK_IMAGES && scan == Scan::Exact { sdk_app_number(mode, size_freq) } else { None };
+    let first = match sdk_app {
+        None => Some(FlashParams::from_header_bytes(mode, size_freq).map_err(|error| reader.fail(error))?),
+        Some(_) => None,
+    };
 
     // The IROM segment: its load address is written as 0 and means nothing.
     reader.read_u32()?;
@@ -299,8 +306,12 @@ fn scan_headers<F: ReadNorFlash>(
     if (sdk_app.is_none() && !same) || second_entry != entry {
         return Err(reader.fail(ImageError::HeaderMismatch));
     }
-    let params =
-        FlashParams::from_header_bytes(second_mode, second_size_freq).map_err(|error| reader.fail(error))?;
+    // Parsed once where both headers hold them (always, in a build without SDK images).
+    let params = match first {
+        Some(params) => params,
+        None => FlashParams::from_header_bytes(second_mode, second_size_freq)
+            .map_err(|error| reader.fail(error))?,
+    };
 
     let mut computed_checksum = CHECKSUM_SEED;
     for index in 0..segment_count {
@@ -408,8 +419,10 @@ pub fn verify_for_slot<F: ReadNorFlash>(
         (Some(descriptor), _) => descriptor.link_addr,
         // An SDK image without our descriptor: its app number and flash map say where the
         // SDK's linker script put its IROM.
-        (None, Some(app)) => gen_appbin_link_addr(info.params.size, app).ok_or(ImageError::NoDescriptor)?,
-        (None, None) => return Err(ImageError::NoDescriptor),
+        (None, Some(app)) if READS_SDK_IMAGES => {
+            gen_appbin_link_addr(info.params.size, app).ok_or(ImageError::NoDescriptor)?
+        }
+        (None, _) => return Err(ImageError::NoDescriptor),
     };
     if linked != expected {
         return Err(ImageError::WrongSlot { linked, expected });

@@ -58,6 +58,10 @@ pub fn flash_with<const ALIGN: usize>(image: &[u8], offset: usize, size: usize) 
 /// Recomputes checksum and CRC after a structural edit, so only the edit is tested.
 pub fn reseal(image: &mut [u8]) {
     let n = image.len();
+    if n < 4 {
+        // Cut shorter than its CRC: nothing to reseal.
+        return;
+    }
     let crc = crc_trailer(crc32fast::hash(&image[..n - 4]));
     image[n - 4..].copy_from_slice(&crc.to_le_bytes());
 }

@@ -172,8 +172,10 @@ mod tests {
             }
             assert_eq!(FlashLayout::by_name(layout.name), Some(layout));
             assert_eq!(layout.sdk_map(), Some(map));
+            assert!(!layout.has_boot_config(), "{}", layout.name);
         }
         assert!(super::super::LAYOUTS.iter().all(|layout| layout.sdk_map().is_none()));
+        assert!(super::super::LAYOUTS.iter().all(|layout| layout.has_boot_config()));
         assert_eq!(gen_appbin_link_addr(FlashSize::Size512K, 1), None, "map 0 is not supported");
         assert_eq!(gen_appbin_link_addr(FlashSize::Size1M, 3), None);
         assert_eq!(gen_appbin_link_addr(FlashSize::Size1M, 0), None);

@@ -5,13 +5,18 @@
 //! 1. the factory device (user1 confirmed) takes user2.bin: the image, the config and the
 //!    trial record;
 //! 2. user2 boots on trial and the check-in confirms it: the confirmed word and the config;
-//! 3. the confirmed user2 takes user1.bin: a new trial, over the old record.
+//! 3. the confirmed user2 pre-erases user1 in the background, a sector at a time: nothing
+//!    but user1 may change (user2, the config and the trial record never);
+//! 4. the confirmed user2 takes user1.bin, into the pre-erased slot: a new trial, over the
+//!    old record.
 //!
 //! After each cut, power returns and tcpflash-boot (the sim's run of its loader) boots; its
 //! own write (the attempt bit) is cut too. Each boot is judged: a slot of the layout holding
 //! example-blinky's image byte for byte; during an update the old image (confirmed) or the
-//! new one on trial, never the new one as confirmed; during the check-in always the new one.
-//! Then the booted firmware takes a check-in and the next push, and the device boots that.
+//! new one on trial, never the new one as confirmed; during the check-in and the pre-erase
+//! always the new one. Then the booted firmware takes a check-in, pre-erases its idle slot
+//! (what it finds erased learnt again by reading) and takes the next push, and the device
+//! boots that.
 
 use std::fmt;
 
@@ -78,10 +83,15 @@ impl fmt::Display for TrialCutReport {
 }
 
 /// What a step does to the flash of a firmware that runs as `Running` says.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Step {
     Push,
     CheckIn,
+    /// The agent's pre-erase of the idle slot, run to its end.
+    PreErase,
+    /// After a reboot the agent learns by reading that its idle slot is erased (its
+    /// pre-erase finds nothing to erase), then takes the push, which only programs.
+    PushPreErased,
 }
 
 /// What may boot after a cut of a step.
@@ -100,7 +110,8 @@ pub fn campaign(blinky: &Blinky) -> TrialCutReport {
     let steps = [
         ("user1 -> user2 (trial)", Step::Push, SlotId::User1, Expect::OldOrTrial),
         ("user2 on trial, check-in confirms", Step::CheckIn, SlotId::User1, Expect::New),
-        ("user2 confirmed -> user1 (trial)", Step::Push, SlotId::User2, Expect::OldOrTrial),
+        ("user2 confirmed, user1 pre-erased", Step::PreErase, SlotId::User1, Expect::New),
+        ("user2 confirmed -> user1 (trial)", Step::PushPreErased, SlotId::User2, Expect::OldOrTrial),
     ];
     for (name, step, old, expect) in steps {
         let judge = Judge { blinky, old, expect };
@@ -124,7 +135,10 @@ fn run_step<F: NorFlash>(blinky: &Blinky, flash: &mut F, running: Running, step:
     let mut sector = [0u8; SECTOR];
     let mut agent = Agent::booted(&mut sector, blinky.layout, running);
     match step {
-        Step::Push => {
+        Step::Push | Step::PushPreErased => {
+            if step == Step::PushPreErased {
+                while agent.session.pre_erase(flash) {}
+            }
             let events = client_push(&mut agent, flash, blinky.image_refs(), true);
             if succeeded(&events) { Ok(()) } else { Err(format!("the push failed: {events:?}")) }
         }
@@ -137,7 +151,35 @@ fn run_step<F: NorFlash>(blinky: &Blinky, flash: &mut F, running: Running, step:
                 Err(format!("the check-in did not confirm: {text:?}"))
             }
         }
+        Step::PreErase => {
+            while agent.session.pre_erase(flash) {}
+            let idle = blinky.layout.slot(running.slot.map_or(SlotId::User2, SlotId::other));
+            match agent.session.pre_erased() {
+                Some((slot, erased)) if slot == idle.id && erased == idle.capacity => Ok(()),
+                other => Err(format!("the pre-erase stopped at {other:?}")),
+            }
+        }
     }
+}
+
+/// The first byte outside the idle slot (of the firmware running `running`) where `after`
+/// differs from `before`: the pre-erase may change nothing else.
+fn touched_outside_idle_slot(
+    blinky: &Blinky,
+    running: Running,
+    before: &RamNor<Vec<u8>>,
+    after: &RamNor<Vec<u8>>,
+) -> Option<usize> {
+    let idle = blinky.layout.slot(running.slot?.other());
+    let (start, end) = (idle.offset as usize, idle.end() as usize);
+    let differs = |range: std::ops::Range<usize>| {
+        range
+            .clone()
+            .zip(&before.bytes()[range.clone()])
+            .zip(&after.bytes()[range])
+            .find_map(|((at, a), b)| (a != b).then_some(at))
+    };
+    differs(0..start).or_else(|| differs(end..before.bytes().len()))
 }
 
 /// Cuts every flash operation of `step` on the firmware `before` boots; returns the flash
@@ -182,6 +224,13 @@ fn cut_step(
             continue;
         }
         flash.restore_power();
+        if step == Step::PreErase
+            && let Some(at) = touched_outside_idle_slot(blinky, running, &booted, &flash)
+        {
+            report
+                .failures
+                .push(format!("{label}: the pre-erase changed flash at {at:#x}, outside the idle slot"));
+        }
         judge.power_returns(&label, flash, &mut cuts, report);
     }
 
@@ -304,6 +353,9 @@ impl Judge<'_> {
             return Err(format!("the check-in did not confirm: {:?}", String::from_utf8_lossy(&replies)));
         }
         let running = agent.running();
+        // Idle between the check-in and the push: the pre-erase learns by reading what an
+        // interrupted one left, and erases the rest.
+        while agent.session.pre_erase(flash) {}
         let events = client_push(&mut agent, flash, self.blinky.image_refs(), true);
         if !succeeded(&events) {
             return Err(format!("after recovery the next push failed: {events:?}"));
@@ -329,10 +381,15 @@ mod tests {
         let blinky = Blinky::small();
         let report = campaign(&blinky);
         assert!(report.failures.is_empty(), "{report}");
-        assert_eq!(report.steps.len(), 3, "{report}");
+        assert_eq!(report.steps.len(), 4, "{report}");
         // The confirmation is two writes at most (the confirmed word; the config), each a
         // handful of operations; an update also writes the image.
-        let [update, confirm, again] = &report.steps[..] else { unreachable!() };
+        let [update, confirm, pre_erase, again] = &report.steps[..] else { unreachable!() };
+        // The pre-erase erases what user1's image took, a sector at a time; the confirmed
+        // user2 boots after every cut of it.
+        let sectors = blinky.image(SlotId::User1).len().div_ceil(SECTOR);
+        assert_eq!(pre_erase.agent_ops, sectors, "{report}");
+        assert_eq!(pre_erase.booted_old, 0, "{report}");
         assert!(confirm.agent_ops >= 2 && confirm.agent_ops < update.agent_ops, "{report}");
         // Until the trial record is whole, the old image boots; the check-in never goes back.
         assert!(update.booted_old > 0 && again.booted_old > 0, "{report}");
@@ -343,6 +400,25 @@ mod tests {
             "and the power-on: {report}"
         );
         assert!(confirm.boot_cuts > 0, "tcpflash-boot's attempt bit was cut: {report}");
+    }
+
+    #[test]
+    fn a_pre_erase_that_strays_outside_the_idle_slot_is_a_failure() {
+        let blinky = Blinky::small();
+        let before = blinky.factory_flash();
+        let running = Running::untracked(Some(SlotId::User2));
+        let mut after = before.clone();
+        assert_eq!(touched_outside_idle_slot(&blinky, running, &before, &after), None);
+        let user1 = blinky.layout.slot(SlotId::User1);
+        after.erase(user1.offset, user1.offset + 0x1000).unwrap();
+        assert_eq!(touched_outside_idle_slot(&blinky, running, &before, &after), None, "user1 is idle");
+        let config = ota_agent::layout::BOOT_CONFIG_OFFSET;
+        after.erase(config, config + 0x1000).unwrap();
+        assert_eq!(
+            touched_outside_idle_slot(&blinky, running, &before, &after),
+            Some(config as usize),
+            "the config is not"
+        );
     }
 
     #[test]

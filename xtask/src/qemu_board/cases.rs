@@ -303,13 +303,16 @@ fn check_in(board: &mut QemuBoard) -> Result<push::Returned, String> {
     Ok(returned)
 }
 
-/// Waits until the agent has seen every client leave (its UART says so): until then it
-/// turns the next one away.
+/// Waits until the agent of the running boot has seen every client leave (its UART says
+/// so): until then it turns the next one away. Clients of an earlier boot do not count: a
+/// device that committed an update resets as soon as its client closed, before it says the
+/// client left.
 fn idle(board: &mut QemuBoard) -> Result<(), String> {
     loop {
         let texts = board.texts();
+        let boot = texts.iter().rposition(|line| line.starts_with("tcpflash-boot: rom")).unwrap_or(0);
         // `client left` may say why: `client left: CRC mismatch ...`.
-        let count = |what: &str| texts.iter().filter(|line| line.starts_with(what)).count();
+        let count = |what: &str| texts[boot..].iter().filter(|line| line.starts_with(what)).count();
         if count("client left") >= count("client connected") {
             return Ok(());
         }

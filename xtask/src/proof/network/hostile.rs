@@ -201,38 +201,51 @@ mod tcp_raw {
     }
 }
 
-/// Connections opened as fast as they close while a push runs: each hears it is busy, the
-/// push lands undisturbed. (A flood that never stops keeps the device busy: see the README.)
+/// Connections opened one after another while a push holds the session (half its image
+/// sent, the rest held back until the flood is over): each hears it is busy, the push then
+/// completes and switches the device, and the next push lands. (A flood that never stops
+/// keeps the device busy: see the README.)
 fn flood(blinky: &Blinky) -> Result<(), String> {
+    const FLOOD: usize = 40;
     let rig = rig(blinky, None)?;
-    let port = rig.port;
-    let refused = std::thread::scope(|scope| {
-        let flood = scope.spawn(move || {
-            std::thread::sleep(StdDuration::from_millis(20));
-            let mut refused = 0;
-            for _ in 0..40 {
-                if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-                    // Its first line, then gone: one that got the session lets it go at once.
-                    let _ = stream.set_read_timeout(Some(StdDuration::from_millis(200)));
-                    let mut line = [0u8; 64];
-                    let n = std::io::Read::read(&mut stream, &mut line).unwrap_or(0);
-                    if line[..n].starts_with(err_line(reason::BUSY).as_bytes()) {
-                        refused += 1;
-                    }
-                }
-            }
-            refused
-        });
-        let landed = rig.push_lands();
-        (landed, flood.join().unwrap_or(0))
-    });
-    let (landed, refused) = refused;
-    rig.stop()?;
-    landed?;
-    if refused == 0 {
-        return Err("no flooding connection was refused as busy: did the flood meet the push?".into());
+    let slot = rig.asks_for()?;
+    let image = blinky.image(slot);
+    let mut raw = rig.connect()?;
+    let mut first = request_lines(image.len());
+    let half = image.len() / 2;
+    first.extend_from_slice(&image[..half]);
+    raw.send(&first)?;
+    let mut refused = 0;
+    for _ in 0..FLOOD {
+        let mut stream = TcpStream::connect(("127.0.0.1", rig.port)).map_err(|e| e.to_string())?;
+        // Its first line, then gone.
+        stream.set_read_timeout(Some(StdDuration::from_secs(10))).map_err(|e| e.to_string())?;
+        let mut line = [0u8; 64];
+        let n = std::io::Read::read(&mut stream, &mut line).unwrap_or(0);
+        if line[..n].starts_with(err_line(reason::BUSY).as_bytes()) {
+            refused += 1;
+        }
     }
-    Ok(())
+    raw.send(&image[half..])?;
+    let heard = String::from_utf8_lossy(&raw.rest()?).into_owned();
+    let outcome = if refused != FLOOD {
+        Err(format!("{refused} of {FLOOD} flooding connections were refused as busy"))
+    } else if !heard.contains("Flashing\r\n") || !heard.contains("Flash upgrade success") {
+        Err(format!("the push under the flood heard {heard:?}"))
+    } else {
+        // It rebooted into the image: the agent then asks for the other slot.
+        let deadline = std::time::Instant::now() + StdDuration::from_secs(10);
+        while rig.reboots() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(StdDuration::from_millis(10));
+        }
+        match rig.asks_for() {
+            Ok(next) if next == slot.other() => rig.push_lands(),
+            Ok(next) => Err(format!("after the push of {slot} under the flood the device asks for {next}")),
+            Err(error) => Err(error),
+        }
+    };
+    rig.stop()?;
+    outcome
 }
 
 /// On the smoltcp wire: the image and ten bytes more in its segment or a later one.
