@@ -37,7 +37,10 @@ fn two_pushes_alternate_the_slots_and_status_and_flash_file_agree_with_the_image
     let images = images();
     let flash = scratch("alternate").join("flash.bin");
     let factory = std::fs::read(&images.factory_user1).unwrap();
-    let mut sim = Sim::start(&flash, &images.factory_user1);
+    // Without the background pre-erase, the slot a push leaves keeps its image: the flash
+    // file and `sim status` show both. (The pre-erase: ota-agent/sim/tests/pre_erase.rs.)
+    let factory_path = images.factory_user1.to_str().unwrap();
+    let mut sim = Sim::start_with(&flash, &["--image", factory_path, "--no-pre-erase"]);
     sim.wait_line("booted user1 (example-blinky 0.1.0, build ");
 
     // The factory install: what serial-flash writes, with the stand-in bootloader.
