@@ -7,7 +7,7 @@ use crate::build::{self, Bootloader, BuildError, Built, Firmware};
 use crate::cli::BuildArgs;
 
 pub fn run(args: &BuildArgs) -> Result<Built, BuildError> {
-    let built = build::build_package(args)?;
+    let built = build::build_package(&args.into())?;
     match &built {
         Built::Firmware(firmware) => print!("{}", summary(firmware)),
         Built::Bootloader(bootloader) => print!("{}", bootloader_summary(bootloader)),

@@ -120,6 +120,29 @@ pub struct BuildArgs {
     pub key_file: Option<PathBuf>,
 }
 
+impl From<&BuildArgs> for crate::build::BuildOptions {
+    fn from(args: &BuildArgs) -> Self {
+        crate::build::BuildOptions {
+            package: args.package.clone(),
+            manifest_path: args.manifest_path.clone(),
+            features: args.features.clone(),
+            all_features: args.all_features,
+            no_default_features: args.no_default_features,
+            release: args.release,
+            profile: args.profile.clone(),
+            target_dir: args.target_dir.clone(),
+            board: args.board.clone(),
+            layout: args.layout.clone(),
+            platform: args.platform.clone(),
+            sdk: args.sdk.clone(),
+            flash_mode: args.flash_mode.clone(),
+            flash_size: args.flash_size.clone(),
+            flash_freq: args.flash_freq.clone(),
+            key_file: args.key_file.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ImageArgs {
     /// The ELF to convert, or the image to describe with --info.
@@ -223,6 +246,16 @@ pub struct DeviceArgs {
     pub plain: bool,
 }
 
+impl DeviceArgs {
+    pub fn timeouts(&self) -> crate::push::Timeouts {
+        crate::push::Timeouts {
+            connect: self.connect_timeout,
+            reply: self.timeout,
+            reboot: self.reboot_timeout,
+        }
+    }
+}
+
 /// A positive number of seconds, fractions allowed (`0.5`).
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
@@ -230,4 +263,14 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
         return Err(format!("{text} s is out of range: use a number of seconds above 0, at most 86400"));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// The CLI's [`crate::report::Reporter`]: cargo-style status lines on stderr (the verb
+/// right-aligned in 12 columns, as cargo prints `Compiling`).
+pub struct StderrReporter;
+
+impl crate::report::Reporter for StderrReporter {
+    fn status(&self, verb: &str, what: &str) {
+        eprintln!("{verb:>12} {what}");
+    }
 }

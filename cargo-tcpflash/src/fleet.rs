@@ -132,7 +132,7 @@ fn execute(args: &PushArgs) -> Result<Vec<Row>, FleetError> {
     {
         hosts.push(host.trim().to_owned());
     }
-    let package = FirmwarePackage::locate(&args.build)?;
+    let package = FirmwarePackage::locate(&(&args.build).into())?;
     // mDNS first (names and --all), before the slow build.
     let needs_mdns = args.fleet.all || hosts.iter().any(|host| discover::is_mdns_name(host));
     let timeout = args.fleet.discover_timeout;
@@ -164,26 +164,13 @@ fn execute(args: &PushArgs) -> Result<Vec<Row>, FleetError> {
     let mut seen = std::collections::HashSet::new();
     destinations.retain(|d| seen.insert(d.target.addrs.clone()));
 
-    let key = match &args.device.key_file {
-        Some(path) => Some(crate::push_cmd::load_key(path)?),
-        None => None,
-    };
-    let mut build_args = args.build.clone();
-    if let Some(path) = &args.device.key_file {
-        let absolute = std::path::absolute(path)
-            .map_err(|source| PushCmdError::KeyFileUnreadable { path: path.clone(), source })?;
-        build_args.key_file = Some(absolute);
-    }
+    let (key, build_args) = crate::push_cmd::key_and_build(args)?;
     let firmware = build::build(&build_args)?;
     let images = [
         crate::push_cmd::read_image(&firmware, SlotId::User1)?,
         crate::push_cmd::read_image(&firmware, SlotId::User2)?,
     ];
-    let timeouts = Timeouts {
-        connect: args.device.connect_timeout,
-        reply: args.device.timeout,
-        reboot: args.device.reboot_timeout,
-    };
+    let timeouts = args.device.timeouts();
     status(
         "Pushing",
         &format!(

@@ -14,6 +14,7 @@ pub mod progress;
 pub mod push;
 pub mod push_cmd;
 pub mod qemu_board;
+pub mod report;
 pub mod serial;
 pub mod sim;
 pub mod stub_sdk;

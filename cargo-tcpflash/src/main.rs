@@ -4,6 +4,7 @@ use cargo_tcpflash::cli::{CargoCli, Command};
 
 fn main() -> miette::Result<()> {
     let CargoCli::Tcpflash(cli) = CargoCli::parse();
+    cargo_tcpflash::report::install(Box::new(cargo_tcpflash::cli::StderrReporter));
     match cli.command {
         Some(Command::Build(args)) => cargo_tcpflash::build_cmd::run(&args).map(drop).map_err(Into::into),
         Some(Command::Image(args)) => Ok(cargo_tcpflash::image_cmd::run(&args)?),

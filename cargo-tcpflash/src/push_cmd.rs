@@ -148,23 +148,8 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
     // Where to push is settled (and the name resolved) before the slow build.
     let (host, port) = destination(&args.device, Some(&args.build))?;
     let target = push::resolve(&host, port)?;
-    let key = match &args.device.key_file {
-        Some(path) => Some(load_key(path)?),
-        None => None,
-    };
-    // The new firmware keeps requiring the key: its build script embeds the same file (as an
-    // absolute path: cargo runs build scripts in the package's folder).
-    let mut build_args = args.build.clone();
-    if let Some(path) = &args.device.key_file {
-        let absolute = std::path::absolute(path)
-            .map_err(|source| PushCmdError::KeyFileUnreadable { path: path.clone(), source })?;
-        build_args.key_file = Some(absolute);
-    }
-    let timeouts = Timeouts {
-        connect: args.device.connect_timeout,
-        reply: args.device.timeout,
-        reboot: args.device.reboot_timeout,
-    };
+    let (key, build_args) = key_and_build(args)?;
+    let timeouts = args.device.timeouts();
     // The device names its slot while the firmware builds; a build that fails lets it go.
     let early = push::EarlyPush::start(&target, &timeouts, key);
     let firmware = build::build(&build_args)?;
@@ -172,6 +157,19 @@ fn execute(args: &PushArgs) -> Result<(), PushCmdError> {
     let name = format!("{} {}", firmware.package.name, firmware.package.version);
     let what = format!("{name}, build {}", firmware.build_id_hex());
     deliver(&target, &args.device, key.as_ref(), Some(early), [&images[0], &images[1]], &name, &what)
+}
+
+/// The push's key, and the build options of a firmware that keeps requiring it: its build
+/// script embeds the same file (as an absolute path: cargo runs build scripts in the
+/// package's folder).
+pub(crate) fn key_and_build(args: &PushArgs) -> Result<(Option<Key>, build::BuildOptions), PushCmdError> {
+    let mut options = build::BuildOptions::from(&args.build);
+    let Some(path) = &args.device.key_file else { return Ok((None, options)) };
+    let key = load_key(path)?;
+    let absolute = std::path::absolute(path)
+        .map_err(|source| PushCmdError::KeyFileUnreadable { path: path.clone(), source })?;
+    options.key_file = Some(absolute);
+    Ok((Some(key), options))
 }
 
 fn execute_prebuilt(args: &PrebuiltArgs) -> Result<(), PushCmdError> {
@@ -203,8 +201,7 @@ fn deliver(
     name: &str,
     what: &str,
 ) -> Result<(), PushCmdError> {
-    let timeouts =
-        Timeouts { connect: device.connect_timeout, reply: device.timeout, reboot: device.reboot_timeout };
+    let timeouts = device.timeouts();
     status("Pushing", &format!("{name} to {target}"));
     // From here Ctrl-C stops the push cleanly (the connection is reset, and we say what the
     // device does); a second Ctrl-C quits at once.
@@ -342,7 +339,7 @@ fn destination(
         let host = given.ok_or(PushCmdError::NoHost)?;
         return Ok((host, args.port.unwrap_or(DEFAULT_PORT)));
     };
-    let metadata = FirmwarePackage::locate(firmware)?.metadata;
+    let metadata = FirmwarePackage::locate(&firmware.into())?.metadata;
     let host = given.or(metadata.host).ok_or(PushCmdError::NoHost)?;
     Ok((host, args.port.or(metadata.port.map(std::num::NonZeroU16::get)).unwrap_or(DEFAULT_PORT)))
 }

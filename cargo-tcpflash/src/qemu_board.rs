@@ -29,8 +29,8 @@ use ota_agent::image::{FlashParams, FlashSize, Segment, write_v1};
 use ota_agent::layout::{FlashLayout, LAYOUTS, SlotId};
 use thiserror::Error;
 
+use crate::build::BuildOptions;
 use crate::build::{self, Bootloader, BuildError, Firmware};
-use crate::cli::BuildArgs;
 use crate::serial::flasher::{self, FlashError};
 use crate::sim::ServeArgs;
 
@@ -124,21 +124,21 @@ pub enum BoardError {
 
 /// Builds a firmware for the QEMU board (`--board qemu`).
 pub fn build_firmware(manifest: &Path, target_dir: Option<PathBuf>) -> Result<Firmware, BuildError> {
-    build::build(&BuildArgs {
+    build::build(&BuildOptions {
         manifest_path: Some(manifest.to_path_buf()),
         board: Some(BOARD.into()),
         target_dir,
-        ..BuildArgs::default()
+        ..BuildOptions::default()
     })
 }
 
 /// Builds tcpflash-boot for the QEMU board, from the source cargo-tcpflash was built from:
 /// its ELF is what QEMU runs.
 pub fn build_bootloader() -> Result<Bootloader, BuildError> {
-    build::build_bootloader(&BuildArgs {
+    build::build_bootloader(&BuildOptions {
         manifest_path: Some(build::tcpflash_boot_manifest()),
         board: Some(BOARD.into()),
-        ..BuildArgs::default()
+        ..BuildOptions::default()
     })
 }
 
@@ -554,7 +554,7 @@ fn factory_install(path: &Path, args: &ServeArgs) -> Result<&'static FlashLayout
             (layout, std::fs::read(image).map_err(io("read", image))?)
         }
         None => {
-            let mut build = args.build.clone();
+            let mut build = BuildOptions::from(&args.build);
             build.board = Some(BOARD.into());
             if let Some(key) = &args.key_file {
                 build.key_file = Some(std::path::absolute(key).map_err(io("find", key))?);

@@ -332,7 +332,7 @@ fn open_or_install(path: &Path, args: &ServeArgs) -> Result<(FileFlash, &'static
         Some(image) => (named_layout(args.build.layout.as_deref())?, read("image", image)?),
         None => {
             // The firmware of the current folder, as cargo finds it (or --manifest-path).
-            let firmware = crate::build::build(&args.build).map_err(FlashError::from)?;
+            let firmware = crate::build::build(&(&args.build).into()).map_err(FlashError::from)?;
             (firmware.layout, read("image", &firmware.slot(SlotId::User1).bin)?)
         }
     };

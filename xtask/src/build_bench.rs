@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use cargo_tcpflash::build::BuildOptions;
 use cargo_tcpflash::build::{self, BuildError};
-use cargo_tcpflash::cli::BuildArgs;
 
 use crate::demo::{self, DemoError};
 
@@ -37,11 +37,11 @@ pub fn run(args: &BuildBenchArgs) -> Result<(), BuildBenchError> {
     let root = demo::workspace_root();
     let manifest = root.join("example-blinky/Cargo.toml");
     let main_rs = root.join("example-blinky/src/main.rs");
-    let build_args = BuildArgs {
+    let build_args = BuildOptions {
         manifest_path: Some(manifest),
         // Its own target dir: the touches below must not disturb anyone's images.
         target_dir: Some(root.join("target/build-bench")),
-        ..BuildArgs::default()
+        ..BuildOptions::default()
     };
     if cfg!(debug_assertions) {
         eprintln!(

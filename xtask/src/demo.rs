@@ -6,13 +6,12 @@
 //! shows the flash's status after each push, and stops QEMU. The fast host-built virtual
 //! ESP8266 (`cargo xtask sim`) stays what the tests and the proof mostly push to.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cargo_tcpflash::build::BuildOptions;
 use cargo_tcpflash::build::{self, BuildError};
-use cargo_tcpflash::cli::BuildArgs;
 use clap::Args;
 use miette::Diagnostic;
 use ota_agent::layout::SlotId;
@@ -108,10 +107,10 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     println!("{}: ok", qemu.display());
 
     step("Building the firmware for both slots of QEMU's XTFPGA board (--board qemu)");
-    let build_args = BuildArgs {
+    let build_args = BuildOptions {
         manifest_path: Some(manifest.clone()),
         board: Some(cargo_tcpflash::qemu_board::BOARD.into()),
-        ..BuildArgs::default()
+        ..BuildOptions::default()
     };
     let firmware = build::build(&build_args)?;
     print!("{}", cargo_tcpflash::build_cmd::summary(&firmware));
@@ -268,14 +267,13 @@ pub fn build_tcpflash_binary_with(root: &Path, extra: &[&str]) -> Result<PathBuf
         .spawn()
         .map_err(|source| DemoError::Spawn { command: "cargo build -p cargo-tcpflash".into(), source })?;
     let mut executable = None;
-    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines() {
-        let Ok(line) = line else { break };
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        if message["reason"] == "compiler-artifact"
-            && message["target"]["name"] == "cargo-tcpflash"
-            && let Some(path) = message["executable"].as_str()
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    for message in cargo_metadata::Message::parse_stream(stdout) {
+        if let Ok(cargo_metadata::Message::CompilerArtifact(artifact)) = message
+            && artifact.target.name == "cargo-tcpflash"
+            && let Some(path) = artifact.executable
         {
-            executable = Some(PathBuf::from(path));
+            executable = Some(path.into_std_path_buf());
         }
     }
     let status = child.wait().map_err(|source| DemoError::Spawn { command: "cargo build".into(), source })?;

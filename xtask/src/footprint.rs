@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use cargo_tcpflash::build::BuildOptions;
 use cargo_tcpflash::build::{self, BuildError};
-use cargo_tcpflash::cli::BuildArgs;
 use ota_agent::layout::BOOTLOADER_MAX_LEN;
 use ota_agent::net::{MDNS_BUFFER_BYTES, SOCKET_BUFFER_BYTES};
 use ota_agent::writer::SECTOR;
@@ -111,11 +111,11 @@ impl Footprint {
 pub fn measure(manifest: PathBuf) -> Result<Footprint, FootprintError> {
     // Its own target dir: toggling features must not change the images other tools read.
     let target_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/footprint");
-    let mut args = BuildArgs {
+    let mut args = BuildOptions {
         manifest_path: Some(manifest),
         target_dir: Some(target_dir),
         no_default_features: true,
-        ..BuildArgs::default()
+        ..BuildOptions::default()
     };
     let without = build::build(&args)?;
     let without = Sizes::of_elf(&without.slots[0].elf).map_err(FootprintError::Elf)?;
@@ -206,7 +206,7 @@ impl BootloaderSize {
 /// Builds the bootloader at `manifest` and measures it. A bootloader too large for sector 0
 /// is measured too (its ELF is written before the size check refuses the image).
 pub fn measure_bootloader(manifest: PathBuf) -> Result<BootloaderSize, FootprintError> {
-    let args = BuildArgs { manifest_path: Some(manifest.clone()), ..BuildArgs::default() };
+    let args = BuildOptions { manifest_path: Some(manifest.clone()), ..BuildOptions::default() };
     let (elf, image_len) = match build::build_bootloader(&args) {
         Ok(built) => (built.elf, u64::from(built.image_len)),
         Err(BuildError::BootloaderTooLarge(too_large)) => {

@@ -55,6 +55,7 @@ fn example_blinky() -> std::path::PathBuf {
 
 fn main() -> miette::Result<()> {
     let cli = Cli::parse();
+    cargo_tcpflash::report::install(Box::new(cargo_tcpflash::cli::StderrReporter));
     match cli.command {
         Command::SerialFlash(mut args) => {
             args.build.manifest_path.get_or_insert_with(example_blinky);

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cargo_tcpflash::build::BuildOptions;
 use cargo_tcpflash::build::{self, BuildError};
-use cargo_tcpflash::cli::BuildArgs;
 use ota_agent::boot::BootConfig;
 use ota_agent::crc::Crc32;
 use ota_agent::descriptor::Descriptor;
@@ -88,7 +88,7 @@ pub struct Program {
 
 /// Builds the program with cargo-tcpflash's pipeline; QEMU runs the user1 ELF.
 pub fn build_program(manifest: &Path) -> Result<Program, QemuError> {
-    let args = BuildArgs { manifest_path: Some(manifest.to_path_buf()), ..BuildArgs::default() };
+    let args = BuildOptions { manifest_path: Some(manifest.to_path_buf()), ..BuildOptions::default() };
     let firmware = build::build(&args)?;
     let slot = firmware.slot(SlotId::User1);
     let sizes = Sizes::of_elf(&slot.elf).map_err(QemuError::Elf)?;

@@ -14,7 +14,7 @@ use ota_agent::layout::{DEFAULT_LAYOUT, SlotId};
 use serialport::{SerialPort, TTYPort};
 use xtask::serial::cli::{self, SerialFlashArgs};
 use xtask::serial::fake_rom::{Event, Exit, FakeRom};
-use xtask::serial::flasher::{self, ConnectOptions, FlashError, Region};
+use xtask::serial::flasher::{self, ConnectOptions, FlashError, NoReset, Region, WriteProgress};
 use xtask::serial::rom;
 
 const MB: u32 = 0x10_0000;
@@ -295,11 +295,34 @@ fn our_write(data: &[u8], offset: u32) -> FakeRom {
     let fake = FakeRom::esp8266(MB).spawn().unwrap();
     let port = flasher::open_port(fake.path(), 115_200).unwrap();
     let mut client =
-        flasher::connect(port, fake.path(), ConnectOptions { reset: false, attempts: 1 }).unwrap();
+        flasher::connect(port, fake.path(), ConnectOptions { reset: &NoReset, attempts: 1 }).unwrap();
     let regions = [Region::new("file", offset, data.to_vec())];
-    flasher::write_regions(&mut client, &regions, &indicatif::ProgressBar::hidden()).unwrap();
+    let mut progress = Told::default();
+    flasher::write_regions(&mut client, &regions, &mut progress).unwrap();
+    assert_eq!(progress.bytes, data.len() as u64, "the progress counts every byte once");
+    assert_eq!(
+        progress.steps,
+        [format!("erasing for file at {offset:#x}"), format!("writing file at {offset:#x}")]
+    );
     drop(client);
     fake.finish()
+}
+
+/// What the flasher told its progress.
+#[derive(Default)]
+struct Told {
+    steps: Vec<String>,
+    bytes: u64,
+}
+
+impl WriteProgress for Told {
+    fn step(&mut self, what: &str) {
+        self.steps.push(what.to_owned());
+    }
+
+    fn written(&mut self, bytes: u64) {
+        self.bytes += bytes;
+    }
 }
 
 /// The FLASH_BEGINs that write something (esptool first sends an empty one, its way of

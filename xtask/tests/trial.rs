@@ -4,7 +4,7 @@
 
 mod virtual_device;
 
-use cargo_tcpflash::cli::BuildArgs;
+use cargo_tcpflash::build::BuildOptions;
 use ota_agent::descriptor::{self, Descriptor};
 use ota_agent::layout::{IMAGE_IROM_OFFSET, SlotId};
 use virtual_device::*;
@@ -25,10 +25,10 @@ fn a_firmware_that_crashes_before_it_confirms_is_reverted_and_the_next_good_push
     // The firmware that fails on purpose (`panic-at-boot`), built first to learn its id.
     let crashing_id = {
         let _build = build_lock();
-        let args = BuildArgs {
+        let args = BuildOptions {
             manifest_path: Some(manifest()),
             features: vec!["panic-at-boot".into()],
-            ..BuildArgs::default()
+            ..BuildOptions::default()
         };
         let built = cargo_tcpflash::build::build(&args).expect("the panic-at-boot build builds");
         build_id(&std::fs::read(&built.slot(SlotId::User2).bin).unwrap())

@@ -18,7 +18,7 @@ use super::{
     AS, Board, BuildError, LD, OBJCOPY, assemble, assemble_rustc_output, find_tool, publish, run_binutil,
 };
 use super::{Passes, sdk_rust_object, staged, status, support, tool_stamp, write_if_changed};
-use crate::cli::BuildArgs;
+use crate::build::BuildOptions;
 
 /// The C functions the library exports.
 pub const API: [&str; 2] = ["ota_init", "ota_init_with_key"];
@@ -96,11 +96,11 @@ pub fn build_c_lib(out: &Path, sdk: Option<&Path>, target_dir: &Path) -> Result<
         .map_err(|source| BuildError::Io { path: target_dir.to_path_buf(), source })?
         .join("tcpflash/c-lib");
     let manifest = write_crate(&work.join("crate"))?;
-    let args = BuildArgs {
+    let args = BuildOptions {
         manifest_path: Some(manifest),
         target_dir: Some(work.join("target")),
         platform: Some(Platform::NonosSdk.name().into()),
-        ..BuildArgs::default()
+        ..BuildOptions::default()
     };
     let package = FirmwarePackage::locate(&args)?;
     let assembler = find_tool(AS)?;

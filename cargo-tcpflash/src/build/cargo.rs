@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::support::TARGET_NAME;
 use super::{Board, BuildError, Platform};
-use crate::cli::BuildArgs;
+use crate::build::BuildOptions;
 
 /// Defaults a firmware crate can set in `[package.metadata.tcpflash]`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -63,7 +63,7 @@ pub struct FirmwarePackage {
 impl FirmwarePackage {
     /// Reads `cargo metadata` for the manifest the options name (or the one cargo finds
     /// from the current directory) and picks the package to build.
-    pub fn locate(args: &BuildArgs) -> Result<FirmwarePackage, BuildError> {
+    pub fn locate(args: &BuildOptions) -> Result<FirmwarePackage, BuildError> {
         let mut command = MetadataCommand::new();
         command.no_deps();
         if let Some(path) = &args.manifest_path {
@@ -251,7 +251,7 @@ pub struct CompiledAsm {
 pub fn compile(
     package: &FirmwarePackage,
     toolchain: &Toolchain,
-    args: &BuildArgs,
+    args: &BuildOptions,
     (board, platform): (Board, Platform),
     profile: &str,
     target_spec: &Path,

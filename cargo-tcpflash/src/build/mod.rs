@@ -10,6 +10,7 @@ pub mod board;
 pub mod c_lib;
 pub mod cargo;
 pub mod link;
+mod options;
 pub mod sdk;
 pub mod support;
 
@@ -26,8 +27,8 @@ use thiserror::Error;
 
 pub use self::board::Board;
 pub use self::cargo::{FirmwarePackage, PackageKind, TcpflashMetadata};
+pub use self::options::BuildOptions;
 pub use self::sdk::{Platform, Sdk};
-use crate::cli::BuildArgs;
 use crate::elf2image;
 
 const AS: &str = "xtensa-lx106-elf-as";
@@ -283,70 +284,84 @@ pub enum BuildError {
     },
 }
 
-/// Settings resolved from the command line, then `[package.metadata.tcpflash]`, then defaults.
+/// One setting, resolved as every setting is: the option's value, else the firmware's
+/// `[package.metadata.tcpflash]`, else `default`. A name given but unknown is the error
+/// `unknown` makes of it.
+fn setting<T>(
+    option: Option<&String>,
+    metadata: Option<&String>,
+    default: T,
+    parse: impl FnOnce(&str) -> Option<T>,
+    unknown: impl FnOnce(String) -> BuildError,
+) -> Result<T, BuildError> {
+    match option.or(metadata) {
+        None => Ok(default),
+        Some(name) => parse(name).ok_or_else(|| unknown(name.clone())),
+    }
+}
+
 pub fn resolve_layout(
-    args: &BuildArgs,
+    args: &BuildOptions,
     metadata: &TcpflashMetadata,
 ) -> Result<&'static FlashLayout, BuildError> {
-    match args.layout.as_ref().or(metadata.layout.as_ref()) {
-        None => Ok(DEFAULT_LAYOUT),
-        Some(name) => {
-            FlashLayout::by_name(name).ok_or_else(|| BuildError::UnknownLayout { name: name.clone() })
-        }
-    }
+    setting(args.layout.as_ref(), metadata.layout.as_ref(), DEFAULT_LAYOUT, FlashLayout::by_name, |name| {
+        BuildError::UnknownLayout { name }
+    })
 }
 
-pub fn resolve_platform(args: &BuildArgs, metadata: &TcpflashMetadata) -> Result<Platform, BuildError> {
-    match args.platform.as_ref().or(metadata.platform.as_ref()) {
-        None => Ok(Platform::default()),
-        Some(name) => {
-            Platform::from_name(name).ok_or_else(|| BuildError::UnknownPlatform { name: name.clone() })
-        }
-    }
+pub fn resolve_platform(args: &BuildOptions, metadata: &TcpflashMetadata) -> Result<Platform, BuildError> {
+    setting(
+        args.platform.as_ref(),
+        metadata.platform.as_ref(),
+        Platform::default(),
+        Platform::from_name,
+        |name| BuildError::UnknownPlatform { name },
+    )
 }
 
-pub fn resolve_board(args: &BuildArgs, metadata: &TcpflashMetadata) -> Result<Board, BuildError> {
-    match args.board.as_ref().or(metadata.board.as_ref()) {
-        None => Ok(Board::default()),
-        Some(name) => Board::from_name(name).ok_or_else(|| BuildError::UnknownBoard { name: name.clone() }),
-    }
+pub fn resolve_board(args: &BuildOptions, metadata: &TcpflashMetadata) -> Result<Board, BuildError> {
+    setting(args.board.as_ref(), metadata.board.as_ref(), Board::default(), Board::from_name, |name| {
+        BuildError::UnknownBoard { name }
+    })
 }
 
 pub fn resolve_params(
-    args: &BuildArgs,
+    args: &BuildOptions,
     metadata: &TcpflashMetadata,
     layout: &FlashLayout,
 ) -> Result<FlashParams, BuildError> {
-    let mode =
-        args.flash_mode.as_ref().or(metadata.flash_mode.as_ref()).map_or(Ok(FlashMode::Qio), |name| {
-            FlashMode::from_name(name).ok_or_else(|| BuildError::BadFlashParam {
-                what: "mode",
-                value: name.clone(),
-                choices: "qio, qout, dio, dout",
-            })
-        })?;
-    let freq =
-        args.flash_freq.as_ref().or(metadata.flash_freq.as_ref()).map_or(Ok(FlashFreq::Freq40M), |name| {
-            FlashFreq::from_name(name).ok_or_else(|| BuildError::BadFlashParam {
-                what: "frequency",
-                value: name.clone(),
-                choices: "40m, 26m, 20m, 80m",
-            })
-        })?;
+    let bad = |what, choices| move |value| BuildError::BadFlashParam { what, value, choices };
+    let mode = setting(
+        args.flash_mode.as_ref(),
+        metadata.flash_mode.as_ref(),
+        FlashMode::Qio,
+        FlashMode::from_name,
+        bad("mode", "qio, qout, dio, dout"),
+    )?;
+    let freq = setting(
+        args.flash_freq.as_ref(),
+        metadata.flash_freq.as_ref(),
+        FlashFreq::Freq40M,
+        FlashFreq::from_name,
+        bad("frequency", "40m, 26m, 20m, 80m"),
+    )?;
     // An SDK map's size code is its map number (`sdk-2MB-c1` is `2MB-c1`).
     let default_size = layout.sdk_map().map_or(layout.name, |map| map.flash_size().name());
-    let size_name =
-        args.flash_size.as_ref().or(metadata.flash_size.as_ref()).map_or(default_size, String::as_str);
-    let size = FlashSize::from_name(size_name).ok_or_else(|| BuildError::BadFlashParam {
-        what: "size",
-        value: size_name.to_string(),
-        choices: "256KB, 512KB, 1MB, 2MB, 4MB, 2MB-c1, 4MB-c1, 8MB, 16MB",
-    })?;
+    let sizes = "256KB, 512KB, 1MB, 2MB, 4MB, 2MB-c1, 4MB-c1, 8MB, 16MB";
+    let default =
+        FlashSize::from_name(default_size).ok_or_else(|| bad("size", sizes)(default_size.to_owned()))?;
+    let size = setting(
+        args.flash_size.as_ref(),
+        metadata.flash_size.as_ref(),
+        default,
+        FlashSize::from_name,
+        bad("size", sizes),
+    )?;
     Ok(FlashParams { mode, size, freq })
 }
 
 /// Builds the firmware the options describe, for both slots of its layout.
-pub fn build(args: &BuildArgs) -> Result<Firmware, BuildError> {
+pub fn build(args: &BuildOptions) -> Result<Firmware, BuildError> {
     let package = FirmwarePackage::locate(args)?;
     if package.metadata.kind == PackageKind::Bootloader {
         return Err(BuildError::IsBootloader { package: package.name });
@@ -361,7 +376,7 @@ pub fn tcpflash_boot_manifest() -> PathBuf {
 }
 
 /// Builds the bootloader the options describe into its v1 image.
-pub fn build_bootloader(args: &BuildArgs) -> Result<Bootloader, BuildError> {
+pub fn build_bootloader(args: &BuildOptions) -> Result<Bootloader, BuildError> {
     let package = FirmwarePackage::locate(args)?;
     if package.metadata.kind != PackageKind::Bootloader {
         return Err(BuildError::NotBootloader { package: package.name });
@@ -370,7 +385,7 @@ pub fn build_bootloader(args: &BuildArgs) -> Result<Bootloader, BuildError> {
 }
 
 /// Builds whatever the package is, as its `kind` says.
-pub fn build_package(args: &BuildArgs) -> Result<Built, BuildError> {
+pub fn build_package(args: &BuildOptions) -> Result<Built, BuildError> {
     let package = FirmwarePackage::locate(args)?;
     match package.metadata.kind {
         PackageKind::Firmware => build_firmware(args, package).map(Built::Firmware),
@@ -397,7 +412,7 @@ struct Compiled {
 }
 
 fn compile_package(
-    args: &BuildArgs,
+    args: &BuildOptions,
     package: &FirmwarePackage,
     platform: Platform,
 ) -> Result<Compiled, BuildError> {
@@ -516,7 +531,7 @@ fn link(
     linked
 }
 
-fn build_firmware(args: &BuildArgs, package: FirmwarePackage) -> Result<Firmware, BuildError> {
+fn build_firmware(args: &BuildOptions, package: FirmwarePackage) -> Result<Firmware, BuildError> {
     let board = resolve_board(args, &package.metadata)?;
     let layout = resolve_layout(args, &package.metadata)?;
     let platform = resolve_platform(args, &package.metadata)?;
@@ -684,7 +699,7 @@ fn link_with_sdk(command: &mut Command, sdk: &Sdk, script: &Path) -> Result<(), 
 /// Links a bootloader once (no slots, no IROM) and writes its v1 image to
 /// `<target>/tcpflash/bootloader/<name>.{elf,bin,map}`. The layout only gives the header's
 /// default flash size.
-fn link_bootloader(args: &BuildArgs, package: FirmwarePackage) -> Result<Bootloader, BuildError> {
+fn link_bootloader(args: &BuildOptions, package: FirmwarePackage) -> Result<Bootloader, BuildError> {
     let layout = resolve_layout(args, &package.metadata)?;
     let params = resolve_params(args, &package.metadata, layout)?;
     let compiled = compile_package(args, &package, Platform::BareMetal)?;
@@ -843,10 +858,7 @@ fn build_id(
     id
 }
 
-/// Prints a cargo-style status line on stderr.
-pub fn status(verb: &str, what: &str) {
-    eprintln!("{verb:>12} {what}");
-}
+pub use crate::report::status;
 
 fn find_tool(tool: &'static str) -> Result<PathBuf, BuildError> {
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -9,7 +9,9 @@ use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, SlotId};
 
 use crate::build::Sdk;
 
-use super::flasher::{self, ConnectOptions, FlashError, Region, SdkFiles};
+use super::flasher::{
+    self, ClassicReset, ConnectOptions, FlashError, NoReset, Region, ResetStrategy, SdkFiles, WriteProgress,
+};
 use super::rom::ChipDescription;
 
 #[derive(Debug, Clone, Args)]
@@ -87,7 +89,7 @@ pub fn run(args: &SerialFlashArgs) -> Result<Installed, FlashError> {
                 // The same build as `cargo tcpflash build`: its layout comes from the firmware's
                 // metadata too.
                 None => {
-                    let firmware = crate::build::build(&args.build)?;
+                    let firmware = crate::build::build(&(&args.build).into())?;
                     let user1 = firmware.slot(SlotId::User1);
                     (firmware.layout, read("image", &user1.bin)?, firmware.sdk.clone())
                 }
@@ -96,17 +98,16 @@ pub fn run(args: &SerialFlashArgs) -> Result<Installed, FlashError> {
         }
     };
 
-    let options = ConnectOptions { reset: !args.no_reset, attempts: args.connect_attempts };
+    let reset: &dyn ResetStrategy = if args.no_reset { &NoReset } else { &ClassicReset };
+    let options = ConnectOptions { reset, attempts: args.connect_attempts };
     let mut client = flasher::connect(port, &args.port, options)?;
     let chip = flasher::check_chip(&mut client, &args.port, layout)?;
 
-    let progress = progress_bar(regions.iter().map(|r| r.data.len() as u64).sum());
-    flasher::write_regions(&mut client, &regions, &progress)?;
+    let mut progress = Bar(progress_bar(regions.iter().map(|r| r.data.len() as u64).sum()));
+    flasher::write_regions(&mut client, &regions, &mut progress)?;
     flasher::finish(&mut client)?;
-    progress.finish_and_clear();
-    if !args.no_reset {
-        flasher::hard_reset(client.port_mut().as_mut());
-    }
+    progress.0.finish_and_clear();
+    reset.restart(client.port_mut().as_mut());
     Ok(Installed { chip, layout, regions: summary(&regions) })
 }
 
@@ -142,13 +143,13 @@ fn plan(
 
 /// tcpflash-boot (`ota-agent/boot`), built for `layout` with the firmware's flash options.
 pub fn tcpflash_boot(layout: &FlashLayout, firmware: &BuildArgs) -> Result<Vec<u8>, FlashError> {
-    let args = BuildArgs {
+    let args = crate::build::BuildOptions {
         manifest_path: Some(crate::build::tcpflash_boot_manifest()),
         layout: Some(layout.name.to_owned()),
         flash_mode: firmware.flash_mode.clone(),
         flash_size: firmware.flash_size.clone(),
         flash_freq: firmware.flash_freq.clone(),
-        ..BuildArgs::default()
+        ..Default::default()
     };
     let built = crate::build::build_bootloader(&args)?;
     read("bootloader", &built.bin)
@@ -173,6 +174,19 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, FlashError> {
 }
 
 /// One bar over every byte of every region; drawn only when stderr is a terminal.
+/// The serial write's progress as a bar on the terminal.
+struct Bar(ProgressBar);
+
+impl WriteProgress for Bar {
+    fn step(&mut self, what: &str) {
+        self.0.set_message(what.to_owned());
+    }
+
+    fn written(&mut self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
 fn progress_bar(total: u64) -> ProgressBar {
     crate::progress::byte_bar(total, "{msg:32} [{bar:30}] {bytes}/{total_bytes} ({eta})")
 }

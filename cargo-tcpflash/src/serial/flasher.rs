@@ -9,7 +9,6 @@ use std::io::Write;
 use std::thread::sleep;
 use std::time::Duration;
 
-use indicatif::ProgressBar;
 use ota_agent::boot::BootConfig;
 use ota_agent::flash::RamNor;
 use ota_agent::layout::sdk::{SYSTEM_PARAMETER_LEN, SdkMap};
@@ -19,7 +18,7 @@ use serialport::SerialPort;
 use ota_agent::image::MAGIC_V2 as V2_MAGIC;
 
 use super::bootloader::{self, BootloaderError};
-use super::rom::{self, ChipDescription, ChipKind, Request, RomClient, RomError, RomStatus};
+use super::rom::{self, ChipDescription, ChipKind, Command, RomClient, RomError, RomStatus};
 
 /// Bytes to write at a flash offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,11 +296,55 @@ pub fn open_error(path: &str, error: serialport::Error) -> FlashError {
 }
 
 /// How to get the ROM loader's attention.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnectOptions {
-    /// Pulse DTR/RTS to reset into the loader before each attempt.
-    pub reset: bool,
+#[derive(Clone, Copy)]
+pub struct ConnectOptions<'a> {
+    /// How the chip is reset into the loader before each attempt, and restarted after.
+    pub reset: &'a dyn ResetStrategy,
     pub attempts: u32,
+}
+
+/// How a board is reset through its serial adapter. Returns false when the port refuses
+/// the control lines it needs (pseudo-terminals, some adapters).
+pub trait ResetStrategy {
+    /// Resets the chip into the ROM's serial loader.
+    fn enter_loader(&self, port: &mut dyn SerialPort) -> bool;
+    /// Restarts the chip into what was just flashed.
+    fn restart(&self, port: &mut dyn SerialPort) -> bool;
+}
+
+/// The classic auto-reset circuit of NodeMCU-style boards: DTR drives GPIO0 and RTS drives
+/// EN/RESET, both inverted.
+pub struct ClassicReset;
+
+impl ResetStrategy for ClassicReset {
+    fn enter_loader(&self, port: &mut dyn SerialPort) -> bool {
+        enter_bootloader(port)
+    }
+
+    fn restart(&self, port: &mut dyn SerialPort) -> bool {
+        hard_reset(port)
+    }
+}
+
+/// No reset at all (`--no-reset`): the user holds the board in its loader by hand.
+pub struct NoReset;
+
+impl ResetStrategy for NoReset {
+    fn enter_loader(&self, _: &mut dyn SerialPort) -> bool {
+        true
+    }
+
+    fn restart(&self, _: &mut dyn SerialPort) -> bool {
+        true
+    }
+}
+
+/// What a serial write tells the one who waits for it.
+pub trait WriteProgress {
+    /// The current step: erasing or writing a region.
+    fn step(&mut self, what: &str);
+    /// This many more bytes of the regions are written.
+    fn written(&mut self, bytes: u64);
 }
 
 /// SYNC tries per connection attempt (as esptool).
@@ -311,16 +354,16 @@ const SYNCS_PER_ATTEMPT: u32 = 5;
 pub fn connect(
     port: Box<dyn SerialPort>,
     path: &str,
-    options: ConnectOptions,
+    options: ConnectOptions<'_>,
 ) -> Result<RomClient<Box<dyn SerialPort>>, FlashError> {
     let mut client = RomClient::new(port);
     let mut warned = false;
     for _ in 0..options.attempts {
-        if options.reset && !enter_bootloader(client.port_mut().as_mut()) && !warned {
+        if !options.reset.enter_loader(client.port_mut().as_mut()) && !warned {
             warned = true;
-            eprintln!(
-                "note: {path} does not accept DTR/RTS control; reset the board into its bootloader by hand"
-            );
+            crate::report::warn(&format!(
+                "{path} does not accept DTR/RTS control; reset the board into its bootloader by hand"
+            ));
         }
         for _ in 0..SYNCS_PER_ATTEMPT {
             let _ = client.port_mut().clear(serialport::ClearBuffer::Input);
@@ -395,37 +438,36 @@ pub fn check_chip<P: std::io::Read + Write>(
 }
 
 /// Writes each region in order: FLASH_BEGIN (with the erase-size workaround), then its
-/// blocks, checking every status. Advances `progress` by the region bytes written.
+/// blocks, checking every status. Tells `progress` the region bytes written.
 pub fn write_regions<P: std::io::Read + Write>(
     client: &mut RomClient<P>,
     regions: &[Region],
-    progress: &ProgressBar,
+    progress: &mut dyn WriteProgress,
 ) -> Result<(), FlashError> {
     for region in regions {
         let mut data_len = region.data.len() as u32;
         data_len = data_len.next_multiple_of(4);
         let blocks = data_len.div_ceil(rom::FLASH_BLOCK_SIZE);
         let erase_size = rom::erase_size(region.offset, data_len);
-        let begin = Request::flash_begin(erase_size, blocks, rom::FLASH_BLOCK_SIZE, region.offset);
-        progress.set_message(format!("erasing for {} at {:#x}", region.name, region.offset));
-        client.command(&begin, rom::erase_timeout(data_len)).map_err(|source| FlashError::Rom {
+        let block_size = rom::FLASH_BLOCK_SIZE;
+        let begin = Command::FlashBegin { erase_size, blocks, block_size, offset: region.offset };
+        progress.step(&format!("erasing for {} at {:#x}", region.name, region.offset));
+        client.command(begin).map_err(|source| FlashError::Rom {
             what: format!("the erase for {}", region.name),
             reason: source,
         })?;
-        progress.set_message(format!("writing {} at {:#x}", region.name, region.offset));
+        progress.step(&format!("writing {} at {:#x}", region.name, region.offset));
         let mut remaining = region.data.len();
         for (seq, block) in region.blocks().enumerate() {
             let seq = seq as u32;
             let at = region.offset + seq * rom::FLASH_BLOCK_SIZE;
-            client.command(&Request::flash_data(seq, &block), rom::DEFAULT_TIMEOUT).map_err(|source| {
-                FlashError::Rom {
-                    what: format!("block {seq} of {} (flash {at:#x})", region.name),
-                    reason: source,
-                }
+            client.command(Command::FlashData { seq, block: &block }).map_err(|source| FlashError::Rom {
+                what: format!("block {seq} of {} (flash {at:#x})", region.name),
+                reason: source,
             })?;
             let written = remaining.min(rom::FLASH_BLOCK_SIZE as usize);
             remaining -= written;
-            progress.inc(written as u64);
+            progress.written(written as u64);
         }
     }
     Ok(())
@@ -433,7 +475,7 @@ pub fn write_regions<P: std::io::Read + Write>(
 
 /// FLASH_END with reboot: the loader leaves download mode and the chip restarts.
 pub fn finish<P: std::io::Read + Write>(client: &mut RomClient<P>) -> Result<(), FlashError> {
-    match client.command(&Request::flash_end(true), rom::DEFAULT_TIMEOUT) {
+    match client.command(Command::FlashEnd { reboot: true }) {
         Ok(_) => Ok(()),
         // Every block was acknowledged: a chip that reboots before its answer gets out is fine.
         Err(RomError::Timeout { .. }) => Ok(()),

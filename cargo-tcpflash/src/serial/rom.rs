@@ -172,6 +172,55 @@ pub fn rom_erased_sectors(offset: u32, erase_size: u32) -> (u32, u32) {
     (start_sector, sectors + head)
 }
 
+/// The commands tcpflash sends to the ROM loader, typed: each knows its request and how long
+/// the ROM may take to answer it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    Sync,
+    ReadReg {
+        addr: u32,
+    },
+    /// Erases what the blocks will cover (`erase_size`, see [`erase_size`]) and starts a write.
+    FlashBegin {
+        erase_size: u32,
+        blocks: u32,
+        block_size: u32,
+        offset: u32,
+    },
+    FlashData {
+        seq: u32,
+        block: &'a [u8],
+    },
+    /// Ends the write; `reboot` restarts the chip (else the ROM runs the user code).
+    FlashEnd {
+        reboot: bool,
+    },
+}
+
+impl Command<'_> {
+    pub fn request(&self) -> Request {
+        match *self {
+            Command::Sync => Request::sync(),
+            Command::ReadReg { addr } => Request::read_reg(addr),
+            Command::FlashBegin { erase_size, blocks, block_size, offset } => {
+                Request::flash_begin(erase_size, blocks, block_size, offset)
+            }
+            Command::FlashData { seq, block } => Request::flash_data(seq, block),
+            Command::FlashEnd { reboot } => Request::flash_end(reboot),
+        }
+    }
+
+    /// How long the ROM may take: a SYNC is answered at once or not at all; FLASH_BEGIN
+    /// erases first, which takes time in proportion to the size.
+    pub fn timeout(&self) -> Duration {
+        match *self {
+            Command::Sync => SYNC_TIMEOUT,
+            Command::FlashBegin { blocks, block_size, .. } => erase_timeout(blocks * block_size),
+            Command::ReadReg { .. } | Command::FlashData { .. } | Command::FlashEnd { .. } => DEFAULT_TIMEOUT,
+        }
+    }
+}
+
 /// One request packet (before SLIP framing).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
@@ -372,9 +421,10 @@ impl<P: Read + Write> RomClient<P> {
         self.port
     }
 
-    /// Sends `request` and waits for the response to the same command, skipping stale
-    /// responses (the extra SYNC answers). Checks the status bytes.
-    pub fn command(&mut self, request: &Request, timeout: Duration) -> Result<Response, RomError> {
+    /// Sends `command` and waits (up to its timeout) for the response to the same command,
+    /// skipping stale responses (the extra SYNC answers). Checks the status bytes.
+    pub fn command(&mut self, command: Command<'_>) -> Result<Response, RomError> {
+        let (request, timeout) = (command.request(), command.timeout());
         let op = request.op;
         self.port
             .write_all(&slip::encode(&request.encode()))
@@ -398,7 +448,7 @@ impl<P: Read + Write> RomClient<P> {
     /// One SYNC attempt: true when the ROM answered. The extra answers are drained.
     pub fn sync_once(&mut self) -> Result<bool, RomError> {
         self.decoder.reset();
-        match self.command(&Request::sync(), SYNC_TIMEOUT) {
+        match self.command(Command::Sync) {
             Ok(_) => {}
             Err(RomError::Timeout { .. }) => return Ok(false),
             Err(other) => return Err(other),
@@ -416,7 +466,7 @@ impl<P: Read + Write> RomClient<P> {
     }
 
     pub fn read_reg(&mut self, addr: u32) -> Result<u32, RomError> {
-        Ok(self.command(&Request::read_reg(addr), DEFAULT_TIMEOUT)?.value)
+        Ok(self.command(Command::ReadReg { addr })?.value)
     }
 
     /// Reads until a response packet arrives or `deadline` passes (`Ok(None)`).

@@ -25,8 +25,8 @@ pub mod trial_cut;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use cargo_tcpflash::build::BuildOptions;
 use cargo_tcpflash::build::{self, BuildError};
-use cargo_tcpflash::cli::BuildArgs;
 use ota_agent::flash::RamNor;
 use ota_agent::layout::{FlashLayout, SlotId};
 
@@ -73,10 +73,10 @@ pub struct Blinky {
 impl Blinky {
     /// Builds example-blinky into `target_dir` and lays out the factory flash.
     pub fn build(target_dir: &Path) -> Result<Blinky, ProofError> {
-        let args = BuildArgs {
+        let args = BuildOptions {
             manifest_path: Some(crate::demo::workspace_root().join("example-blinky/Cargo.toml")),
             target_dir: Some(target_dir.to_path_buf()),
-            ..BuildArgs::default()
+            ..BuildOptions::default()
         };
         let firmware = build::build(&args).map_err(ProofError::Build)?;
         let files = SlotId::ALL.map(|slot| firmware.slot(slot).bin.clone());

@@ -23,8 +23,8 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use cargo_tcpflash::build::BuildOptions;
 use cargo_tcpflash::build::{self, Bootloader, BuildError, Firmware};
-use cargo_tcpflash::cli::BuildArgs;
 use cargo_tcpflash::push::{self, Progress, Target, Timeouts};
 use ota_agent::auth::{self, KEY_FILE_ENV};
 use ota_agent::boot::decision::decide;
@@ -197,13 +197,13 @@ impl Fixture {
     /// A variant of example-blinky for the board, built into the variants' target dir: its
     /// build id and images.
     fn variant(&self, features: &[&str], key_file: Option<&Path>) -> Result<(String, [Vec<u8>; 2]), String> {
-        let firmware = build::build(&BuildArgs {
+        let firmware = build::build(&BuildOptions {
             manifest_path: Some(self.manifest.clone()),
             board: Some("qemu".into()),
             features: features.iter().map(|feature| feature.to_string()).collect(),
             target_dir: Some(self.variants_dir.clone()),
             key_file: key_file.map(Path::to_path_buf),
-            ..BuildArgs::default()
+            ..BuildOptions::default()
         })
         .map_err(|error: BuildError| report(error))?;
         let image = |slot: SlotId| read(&firmware.slot(slot).bin);

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use cargo_tcpflash::cli::BuildArgs;
+use cargo_tcpflash::build::BuildOptions;
 use ota_agent::layout::{DEFAULT_LAYOUT, FlashLayout, SlotId};
 use serde_json::Value;
 
@@ -67,10 +67,10 @@ pub fn images() -> &'static Images {
     IMAGES.get_or_init(|| {
         let _build = build_lock();
         let dir = scratch("images");
-        let args = |mode: Option<&str>| BuildArgs {
+        let args = |mode: Option<&str>| BuildOptions {
             manifest_path: Some(manifest()),
             flash_mode: mode.map(str::to_owned),
-            ..BuildArgs::default()
+            ..BuildOptions::default()
         };
         let dout = cargo_tcpflash::build::build(&args(Some("dout"))).expect("example-blinky builds");
         let factory_user1 = dir.join("factory-user1.bin");
