@@ -6,7 +6,7 @@
 //! files a first install writes under `bin/`. Nothing of the real SDK is in it, and its
 //! files exist only where [`build`] writes them.
 //!
-//! The ROM table gives the ROM addresses DESIGN.md records for the flash, cache, delay,
+//! The ROM table gives the ESP8266 ROM's addresses (as the SDK's eagle.rom.addr.v6.ld has them) for the flash, cache, delay,
 //! UART, reset and watchdog routines, and placeholders in the ROM's range for the libgcc
 //! and libc routines (the stub never runs: only which symbols the ROM provides matters).
 
@@ -31,7 +31,7 @@ const EMPTY_LIBS: [&str; 5] = ["phy", "net80211", "crypto", "hal", "gcc"];
 const GCC: &str = "xtensa-lx106-elf-gcc";
 const AR: &str = "xtensa-lx106-elf-ar";
 
-/// ROM routines at the addresses DESIGN.md section 3 records.
+/// ROM routines at the ESP8266 ROM's addresses (the SDK's ROM address table).
 const ROM_KNOWN: [(&str, u32); 14] = [
     ("SPIEraseSector", 0x4000_4a00),
     ("SPIWrite", 0x4000_4a4c),

@@ -440,7 +440,8 @@ fn symbols(elf: &ElfFile<'_>) -> Vec<(String, u64, u16, bool)> {
 /// Both slots of every SDK map link against the stub SDK, esptool-identical, with the
 /// descriptor first in IROM at the map's address, IRAM within 32 KB, `call_user_start1`
 /// as the entry, Rust code in IROM, and every ROM routine taken from the ROM: no symbol the
-/// ROM table provides is defined in flash (DESIGN.md section 9's hazard). Then the errors
+/// ROM table provides is defined in flash (the SDK's IRAM code would call it with the flash
+/// busy). Then the errors
 /// that need example-blinky: an SDK lacking symbols, and missing WiFi credentials.
 #[test]
 fn every_sdk_map_links_both_slots_against_the_stub_sdk() {

@@ -611,7 +611,7 @@ fn build_firmware(args: &BuildOptions, package: FirmwarePackage) -> Result<Firmw
 
 /// The firmware and compiler_builtins as one object in the SDK's section names, with every
 /// compiler_builtins symbol made local: the SDK's libraries must get the ROM's and their
-/// libgcc's routines, never ours from flash (DESIGN.md section 9, HAZARD).
+/// libgcc's routines, never ours from flash (its IRAM code calls them while the flash is busy).
 fn sdk_rust_object(
     linker: &Path,
     firmware: &Path,

@@ -5,8 +5,8 @@
 //!   sdk`) and checking it has what the link needs, naming what is missing;
 //! - one relocatable object of the firmware and compiler_builtins in which every
 //!   compiler_builtins symbol is local: its weak `__udivsi3` and friends would otherwise
-//!   override the ROM's and libgcc's, and the SDK's IRAM code would call into flash (DESIGN.md
-//!   section 9, HAZARD);
+//!   override the ROM's and libgcc's, and the SDK's IRAM code would call into flash while
+//!   the flash is busy;
 //! - a shim for what the SDK's libraries expect of an application besides `user_init`:
 //!   `user_pre_init` with the map's partition table, `memchr`, `__ctype_ptr__`, `abort`;
 //! - a linker script per slot with the SDK's regions, vectors and symbols, its ROM address

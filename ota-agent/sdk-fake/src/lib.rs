@@ -1,7 +1,7 @@
 //! A fake of the NONOS SDK functions the OTA agent calls, on the host, over real TCP on
 //! 127.0.0.1: what lets the espconn driver (and `ota_init()` from C) be tested without a
 //! board. It keeps the SDK's rules as its sources (third_party/lwip/app/espconn*.c, 3.0.x)
-//! and DESIGN.md section 9 describe them, and records every breach as a violation:
+//! describe them, and records every breach as a violation:
 //!
 //! - the connect, receive and sent callbacks get the connection's own copy of the
 //!   listener's `struct espconn` (callbacks copied from the listener at accept); the

@@ -4,7 +4,7 @@
 //! one is bad.
 //!
 //! The SDK keeps its boot parameters in the system-parameter sectors in a format of its own
-//! that Espressif does not document (DESIGN.md section 9: `boot_v1.7` reads a select byte and
+//! that Espressif does not document (`boot_v1.7`, disassembled, reads a select byte and
 //! 8 bytes of parameters there). The model keeps the behaviour, not those bytes: its own
 //! 8-byte record ([`RECORD_MAGIC`], the bin to boot, the upgrade flag) at the start of the
 //! system-parameter area. Erased (as `blank.bin` leaves it after a first install) it boots

@@ -1,5 +1,5 @@
 //! The NONOS SDK functions and structs the agent uses, declared from the SDK's documented
-//! API (ESP8266 Non-OS SDK API Reference; layouts as DESIGN.md section 9 records them).
+//! API (ESP8266 Non-OS SDK API Reference; struct layouts as include/espconn.h of SDK 3.0.x has them).
 //! On a board they resolve to the SDK's libraries (`libmain`, `liblwip`, `libwpa`); on the
 //! host, to `tcpflash-sdk-fake`.
 #![allow(unsafe_code)] // declarations of C functions: every call site says why it is sound

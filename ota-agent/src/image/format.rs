@@ -354,7 +354,7 @@ pub const fn crc_trailer(crc: u32) -> u32 {
 }
 
 /// Whether first-header bytes 2..3 are `gen_appbin.py`'s `00` and app number (1 or 2).
-/// esptool writes the flash parameters there; both forms are read (DESIGN.md section 4).
+/// esptool writes the flash parameters there; both forms are read.
 pub const fn sdk_app_number(mode: u8, size_freq: u8) -> Option<u8> {
     match (mode, size_freq) {
         (0, app @ (1 | 2)) => Some(app),
