@@ -148,33 +148,39 @@ pub(super) fn hello_len() -> usize {
 /// and closes its side: the lines its complete requests earned, then, in the image,
 /// `Invalid` and the truncation.
 pub(super) fn replies_when_closed(target: SlotId, header: usize, image_len: usize, sent: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    if sent >= hello_len() {
-        out.extend_from_slice(Reply::NextSlot(target).encode().as_bytes());
-    }
-    if sent >= header {
-        out.extend_from_slice(Reply::Ready.encode().as_bytes());
-        out.extend_from_slice(Reply::Invalid.encode().as_bytes());
-        let failure = Failure::Truncated { received: (sent - header) as u32, len: image_len as u32 };
-        out.extend_from_slice(ReplyLine::error_message(&failure).as_bytes());
-    }
-    out
+    let truncated =
+        Failure::Truncated { received: sent.saturating_sub(header) as u32, len: image_len as u32 };
+    earned(target, header, sent, Some(&truncated), None)
 }
 
 /// The replies of a client that goes silent after `sent` bytes: its earned lines, then the
-/// idle timeout (after `Invalid` in the image).
+/// idle timeout (after `Invalid` in the image), or the request lines' own, shorter bound.
 pub(super) fn replies_when_stalled(target: SlotId, header: usize, sent: usize) -> Vec<u8> {
+    earned(target, header, sent, Some(&Failure::IdleTimeout), Some(&Failure::HeaderTimeout))
+}
+
+/// The lines `sent` bytes earn (the slot's name, `Ready`), then `in_image` after `Invalid`
+/// when the cut falls in the image, or `in_header` when it falls before.
+fn earned(
+    target: SlotId,
+    header: usize,
+    sent: usize,
+    in_image: Option<&Failure>,
+    in_header: Option<&Failure>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     if sent >= hello_len() {
         out.extend_from_slice(Reply::NextSlot(target).encode().as_bytes());
     }
-    if sent >= header {
+    let failure = if sent >= header {
         out.extend_from_slice(Reply::Ready.encode().as_bytes());
         out.extend_from_slice(Reply::Invalid.encode().as_bytes());
-        out.extend_from_slice(ReplyLine::error_message(&Failure::IdleTimeout).as_bytes());
+        in_image
     } else {
-        // The request lines have their own, shorter bound.
-        out.extend_from_slice(ReplyLine::error_message(&Failure::HeaderTimeout).as_bytes());
+        in_header
+    };
+    if let Some(failure) = failure {
+        out.extend_from_slice(ReplyLine::error_message(failure).as_bytes());
     }
     out
 }
