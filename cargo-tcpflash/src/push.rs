@@ -677,7 +677,11 @@ impl<'c> Conn<'c> {
                     stream.set_read_timeout(tick).map_err(io)?;
                     stream.set_write_timeout(tick).map_err(io)?;
                     stream.set_nodelay(true).map_err(io)?;
-                    socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER).map_err(io)?;
+                    // At least two segments: a buffer below the path's MSS (loopback's is 64 KB)
+                    // stalls each write on the peer's delayed ACK (40 ms on Linux).
+                    let socket = socket2::SockRef::from(&stream);
+                    let mss = socket.tcp_mss().map_or(1460, |mss| mss as usize);
+                    socket.set_send_buffer_size(SEND_BUFFER.max(2 * mss)).map_err(io)?;
                     let step = Step::NextSlot;
                     let pending = Vec::new();
                     return Ok(Conn {
