@@ -40,9 +40,22 @@ pub const QEMU_INSTALL: &str = "sudo apt-get install qemu-system-misc";
 /// The board's name for `--board`.
 pub const BOARD: &str = "qemu";
 /// Longest a test's QEMU run may last: it is started under `timeout`, so a forgotten one ends.
-pub const RUN_LIMIT: Duration = Duration::from_secs(300);
-/// The same for a board a person runs (`sim --board qemu`): a day.
-pub const INTERACTIVE_LIMIT: Duration = Duration::from_secs(86_400);
+pub const RUN_LIMIT: Lifetime = Lifetime::Limit(Duration::from_secs(300));
+/// A board a person runs (`sim --board qemu`).
+pub const INTERACTIVE_LIMIT: Lifetime = Lifetime::WithThisProcess;
+
+/// How long a board runs at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// This long (tests and the proof: a harness that dies leaves nothing behind for long).
+    Limit(Duration),
+    /// As long as the thread that starts it (at most a day): QEMU is killed when this process
+    /// dies, even by SIGKILL (`setpriv --pdeathsig KILL` on `timeout` and on QEMU).
+    WithThisProcess,
+}
+
+/// The day a board a person runs lasts at most.
+const DAY: Duration = Duration::from_secs(86_400);
 /// Port the agent listens on inside the guest.
 const AGENT_PORT: u16 = ota_agent::protocol::DEFAULT_PORT;
 /// Attempts at a free host port (another process may take the one picked first).
@@ -210,7 +223,7 @@ impl QemuBoard {
     /// Starts QEMU on `kernel` (tcpflash-boot's ELF) with `flash` (a file of exactly 4 MiB)
     /// and the agent's port forwarded from a free port on 127.0.0.1, ended after `limit`;
     /// returns once the board printed its first line.
-    pub fn start(kernel: &Path, flash: &Path, limit: Duration) -> Result<QemuBoard, BoardError> {
+    pub fn start(kernel: &Path, flash: &Path, limit: Lifetime) -> Result<QemuBoard, BoardError> {
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port().map_err(io("find a free port on", Path::new("127.0.0.1")))?;
@@ -230,14 +243,14 @@ impl QemuBoard {
         kernel: &Path,
         flash: &Path,
         port: u16,
-        limit: Duration,
+        limit: Lifetime,
     ) -> Result<QemuBoard, BoardError> {
         let mut board = QemuBoard::spawn(kernel, flash, port, limit)?;
         board.wait_line("", 0, START_PATIENCE)?;
         Ok(board)
     }
 
-    fn spawn(kernel: &Path, flash: &Path, port: u16, limit: Duration) -> Result<QemuBoard, BoardError> {
+    fn spawn(kernel: &Path, flash: &Path, port: u16, limit: Lifetime) -> Result<QemuBoard, BoardError> {
         let qemu = find_qemu()?;
         let size = std::fs::metadata(flash).map_err(io("read", flash))?.len();
         if size != u64::from(FLASH_SIZE) {
@@ -249,12 +262,21 @@ impl QemuBoard {
             .map_err(io("create a directory in", &std::env::temp_dir()))?;
         let stderr = dir.path().join("stderr");
         let stderr_file = std::fs::File::create(&stderr).map_err(io("create", &stderr))?;
-        // `timeout` ends QEMU even if this process dies without stopping it, passes our
-        // SIGTERM on when we stop it, and kills it 5 s later if it is still there (seen once).
-        // It also puts QEMU in a process group of its own: a terminal's Ctrl-C reaches us,
-        // and we stop QEMU.
-        let mut child = Command::new("timeout")
-            .args(["-k", "5", "-s", "KILL", &limit.as_secs().to_string()])
+        // `timeout` ends QEMU after the limit even if this process dies without stopping it,
+        // passes our SIGTERM on when we stop it, and kills it 5 s later if it is still there
+        // (seen once). It also puts QEMU in a process group of its own: a terminal's Ctrl-C
+        // reaches us, and we stop QEMU. A board that lives with this process has `setpriv`
+        // give `timeout` and QEMU each a parent-death signal: a SIGKILL of ours takes both.
+        let (seconds, guard): (u64, &[&str]) = match limit {
+            Lifetime::Limit(limit) => (limit.as_secs(), &[]),
+            Lifetime::WithThisProcess => (DAY.as_secs(), &["setpriv", "--pdeathsig", "KILL", "--"]),
+        };
+        let mut timeout = guard.to_vec();
+        timeout.extend(["timeout", "-k", "5", "-s", "KILL"]);
+        let mut child = Command::new(timeout[0])
+            .args(&timeout[1..])
+            .arg(seconds.to_string())
+            .args(guard)
             .arg(&qemu)
             .args(["-M", "lx60-nommu", "-cpu", "lx106", "-nographic", "-monitor", "none"])
             .arg("-qmp")

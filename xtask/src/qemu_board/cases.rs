@@ -15,7 +15,8 @@
 //! - [`keyed`]: a firmware built with a key takes the CLI's `--key-file` push and refuses a
 //!   wrong key;
 //! - [`sim_board`]: `cargo tcpflash sim --board qemu` (the real binary): a push lands, `sim
-//!   status` reads the file, Ctrl-C stops QEMU.
+//!   status` reads the file, Ctrl-C stops QEMU, and a sim killed with SIGKILL takes QEMU
+//!   with it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -911,11 +912,12 @@ impl Keyed<'_> {
 
 /// `cargo tcpflash sim --board qemu` (the real binary) on a new flash file: the factory
 /// install, the UART lines with their prefix, a push that lands and boots through
-/// tcpflash-boot, `sim status` reading the file, and Ctrl-C (SIGINT) stopping QEMU.
+/// tcpflash-boot, `sim status` reading the file, Ctrl-C (SIGINT) stopping QEMU; then a sim
+/// killed with SIGKILL, whose QEMU must not outlive it.
 pub fn sim_board(fx: &Fixture) -> Case {
     let _guest = one_guest();
     case(
-        "sim --board qemu: a push lands, sim status reads the file, Ctrl-C stops QEMU",
+        "sim --board qemu: a push lands, sim status reads the file, Ctrl-C stops QEMU, SIGKILL takes it along",
         sim_board_outcome(fx),
     )
 }
@@ -929,7 +931,17 @@ fn sim_board_outcome(fx: &Fixture) -> Outcome {
     let seen = result?;
     stopped?;
     ensure!(!qemu_runs_on(&flash), "QEMU still runs on {}", flash.display());
-    Ok(seen)
+    // Killed without a chance to stop QEMU: QEMU goes with it (its parent-death signal).
+    let mut sim = SimProcess::start(&fx.tcpflash, &flash, &fx.manifest, None, PATIENCE)?;
+    sim.wait("[uart] tcpflash-boot started user2", PATIENCE)?;
+    ensure!(qemu_runs_on(&flash), "no QEMU runs on {}", flash.display());
+    sim.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while qemu_runs_on(&flash) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(!qemu_runs_on(&flash), "QEMU outlived a sim killed with SIGKILL");
+    Ok(format!("{seen}; QEMU gone with a killed sim"))
 }
 
 fn sim_board_push(fx: &Fixture, sim: &mut SimProcess, flash: &Path) -> Outcome {

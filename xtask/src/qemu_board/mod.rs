@@ -204,6 +204,12 @@ impl SimProcess {
         Ok(())
     }
 
+    /// SIGKILL: the sim gets no chance to stop its QEMU.
+    pub fn kill(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
     fn signal(&self, signal: &str) {
         let _ = Command::new("kill").args([signal, &self.child.id().to_string()]).status();
     }
