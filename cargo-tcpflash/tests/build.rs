@@ -13,15 +13,11 @@ use xmas_elf::ElfFile;
 use xmas_elf::sections::ShType;
 
 mod common;
-use common::{ESPTOOL, ESPTOOL_INSTALL, esptool_image, esptool_v1_image, flat_stderr, require};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+use common::{ESPTOOL, ESPTOOL_INSTALL, esptool_image, esptool_v1_image, flat_stderr, repo, require};
 
 fn tcpflash(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-tcpflash"));
-    command.arg("tcpflash").args(args).current_dir(dir).env("NO_COLOR", "1").env("COLUMNS", "400");
+    let mut command = common::tcpflash(args);
+    command.current_dir(dir);
     command
 }
 

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{blinky, tcpflash};
+
 use ota_agent::boot::Running;
 use ota_agent::descriptor::Descriptor;
 use ota_agent::image::{self, FlashParams, Segment};
@@ -53,20 +56,6 @@ fn in_private_netns(name: &str) -> bool {
         String::from_utf8_lossy(&output.stderr)
     );
     false
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn blinky() -> PathBuf {
-    repo().join("example-blinky/Cargo.toml")
-}
-
-fn tcpflash(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-tcpflash"));
-    command.arg("tcpflash").args(args).env_remove("TCPFLASH_HOST").env("NO_COLOR", "1").env("COLUMNS", "400");
-    command
 }
 
 fn run(command: &mut Command) -> Output {

@@ -18,14 +18,10 @@ const PATIENCE: Duration = Duration::from_secs(300);
 /// The binary as `cargo tcpflash` runs it, in `dir`, with a target dir kept between runs
 /// (the new crate's dependencies are built once).
 fn tcpflash(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-tcpflash"));
+    let mut command = common::tcpflash(args);
     command
-        .arg("tcpflash")
-        .args(args)
         .current_dir(dir)
-        .env_remove("TCPFLASH_HOST")
-        .env("CARGO_TARGET_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("new-firmware-target"))
-        .env("NO_COLOR", "1");
+        .env("CARGO_TARGET_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("new-firmware-target"));
     command
 }
 

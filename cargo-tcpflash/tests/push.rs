@@ -5,33 +5,18 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::flat_stderr;
+use common::{blinky, flat_stderr, repo, tcpflash};
 
 /// Upper bound for a CLI run, so a bug fails the test instead of hanging it (never a
 /// pass/fail criterion on speed).
 const PATIENCE: Duration = Duration::from_secs(120);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn blinky() -> PathBuf {
-    repo().join("example-blinky/Cargo.toml")
-}
-
-/// The real binary, as `cargo tcpflash` runs it, without a TCPFLASH_HOST from outside.
-fn tcpflash(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-tcpflash"));
-    command.arg("tcpflash").args(args).env_remove("TCPFLASH_HOST").env("NO_COLOR", "1").env("COLUMNS", "400");
-    command
-}
 
 /// Pushes example-blinky to 127.0.0.1:`port`.
 fn push(port: u16, extra: &[&str]) -> Command {

@@ -194,7 +194,15 @@ fn installs_tcpflash_boot_by_default_and_the_virtual_device_boots_through_it() {
     assert_same(&flash[..boot.len()], &boot, 0, "tcpflash-boot");
     assert!(all_ff(&flash[boot.len()..0x1000]), "rest of sector 0 erased");
 
-    let dump = dir.path().join("installed.flash");
+    let status = sim_status(&fake, dir.path());
+    assert_eq!(status["boot"]["by"], "tcpflash-boot", "{status}");
+    assert_eq!(status["booted_slot"], "user1", "{status}");
+    assert_eq!(status["boot_status"]["state"], "confirmed", "{status}");
+}
+
+/// `xtask sim status` on the flash the fake ROM holds: how the virtual ESP8266 boots it.
+fn sim_status(fake: &FakeRom, dir: &Path) -> serde_json::Value {
+    let dump = dir.join("installed.flash");
     fake.dump(&dump).unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["sim", "status", "--flash"])
@@ -202,10 +210,7 @@ fn installs_tcpflash_boot_by_default_and_the_virtual_device_boots_through_it() {
         .output()
         .expect("xtask runs");
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("one JSON line");
-    assert_eq!(status["boot"]["by"], "tcpflash-boot", "{status}");
-    assert_eq!(status["booted_slot"], "user1", "{status}");
-    assert_eq!(status["boot_status"]["state"], "confirmed", "{status}");
+    serde_json::from_slice(&status.stdout).expect("one JSON line")
 }
 
 #[test]
@@ -236,15 +241,7 @@ fn builds_the_firmware_and_installs_its_user1() {
     assert_eq!(descriptor, b"TCF1", "the built image carries its slot descriptor");
 
     // The virtual ESP8266 boots that flash: `xtask sim status` on the dumped flash.
-    let dump = dir.path().join("installed.flash");
-    fake.dump(&dump).unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["sim", "status", "--flash"])
-        .arg(&dump)
-        .output()
-        .expect("xtask runs");
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("one JSON line");
+    let status = sim_status(&fake, dir.path());
     assert_eq!(status["booted_slot"], "user1", "{status}");
     assert_eq!(status["boot"]["by"], "rBoot", "a bootloader that is not tcpflash-boot: {status}");
     assert_eq!(status["boot_status"]["state"], "untracked", "{status}");

@@ -6,6 +6,24 @@ use ota_agent::layout::{BOOTLOADER_DRAM, BOOTLOADER_IRAM, DRAM, DRAM_USABLE, IRA
 
 use super::support::ENTRY;
 
+/// Constants and variables in DRAM, the same for firmware and bootloaders: `.bss` bounded by
+/// `_bss_start`/`_bss_end` for the start-up code to clear.
+const DATA_AND_BSS: &str = "  .data : ALIGN(4)
+  {
+    *(.data .data.* .sdata .sdata.*)
+    *(.rodata .rodata.* .srodata .srodata.*)
+    . = ALIGN(4);
+  } > dram0
+
+  .bss (NOLOAD) : ALIGN(4)
+  {
+    _bss_start = ABSOLUTE(.);
+    *(.bss .bss.* .sbss .sbss.* COMMON)
+    . = ALIGN(4);
+    _bss_end = ABSOLUTE(.);
+  } > dram0
+";
+
 /// The GNU ld script for an image that runs from `slot`.
 pub fn linker_script(slot: &Slot) -> String {
     let irom_origin = slot.irom_link_addr();
@@ -40,21 +58,7 @@ SECTIONS
   }} > iram1
 
   /* IROM only allows aligned 32-bit loads, so constants live in DRAM. */
-  .data : ALIGN(4)
-  {{
-    *(.data .data.* .sdata .sdata.*)
-    *(.rodata .rodata.* .srodata .srodata.*)
-    . = ALIGN(4);
-  }} > dram0
-
-  .bss (NOLOAD) : ALIGN(4)
-  {{
-    _bss_start = ABSOLUTE(.);
-    *(.bss .bss.* .sbss .sbss.* COMMON)
-    . = ALIGN(4);
-    _bss_end = ABSOLUTE(.);
-  }} > dram0
-
+{data_and_bss}
   /DISCARD/ : {{ *(.llvmcmd .llvmbc .comment .note.GNU-stack) }}
 }}
 "#,
@@ -66,6 +70,7 @@ SECTIONS
         iram_len = IRAM.end - IRAM.start,
         entry = ENTRY,
         descriptor_section = descriptor::SECTION,
+        data_and_bss = DATA_AND_BSS,
     )
 }
 
@@ -98,21 +103,7 @@ SECTIONS
   }} > iram1
 
   /* Byte loads need DRAM: constants live there. */
-  .data : ALIGN(4)
-  {{
-    *(.data .data.* .sdata .sdata.*)
-    *(.rodata .rodata.* .srodata .srodata.*)
-    . = ALIGN(4);
-  }} > dram0
-
-  .bss (NOLOAD) : ALIGN(4)
-  {{
-    _bss_start = ABSOLUTE(.);
-    *(.bss .bss.* .sbss .sbss.* COMMON)
-    . = ALIGN(4);
-    _bss_end = ABSOLUTE(.);
-  }} > dram0
-
+{data_and_bss}
   /DISCARD/ : {{ *({descriptor_section}) *(.llvmcmd .llvmbc .comment .note.GNU-stack) }}
 }}
 "#,
@@ -122,6 +113,7 @@ SECTIONS
         iram_len = BOOTLOADER_IRAM.end - BOOTLOADER_IRAM.start,
         entry = ENTRY,
         descriptor_section = descriptor::SECTION,
+        data_and_bss = DATA_AND_BSS,
     )
 }
 

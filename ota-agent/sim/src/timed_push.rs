@@ -442,20 +442,11 @@ fn our_cycle(
         crate::boot::tcpflash_boot(&mut flash).map_err(|halted| ModelError::Boot(halted.to_string()))?;
     let restarted = Running::read(&mut flash, layout, launched.handoff);
     let boot = flash.take_busy();
-    let listening = reset - end.time + boot.as_nanos() as u64;
-    let wait = host.attempt(listening) - listening;
     let mut sector: SectorBuffer = [0; SECTOR];
     let mut fresh = Session::new(SessionConfig::new(layout), &mut sector);
     let asked = Simulation::new(model, &mut fresh, &mut flash).run(restarted, images, Goal::Ask)?;
-    Ok(Cycle {
-        push: Duration::from_nanos(end.time),
-        push_work,
-        to_reboot: Duration::from_nanos(reset - end.time),
-        boot,
-        wait: Duration::from_nanos(wait),
-        check: Duration::from_nanos(asked.time),
-        flash: flash.into_inner(),
-    })
+    let times = CycleTimes { pushed: end.time, reset, boot, checked: asked.time };
+    Ok(times.cycle(host, push_work, flash.into_inner()))
 }
 
 fn seed_cycle(
@@ -480,21 +471,37 @@ fn seed_cycle(
     let reset = departed + (SEED_REBOOT_DELAY + switch).as_nanos() as u64;
     let push_work = flash.work();
     let boot = sdk_boot_reads(flash.inner_mut(), layout, running.other(), &model.flash)?;
-    let listening = reset - end.time + boot.as_nanos() as u64;
-    let wait = host.attempt(listening) - listening;
     let mut sector: SectorBuffer = [0; SECTOR];
     let mut fresh = SeedAgent::new(layout, running.other(), &mut sector);
     let restarted = Running::untracked(Some(running.other()));
     let asked = Simulation::new(model, &mut fresh, &mut flash).run(restarted, images, Goal::Ask)?;
-    Ok(Cycle {
-        push: Duration::from_nanos(end.time),
-        push_work,
-        to_reboot: Duration::from_nanos(reset - end.time),
-        boot,
-        wait: Duration::from_nanos(wait),
-        check: Duration::from_nanos(asked.time),
-        flash: flash.into_inner(),
-    })
+    let times = CycleTimes { pushed: end.time, reset, boot, checked: asked.time };
+    Ok(times.cycle(host, push_work, flash.into_inner()))
+}
+
+/// A cycle's moments, in the simulation's nanoseconds: the push's end, the reset, the
+/// boot's length and the check's.
+struct CycleTimes {
+    pushed: u64,
+    reset: u64,
+    boot: Duration,
+    checked: u64,
+}
+
+impl CycleTimes {
+    /// The cycle's parts; the host looks when `host` says, once the device listens again.
+    fn cycle(&self, host: &HostCheck, push_work: FlashWork, flash: RamNor<Vec<u8>>) -> Cycle {
+        let listening = self.reset - self.pushed + self.boot.as_nanos() as u64;
+        Cycle {
+            push: Duration::from_nanos(self.pushed),
+            push_work,
+            to_reboot: Duration::from_nanos(self.reset - self.pushed),
+            boot: self.boot,
+            wait: Duration::from_nanos(host.attempt(listening) - listening),
+            check: Duration::from_nanos(self.checked),
+            flash,
+        }
+    }
 }
 
 /// What the SDK's bootloader reads to start the image in `slot`: the image's headers and its

@@ -460,18 +460,24 @@ impl World {
         let mut received = Vec::new();
         let end = self.now + limit;
         loop {
-            self.step(&mut []);
-            let socket = self.host_sockets.get_mut::<tcp::Socket>(push.socket);
-            while let Ok(bytes) = socket.recv(|data| (data.len(), data.to_vec())) {
-                if bytes.is_empty() {
-                    break;
-                }
-                received.extend(bytes);
-            }
-            if !socket.may_recv() || self.now >= end {
+            if !self.step_and_take(push, &mut received) || self.now >= end {
                 return received;
             }
         }
+    }
+
+    /// One step of the world, then what the host socket of `push` received onto `received`;
+    /// whether the socket may still receive.
+    fn step_and_take(&mut self, push: &Push, received: &mut Vec<u8>) -> bool {
+        self.step(&mut []);
+        let socket = self.host_sockets.get_mut::<tcp::Socket>(push.socket);
+        while let Ok(bytes) = socket.recv(|data| (data.len(), data.to_vec())) {
+            if bytes.is_empty() {
+                break;
+            }
+            received.extend(bytes);
+        }
+        socket.may_recv()
     }
 
     /// Steps until the host socket of `push` holds a whole line, without driving its client.
@@ -482,14 +488,7 @@ impl World {
             if self.now >= end {
                 return Err(NotDone(format!("no whole line within {limit}: {:?}", received.escape_ascii())));
             }
-            self.step(&mut []);
-            let socket = self.host_sockets.get_mut::<tcp::Socket>(push.socket);
-            while let Ok(bytes) = socket.recv(|data| (data.len(), data.to_vec())) {
-                if bytes.is_empty() {
-                    break;
-                }
-                received.extend(bytes);
-            }
+            self.step_and_take(push, &mut received);
         }
         Ok(received)
     }
