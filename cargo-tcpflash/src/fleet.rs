@@ -7,7 +7,6 @@
 //! `cargo tcpflash --help`).
 
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use ota_agent::protocol::DEFAULT_PORT;
 use crate::build::{self, FirmwarePackage, status};
 use crate::cli::PushArgs;
 use crate::discover::{self, Board, DiscoverError, Fleet};
-use crate::push::{self, Progress, Protocol, PushError, Timeouts, exit};
+use crate::push::{self, Progress, Protocol, PushError, Timeouts};
 use crate::push_cmd::{HOST_ENV, PushCmdError};
 
 /// The fleet options of the push.
@@ -102,10 +101,6 @@ impl From<build::BuildError> for FleetError {
 
 /// Runs the fleet push and returns the process exit status; errors are printed here.
 pub fn run(args: &PushArgs) -> i32 {
-    let wrap = std::io::stderr().is_terminal();
-    let _ = miette::set_hook(Box::new(move |_| {
-        Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())
-    }));
     match execute(args) {
         Ok(rows) => {
             for row in &rows {
@@ -182,13 +177,7 @@ fn execute(args: &PushArgs) -> Result<Vec<Row>, FleetError> {
             if destinations.len() == 1 { "" } else { "s" }
         ),
     );
-    let cancel = Arc::new(AtomicBool::new(false));
-    let _ = signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGINT,
-        exit::CANCELLED,
-        Arc::clone(&cancel),
-    );
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
+    let cancel = crate::push_cmd::cancel_on_ctrl_c();
 
     let bars = MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()

@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 use cargo_tcpflash::cli::{CargoCli, Command};
@@ -5,6 +7,11 @@ use cargo_tcpflash::cli::{CargoCli, Command};
 fn main() -> miette::Result<()> {
     let CargoCli::Tcpflash(cli) = CargoCli::parse();
     cargo_tcpflash::report::install(Box::new(cargo_tcpflash::cli::StderrReporter));
+    // Wrapped lines help on a terminal; in a log they split flags like `--no-verify`.
+    let wrap = std::io::stderr().is_terminal();
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())
+    }));
     match cli.command {
         Some(Command::Build(args)) => cargo_tcpflash::build_cmd::run(&args).map(drop).map_err(Into::into),
         Some(Command::Image(args)) => Ok(cargo_tcpflash::image_cmd::run(&args)?),

@@ -412,15 +412,9 @@ pub fn push_with(
     cancel: &AtomicBool,
     report: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Pushed, PushError> {
-    let plain = protocol == Protocol::Plain;
-    let job = Job { target, images, key, plain, timeouts, cancel };
-    match job.when_free(report) {
-        Err(PushError::NoExtensions { line, .. }) if !plain && key.is_none() => {
-            report(Progress::Plain(&line));
-            Job { plain: true, ..job }.when_free(report)
-        }
-        other => other,
-    }
+    let job = Job { target, images, key, plain: protocol == Protocol::Plain, timeouts, cancel };
+    let pushed = job.when_free(report);
+    job.or_plain(pushed, report)
 }
 
 /// One push's parameters, for its attempts.
@@ -436,6 +430,22 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// `pushed` as it ended, unless the device refused the SHA-256 line: then the push again
+    /// with the seed's lines only (see [`Protocol::Auto`]; never for a keyed push).
+    fn or_plain(
+        &self,
+        pushed: Result<Pushed, PushError>,
+        report: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Pushed, PushError> {
+        match pushed {
+            Err(PushError::NoExtensions { line, .. }) if !self.plain && self.key.is_none() => {
+                report(Progress::Plain(&line));
+                Job { plain: true, ..*self }.when_free(report)
+            }
+            other => other,
+        }
+    }
+
     /// [`Job::once`], waiting (up to `timeouts.reboot`) while the device serves another
     /// client: its agent serves one at a time and drops a client that dawdles within seconds.
     fn when_free(&self, report: &mut dyn FnMut(Progress<'_>)) -> Result<Pushed, PushError> {
@@ -545,8 +555,8 @@ impl EarlyPush {
         };
         let mut conn = Conn { cancel, ..conn };
         report(Progress::Connected(conn.addr));
-        let plain = protocol == Protocol::Plain;
-        let goal = Goal::Push { images, key, plain };
+        let job = Job { target, images, key, plain: protocol == Protocol::Plain, timeouts, cancel };
+        let goal = Goal::Push { images, key, plain: job.plain };
         let pushed = conn
             .on_event(Event::NextSlot(slot), &mut client, &goal, report)
             .and_then(|_| conn.push_with(&mut client, goal, report));
@@ -554,12 +564,7 @@ impl EarlyPush {
             // The device let the held connection go before any image byte (a header
             // deadline shorter than the agent's default): once more, from the start.
             Err(error) if client.progress().0 == 0 && dropped_early(&error) => again(report),
-            Err(PushError::NoExtensions { line, .. }) if !plain && key.is_none() => {
-                report(Progress::Plain(&line));
-                let job = Job { target, images, key, plain: true, timeouts, cancel };
-                job.when_free(report)
-            }
-            other => other,
+            other => job.or_plain(other, report),
         }
     }
 }

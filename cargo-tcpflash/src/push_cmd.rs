@@ -4,7 +4,6 @@
 //! bar on stderr, one result line on stdout; errors as miette reports, with an exit status
 //! per kind of failure (`cli::EXIT_CODES`).
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -129,11 +128,6 @@ pub fn run_prebuilt(args: &PrebuiltArgs) -> i32 {
 }
 
 fn report_errors(work: impl FnOnce() -> Result<(), PushCmdError>) -> i32 {
-    // Wrapped lines help on a terminal; in a log they split flags like `--no-verify`.
-    let wrap = std::io::stderr().is_terminal();
-    let _ = miette::set_hook(Box::new(move |_| {
-        Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())
-    }));
     match work() {
         Ok(()) => 0,
         Err(error) => {
@@ -203,15 +197,7 @@ fn deliver(
 ) -> Result<(), PushCmdError> {
     let timeouts = device.timeouts();
     status("Pushing", &format!("{name} to {target}"));
-    // From here Ctrl-C stops the push cleanly (the connection is reset, and we say what the
-    // device does); a second Ctrl-C quits at once.
-    let cancel = Arc::new(AtomicBool::new(false));
-    let _ = signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGINT,
-        exit::CANCELLED,
-        Arc::clone(&cancel),
-    );
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
+    let cancel = cancel_on_ctrl_c();
     let protocol = if device.plain { Protocol::Plain } else { Protocol::Auto };
     let mut shown = Shown::default();
     let pushed = match early {
@@ -248,6 +234,19 @@ fn deliver(
     status("Verified", &format!("the device came back on {running}"));
     println!("pushed {what} to {target}; the device now runs {running}{}", boot_words(&returned));
     Ok(())
+}
+
+/// From here Ctrl-C stops the push cleanly (the connection is reset, and we say what the
+/// device does): the flag it sets. A second Ctrl-C quits at once.
+pub(crate) fn cancel_on_ctrl_c() -> Arc<AtomicBool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        exit::CANCELLED,
+        Arc::clone(&cancel),
+    );
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
+    cancel
 }
 
 /// How the device says it booted, for the status line.

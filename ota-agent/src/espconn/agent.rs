@@ -194,28 +194,19 @@ impl Platform for SdkPlatform {
 /// bootloader's header names; the running slot comes from `system_upgrade_userbin_check`
 /// unless `config.running_slot` says.
 pub fn ota_init(config: AgentConfig) -> Result<(), InitError> {
-    // SAFETY: no preconditions.
-    let map_number = unsafe { ffi::system_get_flash_size_map() };
-    let map = u8::try_from(map_number)
-        .ok()
-        .and_then(FlashSize::from_code)
-        .and_then(SdkMap::for_flash_size)
-        .ok_or(InitError::UnsupportedMap(map_number))?;
+    let map = chip_map()?;
     if config.layout.sdk_map() != Some(map) {
-        return Err(InitError::LayoutMismatch { built: config.layout.name, map: map_number });
+        return Err(InitError::LayoutMismatch {
+            built: config.layout.name,
+            map: u32::from(map.flash_size().code()),
+        });
     }
     start(config)
 }
 
 /// [`ota_init`] for the map the chip runs: what C firmware gets, built without a layout.
 pub fn ota_init_for_chip(key: Option<&'static crate::auth::Key>) -> Result<(), InitError> {
-    // SAFETY: no preconditions.
-    let map_number = unsafe { ffi::system_get_flash_size_map() };
-    let map = u8::try_from(map_number)
-        .ok()
-        .and_then(FlashSize::from_code)
-        .and_then(SdkMap::for_flash_size)
-        .ok_or(InitError::UnsupportedMap(map_number))?;
+    let map = chip_map()?;
     start(AgentConfig { key, ..AgentConfig::new(&map.layout) })
 }
 
@@ -226,14 +217,19 @@ pub fn ota_init_for_chip_with_mdns(
     key: Option<&'static crate::auth::Key>,
     mdns: crate::mdns::MdnsConfig,
 ) -> Result<(), InitError> {
+    let map = chip_map()?;
+    start(AgentConfig { key, mdns: Some(mdns), ..AgentConfig::new(&map.layout) })
+}
+
+/// The SDK map of the chip's flash size map (what the SDK booted with).
+fn chip_map() -> Result<&'static SdkMap, InitError> {
     // SAFETY: no preconditions.
     let map_number = unsafe { ffi::system_get_flash_size_map() };
-    let map = u8::try_from(map_number)
+    u8::try_from(map_number)
         .ok()
         .and_then(FlashSize::from_code)
         .and_then(SdkMap::for_flash_size)
-        .ok_or(InitError::UnsupportedMap(map_number))?;
-    start(AgentConfig { key, mdns: Some(mdns), ..AgentConfig::new(&map.layout) })
+        .ok_or(InitError::UnsupportedMap(map_number))
 }
 
 fn start(config: AgentConfig) -> Result<(), InitError> {
